@@ -1,0 +1,401 @@
+"""
+The call hierarchy: ContextVars, frames, joining and completing logs.
+
+A *frame* is an immutable tuple ``(log, record, depth, parent_frame)``; the
+ContextVar ``asynctrack.frame`` holds the frame of the innermost tracked call,
+``SILENT`` inside an untracked call's subtree, or ``None`` outside any probe.
+Because frames are immutable, a task that copied its parent's context never
+sees frames its parent pushes later.
+
+Joining and completing a log is lock-free: a log counts its running calls in
+``_active`` (a list: ``append``/``pop`` are atomic C operations) and is completed
+by whoever takes the single ``_claim`` token while no call is running. A call that
+starts after its log was completed opens a new log whose ``parent_id`` names it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from ._records import DATA, END, ERROR, STATUS, Log, reset_ids_after_fork
+from ._values import REDACTED, convert, current_limits, is_redacted
+
+__all__ = [
+    "FRAME",
+    "INFO",
+    "SILENT",
+    "add_data",
+    "add_info",
+    "enter",
+    "fail",
+    "info",
+    "leave",
+    "open_logs",
+    "propagate",
+    "set_handoff",
+    "set_postprocess",
+]
+
+FRAME: contextvars.ContextVar[Any] = contextvars.ContextVar("asynctrack.frame", default=None)
+INFO: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
+    "asynctrack.info", default=None
+)
+
+
+class _Silent:
+    """
+    Marker stored in ``asynctrack.frame`` inside the subtree of an untracked call.
+    """
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "<asynctrack: silenced subtree>"
+
+
+SILENT: Any = _Silent()
+
+_ns = time.perf_counter_ns
+_get = FRAME.get
+
+#: Logs opened and not yet complete, by number: shutdown writes them as incomplete.
+_OPEN: dict[int, Log] = {}
+#: Numbers of open logs already written incomplete (at shutdown) or orphaned by a
+#: fork: their late completion is not handed off again.
+_SETTLED: set[int] = set()
+#: Serialises writers of shared log state (add_info/add_data); never held while
+#: blocking and never taken by the per-call path.
+_LOCK = threading.Lock()
+
+_max_calls = [10_000]
+_handoff: list[Callable[[Log], None]] = [lambda log: None]
+_postprocess: list[Callable[[Log], Log | None] | None] = [None]
+_listeners: list[Callable[[Log], None]] = []
+
+
+def set_handoff(func: Callable[[Log], None]) -> None:
+    """
+    Install the function that receives every completed log (the pipeline's intake).
+    """
+    _handoff[0] = func
+
+
+def set_postprocess(func: Callable[[Log], Log | None] | None) -> None:
+    """
+    Install the hook run on each completed log before hand-off (config layer).
+    """
+    _postprocess[0] = func
+
+
+def set_max_calls(n: int) -> None:
+    _max_calls[0] = n
+
+
+def add_listener(func: Callable[[Log], None]) -> None:
+    _listeners.append(func)
+
+
+def remove_listener(func: Callable[[Log], None]) -> None:
+    try:
+        _listeners.remove(func)
+    except ValueError:
+        pass
+
+
+def open_logs() -> list[Log]:
+    """
+    Return the logs opened and not yet complete in this process.
+    """
+    return list(_OPEN.values())
+
+
+def settle(log: Log) -> None:
+    """
+    Mark an open log as already written, so its later completion is not handed off.
+    """
+    _SETTLED.add(log._number)
+
+
+# -- the per-call path ------------------------------------------------------------
+
+
+def enter(tracker: Any, meta: tuple[str, str, str], cur: Any, params: Any) -> tuple[Any, ...]:
+    """
+    Start a tracked call below frame ``cur`` and return its frame.
+    """
+    t = _ns()
+    if cur is not None:
+        log = cur[0]
+        if not log._done:
+            active = log._active
+            active.append(None)
+            if not log._done:
+                depth = cur[2] + 1
+                rec = [meta, depth, params, None, t, 0, "ok", None]
+                raw = log._raw
+                if len(raw) < _max_calls[0]:
+                    raw.append(rec)
+                else:
+                    log.dropped_calls += 1
+                return (log, rec, depth, cur)
+            # Lost a race with the log's completion: back out and open a new log.
+            active.pop()
+            _try_complete(log)
+        parent_id: str | None = log.id
+    else:
+        parent_id = None
+    bound = INFO.get()
+    log = Log._open(t, parent_id, dict(bound) if bound else {}, tracker)
+    log._active.append(None)
+    rec = [meta, 0, params, None, t, 0, "ok", None]
+    log._raw.append(rec)
+    _OPEN[log._number] = log
+    return (log, rec, 0, None)
+
+
+def leave(frame: tuple[Any, ...]) -> None:
+    """
+    End the tracked call of ``frame``; complete its log when it was the last one running.
+    """
+    t = _ns()
+    log = frame[0]
+    frame[1][END] = t
+    if t > log._t1:
+        log._t1 = t
+    active = log._active
+    active.pop()
+    if not active:
+        _try_complete(log)
+
+
+def fail(frame: tuple[Any, ...], exc: BaseException) -> None:
+    """
+    Record that the call of ``frame`` raised ``exc`` (the exception itself is untouched).
+    """
+    rec = frame[1]
+    rec[STATUS] = "cancelled" if _is_cancellation(exc) else "error"
+    rec[ERROR] = describe_error(exc)
+
+
+def describe_error(exc: BaseException) -> str:
+    """
+    Return ``"TypeName: message"`` for an exception, never raising.
+    """
+    name = type(exc).__name__
+    try:
+        message = str(exc)
+    except Exception:
+        message = "<str() failed>"
+    limit = current_limits().max_string
+    if len(message) > limit:
+        message = f"{message[:limit]}…[+{len(message) - limit} chars]"
+    return f"{name}: {message}" if message else name
+
+
+def _is_cancellation(exc: BaseException) -> bool:
+    if isinstance(exc, asyncio.CancelledError):
+        return True
+    cls = type(exc)
+    return cls.__name__ == "Cancelled" and cls.__module__.startswith("trio")
+
+
+def _try_complete(log: Log) -> None:
+    # Whoever pops the single claim token while no call runs completes the log. A call
+    # joining at that moment sees ``_done`` and backs out (see enter); if it appended
+    # before the claimant re-checked, the claimant gives the token back and retries.
+    active = log._active
+    claim = log._claim
+    while not active:
+        try:
+            claim.pop()
+        except IndexError:
+            return
+        log._done = True
+        if not active:
+            _complete(log)
+            return
+        log._done = False
+        claim.append(None)
+
+
+def _complete(log: Log) -> None:
+    number = log._number
+    _OPEN.pop(number, None)
+    if _SETTLED and number in _SETTLED:
+        _SETTLED.discard(number)
+        return
+    post = _postprocess[0]
+    if post is not None:
+        result = post(log)
+        if result is None:
+            return
+        log = result
+    if _listeners:
+        for listener in list(_listeners):
+            try:
+                listener(log)
+            except Exception:  # pragma: no cover - listeners are our own
+                pass
+    _handoff[0](log)
+
+
+# -- info and data ------------------------------------------------------------------
+
+
+def _check_key(key: object, what: str) -> str:
+    if type(key) is not str:
+        if isinstance(key, str):
+            return str.__str__(key)
+        raise TypeError(f"{what}: key must be a str, not {type(key).__name__}")
+    return key
+
+
+def _value(key: str, value: Any) -> Any:
+    return REDACTED if is_redacted(key) else convert(value)
+
+
+def add_info(key: str, value: Any) -> None:
+    """
+    Set ``key`` in the info of the current log, shared by all its calls (last write wins).
+
+    Outside any log, bind it to the current context instead: logs opened later in this
+    context, and in tasks spawned from it, start with it (the way a middleware records
+    the user before the handler runs). Inside an untracked call it does nothing.
+
+    Raises:
+        TypeError: ``key`` is not a str.
+
+    .. versionadded:: 0.1
+    """
+    key = _check_key(key, "add_info")
+    frame = _get()
+    if frame is SILENT:
+        return
+    converted = _value(key, value)
+    if frame is not None:
+        log = frame[0]
+        if not log._done:
+            with _LOCK:
+                # Copy on write: a dict handed to the pipeline is never mutated.
+                log.info = {**log.info, key: converted}
+            return
+    bound = INFO.get()
+    INFO.set({**bound, key: converted} if bound else {key: converted})
+
+
+def add_data(key: str, value: Any, depth: int | None = None) -> None:
+    """
+    Set ``key`` in the data of the current call entry (or of an ancestor).
+
+    Args:
+        key: the name.
+        value: any value; converted like parameters.
+        depth: ``None`` for the current call, ``k >= 0`` for the ancestor at depth k,
+            a negative number counts up from the current call (-1 is its caller).
+
+    Outside a tracked call it does nothing.
+
+    Raises:
+        TypeError: ``key`` is not a str, or ``depth`` is not an int.
+        ValueError: ``depth`` is out of range for the current call.
+
+    .. versionadded:: 0.1
+    """
+    key = _check_key(key, "add_data")
+    if depth is not None and (type(depth) is not int):
+        raise TypeError(f"add_data: depth must be an int or None, not {type(depth).__name__}")
+    frame = _get()
+    if frame is None or frame is SILENT:
+        return
+    target = frame
+    if depth is not None:
+        current = frame[2]
+        wanted = depth if depth >= 0 else current + depth
+        if not 0 <= wanted <= current:
+            raise ValueError(
+                f"add_data: depth={depth} is out of range for a call at depth {current}"
+            )
+        while target[2] != wanted:
+            target = target[3]
+    log = target[0]
+    if log._done:
+        return
+    converted = _value(key, value)
+    rec = target[1]
+    with _LOCK:
+        old = rec[DATA]
+        rec[DATA] = {**old, key: converted} if old else {key: converted}
+
+
+@contextmanager
+def info(**values: Any) -> Iterator[None]:
+    """
+    Bind info values for the duration of a ``with`` block.
+
+    Logs opened inside the block (and in tasks spawned from it) start with these
+    values; a log already open gets them too.
+
+    .. versionadded:: 0.1
+    """
+    frame = _get()
+    if frame is SILENT:
+        yield
+        return
+    converted = {_check_key(k, "info"): _value(k, v) for k, v in values.items()}
+    if frame is not None and not frame[0]._done:
+        log = frame[0]
+        with _LOCK:
+            log.info = {**log.info, **converted}
+    bound = INFO.get()
+    token = INFO.set({**bound, **converted} if bound else converted)
+    try:
+        yield
+    finally:
+        try:
+            INFO.reset(token)
+        except ValueError:  # exited in another context (a generator moved between tasks)
+            pass
+
+
+def propagate(func: Callable[..., Any]) -> Callable[..., Any]:
+    """
+    Return a callable that runs ``func`` in a copy of the current context.
+
+    ``loop.run_in_executor`` and ``ThreadPoolExecutor.submit`` do not copy the context
+    (``asyncio.to_thread`` and ``anyio.to_thread.run_sync`` do); wrap the function with
+    ``propagate`` so its probed calls join the current log::
+
+        await loop.run_in_executor(None, asynctrack.propagate(work), arg)
+
+    .. versionadded:: 0.1
+    """
+    ctx = contextvars.copy_context()
+
+    def run(*args: Any, **kwargs: Any) -> Any:
+        # A Context cannot be entered twice at once: run each call in its own copy.
+        return ctx.copy().run(func, *args, **kwargs)
+
+    run.__wrapped__ = func  # type: ignore[attr-defined]
+    run.__name__ = getattr(func, "__name__", "propagated")
+    run.__doc__ = getattr(func, "__doc__", None)
+    return run
+
+
+def _after_fork_in_child() -> None:
+    # Logs open at fork time belong to the parent, which writes them; the child never
+    # hands them off. Locks may have been held by a thread that does not exist here.
+    _LOCK._at_fork_reinit()  # type: ignore[attr-defined]
+    _SETTLED.update(_OPEN)
+    _OPEN.clear()
+    reset_ids_after_fork()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)

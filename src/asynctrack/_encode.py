@@ -1,0 +1,118 @@
+"""
+JSON-lines encoding and decoding of logs.
+
+Every line is strict JSON (no NaN: values were converted at call time) and one
+line under both ``str.split("\\n")`` and ``str.splitlines()``: U+2028, U+2029 and
+U+0085, which orjson writes raw, are escaped. orjson encodes a batch into one
+buffer; values it refuses (lone surrogates, integers beyond 64 bits) fall back to
+the stdlib encoder with ``ensure_ascii=True``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
+
+from ._records import Log
+
+try:  # pragma: no branch - orjson is a dependency; the fallback is for odd platforms
+    import orjson
+
+    _dumps = orjson.dumps
+    _loads: Any = orjson.loads
+except ImportError:  # pragma: no cover
+    orjson = None  # type: ignore[assignment]
+    _dumps = None  # type: ignore[assignment]
+    _loads = json.loads
+
+__all__ = ["decode_line", "encode_log", "encode_logs", "iter_lines"]
+
+# Characters that str.splitlines() treats as line breaks and JSON allows raw.
+_RAW_BREAKS = (
+    ("\u2028".encode(), b"\\u2028"),
+    ("\u2029".encode(), b"\\u2029"),
+    ("\u0085".encode(), b"\\u0085"),
+)
+
+
+def _stdlib(obj: Any) -> bytes:
+    return json.dumps(obj, ensure_ascii=True, allow_nan=False, separators=(",", ":")).encode()
+
+
+def _escape_breaks(data: bytes) -> bytes:
+    # Every multi-byte UTF-8 sequence of these starts with \xe2 or \xc2: test cheaply.
+    if b"\xe2\x80" in data or b"\xc2\x85" in data:
+        for raw, escaped in _RAW_BREAKS:
+            data = data.replace(raw, escaped)
+    return data
+
+
+def encode_obj(obj: Any) -> bytes:
+    """
+    Encode one JSON value as a single line (without the newline); never NaN.
+    """
+    if _dumps is not None:
+        try:
+            return _escape_breaks(_dumps(obj))
+        except (TypeError, ValueError):
+            pass
+    try:
+        return _stdlib(obj)
+    except (TypeError, ValueError):
+        # A value that is not JSON-safe slipped in (a user's processor): coerce it.
+        return json.dumps(
+            obj, ensure_ascii=True, allow_nan=False, separators=(",", ":"), default=repr
+        ).encode()
+
+
+def encode_log(log: Log) -> bytes:
+    """
+    Encode one log as a JSON line, newline included.
+    """
+    return encode_obj(log.to_dict()) + b"\n"
+
+
+def encode_logs(logs: Iterable[Log]) -> bytes:
+    """
+    Encode logs as JSON lines into one buffer.
+    """
+    buf = bytearray()
+    for log in logs:
+        buf += encode_obj(log.to_dict())
+        buf += b"\n"
+    return bytes(buf)
+
+
+def decode_line(line: bytes | str) -> Log:
+    """
+    Parse one JSON line into a :class:`Log`.
+
+    Raises:
+        ValueError: the line is not a JSON log record.
+    """
+    try:
+        obj = _loads(line)
+    except ValueError as exc:
+        raise ValueError(f"not valid JSON: {exc}") from None
+    return Log.from_dict(obj)
+
+
+def iter_lines(data: bytes) -> Iterator[bytes]:
+    """
+    Split a buffer of JSON lines, skipping empty lines.
+    """
+    for line in data.split(b"\n"):
+        if line.strip():
+            yield line
+
+
+def encode_dicts(objs: Sequence[Any]) -> bytes:
+    """
+    Encode JSON values as JSON lines.
+    """
+    buf = bytearray()
+    for obj in objs:
+        buf += encode_obj(obj)
+        buf += b"\n"
+    return bytes(buf)

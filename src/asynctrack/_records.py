@@ -1,0 +1,450 @@
+"""
+The records handed to sinks: :class:`Log` and :class:`Call`, and log ids.
+
+A live log is built by the probe with as little work as possible per call: each
+call is a small list ``[meta, depth, params, data, start_ns, end_ns, status, error]``
+appended to the log's ``_raw`` list. :class:`Call` objects, ``seq`` numbers and
+microsecond offsets are computed only when someone asks (a sink, a hook, a test),
+which is almost always in the dispatcher thread, off the application's hot path.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import itertools
+import os
+import time
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+__all__ = ["Call", "Log", "new_log_number", "reset_ids_after_fork"]
+
+# Indices into a live call record (a list, mutated only by the call's own wrapper).
+META, DEPTH, PARAMS, DATA, START, END, STATUS, ERROR = range(8)
+
+_UTC = _dt.timezone.utc
+_counter = itertools.count(1)
+_PREFIX = os.urandom(4).hex()
+
+
+def new_log_number() -> int:
+    """
+    Return the next per-process log number (atomic under the GIL: a C-level ``next``).
+    """
+    return next(_counter)
+
+
+def reset_ids_after_fork() -> None:
+    """
+    Give a forked child its own id prefix, so its ids never collide with the parent's.
+    """
+    global _PREFIX
+    _PREFIX = os.urandom(4).hex()
+
+
+def _format_id(wall_ns: int, number: int) -> str:
+    # 48 bits of milliseconds (sortable by creation time), 32 random bits per process,
+    # 48 bits of per-process counter: 32 hex characters.
+    return f"{(wall_ns // 1_000_000) & 0xFFFFFFFFFFFF:012x}{_PREFIX}{number & 0xFFFFFFFFFFFF:012x}"
+
+
+def _iso(wall_ns: int) -> str:
+    seconds, ns = divmod(wall_ns, 1_000_000_000)
+    stamp = _dt.datetime.fromtimestamp(seconds, _UTC).replace(microsecond=ns // 1000)
+    return stamp.isoformat(timespec="microseconds")
+
+
+def _parse_time(value: Any, what: str) -> int:
+    if isinstance(value, _dt.datetime):
+        stamp = value
+    elif isinstance(value, str):
+        stamp = _dt.datetime.fromisoformat(value)
+    else:
+        raise ValueError(f"{what} must be an ISO 8601 string, got {type(value).__name__}")
+    if stamp.tzinfo is None:
+        stamp = stamp.replace(tzinfo=_UTC)
+    delta = stamp - _dt.datetime(1970, 1, 1, tzinfo=_UTC)
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1000
+
+
+class Call:
+    """
+    One probed call inside a :class:`Log`.
+
+    Attributes:
+        seq: start order within the log (0 is the root call).
+        depth: 0 for the root call, parent's depth + 1 below.
+        function: ``fname`` given to the probe, else ``module.qualname``.
+        tracker: name of the tracker whose probe recorded the call.
+        level: level name (``"DEFAULT"``; custom levels as their number).
+        params: the bound parameters, converted to JSON-safe values.
+        data: values added with ``add_data``.
+        offset_us: start, in microseconds after the log's start.
+        duration_us: duration in microseconds.
+        status: ``"ok"``, ``"error"``, ``"cancelled"``, or ``"running"`` in a log
+            written incomplete at shutdown.
+        error: ``"TypeName: message"`` when the call raised, else ``None``.
+
+    .. versionadded:: 0.1
+    """
+
+    __slots__ = (
+        "data",
+        "depth",
+        "duration_us",
+        "error",
+        "function",
+        "level",
+        "offset_us",
+        "params",
+        "seq",
+        "status",
+        "tracker",
+    )
+
+    def __init__(
+        self,
+        *,
+        seq: int,
+        depth: int,
+        function: str,
+        tracker: str,
+        level: str = "DEFAULT",
+        params: dict[str, Any] | None = None,
+        data: dict[str, Any] | None = None,
+        offset_us: int = 0,
+        duration_us: int = 0,
+        status: str = "ok",
+        error: str | None = None,
+    ) -> None:
+        self.seq = seq
+        self.depth = depth
+        self.function = function
+        self.tracker = tracker
+        self.level = level
+        self.params = params if params is not None else {}
+        self.data = data if data is not None else {}
+        self.offset_us = offset_us
+        self.duration_us = duration_us
+        self.status = status
+        self.error = error
+
+    def to_dict(self) -> dict[str, Any]:
+        """
+        Return the JSON form of the call (keys in the documented order).
+        """
+        return {
+            "seq": self.seq,
+            "depth": self.depth,
+            "function": self.function,
+            "tracker": self.tracker,
+            "level": self.level,
+            "params": self.params,
+            "data": self.data,
+            "offset_us": self.offset_us,
+            "duration_us": self.duration_us,
+            "status": self.status,
+            "error": self.error,
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Call:
+        """
+        Build a call from its JSON form.
+
+        Raises:
+            ValueError: a required key is missing or has the wrong type.
+        """
+        try:
+            return cls(
+                seq=int(d["seq"]),
+                depth=int(d["depth"]),
+                function=str(d["function"]),
+                tracker=str(d.get("tracker", "")),
+                level=str(d.get("level", "DEFAULT")),
+                params=dict(d.get("params") or {}),
+                data=dict(d.get("data") or {}),
+                offset_us=int(d.get("offset_us", 0)),
+                duration_us=int(d.get("duration_us", 0)),
+                status=str(d.get("status", "ok")),
+                error=None if d.get("error") is None else str(d["error"]),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"malformed call record: {exc!r}") from None
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Call):
+            return NotImplemented
+        return self.to_dict() == other.to_dict()
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return (
+            f"Call(seq={self.seq}, depth={self.depth}, function={self.function!r}, "
+            f"status={self.status!r}, duration_us={self.duration_us})"
+        )
+
+
+class Log:
+    """
+    All tracked calls made on behalf of one top-level call (one request, one job).
+
+    Attributes:
+        id: 32 hex characters, sortable by creation time.
+        parent_id: id of the log this one continues (a task that started after its
+            parent's log was complete), else ``None``.
+        started_at: aware UTC ``datetime`` of the first call's start.
+        duration_us: from the first call's start to the last call's end.
+        complete: False for a log written at shutdown while calls were still running.
+        info: values shared by the whole log (``add_info``).
+        calls: the calls, ordered by ``seq``.
+        dropped_calls: calls not recorded because the log reached ``max_calls_per_log``.
+
+    .. versionadded:: 0.1
+    """
+
+    __slots__ = (
+        "__weakref__",
+        "_active",
+        "_calls",
+        "_claim",
+        "_done",
+        "_id",
+        "_number",
+        "_raw",
+        "_t0",
+        "_t1",
+        "_tracker",
+        "_wall_ns",
+        "complete",
+        "dropped_calls",
+        "info",
+        "parent_id",
+    )
+
+    def __init__(
+        self,
+        *,
+        id: str,
+        parent_id: str | None = None,
+        started_at: _dt.datetime | str,
+        duration_us: int = 0,
+        complete: bool = True,
+        info: dict[str, Any] | None = None,
+        calls: list[Call] | None = None,
+        dropped_calls: int = 0,
+    ) -> None:
+        self._id = id
+        self._number = 0
+        self.parent_id = parent_id
+        self._wall_ns = _parse_time(started_at, "started_at")
+        self._t0 = 0
+        self._t1 = duration_us * 1000
+        self.complete = complete
+        self.info = info if info is not None else {}
+        self._calls = calls if calls is not None else []
+        self._raw = None
+        self.dropped_calls = dropped_calls
+        self._active = []
+        self._claim = []
+        self._done = True
+        self._tracker = None
+
+    @classmethod
+    def _open(
+        cls, t0: int, parent_id: str | None, info: dict[str, Any], tracker: Any
+    ) -> Log:
+        """
+        Create a live log whose first call starts at ``t0`` (``perf_counter_ns``).
+        """
+        log = cls.__new__(cls)
+        log._id = None
+        log._number = next(_counter)
+        log._wall_ns = time.time_ns()
+        log._t0 = t0
+        log._t1 = t0
+        log.parent_id = parent_id
+        log.info = info
+        log._raw = []
+        log._calls = None
+        log.complete = True
+        log.dropped_calls = 0
+        log._active = []
+        log._claim = [None]
+        log._done = False
+        log._tracker = tracker
+        return log
+
+    # -- public attributes -------------------------------------------------------
+    @property
+    def id(self) -> str:
+        ident = self._id
+        if ident is None:
+            ident = self._id = _format_id(self._wall_ns, self._number)
+        return ident
+
+    @property
+    def started_at(self) -> _dt.datetime:
+        seconds, ns = divmod(self._wall_ns, 1_000_000_000)
+        return _dt.datetime.fromtimestamp(seconds, _UTC).replace(microsecond=ns // 1000)
+
+    @property
+    def started_at_ns(self) -> int:
+        """
+        Start as integer nanoseconds since the epoch (UTC), microsecond precision.
+        """
+        return self._wall_ns - self._wall_ns % 1000
+
+    @property
+    def duration_us(self) -> int:
+        return (self._t1 - self._t0) // 1000
+
+    @property
+    def calls(self) -> list[Call]:
+        calls = self._calls
+        if calls is None:
+            calls = self._calls = list(self._materialize(0))
+        return calls
+
+    @calls.setter
+    def calls(self, calls: list[Call]) -> None:
+        self._calls = list(calls)
+        self._raw = None
+
+    def _materialize(self, now: int) -> Iterator[Call]:
+        raw = self._raw or []
+        t0 = self._t0
+        ordered = sorted(raw, key=_start_of) if _unsorted(raw) else raw
+        for seq, rec in enumerate(ordered):
+            function, tracker, level = rec[META]
+            start = rec[START]
+            end = rec[END]
+            status = rec[STATUS]
+            if end == 0:  # still running: only in a snapshot taken at shutdown
+                end = now or start
+                status = "running"
+            data = rec[DATA]
+            yield Call(
+                seq=seq,
+                depth=rec[DEPTH],
+                function=function,
+                tracker=tracker,
+                level=level,
+                params=rec[PARAMS],
+                data=dict(data) if data else {},
+                offset_us=(start - t0) // 1000,
+                duration_us=(end - start) // 1000,
+                status=status,
+                error=rec[ERROR],
+            )
+
+    def _snapshot_incomplete(self, now: int) -> Log:
+        """
+        Return a copy of this live log marked incomplete, calls still running included.
+        """
+        copy = Log.__new__(Log)
+        copy._id = self.id
+        copy._number = self._number
+        copy._wall_ns = self._wall_ns
+        copy._t0 = self._t0
+        copy._t1 = max(self._t1, now)
+        copy.parent_id = self.parent_id
+        copy.info = dict(self.info)
+        copy._raw = None
+        copy._calls = list(Log._materialize(self, now))
+        copy.complete = False
+        copy.dropped_calls = self.dropped_calls
+        copy._active = []
+        copy._claim = []
+        copy._done = True
+        copy._tracker = self._tracker
+        return copy
+
+    # -- conversion ----------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        """
+        Return the JSON form of the log, as written by ``FileSink``.
+        """
+        d: dict[str, Any] = {
+            "id": self.id,
+            "parent_id": self.parent_id,
+            "started_at": _iso(self._wall_ns),
+            "duration_us": self.duration_us,
+            "complete": self.complete,
+            "info": self.info,
+            "calls": [c.to_dict() for c in self.calls],
+        }
+        if self.dropped_calls:
+            d["dropped_calls"] = self.dropped_calls
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Log:
+        """
+        Build a log from its JSON form (the inverse of :meth:`to_dict`).
+
+        Raises:
+            ValueError: the mapping is not a log record.
+        """
+        if not isinstance(d, Mapping):
+            raise ValueError(f"a log record must be a JSON object, not {type(d).__name__}")
+        try:
+            ident = d["id"]
+            if not isinstance(ident, str):
+                raise ValueError("id must be a string")
+            calls = d.get("calls") or []
+            if not isinstance(calls, list):
+                raise ValueError("calls must be a list")
+            info = d.get("info") or {}
+            if not isinstance(info, dict):
+                raise ValueError("info must be an object")
+            parent = d.get("parent_id")
+            return cls(
+                id=ident,
+                parent_id=None if parent is None else str(parent),
+                started_at=d["started_at"],
+                duration_us=int(d.get("duration_us", 0)),
+                complete=bool(d.get("complete", True)),
+                info=info,
+                calls=[Call.from_dict(c) for c in calls],
+                dropped_calls=int(d.get("dropped_calls", 0)),
+            )
+        except KeyError as exc:
+            raise ValueError(f"malformed log record: missing {exc}") from None
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"malformed log record: {exc}") from None
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Log):
+            return NotImplemented
+        return self.to_dict() == other.to_dict()
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        root = self.calls[0].function if self.calls else None
+        return (
+            f"Log(id={self.id!r}, root={root!r}, calls={len(self.calls)}, "
+            f"duration_us={self.duration_us}, complete={self.complete})"
+        )
+
+
+def _start_of(rec: list[Any]) -> int:
+    return int(rec[START])
+
+
+def _unsorted(raw: list[list[Any]]) -> bool:
+    # Records are appended at call start, so they are in start order unless threads
+    # raced between reading the clock and appending; sorting is then needed.
+    prev = -1
+    for rec in raw:
+        start = rec[START]
+        if start < prev:
+            return True
+        prev = start
+    return False
+
+
+Call.__module__ = "asynctrack"
+Log.__module__ = "asynctrack"

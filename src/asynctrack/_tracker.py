@@ -1,0 +1,270 @@
+"""
+Trackers: one per dotted name, each with an effective threshold.
+
+Thresholds are resolved once, when levels change, and stored on the tracker as
+``_th``, so a probe compares two ints per call. While nothing is configured and
+nothing captures, every tracker is *off* (``_off``) and probes pass straight through.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
+
+from . import _context
+from ._levels import DEFAULT, NONE, OFF, level_name, parse_level
+from ._probe import make_probe
+
+if TYPE_CHECKING:
+    from ._records import Call, Log
+
+__all__ = ["Tracker", "get_tracker", "set_levels"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+_REGISTRY: dict[str, Tracker] = {}
+_REGISTRY_LOCK = threading.Lock()
+_ROOT_LEVEL = [int(DEFAULT)]
+_NAME_LEVELS: dict[str, int] = {}
+#: How many reasons tracking is on: the configured pipeline (1) plus active captures.
+_ENABLED = [0]
+_TRACKER_CLASS: list[type[Tracker]] = []
+
+
+class Tracker:
+    """
+    A named source of probes, like a ``logging.Logger``: ``get_tracker(__name__)``.
+
+    Subclass it and pass ``configure(tracker_class=...)`` to customise what happens to
+    each log; the hook methods are :meth:`extend_log` and :meth:`filter_call`.
+
+    .. versionadded:: 0.1
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._th = OFF
+        self._off = True
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name!r} level={level_name(self.level)}>"
+
+    # -- levels -----------------------------------------------------------------------
+    @property
+    def level(self) -> int:
+        """
+        The effective threshold: this name's level, else the nearest dotted ancestor's,
+        else the root level.
+        """
+        return _effective(self.name)
+
+    def set_level(self, level: int | str | None) -> None:
+        """
+        Set the threshold of this tracker and its dotted descendants (``None`` unsets it).
+
+        It applies to calls that start afterwards.
+        """
+        with _REGISTRY_LOCK:
+            if level is None:
+                _NAME_LEVELS.pop(self.name, None)
+            else:
+                _NAME_LEVELS[self.name] = parse_level(level, "set_level(): level")
+            _refresh()
+
+    # -- probing ------------------------------------------------------------------------
+    @overload
+    def probe(self, func: Callable[P, R], /) -> Callable[P, R]: ...
+
+    @overload
+    def probe(
+        self,
+        *,
+        level: int | str = ...,
+        fname: str | None = ...,
+        inc: Iterable[str] | None = ...,
+        exc: Iterable[str] | None = ...,
+    ) -> Callable[[Callable[P, R]], Callable[P, R]]: ...
+
+    def probe(
+        self,
+        func: Any = None,
+        /,
+        *,
+        level: int | str = DEFAULT,
+        fname: str | None = None,
+        inc: Iterable[str] | None = None,
+        exc: Iterable[str] | None = None,
+    ) -> Any:
+        """
+        Record each call of the decorated function; bare (``@tr.probe``) or called.
+
+        Args:
+            level: the call is tracked when ``level >= `` the tracker's threshold;
+                ``NONE`` never tracks and silences the call's subtree.
+            fname: the recorded function name (default ``module.qualname``).
+            inc: keep only these parameters (``self``/``cls`` only when named here).
+            exc: leave these parameters out.
+
+        Works on functions, coroutine functions, generators, async generators, methods,
+        classmethods and staticmethods. The result, exceptions, signature and
+        coroutine-ness of the function are unchanged.
+
+        Raises:
+            TypeError: a wrong type for ``level``, ``fname``, ``inc`` or ``exc``.
+            ValueError: an unknown level, or an ``inc``/``exc`` name that is not a
+                parameter.
+        """
+        if func is not None:
+            return make_probe(self, func, level=level, fname=fname, inc=inc, exc=exc)
+        parse_level(level, "probe(): level")  # fail at decoration time, not later
+
+        def decorate(f: Any) -> Any:
+            return make_probe(self, f, level=level, fname=fname, inc=inc, exc=exc)
+
+        return decorate
+
+    # -- info and data ------------------------------------------------------------------
+    def add_info(self, key: str, value: Any) -> None:
+        """
+        Same as :func:`asynctrack.add_info`.
+        """
+        _context.add_info(key, value)
+
+    def add_data(self, key: str, value: Any, depth: int | None = None) -> None:
+        """
+        Same as :func:`asynctrack.add_data`.
+        """
+        _context.add_data(key, value, depth)
+
+    async def flush(self, timeout: float | None = None) -> Any:
+        """
+        Same as ``await asynctrack.flush(timeout)``.
+        """
+        from ._pipeline import flush
+
+        return await flush(timeout)
+
+    # -- hooks --------------------------------------------------------------------------
+    def extend_log(self, log: Log) -> None:
+        """
+        Hook: called with each completed log whose root call this tracker recorded.
+
+        It runs in the thread or task that completed the log, before the log is handed
+        to the pipeline: the place to add info (``log.info["host"] = ...``). Exceptions
+        are counted and reported once, never raised into the application.
+        """
+
+    def filter_call(self, call: Call) -> bool:
+        """
+        Hook: return False to leave ``call`` out of its log (called at completion).
+        """
+        return True
+
+
+Tracker.__module__ = "asynctrack"
+
+
+def _effective(name: str) -> int:
+    probe = name
+    while True:
+        level = _NAME_LEVELS.get(probe)
+        if level is not None:
+            return level
+        if "." not in probe:
+            break
+        probe = probe.rsplit(".", 1)[0]
+    level = _NAME_LEVELS.get("")
+    return level if level is not None else _ROOT_LEVEL[0]
+
+
+def _refresh() -> None:
+    on = _ENABLED[0] > 0
+    for tracker in _REGISTRY.values():
+        if on:
+            tracker._th = _effective(tracker.name)
+            tracker._off = False
+        else:
+            tracker._th = OFF
+            tracker._off = True
+
+
+def get_tracker(name: str = "") -> Tracker:
+    """
+    Return the tracker for ``name``; the same name always gives the same object.
+
+    Names are dotted like logger names (``"shop.db"``); levels set for ``"shop"``
+    apply to ``"shop.db"`` unless it has its own.
+
+    .. versionadded:: 0.1
+    """
+    if not isinstance(name, str):
+        raise TypeError(f"get_tracker(): name must be a str, not {type(name).__name__}")
+    tracker = _REGISTRY.get(name)
+    if tracker is not None:
+        return tracker
+    with _REGISTRY_LOCK:
+        tracker = _REGISTRY.get(name)
+        if tracker is None:
+            cls = _TRACKER_CLASS[0] if _TRACKER_CLASS else Tracker
+            tracker = cls(name)
+            _REGISTRY[name] = tracker
+            _refresh()
+        return tracker
+
+
+def set_levels(root: int | None = None, levels: dict[str, int] | None = None) -> None:
+    """
+    Set the root threshold and replace the per-name thresholds (configuration layer).
+    """
+    with _REGISTRY_LOCK:
+        if root is not None:
+            _ROOT_LEVEL[0] = root
+        if levels is not None:
+            _NAME_LEVELS.clear()
+            _NAME_LEVELS.update(levels)
+        _refresh()
+
+
+def enable(delta: int) -> None:
+    """
+    Turn tracking on (+1) or off (-1) for one reason (the pipeline, a capture).
+    """
+    with _REGISTRY_LOCK:
+        _ENABLED[0] = max(0, _ENABLED[0] + delta)
+        _refresh()
+
+
+def set_tracker_class(cls: type[Tracker] | None) -> None:
+    """
+    Make every tracker, existing or future, an instance of ``cls``.
+
+    Existing trackers keep their identity (probes hold them): their class is switched
+    and ``cls.__init__`` runs again on them.
+    """
+    with _REGISTRY_LOCK:
+        _TRACKER_CLASS.clear()
+        target = cls or Tracker
+        if cls is not None:
+            _TRACKER_CLASS.append(cls)
+        for name, tracker in _REGISTRY.items():
+            if type(tracker) is not target:
+                tracker.__class__ = target
+                target.__init__(tracker, name)
+        _refresh()
+
+
+def trackers() -> list[Tracker]:
+    return list(_REGISTRY.values())
+
+
+def reset_for_tests() -> None:
+    with _REGISTRY_LOCK:
+        _NAME_LEVELS.clear()
+        _ROOT_LEVEL[0] = int(DEFAULT)
+        _ENABLED[0] = 0
+        _refresh()
+
+
+_ = NONE

@@ -1,0 +1,104 @@
+"""
+Shared fixtures: anyio backends, a clean asynctrack state per test, database servers.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections.abc import Iterator
+from urllib.parse import urlparse
+
+import pytest
+
+from asynctrack import _context, _tracker
+from asynctrack._values import Limits, set_limits
+
+POSTGRES_URL = os.environ.get(
+    "ASYNCTRACK_TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
+)
+MYSQL_URL = os.environ.get("ASYNCTRACK_TEST_MYSQL_URL", "mysql+asyncmy://root:@127.0.0.1:3306/test")
+REQUIRE_SERVERS = os.environ.get("ASYNCTRACK_REQUIRE_SERVERS") == "1"
+
+
+@pytest.fixture(
+    params=[
+        pytest.param("asyncio", id="asyncio"),
+        pytest.param("trio", id="trio"),
+    ]
+)
+def anyio_backend(request: pytest.FixtureRequest) -> str:
+    """
+    Run every ``@pytest.mark.anyio`` test on asyncio and on trio.
+    """
+    return str(request.param)
+
+
+@pytest.fixture(autouse=True)
+def _clean_state() -> Iterator[None]:
+    """
+    Reset the registry's levels, the pipeline, limits and ContextVars around each test.
+    """
+    _reset()
+    yield
+    _reset()
+
+
+def _reset() -> None:
+    from asynctrack import _pipeline
+
+    _pipeline.reset_for_tests()
+    _tracker.reset_for_tests()
+    _tracker.set_tracker_class(None)
+    set_limits(Limits())
+    from asynctrack._probe import refresh_plans
+
+    refresh_plans()
+    _context.set_postprocess(None)
+    _context.FRAME.set(None)
+    _context.INFO.set(None)
+    _context._listeners.clear()
+
+
+def _reachable(url: str) -> bool:
+    parsed = urlparse(url.replace("+asyncpg", "").replace("+asyncmy", "").replace("+aiomysql", ""))
+    host = parsed.hostname or "127.0.0.1"
+    port = parsed.port or (5432 if parsed.scheme.startswith("postgres") else 3306)
+    try:
+        with socket.create_connection((host, port), timeout=1.0):
+            return True
+    except OSError:
+        return False
+
+
+def _server_url(url: str, what: str) -> str:
+    if not _reachable(url):
+        if REQUIRE_SERVERS:
+            pytest.fail(f"{what} at {url} is not reachable and ASYNCTRACK_REQUIRE_SERVERS=1")
+        pytest.skip(f"{what} at {url} is not reachable (set ASYNCTRACK_TEST_*_URL)")
+    return url
+
+
+@pytest.fixture
+def postgres_url() -> str:
+    """
+    URL of the test PostgreSQL server (skips, or fails under ASYNCTRACK_REQUIRE_SERVERS=1).
+    """
+    return _server_url(POSTGRES_URL, "PostgreSQL")
+
+
+@pytest.fixture
+def mysql_url() -> str:
+    """
+    URL of the test MariaDB/MySQL server (skips, or fails under ASYNCTRACK_REQUIRE_SERVERS=1).
+    """
+    return _server_url(MYSQL_URL, "MariaDB")
+
+
+@pytest.fixture
+def table_prefix() -> str:
+    """
+    A table prefix unique to this test, so tests never share tables.
+    """
+    return f"t{uuid.uuid4().hex[:10]}_"
