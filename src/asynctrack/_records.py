@@ -22,7 +22,7 @@ __all__ = ["Call", "Log", "new_log_number", "reset_ids_after_fork"]
 # Indices into a live call record (a list, mutated only by the call's own wrapper).
 META, DEPTH, PARAMS, DATA, START, END, STATUS, ERROR = range(8)
 
-_UTC = _dt.timezone.utc
+_UTC = _dt.UTC
 _counter = itertools.count(1)
 _PREFIX = os.urandom(4).hex()
 

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterable
+from types import TracebackType
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 
 from . import _context
 from ._levels import DEFAULT, NONE, OFF, level_name, parse_level
 from ._probe import make_probe
+from ._values import convert_mapping
 
 if TYPE_CHECKING:
     from ._records import Call, Log
@@ -125,6 +127,36 @@ class Tracker:
 
         return decorate
 
+    def call(
+        self,
+        function: str,
+        /,
+        *,
+        level: int | str = DEFAULT,
+        params: dict[str, Any] | None = None,
+    ) -> CallScope:
+        """
+        Record a block of code as one call, like a probed function.
+
+        Use it where a decorator does not fit (a middleware, a loop body)::
+
+            with tracker.call("import batch", params={"rows": n}) as call:
+                ...
+                call.rename("import batch (csv)")
+
+        Works with ``with`` and ``async with``; the block's exception is recorded and
+        propagates unchanged.
+
+        Raises:
+            TypeError: ``function`` is not a str or ``params`` not a dict.
+        """
+        if not isinstance(function, str):
+            raise TypeError(f"call(): function must be a str, not {type(function).__name__}")
+        if params is not None and not isinstance(params, dict):
+            raise TypeError(f"call(): params must be a dict, not {type(params).__name__}")
+        lvl = parse_level(level, "call(): level")
+        return CallScope(self, function, lvl, params)
+
     # -- info and data ------------------------------------------------------------------
     def add_info(self, key: str, value: Any) -> None:
         """
@@ -164,6 +196,98 @@ class Tracker:
 
 
 Tracker.__module__ = "asynctrack"
+
+
+class CallScope:
+    """
+    A call recorded around a block (see :meth:`Tracker.call`).
+    """
+
+    __slots__ = ("_frame", "_function", "_level", "_params", "_token", "_tracker")
+
+    def __init__(
+        self, tracker: Tracker, function: str, level: int, params: dict[str, Any] | None
+    ) -> None:
+        self._tracker = tracker
+        self._function = function
+        self._level = level
+        self._params = params
+        self._frame: Any = None
+        self._token: Any = None
+
+    @property
+    def tracked(self) -> bool:
+        """
+        True when this block is being recorded.
+        """
+        return self._frame is not None and self._frame is not _context.SILENT
+
+    def rename(self, function: str) -> None:
+        """
+        Change the recorded function name (e.g. to a route template known only later).
+        """
+        frame = self._frame
+        if frame is not None and frame is not _context.SILENT:
+            meta = frame[1][0]
+            frame[1][0] = (str(function), meta[1], meta[2])
+
+    def add_data(self, key: str, value: Any) -> None:
+        """
+        Set ``key`` in this call's data (works after the block's inner calls returned).
+        """
+        frame = self._frame
+        if frame is not None and frame is not _context.SILENT:
+            token = _context.FRAME.set(frame)
+            try:
+                _context.add_data(key, value)
+            finally:
+                _context.FRAME.reset(token)
+
+    def __enter__(self) -> CallScope:
+        tracker = self._tracker
+        level = self._level if self._level < NONE else -1
+        cur = _context.FRAME.get()
+        if level < tracker._th:
+            if tracker._off or cur is _context.SILENT:
+                return self
+            self._frame = _context.SILENT
+        elif cur is _context.SILENT:
+            return self
+        else:
+            params = convert_mapping(self._params) if self._params else {}
+            meta = (self._function, tracker.name, level_name(self._level))
+            self._frame = _context.enter(tracker, meta, cur, params)
+        self._token = _context.FRAME.set(self._frame)
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        frame = self._frame
+        if frame is None:
+            return
+        try:
+            _context.FRAME.reset(self._token)
+        except ValueError:
+            pass
+        if frame is not _context.SILENT:
+            if exc is not None:
+                _context.fail(frame, exc)
+            _context.leave(frame)
+
+    async def __aenter__(self) -> CallScope:
+        return self.__enter__()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.__exit__(exc_type, exc, tb)
 
 
 def _effective(name: str) -> int:
