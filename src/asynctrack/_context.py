@@ -140,7 +140,7 @@ def enter(tracker: Any, meta: tuple[str, str, str], cur: Any, params: Any) -> tu
                 depth = cur[2] + 1
                 rec = [meta, depth, params, None, t, 0, "ok", None]
                 raw = log._raw
-                if len(raw) < _max_calls[0]:
+                if raw is not None and len(raw) < _max_calls[0]:
                     raw.append(rec)
                 else:
                     log.dropped_calls += 1
@@ -155,7 +155,7 @@ def enter(tracker: Any, meta: tuple[str, str, str], cur: Any, params: Any) -> tu
     log = Log._open(t, parent_id, dict(bound) if bound else {}, tracker)
     log._active.append(None)
     rec = [meta, 0, params, None, t, 0, "ok", None]
-    log._raw.append(rec)
+    log._raw.append(rec)  # type: ignore[union-attr]
     _OPEN[log._number] = log
     return (log, rec, 0, None)
 

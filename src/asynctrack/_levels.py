@@ -67,6 +67,4 @@ def parse_level(value: object, what: str = "level") -> int:
         if not 0 <= value <= NONE:
             raise ValueError(f"{what} must be between 0 and {int(NONE)} (NONE), got {value}")
         return int(value)
-    raise TypeError(
-        f"{what} must be a Level, an int or a level name, not {type(value).__name__}"
-    )
+    raise TypeError(f"{what} must be a Level, an int or a level name, not {type(value).__name__}")

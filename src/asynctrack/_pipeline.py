@@ -1,9 +1,418 @@
 """
-Placeholder replaced by the lead within the hour (pipeline issue #3).
+The pipeline: intake + dispatcher + sinks, and the public flush/shutdown/stats.
+
+One pipeline per process at a time. ``configure`` builds a new one and retires the
+old: completed logs are handed to the new intake from that moment, the old
+pipeline is flushed and its sinks closed, and a log that reaches the old intake
+after that is forwarded, so nothing is lost or written to a closed sink.
 """
 
 from __future__ import annotations
 
+import atexit
+import contextlib
+import os
+import signal
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from types import FrameType
+from typing import Any
+
+from . import _context, _tracker
+from ._intake import Barrier, Intake
+from ._records import Log
+from ._report import report
+from ._stats import Counters, FlushResult, Stats
+from ._worker import WorkerOptions
+from .sinks._base import Sink
+
+__all__ = [
+    "Pipeline",
+    "flush",
+    "flush_sync",
+    "install_signal_handlers",
+    "shutdown",
+    "shutdown_sync",
+    "stats",
+]
+
+
+class Pipeline:
+    """
+    A running intake and dispatcher with their sinks.
+    """
+
+    def __init__(
+        self,
+        sinks: Sequence[Sink],
+        *,
+        max_queue: int,
+        batch_size: int,
+        flush_interval: float,
+        on_full: str,
+        block_timeout: float,
+        exit_timeout: float,
+        options: WorkerOptions,
+    ) -> None:
+        from ._dispatcher import Dispatcher
+
+        self.sinks = list(sinks)
+        self.counters = Counters()
+        self.exit_timeout = exit_timeout
+        self.intake = Intake(
+            max_queue=max_queue,
+            batch_size=batch_size,
+            on_full=on_full,
+            block_timeout=block_timeout,
+            counters=self.counters,
+        )
+        self.dispatcher = Dispatcher(
+            self.intake,
+            self.sinks,
+            flush_interval=flush_interval,
+            options=options,
+            counters=self.counters,
+        )
+        self.closed = False
+        self._pid = os.getpid()
+        self._close_lock = threading.Lock()
+
+    def start(self) -> None:
+        self.dispatcher.start()
+
+    def ensure_running(self) -> None:
+        """
+        Start the dispatcher again in a process forked without fork hooks (uWSGI).
+        """
+        if self._pid != os.getpid():
+            self.after_fork()
+        if not self.closed and not self.dispatcher.alive:
+            self.dispatcher.start()
+
+    def barrier(self) -> Barrier:
+        self.ensure_running()
+        barrier = Barrier()
+        if self.closed and not self.dispatcher.alive:
+            barrier.release()
+            return barrier
+        self.intake.put_control(barrier)
+        self.dispatcher.wake()
+        return barrier
+
+    def stats(self) -> Stats:
+        return self.counters.snapshot(len(self.intake), self.dispatcher.pending())
+
+    def close(self, timeout: float | None, *, write_open_logs: bool) -> bool:
+        """
+        Flush, optionally write open logs as incomplete, close the sinks, stop the thread.
+
+        Returns False when the deadline passed first (the rest is then abandoned:
+        what was still queued is counted in ``stats().pending``).
+        """
+        with self._close_lock:
+            if self.closed:
+                return True
+            self.closed = True
+        self.ensure_running_for_close()
+        deadline = time.monotonic() + (self.exit_timeout if timeout is None else timeout)
+        if write_open_logs:
+            now = time.perf_counter_ns()
+            for log in _context.open_logs():
+                _context.settle(log)
+                self.intake.put_control(log._snapshot_incomplete(now))
+        self.intake.close()
+        self.dispatcher.request_stop(deadline)
+        return self.dispatcher.join(max(0.0, deadline - time.monotonic()) + 0.5)
+
+    def ensure_running_for_close(self) -> None:
+        if self._pid != os.getpid():
+            self.after_fork()
+        if not self.dispatcher.alive and self.dispatcher._thread is None:
+            self.dispatcher.start()
+
+    def after_fork(self) -> None:
+        # The child starts with an empty intake (what the parent queued is the parent's
+        # to write) and its own dispatcher, started on first need.
+        self._pid = os.getpid()
+        self.counters = Counters()
+        old = self.intake
+        self.intake = Intake(
+            max_queue=old.max_queue,
+            batch_size=old.batch_size,
+            on_full=old._on_full,
+            block_timeout=old._block_timeout,
+            counters=self.counters,
+        )
+        self.intake._wake_at = 1
+        self.intake.set_wake(self._first_need)
+        self.dispatcher.intake = self.intake
+        self.dispatcher.counters = self.counters
+        self.dispatcher.after_fork()
+        self._close_lock = threading.Lock()
+        _context.set_handoff(self.intake.put)
+
+    def _first_need(self) -> None:
+        self.intake.set_wake(None)
+        threading.Thread(target=self.ensure_running, daemon=True).start()
+
+
+_PIPELINE: list[Pipeline | None] = [None]
+_SWAP_LOCK = threading.Lock()
+_EXIT_HOOK = [False]
+#: Whether the installed pipeline turned tracking on (capture() may too).
+_ENABLED = [False]
+
+
+def current() -> Pipeline | None:
+    return _PIPELINE[0]
+
+
+def install(pipeline: Pipeline) -> None:
+    """
+    Make ``pipeline`` the process's pipeline, retiring the previous one.
+    """
+    with _SWAP_LOCK:
+        old = _PIPELINE[0]
+        pipeline.start()
+        _PIPELINE[0] = pipeline
+        _context.set_handoff(pipeline.intake.put)
+        if not _ENABLED[0]:
+            _ENABLED[0] = True
+            _tracker.enable(+1)
+    _register_exit_hook()
+    if old is not None:
+        old.intake.forward = pipeline.intake.put
+        old.close(old.exit_timeout, write_open_logs=False)
+
+
+def _no_pipeline(log: Log) -> None:
+    pass
+
+
+async def flush(timeout: float | None = None) -> FlushResult:
+    """
+    Wait until every log completed before the call is written, spilled or dropped.
+
+    Works under asyncio and trio (the wait happens in a worker thread). On timeout
+    it raises ``TimeoutError``; nothing is lost: the work goes on in the background.
+
+    Returns:
+        A :class:`FlushResult` with the logs written (per sink), spilled and dropped
+        since the call.
+
+    .. versionadded:: 0.1
+    """
+    import anyio.to_thread
+
+    _check_timeout(timeout)
+    pipeline = _PIPELINE[0]
+    if pipeline is None:
+        return FlushResult({}, 0, 0)
+    before = pipeline.stats()
+    barrier = pipeline.barrier()
+    done = await anyio.to_thread.run_sync(barrier.wait, timeout, abandon_on_cancel=True)
+    if not done:
+        raise TimeoutError(f"asynctrack.flush() did not finish within {timeout} s")
+    return _result(before, pipeline.stats())
+
+
+def flush_sync(timeout: float | None = 5.0) -> FlushResult:
+    """
+    Blocking :func:`flush` for threads and sync programs (never call it on an event loop).
+
+    Raises:
+        TimeoutError: the flush did not finish in time (the work goes on).
+
+    .. versionadded:: 0.1
+    """
+    _check_timeout(timeout)
+    pipeline = _PIPELINE[0]
+    if pipeline is None:
+        return FlushResult({}, 0, 0)
+    before = pipeline.stats()
+    barrier = pipeline.barrier()
+    if not barrier.wait(timeout):
+        raise TimeoutError(f"asynctrack.flush_sync() did not finish within {timeout} s")
+    return _result(before, pipeline.stats())
+
+
+def _result(before: Stats, after: Stats) -> FlushResult:
+    written = {k: v - before.written.get(k, 0) for k, v in after.written.items()}
+    return FlushResult(written, after.spilled - before.spilled, after.dropped - before.dropped)
+
+
+def _check_timeout(timeout: float | None) -> None:
+    if timeout is not None and (
+        isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout < 0
+    ):
+        raise ValueError(f"timeout must be None or a number >= 0, got {timeout!r}")
+
+
+async def shutdown(timeout: float | None = None) -> bool:
+    """
+    Flush, write logs still open (marked incomplete), close the sinks, stop the thread.
+
+    Later calls do nothing. Probes keep working afterwards (their logs are counted as
+    dropped). ``timeout`` defaults to the configured ``exit_timeout``.
+
+    Returns:
+        True when everything finished before the deadline.
+
+    .. versionadded:: 0.1
+    """
+    import anyio.to_thread
+
+    _check_timeout(timeout)
+    return await anyio.to_thread.run_sync(_shutdown, timeout, abandon_on_cancel=True)
+
+
+def shutdown_sync(timeout: float | None = None) -> bool:
+    """
+    Blocking :func:`shutdown` for threads, signal handlers and exit hooks.
+
+    .. versionadded:: 0.1
+    """
+    _check_timeout(timeout)
+    return _shutdown(timeout)
+
+
+def _shutdown(timeout: float | None) -> bool:
+    with _SWAP_LOCK:
+        pipeline = _PIPELINE[0]
+        if pipeline is None or pipeline.closed:
+            return True
+    ok = pipeline.close(timeout, write_open_logs=True)
+    with _SWAP_LOCK:
+        if _ENABLED[0] and _PIPELINE[0] is pipeline:
+            # Probes after shutdown pass straight through again.
+            _ENABLED[0] = False
+            _tracker.enable(-1)
+    return ok
+
+
+def stats() -> Stats:
+    """
+    Return the pipeline's counters: enqueued, written (per sink), dropped, retried,
+    spilled, replayed, failed, dead_lettered, corrupt, pending, hook_errors.
+
+    .. versionadded:: 0.1
+    """
+    pipeline = _PIPELINE[0]
+    if pipeline is None:
+        return Stats()
+    return pipeline.stats()
+
+
+@asynccontextmanager
+async def tracking(**config: Any) -> AsyncIterator[None]:
+    """
+    Configure on enter and shut down on exit: a lifespan for FastAPI or Starlette::
+
+        @asynccontextmanager
+        async def lifespan(app):
+            async with asynctrack.tracking(sinks=[asynctrack.SQLSink()]):
+                yield
+
+    .. versionadded:: 0.1
+    """
+    from ._config import configure
+
+    configure(**config)
+    try:
+        yield
+    finally:
+        await shutdown()
+
+
+# -- process life --------------------------------------------------------------------------
+
+
+def _at_exit() -> None:
+    pipeline = _PIPELINE[0]
+    if pipeline is None or pipeline.closed or pipeline._pid != os.getpid():
+        return
+    try:
+        _shutdown(pipeline.exit_timeout)
+    except Exception as exc:  # pragma: no cover - exit must go on
+        report("exit", f"asynctrack: flush at exit failed: {exc!r}")
+
+
+def _register_exit_hook() -> None:
+    if _EXIT_HOOK[0]:
+        return
+    _EXIT_HOOK[0] = True
+    # threading's exit hooks run before concurrent.futures shuts its pools down (it
+    # registers with the same mechanism, and they run in reverse order), and before
+    # non-daemon threads such as aiosqlite's are joined. A plain atexit hook runs
+    # after both: aiofiles would then fail and an open connection hang the exit.
+    import concurrent.futures.thread  # noqa: F401  (registers its hook before ours)
+
+    try:
+        threading._register_atexit(_at_exit)  # type: ignore[attr-defined]
+    except (AttributeError, RuntimeError):  # pragma: no cover - interpreter shutting down
+        pass
+    atexit.register(_at_exit)
+
+
+def install_signal_handlers(
+    signals: Sequence[int] = (signal.SIGTERM,), *, timeout: float | None = None
+) -> None:
+    """
+    Flush and shut down on these signals, then let the previous handler act.
+
+    Python's default SIGTERM kills the process without running exit hooks; after
+    this call, SIGTERM first writes what was tracked (within ``timeout``, default
+    ``exit_timeout``), then exits with status ``128 + signum`` (or calls the handler
+    that was installed before). Call it from the main thread.
+
+    .. versionadded:: 0.1
+    """
+    for signum in signals:
+        previous = signal.getsignal(signum)
+
+        def handler(num: int, frame: FrameType | None, previous: Any = previous) -> None:
+            with contextlib.suppress(Exception):
+                shutdown_sync(timeout)
+            if callable(previous):
+                previous(num, frame)
+            elif previous == signal.SIG_IGN:
+                return
+            else:
+                raise SystemExit(128 + num)
+
+        signal.signal(signum, handler)
+
+
+def _after_fork_in_child() -> None:
+    pipeline = _PIPELINE[0]
+    if pipeline is not None and not pipeline.closed:
+        pipeline.after_fork()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
 
 def reset_for_tests() -> None:
-    pass
+    """
+    Shut down the pipeline (quickly) and forget it.
+    """
+    pipeline = _PIPELINE[0]
+    if pipeline is not None:
+        with contextlib.suppress(Exception):
+            pipeline.close(2.0, write_open_logs=False)
+        _PIPELINE[0] = None
+    if _ENABLED[0]:
+        _ENABLED[0] = False
+        _tracker.enable(-1)
+    _context.set_handoff(_no_pipeline)
+    _context._OPEN.clear()
+    _context._SETTLED.clear()
+    from . import _report
+
+    _report.reset()
+
+
+_unused: Callable[..., Any] = _no_pipeline

@@ -115,9 +115,7 @@ class _Plan:
     def _convert_kwargs(self, kwargs: dict[str, Any]) -> Any:
         inc, exc = self.extra
         if inc is not None or exc:
-            kwargs = {
-                k: v for k, v in kwargs.items() if (inc is None or k in inc) and k not in exc
-            }
+            kwargs = {k: v for k, v in kwargs.items() if (inc is None or k in inc) and k not in exc}
         return convert(kwargs)
 
     def _generic(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
@@ -136,9 +134,7 @@ def _prefix_for(names: Iterable[str]) -> str:
     return prefix
 
 
-def _signature_source(
-    sig: inspect.Signature, prefix: str, ns: dict[str, Any]
-) -> tuple[str, str]:
+def _signature_source(sig: inspect.Signature, prefix: str, ns: dict[str, Any]) -> tuple[str, str]:
     """
     Return the source of the parameter list and of a call forwarding every argument.
     """
@@ -451,9 +447,7 @@ def make_probe(
     exc_names = _names(exc, "exc") or frozenset()
 
     if isinstance(func, (classmethod, staticmethod)):
-        inner = make_probe(
-            tracker, func.__func__, level=level, fname=fname, inc=inc, exc=exc
-        )
+        inner = make_probe(tracker, func.__func__, level=level, fname=fname, inc=inc, exc=exc)
         return type(func)(inner)
     if not callable(func):
         raise TypeError(f"probe() needs a callable, not {type(func).__name__}")
@@ -491,7 +485,7 @@ def make_probe(
             extra_inc = None
         # keep **kwargs itself when it is kept or when inc names keys inside it
         for p in sig.parameters.values():
-            if p.kind is _P.VAR_KEYWORD and inc_names is not None and extra_inc:
+            if p.kind is _P.VAR_KEYWORD and kept is not None and extra_inc:
                 kept = kept | {p.name}
     else:
         kept = None

@@ -223,6 +223,22 @@ class Log:
         "parent_id",
     )
 
+    _id: str | None
+    _number: int
+    _wall_ns: int
+    _t0: int
+    _t1: int
+    _raw: list[list[Any]] | None
+    _calls: list[Call] | None
+    _active: list[None]
+    _claim: list[None]
+    _done: bool
+    _tracker: Any
+    parent_id: str | None
+    info: dict[str, Any]
+    complete: bool
+    dropped_calls: int
+
     def __init__(
         self,
         *,
@@ -252,9 +268,7 @@ class Log:
         self._tracker = None
 
     @classmethod
-    def _open(
-        cls, t0: int, parent_id: str | None, info: dict[str, Any], tracker: Any
-    ) -> Log:
+    def _open(cls, t0: int, parent_id: str | None, info: dict[str, Any], tracker: Any) -> Log:
         """
         Create a live log whose first call starts at ``t0`` (``perf_counter_ns``).
         """
@@ -313,7 +327,7 @@ class Log:
         self._raw = None
 
     def _materialize(self, now: int) -> Iterator[Call]:
-        raw = self._raw or []
+        raw: list[list[Any]] = self._raw or []
         t0 = self._t0
         ordered = sorted(raw, key=_start_of) if _unsorted(raw) else raw
         for seq, rec in enumerate(ordered):

@@ -89,7 +89,7 @@ class Tracker:
         exc: Iterable[str] | None = ...,
     ) -> Callable[[Callable[P, R]], Callable[P, R]]: ...
 
-    def probe(
+    def probe(  # type: ignore[misc]  # mypy cannot match ParamSpec-only return overloads
         self,
         func: Any = None,
         /,

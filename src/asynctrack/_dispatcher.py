@@ -1,0 +1,195 @@
+"""
+The dispatcher: a daemon thread with its own asyncio loop that drains the intake.
+
+It serves sync programs, asyncio and trio applications alike because it never
+touches the application's loop. It wakes when a batch is full (the intake signals
+it) or every ``flush_interval``, cuts the queue into batches and hands each batch
+to every sink's worker. Tracking is suppressed in this thread, so a sink that
+calls probed code never feeds back into the tracker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from . import _context, _intake
+from ._intake import Barrier, Intake
+from ._records import Log
+from ._report import report
+from ._stats import Counters
+from ._worker import SinkWorker, WorkerOptions
+from .sinks._base import Sink
+
+__all__ = ["Dispatcher"]
+
+
+class Dispatcher:
+    """
+    Owns the background thread, its loop and one worker per sink.
+    """
+
+    def __init__(
+        self,
+        intake: Intake,
+        sinks: Sequence[Sink],
+        *,
+        flush_interval: float,
+        options: WorkerOptions,
+        counters: Counters,
+    ) -> None:
+        self.intake = intake
+        self.flush_interval = flush_interval
+        self.counters = counters
+        self.workers = [SinkWorker(sink, options, counters) for sink in sinks]
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._wake: asyncio.Event | None = None
+        self._thread: threading.Thread | None = None
+        self._ready = threading.Event()
+        self._stopped = threading.Event()
+        self._stop_deadline: float | None = None
+        self._lock = threading.Lock()
+
+    # -- lifecycle (any thread) ------------------------------------------------------------
+    def start(self) -> None:
+        with self._lock:
+            if self._thread is not None:
+                return
+            self._thread = threading.Thread(
+                target=self._run, name="asynctrack-dispatcher", daemon=True
+            )
+            self._thread.start()
+        _intake._DISPATCHER_THREAD[0] = self._thread
+        self._ready.wait(10.0)
+
+    @property
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def wake(self) -> None:
+        loop, event = self._loop, self._wake
+        if loop is None or event is None:
+            return
+        with contextlib.suppress(RuntimeError):  # loop closed: nothing to wake
+            loop.call_soon_threadsafe(event.set)
+
+    def request_stop(self, deadline: float) -> None:
+        self._stop_deadline = deadline
+        self.wake()
+
+    def join(self, timeout: float | None) -> bool:
+        thread = self._thread
+        if thread is None:
+            return True
+        return self._stopped.wait(timeout)
+
+    def pending(self) -> int:
+        return sum(w.pending() for w in self.workers)
+
+    def after_fork(self) -> None:
+        # In a forked child: the thread does not exist here. Start afresh lazily.
+        self._thread = None
+        self._loop = None
+        self._wake = None
+        self._ready = threading.Event()
+        self._stopped = threading.Event()
+        self._lock = threading.Lock()
+        for worker in self.workers:
+            worker.after_fork()
+        self.workers = [SinkWorker(w.sink, w.options, self.counters) for w in self.workers]
+
+    # -- the thread ---------------------------------------------------------------------------
+    def _run(self) -> None:
+        # Nothing this thread does is tracked (TRAPS: sink I/O that is itself traced).
+        _context.FRAME.set(_context.SILENT)
+        loop = asyncio.new_event_loop()
+        try:
+            loop.run_until_complete(self._main(loop))
+        except BaseException as exc:  # pragma: no cover - a bug of ours
+            report("dispatcher", f"asynctrack: the dispatcher stopped on {exc!r}")
+        finally:
+            with contextlib.suppress(Exception):
+                loop.run_until_complete(loop.shutdown_asyncgens())
+            with contextlib.suppress(Exception):
+                loop.run_until_complete(loop.shutdown_default_executor())
+            loop.close()
+            self._loop = None
+            self._stopped.set()
+            self._ready.set()
+
+    async def _main(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._wake = asyncio.Event()
+        self._loop = loop
+        for worker in self.workers:
+            worker.start()
+        self.intake.set_wake(self.wake)
+        self._ready.set()
+        wake = self._wake
+        while True:
+            deadline = self._stop_deadline
+            if deadline is None:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(wake.wait(), self.flush_interval)
+            wake.clear()
+            self._drain()
+            if self._stop_deadline is not None:
+                break
+        self._drain()
+        await self._stop_workers(self._stop_deadline)
+
+    def _drain(self) -> None:
+        intake = self.intake
+        size = intake.batch_size
+        intake.rearm()
+        batch: list[Log] = []
+        counters = self.counters
+        while True:
+            items = intake.drain(size)
+            if not items:
+                break
+            for item in items:
+                if isinstance(item, Barrier):
+                    if batch:
+                        self._submit(batch)
+                        batch = []
+                    item.expect(len(self.workers))
+                    for worker in self.workers:
+                        worker.submit_barrier(item)
+                    continue
+                batch.append(item)
+                if len(batch) >= size:
+                    self._submit(batch)
+                    batch = []
+            counters.add("dispatched", sum(1 for i in items if not isinstance(i, Barrier)))
+        if batch:
+            self._submit(batch)
+
+    def _submit(self, batch: list[Log]) -> None:
+        for worker in self.workers:
+            worker.submit(batch)
+
+    async def _stop_workers(self, deadline: float | None) -> None:
+        deadline = deadline if deadline is not None else time.monotonic() + 5.0
+        for worker in self.workers:
+            worker.stop(deadline)
+        tasks = [w.task for w in self.workers if w.task is not None]
+        if not tasks:
+            return
+        remaining = max(0.0, deadline - time.monotonic()) + 0.2
+        _, not_done = await asyncio.wait(tasks, timeout=remaining)
+        for task in not_done:
+            task.cancel()
+        if not_done:
+            # Give cancelled writes a moment to unwind; their batches are counted
+            # as pending in stats() when the process exits.
+            await asyncio.wait(not_done, timeout=0.2)
+            names = ", ".join(w.name for w in self.workers if w.task in not_done)
+            report("stop", f"asynctrack: sink(s) {names} did not finish before the deadline")
+
+
+def _unused(_: Any) -> None:  # pragma: no cover
+    pass

@@ -1,0 +1,123 @@
+"""
+Pipeline counters and the :func:`asynctrack.stats` snapshot.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from typing import NamedTuple
+
+__all__ = ["Counters", "FlushResult", "Stats"]
+
+
+class Stats(NamedTuple):
+    """
+    A snapshot of the pipeline's counters (``asynctrack.stats()``).
+
+    Attributes:
+        enqueued: logs handed to the intake.
+        written: logs written, per sink name.
+        dropped: logs dropped (intake full, after shutdown, or by a processor).
+        retried: failed sink writes that were retried.
+        spilled: logs written to a spill file because their sink was failing.
+        replayed: spilled logs written to their sink later.
+        failed: sink writes that failed (batches).
+        dead_lettered: logs that their sink rejected on their own, set aside in a
+            dead-letter file instead of blocking the others.
+        corrupt: lines of spill files that could not be read back (a torn last line).
+        pending: logs in the intake or waiting in a sink's in-memory queue.
+        hook_errors: exceptions raised by hooks and processors (the log was kept).
+
+    .. versionadded:: 0.1
+    """
+
+    enqueued: int = 0
+    written: Mapping[str, int] = {}
+    dropped: int = 0
+    retried: int = 0
+    spilled: int = 0
+    replayed: int = 0
+    failed: int = 0
+    dead_lettered: int = 0
+    corrupt: int = 0
+    pending: int = 0
+    hook_errors: int = 0
+
+
+class FlushResult(NamedTuple):
+    """
+    What a ``flush()`` accomplished: counts since the flush was requested.
+
+    Attributes:
+        written: logs written, per sink name.
+        spilled: logs spilled to disk (their sink is failing; they are replayed later).
+        dropped: logs dropped.
+
+    .. versionadded:: 0.1
+    """
+
+    written: Mapping[str, int]
+    spilled: int
+    dropped: int
+
+
+Stats.__module__ = "asynctrack"
+FlushResult.__module__ = "asynctrack"
+
+
+class Counters:
+    """
+    Thread-safe counters shared by the intake, the dispatcher and the workers.
+    """
+
+    __slots__ = (
+        "_lock",
+        "corrupt",
+        "dead_lettered",
+        "dispatched",
+        "dropped",
+        "failed",
+        "hook_errors",
+        "replayed",
+        "retried",
+        "spilled",
+        "written",
+    )
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.dispatched = 0
+        self.dropped = 0
+        self.retried = 0
+        self.spilled = 0
+        self.replayed = 0
+        self.failed = 0
+        self.dead_lettered = 0
+        self.corrupt = 0
+        self.hook_errors = 0
+        self.written: dict[str, int] = {}
+
+    def add(self, name: str, n: int = 1) -> None:
+        with self._lock:
+            setattr(self, name, getattr(self, name) + n)
+
+    def add_written(self, sink: str, n: int) -> None:
+        with self._lock:
+            self.written[sink] = self.written.get(sink, 0) + n
+
+    def snapshot(self, queued: int, pending: int) -> Stats:
+        with self._lock:
+            return Stats(
+                enqueued=self.dispatched + queued,
+                written=dict(self.written),
+                dropped=self.dropped,
+                retried=self.retried,
+                spilled=self.spilled,
+                replayed=self.replayed,
+                failed=self.failed,
+                dead_lettered=self.dead_lettered,
+                corrupt=self.corrupt,
+                pending=queued + pending,
+                hook_errors=self.hook_errors,
+            )

@@ -1,0 +1,390 @@
+"""
+One sink's worker in the dispatcher loop: delivery, retries, spill, replay, dead letters.
+
+Each sink has its own worker task and in-memory queue, so a slow or failing sink
+never holds back the others. A failed write is retried with capped, jittered
+exponential backoff; when retries are exhausted (or a flush or shutdown is waiting)
+the batch is split to tell a poison log from an outage: logs the sink rejects on
+their own go to a dead-letter file, an outage spills everything to disk. While a
+spill backlog exists, new batches go straight to disk behind it, so the replay
+keeps their order and the application never waits on the outage.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import random
+import time
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ._encode import encode_logs
+from ._intake import Barrier
+from ._records import Log
+from ._report import report
+from ._spill import SpillFile, spill_name
+from ._stats import Counters
+from .sinks._base import Sink
+
+__all__ = ["SinkWorker", "WorkerOptions"]
+
+
+@dataclass(frozen=True)
+class WorkerOptions:
+    """
+    Delivery settings shared by all sink workers.
+    """
+
+    retry_attempts: int = 3
+    min_backoff: float = 0.05
+    max_backoff: float = 5.0
+    write_timeout: float = 30.0
+    max_pending_batches: int = 64
+    replay_batch: int = 512
+    spill_dir: Path = Path(".")
+    fsync_spill: bool = False
+
+
+class _Stop:
+    pass
+
+
+STOP = _Stop()
+
+
+class SinkWorker:
+    """
+    Delivers batches to one sink (runs as a task in the dispatcher's loop).
+    """
+
+    def __init__(self, sink: Sink, options: WorkerOptions, counters: Counters) -> None:
+        self.sink = sink
+        self.name = _sink_name(sink)
+        self.options = options
+        self.counters = counters
+        self.queue: deque[Any] = deque()
+        self.queued_logs = 0
+        self.spill = SpillFile(options.spill_dir, self.name, fsync=options.fsync_spill)
+        self.healthy = True
+        self.opened = False
+        self._event: asyncio.Event | None = None
+        self._urgent: asyncio.Event | None = None
+        self._next_attempt = 0.0
+        self._failures = 0
+        self.stopping = False
+        self.deadline: float | None = None
+        self.task: asyncio.Task[None] | None = None
+
+    # -- called from the dispatcher (same loop) ----------------------------------------------
+    def start(self) -> None:
+        self._event = asyncio.Event()
+        self._urgent = asyncio.Event()
+        try:
+            self.spill.open()
+        except OSError as exc:
+            report(f"spill-open:{self.name}", f"asynctrack: cannot open spill files: {exc}")
+        self.task = asyncio.get_running_loop().create_task(self.run(), name=f"sink:{self.name}")
+
+    def submit(self, batch: list[Log]) -> None:
+        if self.spill.has_backlog or len(self.queue) >= self.options.max_pending_batches:
+            self._spill(batch)
+            return
+        self.queue.append(batch)
+        self.queued_logs += len(batch)
+        self._poke()
+
+    def submit_barrier(self, barrier: Barrier) -> None:
+        self.queue.append(barrier)
+        assert self._urgent is not None
+        self._urgent.set()
+        self._poke()
+
+    def stop(self, deadline: float) -> None:
+        self.stopping = True
+        self.deadline = deadline
+        self.queue.append(STOP)
+        if self._urgent is not None:
+            self._urgent.set()
+        self._poke()
+
+    def _poke(self) -> None:
+        if self._event is not None:
+            self._event.set()
+
+    # -- the task --------------------------------------------------------------------------
+    async def run(self) -> None:
+        try:
+            await self._run()
+        except asyncio.CancelledError:
+            # Cut short by the shutdown deadline: what is still queued goes to disk.
+            self._spill_remaining()
+            raise
+
+    def _spill_remaining(self) -> None:
+        while self.queue:
+            item = self.queue.popleft()
+            if isinstance(item, Barrier):
+                item.reached()
+            elif isinstance(item, list):
+                self.queued_logs -= len(item)
+                self._spill(item)
+        with contextlib.suppress(Exception):
+            self.spill.close()
+
+    async def _run(self) -> None:
+        assert self._event is not None
+        while True:
+            if self.queue:
+                item = self.queue[0]
+                if isinstance(item, Barrier):
+                    self.queue.popleft()
+                    item.reached()
+                    continue
+                if item is STOP:
+                    await self._final_replay()
+                    await self._close()
+                    return
+                await self._deliver(item)
+                self.queue.popleft()
+                self.queued_logs -= len(item)
+                continue
+            if self.spill.has_backlog:
+                wait = self._next_attempt - time.monotonic()
+                if self.healthy or wait <= 0:
+                    await self._replay_chunk()
+                    continue
+                await self._wait(wait)
+                continue
+            self._urgent_clear()
+            await self._wait(None)
+
+    async def _wait(self, timeout: float | None) -> None:
+        assert self._event is not None
+        self._event.clear()
+        if self.queue:
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._event.wait(), timeout)
+
+    def _urgent_clear(self) -> None:
+        if self._urgent is not None and not self.stopping:
+            self._urgent.clear()
+
+    def _is_urgent(self) -> bool:
+        return self._urgent is not None and self._urgent.is_set()
+
+    async def _open(self) -> bool:
+        if self.opened:
+            return True
+        try:
+            await asyncio.wait_for(self.sink.open(), self.options.write_timeout)
+        except Exception as exc:
+            self.counters.add("failed")
+            report(
+                f"open:{self.name}", f"asynctrack: sink {self.name} failed to open: {_brief(exc)}"
+            )
+            return False
+        self.opened = True
+        return True
+
+    async def _write(self, logs: Sequence[Log]) -> bool:
+        if not await self._open():
+            return False
+        timeout = self.options.write_timeout
+        if self.deadline is not None:
+            timeout = max(0.01, min(timeout, self.deadline - time.monotonic()))
+        try:
+            await asyncio.wait_for(self.sink.write(logs), timeout)
+        except Exception as exc:
+            self.counters.add("failed")
+            report(
+                f"write:{self.name}",
+                f"asynctrack: sink {self.name} failed to write {len(logs)} logs: {_brief(exc)}",
+            )
+            return False
+        self.counters.add_written(self.name, len(logs))
+        return True
+
+    async def _deliver(self, batch: list[Log]) -> None:
+        attempt = 0
+        while True:
+            if await self._write(batch):
+                self._recovered()
+                return
+            attempt += 1
+            if attempt > self.options.retry_attempts or self._is_urgent() or self._late():
+                break
+            self.counters.add("retried")
+            await self._sleep(self._backoff(attempt))
+        await self._settle(batch)
+
+    async def _settle(self, batch: list[Log]) -> None:
+        # Retries are exhausted: split the batch to tell poison logs from an outage.
+        if len(batch) > 1 and not self._late():
+            rejected = await self._bisect(batch)
+        else:
+            rejected = list(batch)
+        if len(rejected) < len(batch):
+            self._dead_letter(rejected)
+            self._recovered()
+            return
+        self._spill(rejected)
+        self._failed()
+
+    async def _bisect(self, logs: list[Log]) -> list[Log]:
+        if len(logs) == 1:
+            return logs
+        mid = len(logs) // 2
+        left, right = logs[:mid], logs[mid:]
+        left_ok = await self._write(left)
+        right_ok = await self._write(right)
+        if not left_ok and not right_ok:
+            return logs  # both halves fail: an outage, not a poison log
+        rejected: list[Log] = []
+        if not left_ok:
+            rejected += await self._bisect(left)
+        if not right_ok:
+            rejected += await self._bisect(right)
+        return rejected
+
+    def _spill(self, logs: Sequence[Log]) -> None:
+        try:
+            self.spill.append(logs)
+        except Exception as exc:
+            self.counters.add("dropped", len(logs))
+            report(
+                f"spill:{self.name}",
+                f"asynctrack: cannot spill {len(logs)} logs of sink {self.name}; "
+                f"dropped: {_brief(exc)}",
+            )
+            return
+        self.counters.add("spilled", len(logs))
+        self._poke()
+
+    def _dead_letter(self, logs: Sequence[Log]) -> None:
+        path = self.options.spill_dir / f"asynctrack-{spill_name(self.name)}.dead.jsonl"
+        try:
+            self.options.spill_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            with os.fdopen(fd, "ab", buffering=0) as f:
+                f.write(encode_logs(logs))
+        except Exception as exc:
+            self.counters.add("dropped", len(logs))
+            report(f"dead:{self.name}", f"asynctrack: cannot write dead letters: {_brief(exc)}")
+            return
+        self.counters.add("dead_lettered", len(logs))
+        report(
+            f"poison:{self.name}",
+            f"asynctrack: sink {self.name} rejected {len(logs)} logs on their own; "
+            f"they were set aside in {path}",
+        )
+
+    async def _replay_chunk(self) -> None:
+        try:
+            logs, offset = self.spill.read_chunk(self.options.replay_batch)
+        except OSError as exc:
+            report(f"replay-read:{self.name}", f"asynctrack: cannot read spill file: {exc}")
+            self._failed()
+            return
+        self._sync_corrupt()
+        if not logs:
+            if offset:
+                self.spill.commit(offset)
+            return
+        if await self._write(logs):
+            self.spill.commit(offset)
+            self.counters.add("replayed", len(logs))
+            self._recovered()
+            return
+        rejected = await self._bisect(logs) if len(logs) > 1 else logs
+        if len(rejected) < len(logs):
+            self._dead_letter(rejected)
+            self.spill.commit(offset)
+            self.counters.add("replayed", len(logs) - len(rejected))
+            self._recovered()
+            return
+        self._failed()
+
+    async def _final_replay(self) -> None:
+        # At shutdown, finish a replay that is going well, within the deadline.
+        while self.spill.has_backlog and self.healthy and not self._late():
+            await self._replay_chunk()
+
+    async def _close(self) -> None:
+        if self.opened:
+            timeout = self.options.write_timeout
+            if self.deadline is not None:
+                timeout = max(0.05, min(timeout, self.deadline - time.monotonic()))
+            try:
+                await asyncio.wait_for(self.sink.close(), timeout)
+            except Exception as exc:
+                report(
+                    f"close:{self.name}",
+                    f"asynctrack: sink {self.name} failed to close: {_brief(exc)}",
+                )
+            self.opened = False
+        self.spill.close()
+
+    def _sync_corrupt(self) -> None:
+        if self.spill.corrupt:
+            self.counters.add("corrupt", self.spill.corrupt)
+            report(
+                f"corrupt:{self.name}",
+                f"asynctrack: skipped {self.spill.corrupt} unreadable lines of a spill file "
+                "(a torn line left by a crash)",
+            )
+            self.spill.corrupt = 0
+
+    def _recovered(self) -> None:
+        if not self.healthy:
+            report(f"recovered:{self.name}", f"asynctrack: sink {self.name} recovered")
+        self.healthy = True
+        self._failures = 0
+
+    def _failed(self) -> None:
+        self.healthy = False
+        self._failures += 1
+        self._next_attempt = time.monotonic() + self._backoff(self._failures)
+
+    def _backoff(self, attempt: int) -> float:
+        base = min(self.options.max_backoff, self.options.min_backoff * (2 ** (attempt - 1)))
+        return float(base * (0.5 + random.random() / 2))  # "equal jitter": never 0, never > cap
+
+    def _late(self) -> bool:
+        return self.deadline is not None and time.monotonic() >= self.deadline
+
+    async def _sleep(self, seconds: float) -> None:
+        # Interruptible: a flush or shutdown cuts a backoff short.
+        assert self._urgent is not None
+        if self.deadline is not None:
+            seconds = min(seconds, max(0.0, self.deadline - time.monotonic()))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._urgent.wait(), seconds)
+
+    def pending(self) -> int:
+        return self.queued_logs
+
+    def after_fork(self) -> None:
+        self.spill.forget()
+        try:
+            self.sink.after_fork()
+        except Exception as exc:  # pragma: no cover - user code
+            report(f"fork:{self.name}", f"asynctrack: {self.name}.after_fork() failed: {exc!r}")
+
+
+def _sink_name(sink: Sink) -> str:
+    try:
+        name = sink.name
+    except Exception:
+        name = type(sink).__name__
+    return str(name)
+
+
+def _brief(exc: BaseException) -> str:
+    text = f"{type(exc).__name__}: {exc}"
+    return text if len(text) <= 300 else text[:300] + "…"

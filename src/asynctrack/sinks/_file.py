@@ -1,0 +1,177 @@
+"""
+FileSink: one JSON object per line, written with aiofiles; and ``read_logs``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import glob as _glob
+import os
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from .._encode import decode_line, encode_logs
+from .._exceptions import ConfigError
+from .._records import Log
+from .._report import report
+from ._base import Sink
+
+__all__ = ["FileSink", "read_logs"]
+
+
+class FileSink(Sink):
+    """
+    Write each log as one line of JSON (the form of ``Log.to_dict()``), UTF-8.
+
+    Args:
+        path: the file; parent directories are created (mode 0700).
+        max_bytes: rotate when the file would grow past this size (0: never).
+        backup_count: rotated files kept as ``path.1`` … ``path.N`` (newest first).
+        fsync: ``"never"`` (default) or ``"batch"`` (fsync after every batch).
+        mode: permissions of a created file (default 0600: logs hold user data).
+
+    Each batch is one ``write`` to a file opened with ``O_APPEND``, so several processes
+    may append to one file without interleaving lines — but give each process its own
+    file when rotation is enabled (rotation is not coordinated between processes).
+
+    .. versionadded:: 0.1
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        max_bytes: int = 0,
+        backup_count: int = 5,
+        fsync: str = "never",
+        mode: int = 0o600,
+    ) -> None:
+        if not isinstance(path, (str, os.PathLike)) or not os.fspath(path):
+            raise ConfigError("FileSink: path must be a non-empty str or path")
+        if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 0:
+            raise ConfigError(f"FileSink: max_bytes must be an int >= 0, got {max_bytes!r}")
+        if isinstance(backup_count, bool) or not isinstance(backup_count, int) or backup_count < 0:
+            raise ConfigError(f"FileSink: backup_count must be an int >= 0, got {backup_count!r}")
+        if fsync not in ("never", "batch"):
+            raise ConfigError(f"FileSink: fsync must be 'never' or 'batch', got {fsync!r}")
+        if isinstance(mode, bool) or not isinstance(mode, int) or not 0 <= mode <= 0o777:
+            raise ConfigError(f"FileSink: mode must be an int like 0o600, got {mode!r}")
+        self.path = Path(os.fspath(path))
+        self.max_bytes = max_bytes
+        self.backup_count = backup_count
+        self.fsync = fsync
+        self.mode = mode
+        self._file: Any = None
+        self._size = 0
+
+    @property
+    def name(self) -> str:
+        return f"file-{self.path.name}"
+
+    async def open(self) -> None:
+        import aiofiles
+
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        mode = self.mode
+
+        def opener(p: str, flags: int) -> int:
+            return os.open(p, flags | os.O_APPEND, mode)
+
+        # Unbuffered: one write() system call per batch, so appends never interleave.
+        self._file = await aiofiles.open(self.path, "ab", buffering=0, opener=opener)
+        self._size = os.fstat(self._file.fileno()).st_size
+
+    async def write(self, logs: Sequence[Log]) -> None:
+        if self._file is None:
+            await self.open()
+        data = encode_logs(logs)
+        if self.max_bytes and self._size and self._size + len(data) > self.max_bytes:
+            await self._rotate()
+        f = self._file
+        view = memoryview(data)
+        while view:
+            written = await f.write(view)
+            view = view[written or len(view) :]
+        self._size += len(data)
+        if self.fsync == "batch":
+            await asyncio.to_thread(os.fsync, f.fileno())
+
+    async def _rotate(self) -> None:
+        await self.close()
+        if self.backup_count:
+            for i in range(self.backup_count - 1, 0, -1):
+                src = self.path.with_name(f"{self.path.name}.{i}")
+                if src.exists():
+                    os.replace(src, self.path.with_name(f"{self.path.name}.{i + 1}"))
+            os.replace(self.path, self.path.with_name(f"{self.path.name}.1"))
+        else:
+            self.path.unlink(missing_ok=True)
+        await self.open()
+
+    async def close(self) -> None:
+        f, self._file = self._file, None
+        if f is not None:
+            await f.close()
+
+    def after_fork(self) -> None:
+        self._file = None
+
+
+def _expand(path: str | os.PathLike[str]) -> list[Path]:
+    text = os.fspath(path)
+    if any(ch in text for ch in "*?["):
+        return [Path(p) for p in sorted(_glob.glob(text))]
+    base = Path(text)
+    rotated = []
+    i = 1
+    while True:
+        candidate = base.with_name(f"{base.name}.{i}")
+        if not candidate.exists():
+            break
+        rotated.append(candidate)
+        i += 1
+    # Oldest first: path.N … path.1, then path.
+    return [*reversed(rotated), base]
+
+
+def read_logs(
+    path: str | os.PathLike[str],
+    *,
+    rotated: bool = True,
+    on_error: Callable[[Path, int, str], None] | None = None,
+) -> Iterator[Log]:
+    """
+    Yield the logs of a JSON-lines file written by ``FileSink``, oldest first.
+
+    Args:
+        path: the file, or a glob pattern.
+        rotated: also read the rotated files ``path.N`` … ``path.1`` (oldest first).
+        on_error: called with ``(file, line_number, message)`` for each line that
+            cannot be read (a torn last line left by a crash); by default such lines
+            are reported once on the ``asynctrack`` logger and skipped.
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+
+    .. versionadded:: 0.1
+    """
+    files = _expand(path) if rotated else [Path(os.fspath(path))]
+    if not any(f.exists() for f in files):
+        raise FileNotFoundError(f"no such file: {os.fspath(path)}")
+    for file in files:
+        with contextlib.suppress(FileNotFoundError), open(file, "rb") as f:
+            for number, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    log = decode_line(line)
+                except ValueError as exc:
+                    message = f"line {number} skipped: {exc}"
+                    if on_error is not None:
+                        on_error(file, number, message)
+                    else:
+                        report(f"read:{file}", f"asynctrack: {file}: {message}")
+                    continue
+                yield log
