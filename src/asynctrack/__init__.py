@@ -25,7 +25,7 @@ from ._pipeline import (
     tracking,
 )
 from ._records import Call, Log
-from ._stats import FlushResult, Stats
+from ._counters import FlushResult, Stats
 from ._tracker import CallScope, Tracker, get_tracker
 from ._values import represent
 from .sinks import FileSink, MemorySink, Sink, read_logs

@@ -3,17 +3,25 @@
 
 This is the only module that knows all layers: values (limits, redaction),
 levels and trackers, hooks, sinks and the dispatcher.
+
+Where a value comes from, highest priority first: a keyword argument of
+``configure()`` / ``configure_from_file()``, then an ``ASYNCTRACK_*`` environment
+variable, then the configuration file, then the default in :data:`OPTIONS`.
 """
 
 from __future__ import annotations
 
+import difflib
+import inspect
 import math
+import os
 import threading
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import _context, _pipeline, _probe, _tracker
+from . import _context, _intake, _pipeline, _probe, _tracker
 from ._exceptions import ConfigError
 from ._levels import DEFAULT, parse_level
 from ._records import Log
@@ -22,7 +30,7 @@ from ._values import DEFAULT_REDACT, Limits, set_limits
 from ._worker import WorkerOptions
 from .sinks._base import Sink
 
-__all__ = ["OPTIONS", "configure"]
+__all__ = ["CONFIG_ENV", "ENV_VARS", "OPTIONS", "Layer", "configure", "resolve", "validate"]
 
 #: Every option of ``configure`` with its default.
 OPTIONS: dict[str, Any] = {
@@ -50,145 +58,390 @@ OPTIONS: dict[str, Any] = {
     "processors": (),
 }
 
+#: The environment variable naming the configuration file read by ``configure()``.
+CONFIG_ENV = "ASYNCTRACK_CONFIG"
+
+# Options that only code (or a file) can set: objects to build or import, and the
+# redaction list, which an environment variable must not be able to shorten silently.
+_NOT_FROM_ENV = frozenset({"sinks", "tracker_class", "processors", "redact"})
+
+#: Environment variables overriding single options: ``ASYNCTRACK_<OPTION>``.
+ENV_VARS: dict[str, str] = {
+    f"ASYNCTRACK_{key.upper()}": key for key in OPTIONS if key not in _NOT_FROM_ENV
+}
+
+_INTS = {
+    "max_queue": 1,
+    "batch_size": 1,
+    "retry_attempts": 0,
+    "max_pending_batches": 1,
+    "max_calls_per_log": 1,
+    "max_depth": 1,
+    "max_items": 1,
+    "max_string": 16,
+}
+# option -> (minimum, whether the minimum itself is excluded)
+_FLOATS = {
+    "flush_interval": (0.0, True),
+    "block_timeout": (0.0, False),
+    "exit_timeout": (0.0, False),
+    "max_backoff": (0.0, False),
+    "write_timeout": (0.0, True),
+}
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off"})
+
 _LOCK = threading.RLock()
 
 
-def _fail(key: str, expected: str, value: Any) -> ConfigError:
-    return ConfigError(f"configure(): {key} must be {expected}, got {value!r}")
+@dataclass
+class Layer:
+    """
+    Options from one source (a file, the environment) and how to name each in errors.
+    """
+
+    options: dict[str, Any] = field(default_factory=dict)
+    labels: dict[str, str] = field(default_factory=dict)
 
 
-def _int(key: str, value: Any, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise _fail(key, f"an int >= {minimum}", value)
-    return value
+# -- validation ------------------------------------------------------------------------------
 
 
-def _float(key: str, value: Any, minimum: float, *, strict: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
-        raise _fail(key, "a number of seconds", value)
-    if value < minimum or (strict and value == minimum):
-        raise _fail(key, f"a number {'>' if strict else '>='} {minimum}", value)
-    return float(value)
+def suggest(word: str, choices: Iterable[str]) -> str:
+    """
+    Return ``" (did you mean 'x'?)"`` for a close match of ``word``, else ``""``.
+    """
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.75)
+    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
-def _level(key: str, value: Any) -> int:
-    try:
-        return parse_level(value, key)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"configure(): {exc}") from None
+class _Checker:
+    def __init__(self, labels: Mapping[str, str]) -> None:
+        self.labels = labels
+
+    def label(self, key: str) -> str:
+        return self.labels.get(key) or f"configure(): {key}"
+
+    def fail(self, key: str, expected: str, value: Any) -> ConfigError:
+        return ConfigError(f"{self.label(key)} must be {expected}, got {value!r}")
+
+    def integer(self, key: str, value: Any, minimum: int) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise self.fail(key, f"an int >= {minimum}", value)
+        return value
+
+    def number(self, key: str, value: Any, minimum: float, strict: bool) -> float:
+        expected = f"a finite number of seconds {'>' if strict else '>='} {minimum:g}"
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or not math.isfinite(value)
+            or value < minimum
+            or (strict and value == minimum)
+        ):
+            raise self.fail(key, expected, value)
+        return float(value)
+
+    def level(self, key: str, value: Any, label: str | None = None) -> int:
+        try:
+            return parse_level(value, label or self.label(key))
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(str(exc)) from None
 
 
-def validate(options: Mapping[str, Any]) -> dict[str, Any]:
+def validate(options: Mapping[str, Any], labels: Mapping[str, str] | None = None) -> dict[str, Any]:
     """
     Check options and return them completed with defaults.
 
+    Args:
+        options: option name to value, as ``configure`` takes them.
+        labels: how to name an option in error messages when it did not come from a
+            keyword argument (``"track.toml: asynctrack.batch_size"``).
+
+    Returns:
+        Every option of :data:`OPTIONS`, normalised (levels as ints, ``spill_dir`` a
+        ``Path``, ``redact`` and ``processors`` tuples, ``sinks`` a list or None).
+
     Raises:
-        ConfigError: an unknown option or a bad value, naming the option.
+        ConfigError: an unknown option or a bad value, naming the option and what it
+            accepts.
     """
+    check = _Checker(labels or {})
     unknown = sorted(set(options) - set(OPTIONS))
     if unknown:
+        hint = suggest(unknown[0], OPTIONS) if len(unknown) == 1 else ""
         raise ConfigError(
-            f"configure(): unknown option(s) {', '.join(unknown)}; "
+            f"configure(): unknown option(s) {', '.join(unknown)}{hint}; "
             f"accepted: {', '.join(sorted(OPTIONS))}"
         )
     o = {**OPTIONS, **options}
-    o["level"] = _level("level", o["level"])
+    o["level"] = check.level("level", o["level"])
     levels = o["levels"]
     if not isinstance(levels, Mapping):
-        raise _fail("levels", "a mapping of tracker name to level", levels)
+        raise check.fail("levels", "a mapping of tracker name to level", levels)
     checked: dict[str, int] = {}
     for name, lvl in levels.items():
         if not isinstance(name, str):
-            raise _fail("levels", "a mapping with str keys", levels)
-        checked[name] = _level(f"levels[{name!r}]", lvl)
+            raise check.fail("levels", "a mapping with str keys (tracker names)", levels)
+        checked[name] = check.level("levels", lvl, f"{check.label('levels')}[{name!r}]")
     o["levels"] = checked
-    for key, minimum in (
-        ("max_queue", 1),
-        ("batch_size", 1),
-        ("retry_attempts", 0),
-        ("max_pending_batches", 1),
-        ("max_calls_per_log", 1),
-        ("max_depth", 1),
-        ("max_items", 1),
-        ("max_string", 16),
-    ):
-        o[key] = _int(key, o[key], minimum)
-    o["flush_interval"] = _float("flush_interval", o["flush_interval"], 0.0, strict=True)
-    for key in ("block_timeout", "exit_timeout", "max_backoff"):
-        o[key] = _float(key, o[key], 0.0)
-    o["write_timeout"] = _float("write_timeout", o["write_timeout"], 0.0, strict=True)
+    for key, minimum in _INTS.items():
+        o[key] = check.integer(key, o[key], minimum)
+    for key, (low, strict) in _FLOATS.items():
+        o[key] = check.number(key, o[key], low, strict)
     if o["on_full"] not in ("drop", "block"):
-        raise _fail("on_full", "'drop' or 'block'", o["on_full"])
+        raise check.fail("on_full", "'drop' or 'block'", o["on_full"])
     if not isinstance(o["fsync_spill"], bool):
-        raise _fail("fsync_spill", "a bool", o["fsync_spill"])
+        raise check.fail("fsync_spill", "a bool", o["fsync_spill"])
     spill_dir = o["spill_dir"]
-    if not isinstance(spill_dir, (str, Path)) or not str(spill_dir):
-        raise _fail("spill_dir", "a directory path", spill_dir)
-    o["spill_dir"] = Path(spill_dir)
+    if not isinstance(spill_dir, (str, os.PathLike)) or not os.fspath(spill_dir):
+        raise check.fail("spill_dir", "a directory path (str or Path)", spill_dir)
+    o["spill_dir"] = Path(os.fspath(spill_dir))
     redact = o["redact"]
-    if isinstance(redact, str) or not isinstance(redact, Iterable):
-        raise _fail("redact", "a list of str", redact)
+    if isinstance(redact, (str, bytes)) or not isinstance(redact, Iterable):
+        raise check.fail("redact", "a list of str", redact)
     redact = tuple(redact)
     if not all(isinstance(r, str) and r for r in redact):
-        raise _fail("redact", "a list of non-empty str", redact)
+        raise check.fail("redact", "a list of non-empty str", redact)
     o["redact"] = tuple(r.lower() for r in redact)
-    cls = o["tracker_class"]
-    if cls is not None and not (isinstance(cls, type) and issubclass(cls, _tracker.Tracker)):
-        raise _fail("tracker_class", "a subclass of asynctrack.Tracker", cls)
+    o["tracker_class"] = _check_tracker_class(check, o["tracker_class"])
     processors = o["processors"]
     if isinstance(processors, (str, bytes)) or not isinstance(processors, Iterable):
-        raise _fail("processors", "a list of callables", processors)
+        raise check.fail("processors", "a list of callables taking and returning a Log", processors)
     processors = tuple(processors)
     for p in processors:
         if not callable(p):
-            raise _fail("processors", "a list of callables", p)
+            raise check.fail("processors", "a list of callables taking and returning a Log", p)
     o["processors"] = processors
-    sinks = o["sinks"]
-    if sinks is not None:
-        if isinstance(sinks, Sink) or not isinstance(sinks, Iterable):
-            raise _fail("sinks", "a list of asynctrack.Sink instances", sinks)
-        sinks = list(sinks)
-        names: set[str] = set()
-        for i, sink in enumerate(sinks):
-            if not isinstance(sink, Sink):
-                raise ConfigError(
-                    f"configure(): sinks[{i}] must be an asynctrack.Sink instance, "
-                    f"got {type(sink).__name__}"
-                )
-            name = str(sink.name)
-            if name in names:
-                raise ConfigError(
-                    f"configure(): sinks[{i}]: two sinks are named {name!r}; sink names "
-                    "must differ (they name spill files and counters)"
-                )
-            names.add(name)
-        o["sinks"] = sinks
+    o["sinks"] = _check_sinks(check, o["sinks"])
     return o
+
+
+def _check_tracker_class(check: _Checker, cls: Any) -> type[_tracker.Tracker] | None:
+    if cls is None:
+        return None
+    if not (isinstance(cls, type) and issubclass(cls, _tracker.Tracker)):
+        raise check.fail("tracker_class", "a subclass of asynctrack.Tracker", cls)
+    try:
+        inspect.signature(cls).bind("name")
+    except TypeError as exc:
+        raise check.fail(
+            "tracker_class", "a Tracker subclass whose constructor takes (name)", cls
+        ) from exc
+    except ValueError:  # pragma: no cover - a signature inspect cannot read: trust it
+        pass
+    return cls
+
+
+def _check_sinks(check: _Checker, sinks: Any) -> list[Sink] | None:
+    if sinks is None:
+        return None
+    if isinstance(sinks, (Sink, str, bytes)) or not isinstance(sinks, Iterable):
+        raise check.fail("sinks", "a list of asynctrack.Sink instances", sinks)
+    checked: list[Sink] = list(sinks)
+    names: dict[str, int] = {}
+    label = check.label("sinks")
+    for i, sink in enumerate(checked):
+        if not isinstance(sink, Sink):
+            raise ConfigError(
+                f"{label}[{i}] must be an asynctrack.Sink instance, got {type(sink).__name__}"
+            )
+        try:
+            name = str(sink.name)
+        except Exception as exc:
+            raise ConfigError(f"{label}[{i}]: {type(sink).__name__}.name raised {exc!r}") from None
+        if name in names:
+            raise ConfigError(
+                f"{label}[{i}]: sinks[{names[name]}] and sinks[{i}] are both named {name!r}; "
+                "sink names must differ (they name spill files and counters)"
+            )
+        names[name] = i
+    return checked
+
+
+# -- the environment --------------------------------------------------------------------------
+
+
+def from_env(environ: Mapping[str, str] | None = None) -> Layer:
+    """
+    Read the ``ASYNCTRACK_*`` variables that override single options.
+
+    An empty variable counts as unset. Values are parsed here (ints, numbers,
+    booleans ``1/0/true/false/yes/no/on/off``, ``ASYNCTRACK_LEVELS`` as
+    ``name=LEVEL,name=LEVEL``); ranges are checked by :func:`validate`.
+
+    Raises:
+        ConfigError: a value that cannot be parsed, naming the variable.
+    """
+    env = os.environ if environ is None else environ
+    layer = Layer()
+    for var, key in ENV_VARS.items():
+        raw = env.get(var, "").strip()
+        if not raw:
+            continue
+        label = f"environment variable {var}"
+        layer.labels[key] = label
+        layer.options[key] = _parse_env(key, raw, label)
+    return layer
+
+
+def _parse_env(key: str, raw: str, label: str) -> Any:
+    default = OPTIONS[key]
+    if key == "level":
+        return int(raw) if raw.isdigit() else raw
+    if key == "levels":
+        return _parse_levels(raw, label)
+    try:
+        if isinstance(default, bool):
+            low = raw.lower()
+            if low in _TRUE | _FALSE:
+                return low in _TRUE
+            raise ValueError
+        if key in _INTS:
+            return int(raw)
+        if key in _FLOATS:
+            return float(raw)
+    except ValueError:
+        if isinstance(default, bool):
+            kind = "a boolean (1, 0, true, false, yes, no, on, off)"
+        elif key in _INTS:
+            kind = "an int"
+        else:
+            kind = "a number of seconds"
+        raise ConfigError(f"{label} must be {kind}, got {raw!r}") from None
+    return raw
+
+
+def _parse_levels(raw: str, label: str) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for part in raw.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        name, sep, level = part.partition("=")
+        if not sep or not name.strip() or not level.strip():
+            raise ConfigError(
+                f"{label} must be name=LEVEL pairs separated by commas "
+                f"(e.g. 'shop.db=DEBUG,shop=INFO'), got {raw!r}"
+            )
+        level = level.strip()
+        try:
+            out[name.strip()] = parse_level(
+                int(level) if level.isdigit() else level, f"{label} ({name.strip()!r})"
+            )
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(str(exc)) from None
+    return out
+
+
+def resolve(
+    kwargs: Mapping[str, Any],
+    file: Layer | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """
+    Merge the sources (keyword arguments > environment > file > defaults) and validate.
+
+    ``ASYNCTRACK_LEVELS`` adds to (and overrides entries of) the file's ``levels``; a
+    ``levels`` keyword argument replaces both.
+
+    Raises:
+        ConfigError: as :func:`validate` and :func:`from_env`.
+    """
+    merged: dict[str, Any] = {}
+    labels: dict[str, str] = {}
+    if file is not None:
+        merged.update(file.options)
+        labels.update(file.labels)
+    env = from_env(environ)
+    for key, value in env.options.items():
+        if key in kwargs:
+            continue
+        if key == "levels" and isinstance(merged.get("levels"), Mapping):
+            value = {**merged["levels"], **value}
+        merged[key] = value
+        labels[key] = env.labels[key]
+    for key, value in kwargs.items():
+        merged[key] = value
+        labels.pop(key, None)
+    return validate(merged, labels)
+
+
+# -- configure ---------------------------------------------------------------------------------
 
 
 def configure(**options: Any) -> None:
     """
-    Configure tracking for this process: levels, sinks, pipeline and limits.
+    Configure tracking for this process: levels, sinks, pipeline, limits and hooks.
 
-    Called again, it reconfigures at run time: the old sinks are flushed and closed
-    after the new ones take over, and levels apply to calls that start afterwards.
-    Called with no argument, it reads the configuration file named by
-    ``ASYNCTRACK_CONFIG``, else ``track.toml``, else ``[tool.asynctrack]`` in
-    ``pyproject.toml`` in the working directory, else uses the defaults (an SQLite
-    database ``track.db``).
+    Each call states the whole configuration: an option left out takes its value from
+    the environment, else its default (not from an earlier call). Called again, it
+    reconfigures at run time: the old sinks are flushed and closed, then the new ones
+    take over; logs completed meanwhile wait in the new queue, so none is lost and none
+    is written to a closed sink. Levels apply to calls that start afterwards.
+
+    Called with no argument, it reads the file named by ``ASYNCTRACK_CONFIG``, else
+    ``track.toml``, else ``[tool.asynctrack]`` in ``pyproject.toml`` in the working
+    directory (see :func:`configure_from_file`), else uses the defaults.
+
+    ``ASYNCTRACK_<OPTION>`` environment variables override the file and the defaults,
+    never a keyword argument given here.
+
+    Args:
+        level: root threshold (``DEBUG``, ``INFO``, ``DEFAULT``, ``NONE``, a name or an
+            int); default ``DEFAULT``.
+        levels: thresholds per dotted tracker name, ``{"shop.db": "DEBUG"}``; default none.
+        sinks: list of :class:`Sink` instances; default ``[SQLSink()]`` (``track.db``).
+        max_queue: completed logs held in memory before ``on_full`` applies (100000).
+        batch_size: logs per batch handed to the sinks (512).
+        flush_interval: seconds between writes of a partial batch (0.5).
+        on_full: ``"drop"`` (count and drop) or ``"block"`` (wait up to
+            ``block_timeout``) when the queue is full; default ``"drop"``.
+        block_timeout: longest wait of a producer with ``on_full="block"`` (1.0 s).
+        spill_dir: directory of the spill files of failing sinks (``"."``).
+        fsync_spill: fsync spill files after each append (False).
+        exit_timeout: deadline of the flush at exit and of reconfiguration (5.0 s).
+        retry_attempts: retries of a failed write before spilling (3).
+        max_backoff: longest pause between retries (5.0 s).
+        write_timeout: longest ``Sink.write``/``open``/``close`` before it counts as
+            failed (30.0 s).
+        max_pending_batches: batches queued per sink before new ones spill (64).
+        max_calls_per_log: calls recorded per log; the rest are counted (10000).
+        redact: substrings marking sensitive names (case-insensitive); default
+            password, secret, token, api_key, authorization, cookie, session, ...
+        max_depth: nesting depth kept in recorded values (6).
+        max_items: items kept per container (100).
+        max_string: characters kept per string (1000).
+        tracker_class: a :class:`Tracker` subclass returned by ``get_tracker`` (None).
+        processors: callables applied in order to each completed log; returning
+            None drops it (none).
 
     Raises:
-        ConfigError: an unknown option or an invalid value, naming the option.
+        ConfigError: an unknown option or an invalid value (in an argument, an
+            environment variable or a file), naming it and what it accepts; or a call
+            from inside a sink.
 
     .. versionadded:: 0.1
     """
+    file: Layer | None = None
     if not options:
         from ._config_file import discover
 
-        found = discover()
-        if found is not None:
-            options = found
-    o = validate(options)
+        file = discover()
+    apply(resolve(options, file))
+
+
+def apply(o: dict[str, Any]) -> None:
+    """
+    Install validated options (the result of :func:`resolve`).
+
+    Raises:
+        ConfigError: called from the dispatcher thread (a sink reconfiguring).
+    """
+    if threading.current_thread() is _intake._DISPATCHER_THREAD[0]:
+        raise ConfigError(
+            "configure() cannot be called from a sink (the dispatcher thread would wait for itself)"
+        )
     with _LOCK:
         _apply(o)
 
@@ -210,7 +463,7 @@ def _apply(o: dict[str, Any]) -> None:
     _probe.refresh_plans()
     _context.set_max_calls(o["max_calls_per_log"])
     _tracker.set_tracker_class(o["tracker_class"])
-    _context.set_postprocess(_make_postprocess(o["processors"]))
+    _context.set_postprocess(_make_postprocess(o["tracker_class"], o["processors"]))
     pipeline = _pipeline.Pipeline(
         sinks,
         max_queue=o["max_queue"],
@@ -230,73 +483,91 @@ def _apply(o: dict[str, Any]) -> None:
         ),
     )
     _tracker.set_levels(o["level"], o["levels"])
+    old = _pipeline.current()
+    if old is not None and not old.closed:
+        # Retire the old pipeline *before* the new one starts: its sinks are flushed and
+        # closed first, so a sink instance (or a spill file: same sink name) that is in
+        # both configurations is never used by two dispatchers at once. Logs completed
+        # meanwhile are forwarded to the new intake, which holds them until it starts.
+        old.intake.forward = pipeline.intake.put
+        old.close(old.exit_timeout, write_open_logs=False)
     _pipeline.install(pipeline)
 
 
-def _count(name: str) -> None:
+# -- hooks and processors --------------------------------------------------------------------
+
+
+def _count(name: str, n: int = 1) -> None:
     pipeline = _pipeline.current()
     if pipeline is not None:
-        pipeline.counters.add(name)
+        pipeline.counters.add(name, n)
+
+
+def _hook_failed(key: str, message: str) -> None:
+    _count("hook_errors")
+    report(key, f"asynctrack: {message} (counted in stats().hook_errors; the log was kept)")
 
 
 def _make_postprocess(
+    cls: type[_tracker.Tracker] | None,
     processors: tuple[Callable[[Log], Log | None], ...],
 ) -> Callable[[Log], Log | None] | None:
+    # Decided once per configuration: with no hook overridden and no processor, the
+    # completion path pays nothing at all.
     base = _tracker.Tracker
-    cls = _tracker._TRACKER_CLASS[0] if _tracker._TRACKER_CLASS else base
-    extend = cls.extend_log is not base.extend_log
+    cls = cls or base
     filtering = cls.filter_call is not base.filter_call
+    extend = cls.extend_log is not base.extend_log
     if not (extend or filtering or processors):
         return None
+    registry = _tracker._REGISTRY
 
     def postprocess(log: Log) -> Log | None:
+        if filtering:
+            kept = []
+            for call in log.calls:
+                tracker = registry.get(call.tracker)
+                if tracker is None:
+                    tracker = log._tracker
+                try:
+                    keep = tracker is None or tracker.filter_call(call)
+                except Exception as exc:
+                    keep = True
+                    _hook_failed(
+                        "hook:filter_call", f"{type(tracker).__name__}.filter_call raised {exc!r}"
+                    )
+                if keep:
+                    kept.append(call)
+            if len(kept) != len(log.calls):
+                if not kept:
+                    _count("dropped")
+                    return None
+                log.calls = kept
         tracker = log._tracker
         if extend and tracker is not None:
             try:
                 tracker.extend_log(log)
             except Exception as exc:
-                _count("hook_errors")
-                report(
-                    "extend_log", f"asynctrack: {type(tracker).__name__}.extend_log raised {exc!r}"
+                _hook_failed(
+                    "hook:extend_log", f"{type(tracker).__name__}.extend_log raised {exc!r}"
                 )
-        if filtering and tracker is not None:
-            kept = []
-            for call in log.calls:
-                try:
-                    keep = tracker.filter_call(call)
-                except Exception as exc:
-                    keep = True
-                    _count("hook_errors")
-                    report(
-                        "filter_call",
-                        f"asynctrack: {type(tracker).__name__}.filter_call raised {exc!r}",
-                    )
-                if keep:
-                    kept.append(call)
-            if len(kept) != len(log.calls):
-                log.calls = kept
-        result: Log | None = log
         for processor in processors:
             try:
                 result = processor(log)
             except Exception as exc:
-                _count("hook_errors")
-                report(
-                    f"processor:{id(processor)}",
-                    f"asynctrack: processor {processor!r} raised {exc!r}",
+                _hook_failed(
+                    f"hook:processor:{id(processor)}", f"processor {processor!r} raised {exc!r}"
                 )
-                result = log
+                continue
             if result is None:
                 _count("dropped")
                 return None
             if not isinstance(result, Log):
-                _count("hook_errors")
-                report(
-                    f"processor-type:{id(processor)}",
-                    f"asynctrack: processor {processor!r} returned {type(result).__name__}, "
-                    "not a Log or None; the log is kept unchanged",
+                _hook_failed(
+                    f"hook:processor-type:{id(processor)}",
+                    f"processor {processor!r} returned {type(result).__name__}, not a Log or None",
                 )
-                result = log
+                continue
             log = result
         return log
 

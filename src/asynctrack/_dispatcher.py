@@ -21,7 +21,7 @@ from . import _context, _intake
 from ._intake import Barrier, Intake
 from ._records import Log
 from ._report import report
-from ._stats import Counters
+from ._counters import Counters
 from ._worker import SinkWorker, WorkerOptions
 from .sinks._base import Sink
 
@@ -125,6 +125,7 @@ class Dispatcher:
         self._wake = asyncio.Event()
         self._loop = loop
         for worker in self.workers:
+            worker.on_room = wake.set if (wake := self._wake) else None
             worker.start()
         self.intake.set_wake(self.wake)
         self._ready.set()
@@ -138,19 +139,24 @@ class Dispatcher:
             self._drain()
             if self._stop_deadline is not None:
                 break
-        self._drain()
+        self._drain(force=True)
         await self._stop_workers(self._stop_deadline)
 
-    def _drain(self) -> None:
+    def _drain(self, force: bool = False) -> None:
+        # Take from the intake only while some sink has room: a slow sink then slows
+        # the dispatcher and the intake's bound (and on_full policy) applies, instead
+        # of spilling a healthy sink's work to disk. A sink whose queue is full while
+        # others have room spills (it must not hold the others back).
         intake = self.intake
         size = intake.batch_size
         intake.rearm()
         batch: list[Log] = []
         counters = self.counters
-        while True:
+        while force or self._room():
             items = intake.drain(size)
             if not items:
                 break
+            dispatched = 0
             for item in items:
                 if isinstance(item, Barrier):
                     if batch:
@@ -160,13 +166,17 @@ class Dispatcher:
                     for worker in self.workers:
                         worker.submit_barrier(item)
                     continue
+                dispatched += 1
                 batch.append(item)
                 if len(batch) >= size:
                     self._submit(batch)
                     batch = []
-            counters.add("dispatched", sum(1 for i in items if not isinstance(i, Barrier)))
+            counters.add("dispatched", dispatched)
         if batch:
             self._submit(batch)
+
+    def _room(self) -> bool:
+        return not self.workers or any(w.has_room() for w in self.workers)
 
     def _submit(self, batch: list[Log]) -> None:
         for worker in self.workers:

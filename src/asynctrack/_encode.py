@@ -5,7 +5,7 @@ Every line is strict JSON (no NaN: values were converted at call time) and one
 line under both ``str.split("\\n")`` and ``str.splitlines()``: U+2028, U+2029 and
 U+0085, which orjson writes raw, are escaped. orjson encodes a batch into one
 buffer; values it refuses (lone surrogates, integers beyond 64 bits) fall back to
-the stdlib encoder with ``ensure_ascii=True``.
+the stdlib encoder; lone surrogates are then replaced by U+FFFD.
 """
 
 from __future__ import annotations
@@ -37,7 +37,11 @@ _RAW_BREAKS = (
 
 
 def _stdlib(obj: Any) -> bytes:
-    return json.dumps(obj, ensure_ascii=True, allow_nan=False, separators=(",", ":")).encode()
+    text = json.dumps(obj, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    # Lone surrogates (from surrogateescape-decoded OS data) are not UTF-8: replace
+    # them by U+FFFD so every reader accepts the line.
+    text = text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    return _escape_breaks(text.encode("utf-8"))
 
 
 def _escape_breaks(data: bytes) -> bytes:
@@ -61,9 +65,10 @@ def encode_obj(obj: Any) -> bytes:
         return _stdlib(obj)
     except (TypeError, ValueError):
         # A value that is not JSON-safe slipped in (a user's processor): coerce it.
-        return json.dumps(
+        text = json.dumps(
             obj, ensure_ascii=True, allow_nan=False, separators=(",", ":"), default=repr
-        ).encode()
+        )
+        return text.encode("utf-8")
 
 
 def encode_log(log: Log) -> bytes:
@@ -93,8 +98,11 @@ def decode_line(line: bytes | str) -> Log:
     """
     try:
         obj = _loads(line)
-    except ValueError as exc:
-        raise ValueError(f"not valid JSON: {exc}") from None
+    except ValueError:
+        try:  # orjson refuses escaped lone surrogates that other writers may produce
+            obj = json.loads(line)
+        except ValueError as exc:
+            raise ValueError(f"not valid JSON: {exc}") from None
     return Log.from_dict(obj)
 
 

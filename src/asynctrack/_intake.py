@@ -17,7 +17,7 @@ from typing import Any
 
 from ._records import Log
 from ._report import report
-from ._stats import Counters
+from ._counters import Counters
 
 __all__ = ["Barrier", "Intake"]
 

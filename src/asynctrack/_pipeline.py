@@ -24,7 +24,7 @@ from . import _context, _tracker
 from ._intake import Barrier, Intake
 from ._records import Log
 from ._report import report
-from ._stats import Counters, FlushResult, Stats
+from ._counters import Counters, FlushResult, Stats
 from ._worker import WorkerOptions
 from .sinks._base import Sink
 

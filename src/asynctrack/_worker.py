@@ -28,7 +28,7 @@ from ._intake import Barrier
 from ._records import Log
 from ._report import report
 from ._spill import SpillFile, spill_name
-from ._stats import Counters
+from ._counters import Counters
 from .sinks._base import Sink
 
 __all__ = ["SinkWorker", "WorkerOptions"]
@@ -79,6 +79,8 @@ class SinkWorker:
         self.stopping = False
         self.deadline: float | None = None
         self.task: asyncio.Task[None] | None = None
+        #: Called (in the loop) when the queue has room again after being full.
+        self.on_room: Any = None
 
     # -- called from the dispatcher (same loop) ----------------------------------------------
     def start(self) -> None:
@@ -97,6 +99,9 @@ class SinkWorker:
         self.queue.append(batch)
         self.queued_logs += len(batch)
         self._poke()
+
+    def has_room(self) -> bool:
+        return len(self.queue) < self.options.max_pending_batches
 
     def submit_barrier(self, barrier: Barrier) -> None:
         self.queue.append(barrier)
@@ -140,18 +145,18 @@ class SinkWorker:
         assert self._event is not None
         while True:
             if self.queue:
-                item = self.queue[0]
+                item = self.queue.popleft()
                 if isinstance(item, Barrier):
-                    self.queue.popleft()
                     item.reached()
                     continue
                 if item is STOP:
                     await self._final_replay()
                     await self._close()
                     return
-                await self._deliver(item)
-                self.queue.popleft()
                 self.queued_logs -= len(item)
+                await self._deliver(item)
+                if self.on_room is not None:
+                    self.on_room()  # the dispatcher may be holding logs back for room
                 continue
             if self.spill.has_backlog:
                 wait = self._next_attempt - time.monotonic()
@@ -235,9 +240,29 @@ class SinkWorker:
             return
         self._spill(rejected)
         self._failed()
+        # An outage: what waits behind this batch goes to disk too, in order, so that
+        # the replay delivers everything in the order it was produced.
+        while self.queue:
+            item = self.queue[0]
+            if item is STOP:
+                break
+            self.queue.popleft()
+            if isinstance(item, Barrier):
+                item.reached()
+            else:
+                self.queued_logs -= len(item)
+                self._spill(item)
 
     async def _bisect(self, logs: list[Log]) -> list[Log]:
         if len(logs) == 1:
+            # A poison suspect: give it its own retries before setting it aside, so
+            # an outage that ends in the middle of the split condemns nothing.
+            for attempt in range(1, self.options.retry_attempts + 1):
+                if self._late():
+                    break
+                await self._sleep(self._backoff(attempt))
+                if await self._write(logs):
+                    return []
             return logs
         mid = len(logs) // 2
         left, right = logs[:mid], logs[mid:]

@@ -1,0 +1,564 @@
+"""
+Per-call cost of a 3-deep nested call chain with 2 parameters per call (issue #9).
+
+Every variant runs the same chain ``a(1, "x") -> b(1, "x") -> c(1, "x")``, root
+included, sync and async (the async chain runs inside one event loop, many
+iterations per ``run_until_complete``). The figure is the chain's time divided by
+3, loop overhead included — the "plain" row is that floor.
+
+Run: ``python -m benchmarks.bench_calls [--quick | --smoke]``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import tempfile
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+import asynctrack
+from asynctrack import DEBUG, INFO, Sink
+
+from ._harness import (
+    Measured,
+    Settings,
+    Variant,
+    clock_name,
+    fmt_ns,
+    fmt_ratio,
+    measure,
+    now,
+    paired_ratio,
+    parse_args,
+    progress,
+    table,
+    verdict,
+)
+
+_ns = now
+
+SyncFn = Callable[[int, str], int]
+AsyncFn = Callable[[int, str], Awaitable[int]]
+Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
+
+#: Reference machine figures quoted by issue #9 (CPython 3.11): used only to scale.
+REF_PLAIN_NS = 17.0
+REF_WRAPS_NS = 80.0
+
+# Row names (the order of the table).
+PLAIN = "plain call (no decorator)"
+WRAPS = "functools.wraps pass-through"
+OFF = "asynctrack probe, tracking off"
+SILENCED = "asynctrack probe, inside a silenced subtree"
+SUPPRESSED = "asynctrack probe, suppressed (below threshold)"
+TRACKED = "asynctrack probe, tracked (pipeline on)"
+LOGGING = "stdlib logging.info (NullHandler)"
+STRUCTLOG = "structlog (KeyValueRenderer, ReturnLogger)"
+ELIOT = "Eliot start_action (discarding destination)"
+OTEL = "OpenTelemetry span (BatchSpanProcessor, no-op exporter)"
+
+
+# -- chain builders ---------------------------------------------------------------------------
+
+
+def chain_sync(decorate: Decorator) -> SyncFn:
+    """
+    Build the chain ``a -> b -> c``, each decorated.
+    """
+
+    def c(a: int, b: str) -> int:
+        return a
+
+    def b_(a: int, b: str) -> int:
+        return c_(a, b)
+
+    def a_(a: int, b: str) -> int:
+        return b2(a, b)
+
+    c.__name__, b_.__name__, a_.__name__ = "c", "b", "a"
+    c_ = decorate(c)
+    b2 = decorate(b_)
+    return decorate(a_)  # type: ignore[no-any-return]
+
+
+def chain_async(decorate: Decorator) -> AsyncFn:
+    """
+    Build the coroutine chain ``a -> b -> c``, each decorated.
+    """
+
+    async def c(a: int, b: str) -> int:
+        return a
+
+    async def b_(a: int, b: str) -> int:
+        return await c_(a, b)  # type: ignore[no-any-return]
+
+    async def a_(a: int, b: str) -> int:
+        return await b2(a, b)  # type: ignore[no-any-return]
+
+    c.__name__, b_.__name__, a_.__name__ = "c", "b", "a"
+    c_ = decorate(c)
+    b2 = decorate(b_)
+    return decorate(a_)  # type: ignore[no-any-return]
+
+
+def _identity(func: Callable[..., Any]) -> Callable[..., Any]:
+    return func
+
+
+def _wraps(func: Callable[..., Any]) -> Callable[..., Any]:
+    if asyncio.iscoroutinefunction(func):
+
+        @functools.wraps(func)
+        async def awrapper(*args: Any, **kwargs: Any) -> Any:
+            return await func(*args, **kwargs)
+
+        return awrapper
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        return func(*args, **kwargs)
+
+    return wrapper
+
+
+# -- comparators (each returns (sync_root, async_root, note) or raises ImportError) ----------
+
+
+def logging_chains() -> tuple[SyncFn, AsyncFn, str]:
+    logger = logging.getLogger("asynctrack.bench.calls")
+    logger.handlers[:] = [logging.NullHandler()]
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    info = logger.info
+
+    def deco(func: Callable[..., Any]) -> Callable[..., Any]:
+        name = func.__name__
+        if asyncio.iscoroutinefunction(func):
+
+            async def awrapper(a: int, b: str) -> Any:
+                info("%s a=%r b=%r", name, a, b)
+                return await func(a, b)
+
+            return awrapper
+
+        def wrapper(a: int, b: str) -> Any:
+            info("%s a=%r b=%r", name, a, b)
+            return func(a, b)
+
+        return wrapper
+
+    note = "`logger.info('%s a=%r b=%r', name, a, b)` per call, level INFO, one NullHandler"
+    return chain_sync(deco), chain_async(deco), note
+
+
+def structlog_chains() -> tuple[SyncFn, AsyncFn, str]:
+    import structlog
+
+    structlog.configure(
+        processors=[structlog.processors.KeyValueRenderer()],
+        logger_factory=structlog.ReturnLoggerFactory(),
+        cache_logger_on_first_use=True,
+    )
+    log = structlog.get_logger()
+
+    def deco(func: Callable[..., Any]) -> Callable[..., Any]:
+        name = func.__name__
+        if asyncio.iscoroutinefunction(func):
+
+            async def awrapper(a: int, b: str) -> Any:
+                log.info(name, a=a, b=b)
+                return await func(a, b)
+
+            return awrapper
+
+        def wrapper(a: int, b: str) -> Any:
+            log.info(name, a=a, b=b)
+            return func(a, b)
+
+        return wrapper
+
+    note = (
+        "`log.info(name, a=a, b=b)` per call; `structlog.configure(processors="
+        "[KeyValueRenderer()], logger_factory=ReturnLoggerFactory(), "
+        "cache_logger_on_first_use=True)`"
+    )
+    return chain_sync(deco), chain_async(deco), note
+
+
+def eliot_chains() -> tuple[SyncFn, AsyncFn, str]:
+    import eliot
+
+    eliot.add_destinations(_discard_message)
+    start_action = eliot.start_action
+
+    def deco(func: Callable[..., Any]) -> Callable[..., Any]:
+        name = func.__name__
+        if asyncio.iscoroutinefunction(func):
+
+            async def awrapper(a: int, b: str) -> Any:
+                with start_action(action_type=name, a=a, b=b):
+                    return await func(a, b)
+
+            return awrapper
+
+        def wrapper(a: int, b: str) -> Any:
+            with start_action(action_type=name, a=a, b=b):
+                return func(a, b)
+
+        return wrapper
+
+    note = "`with start_action(action_type=name, a=a, b=b)` per call; destination discards"
+    return chain_sync(deco), chain_async(deco), note
+
+
+def _discard_message(message: Any) -> None:
+    return None
+
+
+def otel_chains() -> tuple[SyncFn, AsyncFn, str]:
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import (
+        BatchSpanProcessor,
+        SpanExporter,
+        SpanExportResult,
+    )
+
+    class NullExporter(SpanExporter):
+        def export(self, spans: Sequence[Any]) -> SpanExportResult:
+            return SpanExportResult.SUCCESS
+
+    provider = TracerProvider()
+    provider.add_span_processor(BatchSpanProcessor(NullExporter()))
+    tracer = provider.get_tracer("asynctrack.bench")
+    _CLEANUP.append(provider.shutdown)
+
+    def deco(func: Callable[..., Any]) -> Callable[..., Any]:
+        name = func.__name__
+        if asyncio.iscoroutinefunction(func):
+
+            async def awrapper(a: int, b: str) -> Any:
+                with tracer.start_as_current_span(name, attributes={"a": a, "b": b}):
+                    return await func(a, b)
+
+            return awrapper
+
+        def wrapper(a: int, b: str) -> Any:
+            with tracer.start_as_current_span(name, attributes={"a": a, "b": b}):
+                return func(a, b)
+
+        return wrapper
+
+    note = (
+        "`with tracer.start_as_current_span(name, attributes={'a': a, 'b': b})` per call; "
+        "SDK `TracerProvider` + `BatchSpanProcessor` (defaults) + an exporter that does nothing"
+    )
+    return chain_sync(deco), chain_async(deco), note
+
+
+_CLEANUP: list[Callable[[], Any]] = []
+
+_CLOCK_TEXT = {
+    "cpu": "CPU time of the whole process (`--clock cpu`, the default: background threads "
+    "such as asynctrack's dispatcher and OpenTelemetry's export thread count, time lost to "
+    "other processes on a shared machine does not)",
+    "wall": "wall time (`--clock wall`)",
+    "thread": "CPU time of the calling thread only (`--clock thread`: background work excluded)",
+}
+
+
+# -- asynctrack state -------------------------------------------------------------------------
+
+
+class DiscardSink(Sink):
+    """
+    A sink that accepts every batch and does nothing with it.
+    """
+
+    async def write(self, logs: Sequence[asynctrack.Log]) -> None:
+        return None
+
+
+class PipelineState:
+    """
+    Switches tracking on (configure with a discarding sink) and off (flush + shutdown).
+    """
+
+    def __init__(self, spill_dir: str) -> None:
+        self.spill_dir = spill_dir
+        self.written = 0
+        self.dropped = 0
+        self.quiet = asynctrack.get_tracker("bench.quiet")
+
+    def on(self) -> None:
+        asynctrack.configure(
+            sinks=[DiscardSink()],
+            max_queue=5_000_000,
+            spill_dir=self.spill_dir,
+            exit_timeout=30.0,
+        )
+        # Probes of "bench.quiet" are DEBUG: below this threshold they only silence.
+        self.quiet.set_level(INFO)
+
+    def off(self) -> None:
+        asynctrack.flush_sync(120.0)
+        stats = asynctrack.stats()
+        self.written += sum(stats.written.values())
+        self.dropped += stats.dropped
+        asynctrack.shutdown_sync(30.0)
+
+
+# -- variants ---------------------------------------------------------------------------------
+
+
+def _sync_run(root: SyncFn) -> Callable[[int], int]:
+    def run(n: int) -> int:
+        t = _ns()
+        for _ in range(n):
+            root(1, "x")
+        return _ns() - t
+
+    return run
+
+
+def _async_run(loop: asyncio.AbstractEventLoop, root: AsyncFn) -> Callable[[int], int]:
+    async def drive(n: int) -> int:
+        t = _ns()
+        for _ in range(n):
+            await root(1, "x")
+        return _ns() - t
+
+    def run(n: int) -> int:
+        return loop.run_until_complete(drive(n))
+
+    return run
+
+
+def build(
+    loop: asyncio.AbstractEventLoop, state: PipelineState
+) -> tuple[list[Variant], list[Variant], list[str]]:
+    """
+    Return the sync variants, the async variants and notes (skipped comparators, configs).
+    """
+    notes: list[str] = []
+    tracker = asynctrack.get_tracker("bench.calls")
+    quiet = state.quiet
+    probe = tracker.probe
+    quiet_probe = quiet.probe(level=DEBUG)
+
+    rows: list[tuple[str, SyncFn, AsyncFn, bool]] = [
+        (PLAIN, chain_sync(_identity), chain_async(_identity), False),
+        (WRAPS, chain_sync(_wraps), chain_async(_wraps), False),
+    ]
+    tracked_sync, tracked_async = chain_sync(probe), chain_async(probe)
+    rows.append((OFF, tracked_sync, tracked_async, False))
+    quiet_sync, quiet_async = chain_sync(quiet_probe), chain_async(quiet_probe)
+    rows.append((SUPPRESSED, quiet_sync, quiet_async, True))
+    rows.append((TRACKED, tracked_sync, tracked_async, True))
+    for name, factory in (
+        (LOGGING, logging_chains),
+        (STRUCTLOG, structlog_chains),
+        (ELIOT, eliot_chains),
+        (OTEL, otel_chains),
+    ):
+        try:
+            s, a, note = factory()
+        except ImportError as exc:
+            notes.append(f"- {name}: skipped ({exc}); install the `bench` extra")
+            continue
+        rows.append((name, s, a, False))
+        notes.append(f"- {name}: {note}")
+
+    sync_variants: list[Variant] = []
+    async_variants: list[Variant] = []
+    for name, s, a, configured in rows:
+        enter, leave = (state.on, state.off) if configured else (None, None)
+        sync_variants.append(Variant(name, _sync_run(s), 3, enter, leave))
+        async_variants.append(Variant(name, _async_run(loop, a), 3, enter, leave))
+
+    # The silenced subtree: the whole timing loop runs inside a suppressed probe, so
+    # every call of the chain (root included) finds its caller already silenced.
+    @quiet_probe
+    def silenced_sync(n: int) -> int:
+        t = _ns()
+        for _ in range(n):
+            quiet_sync(1, "x")
+        return _ns() - t
+
+    @quiet_probe
+    async def silenced_async(n: int) -> int:
+        t = _ns()
+        for _ in range(n):
+            await quiet_async(1, "x")
+        return _ns() - t
+
+    def run_silenced_async(n: int) -> int:
+        return loop.run_until_complete(silenced_async(n))
+
+    sync_variants.insert(3, Variant(SILENCED, silenced_sync, 3, state.on, state.off))
+    async_variants.insert(3, Variant(SILENCED, run_silenced_async, 3, state.on, state.off))
+    return sync_variants, async_variants, notes
+
+
+# -- report -----------------------------------------------------------------------------------
+
+#: (numerator, denominator, target, "le" or "ge", label)
+TARGETS: list[tuple[str, str, float, str, str]] = [
+    (OTEL, TRACKED, 20.0, "ge", "OpenTelemetry span / probed sync call"),
+    (ELIOT, TRACKED, 6.0, "ge", "Eliot start_action / probed sync call"),
+    (LOGGING, TRACKED, 4.0, "ge", "logging.info / probed sync call"),
+    (STRUCTLOG, TRACKED, 2.5, "ge", "structlog / probed sync call"),
+    (SUPPRESSED, WRAPS, 3.0, "le", "suppressed probe / functools.wraps"),
+    (SILENCED, WRAPS, 1.3, "le", "probe in a silenced subtree / functools.wraps"),
+    (OFF, WRAPS, 1.3, "le", "probe with tracking off / functools.wraps"),
+]
+
+
+def report(
+    sync: dict[str, Measured],
+    asyn: dict[str, Measured],
+    state: PipelineState,
+    notes: list[str],
+    settings: Settings,
+) -> str:
+    """
+    Render the Markdown report of this group.
+    """
+    out = ["#### Per-call cost: 3-deep nested chain, 2 parameters per call", ""]
+    tracked = sync.get(TRACKED)
+    tracked_a = asyn.get(TRACKED)
+    rows = []
+    for name, m in sync.items():
+        a = asyn[name]
+        rows.append(
+            [
+                name,
+                fmt_ns(m.median),
+                f"{fmt_ns(m.low)}–{fmt_ns(m.high)}",
+                fmt_ratio(paired_ratio(sync, name, TRACKED)) if tracked else "",
+                fmt_ns(a.median),
+                fmt_ratio(paired_ratio(asyn, name, TRACKED)) if tracked_a else "",
+            ]
+        )
+    out.append(
+        table(
+            [
+                "variant",
+                "sync ns/call",
+                "sync range",
+                "× probed (sync)",
+                "async ns/call",
+                "× probed (async)",
+            ],
+            rows,
+        )
+    )
+    out.append("")
+    out.append(
+        f"Medians of {settings.rounds} interleaved rounds × {settings.repeats} repeats; "
+        '"range" is the lowest–highest per-round median; "× probed" is the per-round '
+        "ratio to the tracked probe (median over rounds). ns/call = chain time / 3, loop "
+        f"overhead included. Clock: {_CLOCK_TEXT.get(clock_name(), clock_name())}."
+    )
+    out.append("")
+    out.append("##### Targets (ratios from this run)")
+    out.append("")
+    trows = []
+    for num, den, target, how, label in TARGETS:
+        if num not in sync or den not in sync:
+            trows.append([label, "not measured", f"{'≥' if how == 'ge' else '≤'} {target}×", "n/a"])
+            continue
+        r = paired_ratio(sync, num, den)
+        ok = r >= target if how == "ge" else r <= target
+        trows.append([label, fmt_ratio(r), f"{'≥' if how == 'ge' else '≤'} {target}×", verdict(ok)])
+    if tracked and tracked_a:
+        r = paired_ratio_cross(asyn[TRACKED], sync[TRACKED])
+        trows.append(
+            ["probed async call / probed sync call", fmt_ratio(r), "≤ 1.3×", verdict(r <= 1.3)]
+        )
+    if tracked and PLAIN in sync and WRAPS in sync:
+        by_wraps = tracked.median * REF_WRAPS_NS / sync[WRAPS].median
+        by_plain = tracked.median * REF_PLAIN_NS / sync[PLAIN].median
+        trows.append(
+            [
+                "probed sync call, absolute (this machine)",
+                f"{tracked.median:,.0f} ns",
+                "≤ 800 ns on the reference machine",
+                "see next rows",
+            ]
+        )
+        trows.append(
+            [
+                "… scaled by functools.wraps (ref 80 ns)",
+                f"{by_wraps:,.0f} ns",
+                "≤ 800 ns",
+                verdict(by_wraps <= 800) + " (estimate)",
+            ]
+        )
+        trows.append(
+            [
+                "… scaled by plain call (ref 17 ns)",
+                f"{by_plain:,.0f} ns",
+                "≤ 800 ns",
+                verdict(by_plain <= 800) + " (estimate)",
+            ]
+        )
+    out.append(table(["check", "measured", "target", "verdict"], trows))
+    out.append("")
+    if PLAIN in sync and WRAPS in sync:
+        out.append(
+            f"This run: plain call {fmt_ns(sync[PLAIN].median)} ns, functools.wraps "
+            f"pass-through {fmt_ns(sync[WRAPS].median)} ns per call (reference machine: "
+            f"{REF_PLAIN_NS:.0f} ns and {REF_WRAPS_NS:.0f} ns) — scale absolute figures by these."
+        )
+    out.append(
+        f"Pipeline during the tracked runs: {state.written:,} logs written to a discarding "
+        f"sink, {state.dropped:,} dropped."
+    )
+    out.append("")
+    out.append("Comparator configurations:")
+    out.append("")
+    out.extend(notes)
+    return "\n".join(out)
+
+
+def paired_ratio_cross(a: Measured, b: Measured) -> float:
+    """
+    Per-round ratio of two figures from different tables measured in the same rounds.
+    """
+    return paired_ratio({"a": a, "b": b}, "a", "b")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """
+    Run the per-call group and print its Markdown report; returns the exit status.
+    """
+    args = parse_args("Per-call cost of asynctrack probes and other tracers.", argv)
+    settings: Settings = args.settings
+    loop = asyncio.new_event_loop()
+    with tempfile.TemporaryDirectory(prefix="asynctrack-bench-") as spill_dir:
+        state = PipelineState(spill_dir)
+        sync_variants, async_variants, notes = build(loop, state)
+        progress(f"bench_calls: {len(sync_variants)} variants × sync/async, {settings.mode}")
+        # Sync and async variants are interleaved together: one measure() call.
+        both = [*sync_variants, *_renamed(async_variants)]
+        results = measure(both, settings)
+        sync = {v.name: results[v.name] for v in sync_variants}
+        asyn = {v.name.removeprefix("async: "): results[v.name] for v in async_variants}
+        text = report(sync, asyn, state, notes, settings)
+    for cleanup in _CLEANUP:
+        cleanup()
+    loop.close()
+    print(text)
+    return 0
+
+
+def _renamed(variants: list[Variant]) -> list[Variant]:
+    for v in variants:
+        v.name = "async: " + v.name
+    return variants
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,10 @@
+"""
+``python -m asynctrack``: the same command line as the ``asynctrack`` script.
+"""
+
+from __future__ import annotations
+
+from .cli import run
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,77 @@
+"""
+Statistics over recorded logs, for the ``asynctrack`` command line.
+
+A *source* is a JSON-lines file (with its rotations, or a glob) or a database URL
+(anything containing ``://``) holding the SQL sink's tables.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+from .._records import Log
+from ._files import file_stats, select_file_logs
+from ._format import format_report
+from ._model import LogSelection, Report, SourceError, StatsQuery
+from ._show import render_logs
+
+__all__ = [
+    "LogSelection",
+    "Report",
+    "SourceError",
+    "StatsQuery",
+    "compute_stats",
+    "format_report",
+    "is_url",
+    "render_logs",
+    "select_logs",
+]
+
+
+def is_url(source: str) -> bool:
+    """
+    Return True when ``source`` is a database URL rather than a file path or glob.
+    """
+    return "://" in source
+
+
+def compute_stats(
+    source: str, query: StatsQuery, warn: Callable[[str], None], top: int | None = None
+) -> Report:
+    """
+    Compute the statistics of ``source``, sorted, keeping the ``top`` rows.
+
+    Args:
+        source: JSON-lines path or glob, or database URL.
+        query: what to compute.
+        warn: receives one-line warnings (malformed lines skipped).
+        top: keep only this many functions and groups (most calls first).
+
+    Returns:
+        The report.
+
+    Raises:
+        SourceError: the source cannot be read (missing file, bad URL, no tables).
+    """
+    if is_url(source):
+        from ._sql import sql_stats
+
+        report = asyncio.run(sql_stats(source, query))
+    else:
+        report = file_stats(source, query, warn)
+    return report.finish(top)
+
+
+def select_logs(source: str, selection: LogSelection, warn: Callable[[str], None]) -> list[Log]:
+    """
+    Return the logs ``selection`` names from ``source``, oldest first.
+
+    Raises:
+        SourceError: the source cannot be read (missing file, bad URL, no tables).
+    """
+    if is_url(source):
+        from ._sql import sql_select_logs
+
+        return asyncio.run(sql_select_logs(source, selection))
+    return select_file_logs(source, selection, warn)

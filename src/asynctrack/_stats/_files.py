@@ -1,0 +1,307 @@
+"""
+Statistics and log selection over JSON-lines files, streamed line by line.
+
+Memory stays bounded: one line at a time, per function a buffer of at most
+:data:`~._percentiles.CHUNK` durations folded into a histogram (approximate mode),
+or every duration as 8 bytes in an ``array('q')`` (``--exact``).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import glob
+import heapq
+import os
+from array import array
+from collections.abc import Callable, Iterator
+from typing import IO, Any
+
+import orjson
+
+from .._records import Log
+from ._model import (
+    FunctionRow,
+    GroupRow,
+    LogSelection,
+    Report,
+    SourceError,
+    StatsQuery,
+    key_text,
+    utc,
+)
+from ._percentiles import PERCENTILES, DurationAccumulator
+
+__all__ = ["expand_paths", "file_stats", "select_file_logs"]
+
+Warn = Callable[[str], None]
+_GLOB_CHARS = frozenset("*?[")
+_FOLD_EVERY = 4096  # lines between checks of the per-function buffers
+
+
+def expand_paths(source: str) -> list[str]:
+    """
+    Return the files a SOURCE names: a glob's matches, or a file and its rotations.
+
+    ``track.jsonl`` also reads ``track.jsonl.1``, ``track.jsonl.2``, … (oldest last).
+
+    Raises:
+        SourceError: nothing matches, or the path is not a readable file.
+    """
+    if _GLOB_CHARS & set(source):
+        paths = sorted(p for p in glob.glob(source) if os.path.isfile(p))
+        if not paths:
+            raise SourceError(f"no file matches {source!r}")
+        return paths
+    if not os.path.exists(source):
+        raise SourceError(f"no such file: {source}")
+    if not os.path.isfile(source):
+        raise SourceError(f"not a file: {source}")
+    rotated = []
+    for path in glob.glob(glob.escape(source) + ".*"):
+        suffix = path[len(source) + 1 :]
+        if suffix.isdigit() and os.path.isfile(path):
+            rotated.append((int(suffix), path))
+    return [source] + [path for _, path in sorted(rotated)]
+
+
+class _Skipped:
+    """
+    Counts malformed lines per file and reports each file's count once, on stderr.
+    """
+
+    def __init__(self, warn: Warn) -> None:
+        self.warn = warn
+        self.total = 0
+        self._count = 0
+        self._first = 0
+
+    def files(self, paths: list[str]) -> Iterator[tuple[str, IO[bytes]]]:
+        """
+        Yield ``(path, binary file)`` for each path, reporting its bad lines after it.
+        """
+        for path in paths:
+            self._count = self._first = 0
+            try:
+                handle = open(path, "rb", buffering=1 << 20)  # noqa: SIM115 - closed below
+            except OSError as exc:
+                raise SourceError(f"cannot read {path}: {exc.strerror or exc}") from None
+            with handle:
+                yield path, handle
+            if self._count:
+                self.total += self._count
+                plural = "s" if self._count > 1 else ""
+                self.warn(
+                    f"{path}: skipped {self._count} malformed line{plural} "
+                    f"(first at line {self._first})"
+                )
+
+    def bad(self, line: bytes, lineno: int) -> None:
+        """
+        Record line ``lineno`` as malformed, unless it is blank.
+        """
+        if line.strip():
+            self._count += 1
+            if not self._first:
+                self._first = lineno
+
+
+def _canonical(stamp: Any) -> str:
+    """
+    Return ``started_at`` in the canonical UTC form, comparable as a string.
+    """
+    if type(stamp) is str and len(stamp) == 32 and stamp.endswith("+00:00"):
+        return stamp
+    if not isinstance(stamp, str):
+        raise TypeError("started_at must be a string")
+    parsed = utc(stamp)
+    assert parsed is not None
+    return parsed.isoformat(timespec="microseconds")
+
+
+def _bound(moment: _dt.datetime | None) -> str | None:
+    if moment is None:
+        return None
+    stamp = utc(moment)
+    assert stamp is not None
+    return stamp.isoformat(timespec="microseconds")
+
+
+def file_stats(source: str, query: StatsQuery, warn: Warn) -> Report:
+    """
+    Compute the statistics of the logs in JSON-lines files.
+
+    Raises:
+        SourceError: the source names no readable file.
+    """
+    paths = expand_paths(source)
+    skipped = _Skipped(warn)
+    since, until = _bound(query.since), _bound(query.until)
+    exact = query.exact
+    matcher = query.function_matcher()
+    accs: dict[str, DurationAccumulator] = {}
+    # function -> the bound ``append`` of its buffer; functions excluded by --function
+    # share one scratch buffer, so a bad duration is caught whatever the filter.
+    appends: dict[str, Callable[[int], None]] = {}
+    scratch: array[int] = array("q")
+    by = query.by
+    groups: dict[str | None, list[Any]] = {}
+    loads = orjson.loads
+    logs = 0
+    first: str | None = None
+    last: str | None = None
+    for _, handle in skipped.files(paths):
+        lineno = 0
+        for line in handle:
+            lineno += 1
+            if lineno % _FOLD_EVERY == 0:
+                for acc in accs.values():
+                    acc.maybe_fold()
+                del scratch[:]
+            done = 0
+            try:
+                obj = loads(line)
+                started = obj["started_at"]
+                if len(started) != 32 or not started.endswith("+00:00"):
+                    started = _canonical(started)
+                calls = obj["calls"]
+                if (since is not None and started < since) or (
+                    until is not None and started >= until
+                ):
+                    if type(calls) is not list:
+                        raise TypeError("calls must be a list")
+                    continue
+                n_errors = 0
+                for call in calls:
+                    function = call["function"]
+                    duration = call["duration_us"]
+                    failed = call["status"] == "error"
+                    append = appends.get(function)
+                    if append is None:
+                        if type(function) is not str:
+                            raise TypeError("function must be a string")
+                        if matcher is None or matcher(function):
+                            acc = accs[function] = DurationAccumulator(exact)
+                            append = appends[function] = acc.buf.append
+                        else:
+                            append = appends[function] = scratch.append
+                    append(duration)
+                    done += 1
+                    if failed and function in accs:
+                        accs[function].errors += 1
+                        n_errors += 1
+                info = obj.get("info") if by is not None else None
+            except (ValueError, KeyError, TypeError, AttributeError):
+                _rollback(obj if done else None, done, accs, scratch)
+                skipped.bad(line, lineno)
+                continue
+            logs += 1
+            if first is None or started < first:
+                first = started
+            if last is None or started > last:
+                last = started
+            if by is not None:
+                if matcher is None:
+                    n_calls = len(calls)
+                else:
+                    n_calls = sum(1 for call in calls if call["function"] in accs)
+                value = key_text(info.get(by)) if isinstance(info, dict) else None
+                group = groups.get(value)
+                if group is None:
+                    groups[value] = [1, n_calls, n_errors, started]
+                else:
+                    group[0] += 1
+                    group[1] += n_calls
+                    group[2] += n_errors
+                    if started > group[3]:
+                        group[3] = started
+    report = Report(
+        source=source,
+        logs=logs,
+        first=utc(first),
+        last=utc(last),
+        exact=exact,
+        percentiles=PERCENTILES,
+        by=by,
+        skipped_lines=skipped.total,
+    )
+    for function, acc in accs.items():
+        calls_n, total, maximum, values = acc.finish(PERCENTILES)
+        if calls_n:
+            report.functions.append(
+                FunctionRow(function, calls_n, acc.errors, total, maximum, values)
+            )
+    report.groups = [GroupRow(v, g[0], g[1], g[2], utc(g[3])) for v, g in groups.items()]
+    return report
+
+
+def _rollback(
+    obj: Any, done: int, accs: dict[str, DurationAccumulator], scratch: array[int]
+) -> None:
+    """
+    Undo the first ``done`` calls of a log that turned out malformed further on.
+    """
+    if not done:
+        return
+    for call in obj["calls"][:done]:
+        acc = accs.get(call["function"])
+        (acc.buf if acc is not None else scratch).pop()
+        if acc is not None and call["status"] == "error":
+            acc.errors -= 1
+
+
+def select_file_logs(source: str, selection: LogSelection, warn: Warn) -> list[Log]:
+    """
+    Return the selected logs from JSON-lines files, oldest first.
+
+    Raises:
+        SourceError: the source names no readable file.
+    """
+    paths = expand_paths(source)
+    skipped = _Skipped(warn)
+    if selection.id is not None:
+        needle = selection.id.encode()
+        for _, handle in skipped.files(paths):
+            for lineno, line in enumerate(handle, 1):
+                if needle not in line:
+                    continue
+                log = _decode(line)
+                if log is None:
+                    skipped.bad(line, lineno)
+                elif log.id == selection.id:
+                    return [log]  # a log id is unique
+        return []
+    heap: list[tuple[str, str, bytes]] = []
+    for _, handle in skipped.files(paths):
+        for lineno, line in enumerate(handle, 1):
+            try:
+                obj = orjson.loads(line)
+                started = _canonical(obj["started_at"])
+                ident = str(obj["id"])
+                info = obj.get("info")
+            except (ValueError, KeyError, TypeError, AttributeError):
+                skipped.bad(line, lineno)
+                continue
+            if selection.user is not None:
+                value = key_text(info.get(selection.user_key)) if isinstance(info, dict) else None
+                if value != selection.user:
+                    continue
+            entry = (started, ident, line)
+            if len(heap) < selection.last:
+                heapq.heappush(heap, entry)
+            elif entry > heap[0]:
+                heapq.heapreplace(heap, entry)
+    out = []
+    for _, ident, line in sorted(heap):
+        log = _decode(line)
+        if log is None:
+            warn(f"skipped log {ident}: malformed record")
+        else:
+            out.append(log)
+    return out
+
+
+def _decode(line: bytes) -> Log | None:
+    try:
+        return Log.from_dict(orjson.loads(line))
+    except ValueError:
+        return None

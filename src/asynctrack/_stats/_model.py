@@ -1,0 +1,209 @@
+"""
+What a statistics query asks for and what it returns, independent of the backend.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+__all__ = [
+    "FunctionRow",
+    "GroupRow",
+    "LogSelection",
+    "Report",
+    "SourceError",
+    "StatsQuery",
+    "glob_regex",
+    "key_text",
+]
+
+UTC = _dt.UTC
+
+
+class SourceError(Exception):
+    """
+    Raised when a source cannot be read: missing file, bad URL, unknown table (exit 2).
+    """
+
+
+@dataclass(frozen=True)
+class StatsQuery:
+    """
+    What ``asynctrack stats`` computes.
+
+    Attributes:
+        by: info key to group logs by (``user``), or None.
+        since: only logs that started at or after this aware datetime.
+        until: only logs that started before this aware datetime.
+        functions: glob patterns (``*`` and ``?``, case-sensitive); a call counts if
+            its function matches any of them. Empty: every call counts.
+        exact: exact percentiles instead of the histogram estimate.
+        table_prefix: prefix of the SQL tables (``track_``).
+    """
+
+    by: str | None = None
+    since: _dt.datetime | None = None
+    until: _dt.datetime | None = None
+    functions: tuple[str, ...] = ()
+    exact: bool = False
+    table_prefix: str = "track_"
+
+    def function_matcher(self) -> Callable[[str], bool] | None:
+        """
+        Return a predicate on function names, or None when every function matches.
+        """
+        if not self.functions:
+            return None
+        regex = re.compile("|".join(glob_regex(p) for p in self.functions))
+        return lambda name: regex.fullmatch(name) is not None
+
+
+@dataclass(frozen=True)
+class LogSelection:
+    """
+    Which logs ``asynctrack show`` prints: one id, or the last ``last`` logs of a user.
+    """
+
+    id: str | None = None
+    last: int = 10
+    user: str | None = None
+    user_key: str = "user"
+    table_prefix: str = "track_"
+
+
+@dataclass
+class FunctionRow:
+    """
+    Figures for one function; durations in microseconds.
+    """
+
+    function: str
+    calls: int
+    errors: int
+    total_us: int
+    max_us: int
+    percentiles_us: list[int]
+
+    @property
+    def avg_us(self) -> int:
+        """Mean duration, rounded half up to an integer."""
+        return (2 * self.total_us + self.calls) // (2 * self.calls) if self.calls else 0
+
+    @property
+    def error_pct(self) -> float:
+        """Share of calls that raised, in percent, two decimals."""
+        return round(100 * self.errors / self.calls, 2) if self.calls else 0.0
+
+
+@dataclass
+class GroupRow:
+    """
+    Activity of one value of the ``--by`` key.
+    """
+
+    value: str | None
+    logs: int = 0
+    calls: int = 0
+    errors: int = 0
+    last_seen: _dt.datetime | None = None
+
+
+@dataclass
+class Report:
+    """
+    The result of ``asynctrack stats``.
+    """
+
+    source: str
+    logs: int = 0
+    calls: int = 0
+    first: _dt.datetime | None = None
+    last: _dt.datetime | None = None
+    exact: bool = False
+    percentiles: tuple[int, ...] = ()
+    functions: list[FunctionRow] = field(default_factory=list)
+    by: str | None = None
+    groups: list[GroupRow] = field(default_factory=list)
+    skipped_lines: int = 0
+
+    def finish(self, top: int | None) -> Report:
+        """
+        Sort functions and groups (most calls first, then name) and keep the ``top``.
+        """
+        self.functions.sort(key=lambda r: (-r.calls, r.function))
+        self.groups.sort(key=lambda g: (-g.logs, -g.calls, g.value is None, g.value or ""))
+        self.calls = sum(r.calls for r in self.functions)
+        if top is not None:
+            del self.functions[top:]
+            del self.groups[top:]
+        return self
+
+
+def glob_regex(pattern: str) -> str:
+    """
+    Translate a glob (``*`` any run of characters, ``?`` one character) to a regex.
+    """
+    out = []
+    for ch in pattern:
+        if ch == "*":
+            out.append(".*")
+        elif ch == "?":
+            out.append(".")
+        else:
+            out.append(re.escape(ch))
+    return "(?s:" + "".join(out) + ")"
+
+
+def key_text(value: Any) -> str | None:
+    """
+    Return the text of an info value as every backend reports it (``--by`` groups).
+
+    Strings are themselves, ``None`` is None, anything else is its compact JSON.
+    """
+    if value is None or isinstance(value, str):
+        return value
+    try:
+        return orjson.dumps(value).decode()
+    except TypeError:
+        return str(value)
+
+
+def utc(value: _dt.datetime | str | None) -> _dt.datetime | None:
+    """
+    Return an aware UTC datetime from a driver's value (naive values are UTC).
+    """
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = _dt.datetime.fromisoformat(value)
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
+
+
+def merge_groups(
+    log_rows: Sequence[tuple[Any, int, Any]], call_rows: Sequence[tuple[Any, int, Any]]
+) -> list[GroupRow]:
+    """
+    Merge ``(value, logs, last_seen)`` and ``(value, calls, errors)`` rows by value.
+    """
+    groups: dict[str | None, GroupRow] = {}
+    for value, logs, last in log_rows:
+        key = key_text(value)
+        row = groups.setdefault(key, GroupRow(key))
+        row.logs += int(logs)
+        seen = utc(last)
+        if seen is not None and (row.last_seen is None or seen > row.last_seen):
+            row.last_seen = seen
+    for value, calls, errors in call_rows:
+        key = key_text(value)
+        row = groups.setdefault(key, GroupRow(key))
+        row.calls += int(calls)
+        row.errors += int(errors or 0)
+    return list(groups.values())

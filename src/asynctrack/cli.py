@@ -1,0 +1,221 @@
+"""
+The ``asynctrack`` command line: ``stats``, ``show`` and ``demo``.
+
+Exit codes: 0 success, 1 runtime failure, 2 usage or input error (bad option,
+missing file, bad URL, missing tables). Errors are one line on stderr.
+
+.. versionadded:: 0.1
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import re
+import sys
+from collections.abc import Sequence
+
+__all__ = ["main", "run"]
+
+_RELATIVE = re.compile(r"^(\d+(?:\.\d+)?)\s*(s|m|min|h|d|w)$")
+_UNITS = {"s": 1, "m": 60, "min": 60, "h": 3600, "d": 86_400, "w": 604_800}
+DEFAULT_SINK = "sqlite+aiosqlite:///track.db"
+
+
+def parse_time(text: str, now: _dt.datetime | None = None) -> _dt.datetime:
+    """
+    Parse a ``--since``/``--until`` value: ISO 8601 (naive is UTC) or ``30m``, ``2h``, ``7d``.
+
+    Raises:
+        argparse.ArgumentTypeError: the value is neither.
+    """
+    match = _RELATIVE.match(text.strip())
+    if match:
+        now = now or _dt.datetime.now(_dt.UTC)
+        return now - _dt.timedelta(seconds=float(match[1]) * _UNITS[match[2]])
+    try:
+        moment = _dt.datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"invalid time {text!r}: use ISO 8601 (2026-11-28, 2026-11-28T17:35) "
+            "or a duration ago (30m, 2h, 7d)"
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=_dt.UTC)
+    return moment.astimezone(_dt.UTC)
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value > 0 or value > 86_400:
+        raise argparse.ArgumentTypeError(f"expected seconds between 0 and 86400, got {text!r}")
+    return value
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("asynctrack")
+    except PackageNotFoundError:  # pragma: no cover - running from a source tree
+        return "unknown"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """
+    Return the argument parser of the ``asynctrack`` command.
+    """
+    parser = argparse.ArgumentParser(
+        prog="asynctrack",
+        description="Statistics and call trees from asynctrack logs; a demo application.",
+        epilog="SOURCE is a JSON-lines file (rotated files path.1, path.2, ... included), "
+        "a quoted glob, or a database URL such as sqlite:///track.db or "
+        "postgresql://user@host/db.",
+    )
+    parser.add_argument("--version", action="version", version=f"asynctrack {_version()}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    stats = sub.add_parser(
+        "stats",
+        help="activity and latency statistics",
+        description="Per-function calls, errors and p50/p95/p99/max durations; "
+        "per-key activity with --by.",
+    )
+    stats.add_argument("source", metavar="SOURCE", help="JSON-lines file, glob or database URL")
+    stats.add_argument("--by", metavar="KEY", help="group logs by this info key (e.g. user)")
+    stats.add_argument("--since", metavar="T", type=parse_time, help="logs started at or after T")
+    stats.add_argument("--until", metavar="T", type=parse_time, help="logs started before T")
+    stats.add_argument(
+        "--function",
+        metavar="PATTERN",
+        action="append",
+        default=[],
+        help="only functions matching this glob (* and ?); repeat for several",
+    )
+    stats.add_argument("--top", metavar="N", type=_positive, help="only the N busiest rows")
+    stats.add_argument("--format", choices=("table", "json", "csv"), default="table")
+    stats.add_argument(
+        "--exact",
+        action="store_true",
+        help="exact percentiles (default: histogram estimate within 3.2 %%)",
+    )
+    stats.add_argument("--table-prefix", metavar="P", default="track_", help="SQL table prefix")
+
+    show = sub.add_parser(
+        "show",
+        help="print logs as call trees",
+        description="Print logs as indented call trees with durations, params, data and errors.",
+    )
+    show.add_argument("source", metavar="SOURCE", help="JSON-lines file, glob or database URL")
+    which = show.add_mutually_exclusive_group()
+    which.add_argument("--id", metavar="ID", help="the log with this id")
+    which.add_argument("--last", metavar="N", type=_positive, help="the N latest logs (10)")
+    show.add_argument("--user", metavar="VALUE", help="only logs whose info 'user' is VALUE")
+    show.add_argument("--table-prefix", metavar="P", default="track_", help="SQL table prefix")
+
+    demo = sub.add_parser(
+        "demo",
+        help="run a simulated collaborative application, then print its stats",
+        description="Simulate users of a shared-document editor for a few seconds, "
+        "record them with asynctrack, then print the statistics of what was written.",
+    )
+    demo.add_argument("--users", metavar="N", type=_positive, default=12, help="users (12)")
+    demo.add_argument("--seconds", metavar="S", type=_seconds, default=8.0, help="duration (8)")
+    demo.add_argument(
+        "--sink", metavar="URL", default=DEFAULT_SINK, help=f"where to write ({DEFAULT_SINK})"
+    )
+    return parser
+
+
+def _warn(message: str) -> None:
+    print(f"asynctrack: warning: {message}", file=sys.stderr)
+
+
+def _stats(args: argparse.Namespace) -> int:
+    from ._stats import StatsQuery, compute_stats, format_report
+
+    query = StatsQuery(
+        by=args.by,
+        since=args.since,
+        until=args.until,
+        functions=tuple(args.function),
+        exact=args.exact,
+        table_prefix=args.table_prefix,
+    )
+    report = compute_stats(args.source, query, _warn, top=args.top)
+    sys.stdout.write(format_report(report, args.format))
+    return 0
+
+
+def _show(args: argparse.Namespace) -> int:
+    from ._stats import LogSelection, render_logs, select_logs
+
+    selection = LogSelection(
+        id=args.id,
+        last=args.last or 10,
+        user=args.user,
+        table_prefix=args.table_prefix,
+    )
+    logs = select_logs(args.source, selection, _warn)
+    sys.stdout.write(render_logs(logs))
+    if args.id is not None and not logs:
+        return 1
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from ._demo import run_demo
+
+    return run_demo(users=args.users, seconds=args.seconds, sink=args.sink)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """
+    Run the command line with ``argv`` (default ``sys.argv[1:]``) and return the exit code.
+    """
+    from ._stats import SourceError
+
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+        if args.command == "show" and args.id is not None and args.user is not None:
+            parser.error("argument --user: not allowed with argument --id")
+    except SystemExit as exc:  # --help, --version, usage errors
+        return exc.code if isinstance(exc.code, int) else 2
+    handler = {"stats": _stats, "show": _show, "demo": _demo}[args.command]
+    try:
+        return handler(args)
+    except SourceError as exc:
+        print(f"asynctrack: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("asynctrack: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        # The reader went away (`asynctrack show ... | head`): not an error worth a trace.
+        return 0
+    except Exception as exc:
+        text = str(exc).strip().splitlines()
+        detail = f": {text[0]}" if text else ""
+        print(f"asynctrack: error: {type(exc).__name__}{detail}", file=sys.stderr)
+        return 1
+
+
+def run() -> None:
+    """
+    Entry point of the ``asynctrack`` console script.
+    """
+    sys.exit(main())

@@ -1,0 +1,10 @@
+"""
+Framework glue built on asynctrack's public API.
+
+* :mod:`asynctrack.integrations.asgi` — :class:`~asynctrack.integrations.asgi.TrackMiddleware`,
+  a pure ASGI middleware for Starlette, FastAPI, Quart, Litestar and plain ASGI apps.
+
+Nothing here is imported by ``import asynctrack``.
+"""
+
+from __future__ import annotations

@@ -1,0 +1,74 @@
+"""
+Sinks with injected faults, shared by the pipeline and reliability tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Sequence
+
+import asynctrack
+from asynctrack import Log
+
+
+class FlakySink(asynctrack.Sink):
+    """
+    Fails while ``failing`` is set (or for ``fail_for`` seconds after the first write),
+    records every log it accepted, and refuses writes after close.
+    """
+
+    def __init__(self, name: str = "flaky", *, fail_for: float = 0.0, poison: set[str] | None = None) -> None:
+        self._name = name
+        self.fail_for = fail_for
+        self.failing = threading.Event()
+        self.poison = poison or set()
+        self.ids: list[str] = []
+        self.attempts = 0
+        self.closed = False
+        self._first: float | None = None
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    async def write(self, logs: Sequence[Log]) -> None:
+        if self.closed:
+            raise AssertionError("write after close")
+        self.attempts += 1
+        now = time.monotonic()
+        if self._first is None:
+            self._first = now
+        if self.failing.is_set() or now - self._first < self.fail_for:
+            raise ConnectionError("injected outage")
+        if any(log.id in self.poison for log in logs):
+            raise ValueError("poison log")
+        self.ids.extend(log.id for log in logs)
+
+    async def close(self) -> None:
+        self.closed = True
+
+
+class SlowSink(asynctrack.Sink):
+    """
+    Takes ``delay`` seconds per batch (or blocks until ``release`` is set).
+    """
+
+    def __init__(self, delay: float = 0.0, *, block: bool = False) -> None:
+        self.delay = delay
+        self.release = threading.Event()
+        if not block:
+            self.release.set()
+        self.count = 0
+
+    @property
+    def name(self) -> str:
+        return "slow"
+
+    async def write(self, logs: Sequence[Log]) -> None:
+        while not self.release.is_set():
+            await asyncio.sleep(0.01)
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        self.count += len(logs)
