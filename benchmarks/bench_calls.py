@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import gc
 import logging
 import tempfile
 from collections.abc import Awaitable, Callable, Sequence
@@ -54,6 +55,7 @@ OFF = "asynctrack probe, tracking off"
 SILENCED = "asynctrack probe, inside a silenced subtree"
 SUPPRESSED = "asynctrack probe, suppressed (below threshold)"
 TRACKED = "asynctrack probe, tracked (pipeline on)"
+NOGC = "… same, gc disabled (diagnostic, not a user setting)"
 LOGGING = "stdlib logging.info (NullHandler)"
 STRUCTLOG = "structlog (KeyValueRenderer, ReturnLogger)"
 ELIOT = "Eliot start_action (discarding destination)"
@@ -78,9 +80,10 @@ def chain_sync(decorate: Decorator) -> SyncFn:
         return b2(a, b)
 
     c.__name__, b_.__name__, a_.__name__ = "c", "b", "a"
-    c_ = decorate(c)
-    b2 = decorate(b_)
-    return decorate(a_)  # type: ignore[no-any-return]
+    c_: SyncFn = decorate(c)
+    b2: SyncFn = decorate(b_)
+    root: SyncFn = decorate(a_)
+    return root
 
 
 def chain_async(decorate: Decorator) -> AsyncFn:
@@ -92,15 +95,16 @@ def chain_async(decorate: Decorator) -> AsyncFn:
         return a
 
     async def b_(a: int, b: str) -> int:
-        return await c_(a, b)  # type: ignore[no-any-return]
+        return await c_(a, b)
 
     async def a_(a: int, b: str) -> int:
-        return await b2(a, b)  # type: ignore[no-any-return]
+        return await b2(a, b)
 
     c.__name__, b_.__name__, a_.__name__ = "c", "b", "a"
-    c_ = decorate(c)
-    b2 = decorate(b_)
-    return decorate(a_)  # type: ignore[no-any-return]
+    c_: AsyncFn = decorate(c)
+    b2: AsyncFn = decorate(b_)
+    root: AsyncFn = decorate(a_)
+    return root
 
 
 def _identity(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -301,6 +305,14 @@ class PipelineState:
         # Probes of "bench.quiet" are DEBUG: below this threshold they only silence.
         self.quiet.set_level(INFO)
 
+    def on_nogc(self) -> None:
+        self.on()
+        gc.disable()
+
+    def off_nogc(self) -> None:
+        gc.enable()
+        self.off()
+
     def off(self) -> None:
         asynctrack.flush_sync(120.0)
         stats = asynctrack.stats()
@@ -376,6 +388,12 @@ def build(
         enter, leave = (state.on, state.off) if configured else (None, None)
         sync_variants.append(Variant(name, _sync_run(s), 3, enter, leave))
         async_variants.append(Variant(name, _async_run(loop, a), 3, enter, leave))
+        if name == TRACKED:
+            # How much of the tracked call is the garbage collector's (issue #9: GC).
+            sync_variants.append(Variant(NOGC, _sync_run(s), 3, state.on_nogc, state.off_nogc))
+            async_variants.append(
+                Variant(NOGC, _async_run(loop, a), 3, state.on_nogc, state.off_nogc)
+            )
 
     # The silenced subtree: the whole timing loop runs inside a suppressed probe, so
     # every call of the chain (root included) finds its caller already silenced.
@@ -511,6 +529,12 @@ def report(
             f"This run: plain call {fmt_ns(sync[PLAIN].median)} ns, functools.wraps "
             f"pass-through {fmt_ns(sync[WRAPS].median)} ns per call (reference machine: "
             f"{REF_PLAIN_NS:.0f} ns and {REF_WRAPS_NS:.0f} ns) — scale absolute figures by these."
+        )
+    if tracked and NOGC in sync:
+        share = 1 - paired_ratio(sync, NOGC, TRACKED)
+        out.append(
+            f"Garbage collection accounts for about {share:.0%} of the tracked sync call "
+            "(tracked vs the same with `gc.disable()`, side by side)."
         )
     out.append(
         f"Pipeline during the tracked runs: {state.written:,} logs written to a discarding "

@@ -238,7 +238,7 @@ async def _server(url: str, n_logs: int, drop_only: bool = False) -> None:
             await conn.run_sync(md.create_all)
         if url.startswith("postgresql"):
             async with engine.connect() as conn:
-                raw = (await conn.get_raw_connection()).driver_connection
+                raw: Any = (await conn.get_raw_connection()).driver_connection
                 logs: list[tuple[Any, ...]] = []
                 calls: list[tuple[Any, ...]] = []
                 for log, rows in _rows(n_logs, lambda t: t):

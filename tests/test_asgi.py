@@ -430,6 +430,36 @@ class TestRequests:
         assert log.info["status"] == 200
 
     @pytest.mark.anyio
+    async def test_send_failing_on_a_gone_client_is_recorded(self) -> None:
+        """
+        A server that raises OSError from ``send`` once the client is gone (ASGI spec
+        2.4): the same exception reaches the server, the log records the error and
+        ``disconnected: true``.
+        """
+
+        class ClientDisconnected(OSError):
+            pass
+
+        gone = ClientDisconnected()
+
+        async def app(scope: Scope, receive: Receive, send: Send) -> None:
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await send({"type": "http.response.body", "body": b"late"})
+
+        async def send(message: Message) -> None:
+            if message["type"] == "http.response.body":
+                raise gone
+
+        with capture() as logs:
+            with pytest.raises(ClientDisconnected) as info:
+                await TrackMiddleware(app)(http_scope("/gone"), receive_nothing, send)
+        assert info.value is gone
+        root = only(logs).calls[0]
+        assert root.status == "error"
+        assert root.data == {"disconnected": True}
+        assert logs[0].info["status"] == 200
+
+    @pytest.mark.anyio
     async def test_disconnect_after_the_response_ended_is_not_recorded(self) -> None:
         """
         Servers answer reads after the response with ``http.disconnect``; that is not
@@ -454,7 +484,8 @@ class TestRequests:
     async def test_plain_asgi_app_and_messages_pass_unchanged(self) -> None:
         """
         A bare ASGI app: every message reaches the server as the same object, in
-        order, and the root call is named after the raw path.
+        order and at once (nothing buffered), and the root call is named after the
+        raw path.
         """
         sent: list[Message] = []
         start: Message = {"type": "http.response.start", "status": 201, "headers": [(b"x-a", b"1")]}
@@ -469,6 +500,7 @@ class TestRequests:
             await send(start)
             for part in parts:
                 await send(part)
+                assert sent[-1] is part  # passed on at once, not buffered
 
         async def receive() -> Message:
             return request

@@ -5,8 +5,8 @@ validation, hostile input, several writer processes (issue #4).
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
-import logging
 import os
 import subprocess
 import sys
@@ -48,7 +48,7 @@ EVERY_VALUE: dict[str, Any] = {
     "false": False,
     "empty": "",
     "unicode": "héllo wörld ✓ 😀 中文 \u2028 \u0085 end",
-    "quotes": "it's \"quoted\" \\ back\\slash ` `",
+    "quotes": 'it\'s "quoted" \\ back\\slash ` `',
     "nested": {"a": [1, 2.5, {"b": [None, "x", True]}], "c": {}, "d": []},
     "list": [1, "two", 3.0, None, False, [], {}],
 }
@@ -126,9 +126,7 @@ def make_log(
     """
     A log with ``calls`` calls, the first one at depth 0.
     """
-    started = dt.datetime(2026, 11, 28, 17, 35, 20, 123456, tzinfo=UTC) + dt.timedelta(
-        seconds=n
-    )
+    started = dt.datetime(2026, 11, 28, 17, 35, 20, 123456, tzinfo=UTC) + dt.timedelta(seconds=n)
     return Log(
         id=f"{n:032x}",
         parent_id=f"{n - 1:032x}" if n % 3 == 0 else None,
@@ -368,7 +366,7 @@ class TestIdempotence:
         await sink.write(first)
         second = first[50:] + [make_log(n) for n in range(101, 151)]
         await sink.write(second)
-        await sink.write(second + [second[0]])  # a duplicate inside one batch too
+        await sink.write([*second, second[0]])  # a duplicate inside one batch too
         assert await count(sink, sink.logs_table) == 150
         assert await count(sink, sink.calls_table) == 450
         expected = dicts(first + second[50:])
@@ -443,7 +441,7 @@ def log_columns(**replace: sa.Column[Any] | None) -> list[sa.Column[Any]]:
     """
     The fixed logs columns, with some replaced (or removed with None).
     """
-    columns = {
+    columns: dict[str, sa.Column[Any]] = {
         "id": sa.Column("id", sa.String(32), primary_key=True),
         "parent_id": sa.Column("parent_id", sa.String(32)),
         "started_at": sa.Column("started_at", sa.DateTime(timezone=True)),
@@ -588,7 +586,7 @@ class TestOwnTables:
         """
         MyLog, _ = own_models("slip_")
         with pytest.raises(ConfigError, match=r"MyModel.__table__"):
-            SQLSink("sqlite+aiosqlite:///x.db", logs_table=MyLog)
+            SQLSink("sqlite+aiosqlite:///x.db", logs_table=MyLog)  # type: ignore[arg-type]
 
     async def test_database_table_lacks_a_configured_column(
         self, make_sink: Callable[..., SQLSink]
@@ -794,6 +792,22 @@ class TestHostileInput:
         assert dicts(await read_all(sink)) == dicts(logs)
         assert await count(sink, sink.logs_table) == 2
 
+    async def test_invalid_unicode_is_replaced_not_fatal(
+        self, make_sink: Callable[..., SQLSink]
+    ) -> None:
+        """
+        Lone surrogates (not storable as UTF-8) become U+FFFD instead of failing the batch.
+        """
+        sink = make_sink(columns={"user": "string(64)"})
+        bad = "a\udc80b"
+        log = make_log(1, info={"user": bad, "k\ud800": bad}, params={"p": bad}, error=bad)
+        await sink.write([log])
+        (back,) = await read_all(sink)
+        fixed = "a\ufffdb"
+        assert back.info == {"user": fixed, "k\ufffd": fixed}
+        assert back.calls[0].params == {"p": fixed}
+        assert back.calls[0].error == fixed
+
     async def test_no_value_ever_appears_in_sql_text(
         self, make_sink: Callable[..., SQLSink], monkeypatch: pytest.MonkeyPatch
     ) -> None:
@@ -876,7 +890,7 @@ WRITER = textwrap.dedent(
 
 class TestSeveralProcesses:
     @pytest.mark.slow
-    async def test_two_processes_write_one_sqlite_file(self, tmp_path: Path) -> None:
+    def test_two_processes_write_one_sqlite_file(self, tmp_path: Path) -> None:
         """
         Two processes writing one SQLite file at once: every row, no "database is locked".
         """
@@ -897,30 +911,38 @@ class TestSeveralProcesses:
         errors = [p.communicate(timeout=100)[1].decode() for p in procs]
         assert [p.returncode for p in procs] == [0, 0], errors
         assert not any("locked" in e for e in errors)
-        sink = SQLSink(url, table_prefix="mp_", columns={"worker": "integer"})
-        async with sink:
-            assert await count(sink, sink.logs_table) == 2 * per_process
-            assert await count(sink, sink.calls_table) == 4 * per_process
-            workers = await raw_logs(sink, "worker")
+
+        async def check() -> tuple[int, int, list[tuple[Any, ...]]]:
+            sink = SQLSink(url, table_prefix="mp_", columns={"worker": "integer"})
+            async with sink:
+                logs = await count(sink, sink.logs_table)
+                calls = await count(sink, sink.calls_table)
+                return logs, calls, await raw_logs(sink, "worker")
+
+        logs, calls, workers = asyncio.run(check())
+        assert (logs, calls) == (2 * per_process, 4 * per_process)
         assert {w for (w,) in workers} == {0, 1_000_000}
 
 
 class TestLifecycle:
-    async def test_data_error_drops_only_the_bad_log(
-        self, make_sink: Callable[..., SQLSink], caplog: pytest.LogCaptureFixture
+    async def test_refused_log_does_not_hold_back_the_others(
+        self, make_sink: Callable[..., SQLSink]
     ) -> None:
         """
-        A log the database refuses is isolated, dropped and reported; the rest is written.
+        A log the database refuses is isolated: the others are written, then write raises.
         """
         sink = make_sink()
         bad = make_log(2)
         bad._t1 = 2**70 * 1000  # duration_us beyond BIGINT
-        logs = [make_log(1), bad, make_log(3)]
-        with caplog.at_level(logging.ERROR, logger="asynctrack"):
+        long_id = Log(id="f" * 40, started_at=dt.datetime.now(UTC))
+        logs = [make_log(1), bad, make_log(3), long_id, make_log(4)]
+        with pytest.raises(Exception) as caught:  # noqa: PT011 - the driver's error type
             await sink.write(logs)
-        assert [log.id for log in await read_all(sink)] == [logs[0].id, logs[2].id]
-        assert sink.rejected == 1
-        assert bad.id in caplog.text
+        notes = "\n".join(getattr(caught.value, "__notes__", []))
+        assert "refused 2 of 5 logs" in notes
+        assert bad.id in notes
+        expected = [logs[0].id, logs[2].id, logs[4].id]
+        assert [log.id for log in await read_all(sink)] == expected
 
     async def test_close_and_reopen(self, make_sink: Callable[..., SQLSink]) -> None:
         """

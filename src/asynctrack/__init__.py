@@ -28,7 +28,7 @@ from ._records import Call, Log
 from ._counters import FlushResult, Stats
 from ._tracker import CallScope, Tracker, get_tracker
 from ._values import represent
-from .sinks import FileSink, MemorySink, Sink, read_logs
+from .sinks import FileSink, LoggingSink, MemorySink, Sink, read_logs
 
 if TYPE_CHECKING:
     from .sinks._sql import SQLSink
@@ -51,6 +51,7 @@ __all__ = [
     "FlushResult",
     "Level",
     "Log",
+    "LoggingSink",
     "MemorySink",
     "PipelineClosedError",
     "SQLSink",

@@ -11,7 +11,6 @@ variable, then the configuration file, then the default in :data:`OPTIONS`.
 
 from __future__ import annotations
 
-import difflib
 import inspect
 import math
 import os
@@ -111,6 +110,8 @@ def suggest(word: str, choices: Iterable[str]) -> str:
     """
     Return ``" (did you mean 'x'?)"`` for a close match of ``word``, else ``""``.
     """
+    import difflib  # only on the error path: keeps `import asynctrack` light
+
     close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.75)
     return f" (did you mean {close[0]!r}?)" if close else ""
 
@@ -376,9 +377,10 @@ def configure(**options: Any) -> None:
 
     Each call states the whole configuration: an option left out takes its value from
     the environment, else its default (not from an earlier call). Called again, it
-    reconfigures at run time: the old sinks are flushed and closed, then the new ones
-    take over; logs completed meanwhile wait in the new queue, so none is lost and none
-    is written to a closed sink. Levels apply to calls that start afterwards.
+    reconfigures at run time: new logs go to the new sinks while the old sinks are
+    flushed and closed (within ``exit_timeout``), so none is lost and none is written
+    to a closed sink; a sink kept in both configurations is closed by the old pipeline
+    before the new one opens it. Levels apply to calls that start afterwards.
 
     Called with no argument, it reads the file named by ``ASYNCTRACK_CONFIG``, else
     ``track.toml``, else ``[tool.asynctrack]`` in ``pyproject.toml`` in the working
@@ -484,14 +486,26 @@ def _apply(o: dict[str, Any]) -> None:
     )
     _tracker.set_levels(o["level"], o["levels"])
     old = _pipeline.current()
-    if old is not None and not old.closed:
-        # Retire the old pipeline *before* the new one starts: its sinks are flushed and
-        # closed first, so a sink instance (or a spill file: same sink name) that is in
-        # both configurations is never used by two dispatchers at once. Logs completed
-        # meanwhile are forwarded to the new intake, which holds them until it starts.
+    if old is not None and not old.closed and _shares_sinks(old.sinks, sinks):
+        # A sink instance (or a spill file: same sink name) in both configurations must
+        # never be used by two dispatchers at once: retire the old pipeline first (its
+        # sinks flushed and closed), then start the new one. Logs completed meanwhile
+        # are forwarded to the new intake, which holds them until it starts. Otherwise
+        # install() starts the new pipeline first and retires the old one after, so
+        # the new sinks take over at once.
         old.intake.forward = pipeline.intake.put
         old.close(old.exit_timeout, write_open_logs=False)
     _pipeline.install(pipeline)
+
+
+def _shares_sinks(old: list[Sink], new: list[Sink]) -> bool:
+    names = set()
+    for sink in old:
+        try:
+            names.add(str(sink.name))
+        except Exception:  # validated before; a name that fails now: be safe
+            return True
+    return any(s in old or str(s.name) in names for s in new)
 
 
 # -- hooks and processors --------------------------------------------------------------------

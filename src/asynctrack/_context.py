@@ -38,7 +38,9 @@ __all__ = [
     "info",
     "leave",
     "open_logs",
+    "open_root",
     "propagate",
+    "rejoin",
     "set_handoff",
     "set_postprocess",
 ]
@@ -129,6 +131,9 @@ def settle(log: Log) -> None:
 def enter(tracker: Any, meta: tuple[str, str, str], cur: Any, params: Any) -> tuple[Any, ...]:
     """
     Start a tracked call below frame ``cur`` and return its frame.
+
+    The generated wrappers inline the common case (joining an open log); this is the
+    general path, used by generators, ``Tracker.call`` and the wrappers' rare cases.
     """
     t = _ns()
     if cur is not None:
@@ -148,16 +153,38 @@ def enter(tracker: Any, meta: tuple[str, str, str], cur: Any, params: Any) -> tu
             # Lost a race with the log's completion: back out and open a new log.
             active.pop()
             _try_complete(log)
-        parent_id: str | None = log.id
-    else:
-        parent_id = None
+    return open_root(tracker, meta, cur, params, t)
+
+
+def open_root(
+    tracker: Any, meta: tuple[str, str, str], cur: Any, params: Any, t: int
+) -> tuple[Any, ...]:
+    """
+    Open a new log whose first call starts at ``t`` and return that call's frame.
+
+    ``cur`` is the frame of a completed log (the new log's parent) or None.
+    """
+    parent_id = cur[0].id if cur is not None else None
     bound = INFO.get()
-    log = Log._open(t, parent_id, dict(bound) if bound else {}, tracker)
+    # Info dicts are copy-on-write, so the bound one can be shared (copied before any
+    # hook could mutate it in place, see _complete).
+    log = Log._open(t, parent_id, bound if bound else {}, tracker)
     log._active.append(None)
     rec = [meta, 0, params, None, t, 0, "ok", None]
     log._raw.append(rec)  # type: ignore[union-attr]
     _OPEN[log._number] = log
     return (log, rec, 0, None)
+
+
+def rejoin(
+    log: Log, tracker: Any, meta: tuple[str, str, str], cur: Any, params: Any, t: int
+) -> tuple[Any, ...]:
+    """
+    Back out of a log that completed while we joined it, and open a new one.
+    """
+    log._active.pop()
+    _try_complete(log)
+    return open_root(tracker, meta, cur, params, t)
 
 
 def leave(frame: tuple[Any, ...]) -> None:
@@ -233,6 +260,7 @@ def _complete(log: Log) -> None:
         return
     post = _postprocess[0]
     if post is not None:
+        log.info = dict(log.info)  # hooks may mutate it in place: give it its own
         result = post(log)
         if result is None:
             return

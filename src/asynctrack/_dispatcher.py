@@ -19,7 +19,7 @@ from typing import Any
 
 from . import _context, _intake
 from ._intake import Barrier, Intake
-from ._records import Log
+from ._records import Log, reanchor_wall_clock
 from ._report import report
 from ._counters import Counters
 from ._worker import SinkWorker, WorkerOptions
@@ -136,6 +136,7 @@ class Dispatcher:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(wake.wait(), self.flush_interval)
             wake.clear()
+            reanchor_wall_clock()
             self._drain()
             if self._stop_deadline is not None:
                 break

@@ -124,7 +124,17 @@ class Pipeline:
                 self.intake.put_control(log._snapshot_incomplete(now))
         self.intake.close()
         self.dispatcher.request_stop(deadline)
-        return self.dispatcher.join(max(0.0, deadline - time.monotonic()) + 0.5)
+        if self.dispatcher.join(max(0.0, deadline - time.monotonic()) + 0.5):
+            return True
+        # A sink's write blocked the dispatcher's loop (a synchronous call inside an
+        # async write cannot be interrupted): say what is lost instead of hanging.
+        report(
+            "deadline",
+            f"asynctrack: the shutdown deadline passed with about {len(self.intake)} "
+            f"queued and {self.dispatcher.pending()} pending logs not written "
+            "(a sink's write did not return in time)",
+        )
+        return False
 
     def ensure_running_for_close(self) -> None:
         if self._pid != os.getpid():

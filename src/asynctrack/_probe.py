@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import inspect
 import keyword
+import time
 import types
 import weakref
 from collections.abc import Callable, Iterable
@@ -178,7 +179,52 @@ def _signature_source(sig: inspect.Signature, prefix: str, ns: dict[str, Any]) -
     return ", ".join(params), ", ".join(call)
 
 
-_SYNC = """
+# The tracked path of the generated wrappers inlines joining an open log and leaving
+# the call (see _context.enter/leave for the commented general versions): two Python
+# calls fewer per probed call.
+_TRACKED = """
+    {P}cur = {P}get()
+    if {P}cur is {P}S:
+        return {AWAIT}{P}f({call})
+    {P}p = {P}plan.pb({call})
+    {P}t = {P}ns()
+    if {P}cur is not None and not {P}cur[0]._done:
+        {P}log = {P}cur[0]
+        {P}log._active.append(None)
+        if {P}log._done:
+            {P}fr = {P}rejoin({P}log, {P}tr, {P}meta, {P}cur, {P}p, {P}t)
+        else:
+            {P}d = {P}cur[2] + 1
+            {P}rec = [{P}meta, {P}d, {P}p, None, {P}t, 0, "ok", None]
+            {P}raw = {P}log._raw
+            if len({P}raw) < {P}max[0]:
+                {P}raw.append({P}rec)
+            else:
+                {P}log.dropped_calls += 1
+            {P}fr = ({P}log, {P}rec, {P}d, {P}cur)
+    else:
+        {P}fr = {P}open({P}tr, {P}meta, {P}cur, {P}p, {P}t)
+    {P}tok = {P}set({P}fr)
+    try:
+        return {AWAIT}{P}f({call})
+    except BaseException as {P}e:
+        {P}fail({P}fr, {P}e)
+        raise
+    finally:
+        {RESET}
+        {P}t = {P}ns()
+        {P}log = {P}fr[0]
+        {P}fr[1][5] = {P}t
+        if {P}t > {P}log._t1:
+            {P}log._t1 = {P}t
+        {P}a = {P}log._active
+        {P}a.pop()
+        if not {P}a:
+            {P}complete({P}log)
+"""
+
+_SYNC = (
+    """
 def {name}({params}):
     if {P}lvl < {P}tr._th:
         if {P}tr._off:
@@ -190,22 +236,12 @@ def {name}({params}):
             return {P}f({call})
         finally:
             {P}reset({P}tok)
-    {P}cur = {P}get()
-    if {P}cur is {P}S:
-        return {P}f({call})
-    {P}fr = {P}enter({P}tr, {P}meta, {P}cur, {P}plan.pb({call}))
-    {P}tok = {P}set({P}fr)
-    try:
-        return {P}f({call})
-    except BaseException as {P}e:
-        {P}fail({P}fr, {P}e)
-        raise
-    finally:
-        {P}reset({P}tok)
-        {P}leave({P}fr)
 """
+    + _TRACKED.replace("{AWAIT}", "").replace("{RESET}", "{P}reset({P}tok)")
+)
 
-_ASYNC = """
+_ASYNC = (
+    """
 async def {name}({params}):
     if {P}lvl < {P}tr._th:
         if {P}tr._off:
@@ -220,23 +256,15 @@ async def {name}({params}):
                 {P}reset({P}tok)
             except ValueError:
                 pass
-    {P}cur = {P}get()
-    if {P}cur is {P}S:
-        return await {P}f({call})
-    {P}fr = {P}enter({P}tr, {P}meta, {P}cur, {P}plan.pb({call}))
-    {P}tok = {P}set({P}fr)
-    try:
-        return await {P}f({call})
-    except BaseException as {P}e:
-        {P}fail({P}fr, {P}e)
-        raise
-    finally:
-        try:
-            {P}reset({P}tok)
-        except ValueError:
-            pass
-        {P}leave({P}fr)
 """
+    + _TRACKED.replace("{AWAIT}", "await ").replace(
+        "{RESET}",
+        """try:
+            {P}reset({P}tok)
+        except ValueError:  # resumed in another context: leave that context alone
+            pass""",
+    )
+)
 
 
 def _generate(
@@ -269,8 +297,11 @@ def _generate(
             f"{prefix}set": FRAME.set,
             f"{prefix}reset": FRAME.reset,
             f"{prefix}S": SILENT,
-            f"{prefix}enter": enter,
-            f"{prefix}leave": leave,
+            f"{prefix}ns": time.perf_counter_ns,
+            f"{prefix}rejoin": _context.rejoin,
+            f"{prefix}open": _context.open_root,
+            f"{prefix}complete": _context._try_complete,
+            f"{prefix}max": _context._max_calls,
             f"{prefix}fail": fail,
             f"{prefix}meta": meta,
             f"{prefix}plan": plan,

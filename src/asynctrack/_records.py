@@ -24,6 +24,16 @@ META, DEPTH, PARAMS, DATA, START, END, STATUS, ERROR = range(8)
 
 _UTC = _dt.UTC
 _counter = itertools.count(1)
+#: time.time_ns() - time.perf_counter_ns(): turns a call's start into wall-clock time
+#: without a second clock read per log; re-anchored by the dispatcher on every tick.
+_WALL_OFFSET = [time.time_ns() - time.perf_counter_ns()]
+
+
+def reanchor_wall_clock() -> None:
+    """
+    Re-read the offset between the wall clock and the monotonic clock.
+    """
+    _WALL_OFFSET[0] = time.time_ns() - time.perf_counter_ns()
 _PREFIX = os.urandom(4).hex()
 
 
@@ -275,7 +285,7 @@ class Log:
         log = cls.__new__(cls)
         log._id = None
         log._number = next(_counter)
-        log._wall_ns = time.time_ns()
+        log._wall_ns = _WALL_OFFSET[0] + t0
         log._t0 = t0
         log._t1 = t0
         log.parent_id = parent_id

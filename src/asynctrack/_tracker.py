@@ -190,7 +190,11 @@ class Tracker:
 
     def filter_call(self, call: Call) -> bool:
         """
-        Hook: return False to leave ``call`` out of its log (called at completion).
+        Hook: return False to leave ``call`` out of its log.
+
+        Called when the log completes, on the tracker that recorded the call, before
+        :meth:`extend_log` and the processors. A log left with no calls is dropped
+        and counted in ``stats().dropped``.
         """
         return True
 

@@ -79,6 +79,10 @@ class SinkWorker:
         self.stopping = False
         self.deadline: float | None = None
         self.task: asyncio.Task[None] | None = None
+        #: The batch being delivered: spilled if the shutdown deadline cancels its write.
+        self._inflight: list[Log] | None = None
+        #: Logs of the in-flight batch already written by the split of a failed batch.
+        self._inflight_done: set[int] = set()
         #: Called (in the loop) when the queue has room again after being full.
         self.on_room: Any = None
 
@@ -126,11 +130,17 @@ class SinkWorker:
         try:
             await self._run()
         except asyncio.CancelledError:
-            # Cut short by the shutdown deadline: what is still queued goes to disk.
+            # Cut short by the shutdown deadline: the batch whose write was cut and
+            # what is still queued go to disk, in order, to be replayed on the next start.
             self._spill_remaining()
             raise
 
     def _spill_remaining(self) -> None:
+        inflight, self._inflight = self._inflight, None
+        if inflight:
+            done = self._inflight_done
+            self._spill([log for log in inflight if id(log) not in done] if done else inflight)
+            done.clear()
         while self.queue:
             item = self.queue.popleft()
             if isinstance(item, Barrier):
@@ -154,7 +164,10 @@ class SinkWorker:
                     await self._close()
                     return
                 self.queued_logs -= len(item)
+                self._inflight = item
                 await self._deliver(item)
+                self._inflight = None
+                self._inflight_done.clear()
                 if self.on_room is not None:
                     self.on_room()  # the dispatcher may be holding logs back for room
                 continue
@@ -213,6 +226,8 @@ class SinkWorker:
             )
             return False
         self.counters.add_written(self.name, len(logs))
+        if self._inflight is not None and logs is not self._inflight:
+            self._inflight_done.update(map(id, logs))  # a part of a split batch
         return True
 
     async def _deliver(self, batch: list[Log]) -> None:
@@ -230,12 +245,19 @@ class SinkWorker:
 
     async def _settle(self, batch: list[Log]) -> None:
         # Retries are exhausted: split the batch to tell poison logs from an outage.
-        if len(batch) > 1 and not self._late():
+        if self._late():
+            rejected = list(batch)
+        elif len(batch) > 1:
             rejected = await self._bisect(batch)
         else:
-            rejected = list(batch)
+            # Cut short by a flush: one immediate retry (a split does as much for
+            # longer batches), so a passing failure is not sent to disk.
+            rejected = [] if await self._write(batch) else list(batch)
         if len(rejected) < len(batch):
-            self._dead_letter(rejected)
+            # The halves went through (the failure did not repeat) or only some logs
+            # are refused on their own: those are set aside, the sink is fine.
+            if rejected:
+                self._dead_letter(rejected)
             self._recovered()
             return
         self._spill(rejected)
@@ -328,7 +350,8 @@ class SinkWorker:
             return
         rejected = await self._bisect(logs) if len(logs) > 1 else logs
         if len(rejected) < len(logs):
-            self._dead_letter(rejected)
+            if rejected:
+                self._dead_letter(rejected)
             self.spill.commit(offset)
             self.counters.add("replayed", len(logs) - len(rejected))
             self._recovered()
@@ -377,7 +400,10 @@ class SinkWorker:
         self._next_attempt = time.monotonic() + self._backoff(self._failures)
 
     def _backoff(self, attempt: int) -> float:
-        base = min(self.options.max_backoff, self.options.min_backoff * (2 ** (attempt - 1)))
+        # The exponent is clamped: a float overflows past 2**1023, and an outage of a
+        # few hours reaches that many failures.
+        exponent = min(max(attempt - 1, 0), 60)
+        base = min(self.options.max_backoff, self.options.min_backoff * (2.0**exponent))
         return float(base * (0.5 + random.random() / 2))  # "equal jitter": never 0, never > cap
 
     def _late(self) -> bool:
@@ -392,7 +418,8 @@ class SinkWorker:
             await asyncio.wait_for(self._urgent.wait(), seconds)
 
     def pending(self) -> int:
-        return self.queued_logs
+        inflight = self._inflight
+        return self.queued_logs + (len(inflight) if inflight else 0)
 
     def after_fork(self) -> None:
         self.spill.forget()

@@ -106,7 +106,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="only functions matching this glob (* and ?); repeat for several",
     )
     stats.add_argument("--top", metavar="N", type=_positive, help="only the N busiest rows")
-    stats.add_argument("--format", choices=("table", "json", "csv"), default="table")
+    stats.add_argument(
+        "--format",
+        choices=("table", "json", "csv"),
+        default="table",
+        help="output format: aligned table (default), json, or csv",
+    )
     stats.add_argument(
         "--exact",
         action="store_true",

@@ -71,7 +71,7 @@ def select_logs(source: str, selection: LogSelection, warn: Callable[[str], None
         SourceError: the source cannot be read (missing file, bad URL, no tables).
     """
     if is_url(source):
-        from ._sql import sql_select_logs
+        from ._sql_show import sql_select_logs
 
         return asyncio.run(sql_select_logs(source, selection))
     return select_file_logs(source, selection, warn)

@@ -82,7 +82,7 @@ class _Skipped:
         for path in paths:
             self._count = self._first = 0
             try:
-                handle = open(path, "rb", buffering=1 << 20)  # noqa: SIM115 - closed below
+                handle = open(path, "rb", buffering=1 << 20)
             except OSError as exc:
                 raise SourceError(f"cannot read {path}: {exc.strerror or exc}") from None
             with handle:

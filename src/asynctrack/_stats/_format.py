@@ -142,7 +142,9 @@ def _align(header: Sequence[str], rows: list[list[str]], left: int = 1) -> list[
     """
     Return aligned lines: the first ``left`` columns left-aligned, the others right.
     """
-    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)]
+    widths = [
+        max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)
+    ]
 
     def line(cells: Sequence[str]) -> str:
         out = [

@@ -43,7 +43,11 @@ PERCENTILES: tuple[int, ...] = (50, 95, 99)
 SIGNIFICANT_BITS = 5
 #: Durations below this have a bucket of their own (exact).
 EXACT_BELOW = 1 << SIGNIFICANT_BITS
-_MAX_BIT = 62  # the highest power of two below 2**63 (SQL BIGINT)
+#: From 2**40 µs (12.7 days) up, buckets keep a fixed width of 2**36 µs (at most 1/16 of
+#: the value): a shorter SQL expression, and no duration is that long anyway.
+_LAST_BIT = 39
+_TOP = 1 << (_LAST_BIT + 1)
+_TOP_WIDTH = 1 << (_LAST_BIT + 2 - SIGNIFICANT_BITS)
 #: Durations buffered per function before they are folded into the histogram.
 CHUNK = 1 << 16
 
@@ -76,6 +80,8 @@ def bucket_of(value: int) -> int:
     """
     if value < EXACT_BELOW:
         return value
+    if value >= _TOP:
+        return value - value % _TOP_WIDTH
     shift = value.bit_length() - SIGNIFICANT_BITS
     return (value >> shift) << shift
 
@@ -96,8 +102,12 @@ def bucket_sql(column: str) -> str:
         mid = (lo + hi + 1) // 2
         return f"CASE WHEN {column} < {1 << mid} THEN {tree(lo, mid - 1)} ELSE {tree(mid, hi)} END"
 
-    first = SIGNIFICANT_BITS  # values >= 2**5 are bucketed
-    return f"CASE WHEN {column} < {EXACT_BELOW} THEN {column} ELSE {tree(first, _MAX_BIT)} END"
+    inner = tree(SIGNIFICANT_BITS, _LAST_BIT)
+    top = f"{column} - {column} % {_TOP_WIDTH}"
+    return (
+        f"CASE WHEN {column} < {EXACT_BELOW} THEN {column} "
+        f"WHEN {column} >= {_TOP} THEN {top} ELSE {inner} END"
+    )
 
 
 class Histogram:
@@ -137,6 +147,8 @@ class Histogram:
             lower = bucket_of(values[i])
             if lower < EXACT_BELOW:
                 upper = lower + 1
+            elif lower >= _TOP:
+                upper = lower + _TOP_WIDTH
             else:
                 upper = lower + (1 << (lower.bit_length() - SIGNIFICANT_BITS))
             j = bisect_left(values, upper, i)

@@ -18,17 +18,12 @@ Counts, errors, sums and maxima are aggregated in SQL. Percentiles (see
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
-
-from .._records import Call, Log
 from ._db import Database, connect
 from ._model import (
     FunctionRow,
-    LogSelection,
     Report,
     SourceError,
     StatsQuery,
@@ -37,15 +32,15 @@ from ._model import (
 )
 from ._percentiles import PERCENTILES, DurationAccumulator, Histogram, bucket_sql
 
-__all__ = ["sql_select_logs", "sql_stats"]
+__all__ = ["LOG_COLUMNS", "Tables", "sql_stats"]
 
 _PREFIX_RE = re.compile(r"^[A-Za-z0-9_]*$")
-_LOG_COLUMNS = ("id", "parent_id", "started_at", "duration_us", "complete", "dropped_calls", "info")
+LOG_COLUMNS = ("id", "parent_id", "started_at", "duration_us", "complete", "dropped_calls", "info")
 _ERR = "CASE WHEN c.status = 'error' THEN 1 ELSE 0 END"
 
 
 @dataclass
-class _Tables:
+class Tables:
     db: Database
     logs_name: str
     logs: str
@@ -53,7 +48,7 @@ class _Tables:
     log_columns: list[str]
 
     @classmethod
-    async def load(cls, db: Database, prefix: str) -> _Tables:
+    async def load(cls, db: Database, prefix: str) -> Tables:
         if not _PREFIX_RE.match(prefix):
             raise SourceError(f"invalid table prefix {prefix!r}: letters, digits and _ only")
         logs, calls = f"{prefix}logs", f"{prefix}calls"
@@ -61,27 +56,65 @@ class _Tables:
         await db.columns(calls)
         return cls(db, logs, db.quote(logs), db.quote(calls), columns)
 
-    def key_expr(self, key: str, params: dict[str, Any]) -> str:
+    def key_exprs(self, key: str, params: dict[str, Any]) -> list[str]:
         """
-        Return a SQL expression for the info ``key`` of log ``l``, as text.
+        Return SQL expressions for the info ``key`` of log ``l``: the first non-NULL wins.
+
+        The key is read from the ``info`` JSON (as text), then from its own column if
+        the logs table has one: the SQL sink keeps a value in the JSON when its column
+        could not hold it exactly.
         """
-        if key in self.log_columns and key not in _LOG_COLUMNS:
-            return "l." + self.db.quote(key)
         dialect = self.db.dialect
         if dialect == "postgresql":
             params["key"] = key
-            return "(l.info ->> CAST(:key AS TEXT))"
-        escaped = key.replace("\\", "\\\\").replace('"', '\\"')
-        params["kpath"] = f'$."{escaped}"'
-        if dialect == "sqlite":
+            exprs = ["(l.info ->> CAST(:key AS TEXT))"]
+        else:
+            escaped = key.replace("\\", "\\\\").replace('"', '\\"')
+            params["kpath"] = f'$."{escaped}"'
+            if dialect == "sqlite":
+                exprs = [
+                    "(CASE json_type(l.info, :kpath) WHEN 'true' THEN 'true' "
+                    "WHEN 'false' THEN 'false' ELSE CAST(json_extract(l.info, :kpath) AS TEXT) END)"
+                ]
+            else:
+                exprs = [
+                    "(CASE WHEN JSON_TYPE(JSON_EXTRACT(l.info, :kpath)) = 'NULL' THEN NULL "
+                    "ELSE JSON_UNQUOTE(JSON_EXTRACT(l.info, :kpath)) END)"
+                ]
+        if key in self.log_columns and key not in LOG_COLUMNS:
+            exprs.append("l." + self.db.quote(key))
+        return exprs
+
+    def key_filter(self, key: str, value: str, params: dict[str, Any]) -> str:
+        """
+        Return a SQL condition: the info ``key`` of log ``l`` is the text ``value``.
+
+        The comparison is exact on every backend (``BINARY`` on MariaDB, whose default
+        collations ignore case).
+        """
+        params["kvalue"] = value
+        exprs = self.key_exprs(key, params)
+        mysql = self.db.dialect == "mysql"
+        binary = "BINARY " if mysql else ""
+        cond = f"{binary}{exprs[0]} = :kvalue"
+        if len(exprs) > 1:
+            text = f"CAST({exprs[1]} AS {'CHAR' if mysql else 'TEXT'})"
+            cond = f"({cond} OR ({exprs[0]} IS NULL AND {binary}{text} = :kvalue))"
+        return cond
+
+    def grouped(self, exprs: list[str]) -> tuple[str, str]:
+        """
+        Return ``(select list, GROUP BY list)`` for grouping by ``exprs``, distinct values apart.
+
+        MariaDB's default collations are case- and trailing-space-insensitive, so it
+        groups by the bytes (``BINARY``) and selects the (identical) values with ``MIN``.
+        """
+        if self.db.dialect == "mysql":
             return (
-                "(CASE json_type(l.info, :kpath) WHEN 'true' THEN 'true' "
-                "WHEN 'false' THEN 'false' ELSE CAST(json_extract(l.info, :kpath) AS TEXT) END)"
+                ", ".join(f"MIN({e})" for e in exprs),
+                ", ".join(f"BINARY {e}" for e in exprs),
             )
-        return (
-            "(CASE WHEN JSON_TYPE(JSON_EXTRACT(l.info, :kpath)) = 'NULL' THEN NULL "
-            "ELSE JSON_UNQUOTE(JSON_EXTRACT(l.info, :kpath)) END)"
-        )
+        return ", ".join(exprs), ", ".join(str(i + 1) for i in range(len(exprs)))
 
     def function_filter(self, patterns: tuple[str, ...], params: dict[str, Any]) -> str | None:
         """
@@ -119,7 +152,7 @@ class _Tables:
         return conds
 
 
-def _where(conds: list[str]) -> str:
+def where(conds: list[str]) -> str:
     return (" WHERE " + " AND ".join(conds)) if conds else ""
 
 
@@ -132,24 +165,23 @@ async def sql_stats(url: str, query: StatsQuery) -> Report:
     """
     db = await connect(url)
     try:
-        tables = await _Tables.load(db, query.table_prefix)
+        tables = await Tables.load(db, query.table_prefix)
         return await _stats(tables, query)
     finally:
         await db.close()
 
 
-async def _stats(t: _Tables, query: StatsQuery) -> Report:
+async def _stats(t: Tables, query: StatsQuery) -> Report:
     db = t.db
     params: dict[str, Any] = {}
     log_conds = await t.log_filter(query, params)
     fn_cond = t.function_filter(query.functions, params)
     call_conds = log_conds + ([fn_cond] if fn_cond else [])
     join = f" JOIN {t.logs} l ON l.id = c.log_id" if log_conds else ""
-    calls_from = f"FROM {t.calls} c{join}{_where(call_conds)}"
+    calls_from = f"FROM {t.calls} c{join}{where(call_conds)}"
 
     rows = await db.fetch(
-        f"SELECT COUNT(*), MIN(l.started_at), MAX(l.started_at) FROM {t.logs} l"
-        + _where(log_conds),
+        f"SELECT COUNT(*), MIN(l.started_at), MAX(l.started_at) FROM {t.logs} l" + where(log_conds),
         params,
     )
     report = Report(
@@ -167,24 +199,29 @@ async def _stats(t: _Tables, query: StatsQuery) -> Report:
             f"SELECT c.function, COUNT(*), SUM({_ERR}), SUM(c.duration_us), MAX(c.duration_us), "
             f"percentile_disc(ARRAY[{fractions}]) WITHIN GROUP (ORDER BY c.duration_us) "
             f"{calls_from} GROUP BY 1"
-        )
+        )  # PostgreSQL only: its default collations keep distinct names apart
         for function, calls, errors, total, maximum, values in await db.fetch(sql, params):
             report.functions.append(
                 FunctionRow(
-                    function, int(calls), int(errors), int(total), int(maximum),
+                    function,
+                    int(calls),
+                    int(errors),
+                    int(total),
+                    int(maximum),
                     [int(v) for v in values],
                 )
             )
     elif db.dialect == "sqlite" or query.exact:
         accs: dict[str, DurationAccumulator] = {}
-        sql = f"SELECT c.function, c.status, c.duration_us {calls_from}"
+        # The error flag comes back as 0/1 (cached small ints): no string per row.
+        sql = f"SELECT c.function, {_ERR}, c.duration_us {calls_from}"
         async for batch in db.stream(sql, params):
-            for function, status, duration in batch:
+            for function, failed, duration in batch:
                 acc = accs.get(function)
                 if acc is None:
                     acc = accs[function] = DurationAccumulator(query.exact)
                 acc.buf.append(duration)
-                if status == "error":
+                if failed:
                     acc.errors += 1
             for acc in accs.values():
                 acc.maybe_fold()
@@ -194,10 +231,11 @@ async def _stats(t: _Tables, query: StatsQuery) -> Report:
                 FunctionRow(function, calls, acc.errors, total, maximum, values)
             )
     else:
+        fn_select, fn_group = t.grouped(["c.function"])
         sql = (
-            f"SELECT c.function, {bucket_sql('c.duration_us')}, COUNT(*), SUM({_ERR}), "
+            f"SELECT {fn_select}, {bucket_sql('c.duration_us')}, COUNT(*), SUM({_ERR}), "
             f"SUM(c.duration_us), MIN(c.duration_us), MAX(c.duration_us) "
-            f"{calls_from} GROUP BY 1, 2"
+            f"{calls_from} GROUP BY {fn_group}, 2"
         )
         merged: dict[str, tuple[Histogram, list[int]]] = {}
         for function, lower, count, errors, total, minimum, maximum in await db.fetch(sql, params):
@@ -215,107 +253,28 @@ async def _stats(t: _Tables, query: StatsQuery) -> Report:
                 FunctionRow(function, calls, errors, total, maximum, hist.percentiles(PERCENTILES))
             )
     if query.by is not None:
-        key = t.key_expr(query.by, params)
+        keys, group = t.grouped(t.key_exprs(query.by, params))
         log_rows = await db.fetch(
-            f"SELECT {key}, COUNT(*), MAX(l.started_at) FROM {t.logs} l{_where(log_conds)} "
-            "GROUP BY 1",
+            f"SELECT {keys}, COUNT(*), MAX(l.started_at) FROM {t.logs} l{where(log_conds)} "
+            f"GROUP BY {group}",
             params,
         )
-        fn_where = _where([fn_cond] if fn_cond else [])
+        fn_where = where([fn_cond] if fn_cond else [])
         call_rows = await db.fetch(
-            f"SELECT {key}, SUM(cc.n), SUM(cc.e) FROM {t.logs} l JOIN "
+            f"SELECT {keys}, SUM(cc.n), SUM(cc.e) FROM {t.logs} l JOIN "
             f"(SELECT c.log_id AS log_id, COUNT(*) AS n, SUM({_ERR}) AS e FROM {t.calls} c"
-            f"{fn_where} GROUP BY c.log_id) cc ON cc.log_id = l.id{_where(log_conds)} GROUP BY 1",
+            f"{fn_where} GROUP BY c.log_id) cc ON cc.log_id = l.id{where(log_conds)} "
+            f"GROUP BY {group}",
             params,
         )
-        report.groups = merge_groups(log_rows, call_rows)  # type: ignore[arg-type]
+        report.groups = merge_groups(_coalesce(log_rows), _coalesce(call_rows))
     return report
 
 
-async def sql_select_logs(url: str, selection: LogSelection) -> list[Log]:
+def _coalesce(rows: list[tuple[Any, ...]]) -> list[tuple[Any, Any, Any]]:
     """
-    Return the selected logs from the SQL sink's tables at ``url``, oldest first.
-
-    Raises:
-        SourceError: bad URL, unreachable server, missing tables.
+    Reduce ``(json value, [column value,] a, b)`` rows to ``(value, a, b)``.
     """
-    db = await connect(url)
-    try:
-        t = await _Tables.load(db, selection.table_prefix)
-        params: dict[str, Any] = {}
-        select = f"SELECT * FROM {t.logs} l"
-        if selection.id is not None:
-            params["id"] = selection.id
-            rows = await db.fetch(select + " WHERE l.id = :id", params)
-        else:
-            conds = []
-            if selection.user is not None:
-                conds.append(f"{t.key_expr(selection.user_key, params)} = :user")
-                params["user"] = selection.user
-            rows = await db.fetch(
-                select + _where(conds) + f" ORDER BY l.started_at DESC, l.id DESC "
-                f"LIMIT {int(selection.last)}",
-                params,
-            )
-        columns = t.log_columns
-        logs = [_log_from_row(dict(zip(columns, row, strict=True))) for row in rows]
-        logs.sort(key=lambda log: (log.started_at, log.id))
-        if not logs:
-            return logs
-        by_id = {log.id: log for log in logs}
-        id_params = {f"i{i}": ident for i, ident in enumerate(by_id)}
-        marks = ", ".join(f":{name}" for name in id_params)
-        calls = await db.fetch(
-            "SELECT log_id, seq, depth, function, tracker, level, params, data, offset_us, "
-            f"duration_us, status, error FROM {t.calls} WHERE log_id IN ({marks}) "
-            "ORDER BY log_id, seq",
-            id_params,
-        )
-        for row in calls:
-            by_id[row[0]].calls.append(
-                Call(
-                    seq=int(row[1]),
-                    depth=int(row[2]),
-                    function=str(row[3]),
-                    tracker=str(row[4] or ""),
-                    level=str(row[5] or "DEFAULT"),
-                    params=_json(row[6]),
-                    data=_json(row[7]),
-                    offset_us=int(row[8] or 0),
-                    duration_us=int(row[9] or 0),
-                    status=str(row[10] or "ok"),
-                    error=None if row[11] is None else str(row[11]),
-                )
-            )
-        return logs
-    finally:
-        await db.close()
-
-
-def _json(value: Any) -> dict[str, Any]:
-    if value is None:
-        return {}
-    if isinstance(value, str | bytes):
-        value = orjson.loads(value)
-    return dict(value) if isinstance(value, Mapping) else {"value": value}
-
-
-def _log_from_row(row: dict[str, Any]) -> Log:
-    info = {
-        key: value
-        for key, value in row.items()
-        if key not in _LOG_COLUMNS and value is not None
-    }
-    info.update(_json(row.get("info")))
-    started = utc(row["started_at"])
-    assert started is not None
-    return Log(
-        id=str(row["id"]),
-        parent_id=row.get("parent_id"),
-        started_at=started,
-        duration_us=int(row.get("duration_us") or 0),
-        complete=bool(row.get("complete", True)),
-        info=info,
-        calls=[],
-        dropped_calls=int(row.get("dropped_calls") or 0),
-    )
+    if rows and len(rows[0]) == 4:
+        return [(j if j is not None else c, a, b) for j, c, a, b in rows]
+    return [(row[0], row[1], row[2]) for row in rows]

@@ -157,7 +157,7 @@ class TrackMiddleware:
             disconnected = False
 
             async def send_observed(message: Message) -> None:
-                nonlocal status, ended
+                nonlocal status, ended, disconnected
                 kind = message["type"]
                 if kind == "http.response.start":
                     status = message.get("status")
@@ -165,7 +165,13 @@ class TrackMiddleware:
                     kind == "http.response.body" and not message.get("more_body", False)
                 ) or kind == "http.response.pathsend":
                     ended = True
-                await send(message)
+                try:
+                    await send(message)
+                except OSError:
+                    # Servers implementing ASGI spec 2.4 (uvicorn) raise an OSError
+                    # from send once the client is gone.
+                    disconnected = True
+                    raise
 
             async def receive_observed() -> Message:
                 nonlocal disconnected

@@ -10,12 +10,13 @@ from typing import TYPE_CHECKING, Any
 
 from ._base import Sink
 from ._file import FileSink, read_logs
+from ._logging import LoggingSink
 from ._memory import MemorySink
 
 if TYPE_CHECKING:
     from ._sql import SQLSink
 
-__all__ = ["FileSink", "MemorySink", "SQLSink", "Sink", "read_logs"]
+__all__ = ["FileSink", "LoggingSink", "MemorySink", "SQLSink", "Sink", "read_logs"]
 
 
 def __getattr__(name: str) -> Any:

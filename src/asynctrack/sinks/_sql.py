@@ -6,8 +6,9 @@ SQLite (aiosqlite) is the embedded default; PostgreSQL (asyncpg) and MariaDB/MyS
 the schema, reflection and the reads; the inserts use each driver's fastest bulk path
 (measured, issue #9):
 
-* SQLite: one ``BEGIN IMMEDIATE`` transaction, ``INSERT OR IGNORE`` through the
-  driver's ``executemany`` (Core's executemany reached ~0.3 M rows/s, the driver ~0.7 M);
+* SQLite: one ``BEGIN IMMEDIATE`` transaction, ``INSERT OR IGNORE`` handed by
+  ``exec_driver_sql`` straight to the driver's ``executemany``, skipping Core's
+  per-row compilation (Core's executemany measured ~0.3 M rows/s, the driver ~0.7 M);
 * PostgreSQL: ``COPY`` (asyncpg ``copy_records_to_table``, ~3x ``executemany``); when
   the batch was already (partly) written — a replay — the transaction is rolled back
   and the batch goes again as ``INSERT ... ON CONFLICT DO NOTHING``;
@@ -26,8 +27,6 @@ import asyncio
 import contextlib
 import datetime as _dt
 import hashlib
-import json
-import logging
 import re
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -41,24 +40,33 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from .._encode import encode_obj
 from .._exceptions import ConfigError
-from .._records import Log
-from .._report import report
+from .._records import Call, Log
 from ._base import Sink
 from ._sql_schema import (
     CALL_FIELDS,
     LOG_FIELDS,
+    MISSING,
     RESERVED_KEY,
+    TIMESTAMPS,
+    Converter,
     InfoColumn,
     TextLimit,
     check_table,
     compatible,
+    default_maker,
     default_tables,
     describe,
+    dumps,
+    fit_json,
+    fits_checker,
+    loads,
+    make_converter,
+    overflow,
     parse_columns,
     python_defaults,
     text_limit,
+    with_reserved,
 )
 
 __all__ = ["SQLSink", "default_tables", "dumps", "loads"]
@@ -73,199 +81,10 @@ _DRIVERS = {
 _EXTRAS = {"postgresql": "postgres", "mysql": "mysql", "mariadb": "mysql"}
 _SUPPORTED = ("sqlite", "postgresql", "mysql", "mariadb")
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,100}$")
-_UTC = _dt.UTC
-_MISSING: Any = object()
+_NAME_COLUMNS = ("function", "tracker", "level", "status")
 #: Engines forgotten in a forked child: kept referenced so that garbage collection in
 #: the child never closes a connection the parent is still using.
 _INHERITED: list[AsyncEngine] = []
-
-
-# -- JSON ----------------------------------------------------------------------------
-def _clean(text: str) -> str:
-    # Lone surrogates cannot be stored as UTF-8 (MariaDB's JSON check rejects even their
-    # \\ud800 escapes): they become U+FFFD.
-    return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
-
-
-def _scrub(obj: Any) -> Any:
-    if isinstance(obj, str):
-        return _clean(obj)
-    if isinstance(obj, dict):
-        return {(_clean(k) if isinstance(k, str) else k): _scrub(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_scrub(v) for v in obj]
-    return obj
-
-
-def dumps(obj: Any) -> str:
-    """
-    Encode a value as JSON text for a JSON column (orjson; never fails).
-    """
-    try:
-        return orjson.dumps(obj).decode()
-    except TypeError:  # surrogates, integers beyond 64 bits, non-str keys
-        return encode_obj(_scrub(obj)).decode()
-
-
-def loads(text: str | bytes) -> Any:
-    """
-    Decode the JSON text of a JSON column.
-    """
-    try:
-        return orjson.loads(text)
-    except orjson.JSONDecodeError:
-        return json.loads(text)
-
-
-# -- fitting values into columns --------------------------------------------------------
-def _fits(limit: TextLimit) -> Callable[[str], bool]:
-    chars, size, nul = limit.chars, limit.bytes, limit.nul
-
-    def fits(s: str) -> bool:
-        if chars is not None and len(s) > chars:
-            return False
-        if not nul and "\x00" in s:
-            return False
-        if s.isascii():
-            return size is None or len(s) <= size
-        try:
-            encoded = s.encode()
-        except UnicodeEncodeError:
-            return False
-        return size is None or len(encoded) <= size
-
-    return fits
-
-
-def _squeeze(s: str, limit: TextLimit) -> str:
-    # A lossy copy of ``s`` that fits the column.
-    if not limit.nul:
-        s = s.replace("\x00", "\ufffd")
-    if limit.chars is not None:
-        s = s[: limit.chars]
-    if limit.bytes is not None:
-        s = s.encode()[: limit.bytes].decode("utf-8", "ignore")
-    return s
-
-
-def _ts_sqlite(d: _dt.datetime) -> str:
-    # SQLAlchemy's storage format for SQLite DATETIME, in UTC.
-    return d.astimezone(_UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
-
-
-def _ts_naive(d: _dt.datetime) -> _dt.datetime:
-    return d.astimezone(_UTC).replace(tzinfo=None)
-
-
-def _ts_aware(d: _dt.datetime) -> _dt.datetime:
-    return d.astimezone(_UTC)
-
-
-_TS = {"sqlite": _ts_sqlite, "naive": _ts_naive, "aware": _ts_aware}
-_TRUE = frozenset({"true", "t", "yes", "y", "on", "1"})
-_FALSE = frozenset({"false", "f", "no", "n", "off", "0"})
-Converter = Callable[[Any], tuple[Any, bool]]
-
-
-def _converter(kind: str, limit: TextLimit, bits: int, exact_float: bool, ts: str) -> Converter:
-    """
-    Return ``convert(value) -> (column_value, exact)`` for an info column.
-
-    ``exact`` is True when reading the column back gives the value unchanged; otherwise
-    the sink also keeps the original value in the ``info`` JSON. ``column_value`` is
-    ``None`` when the value cannot be converted to the column's type.
-    """
-    if kind in ("string", "text"):
-        fits = _fits(limit)
-
-        def to_text(v: Any) -> tuple[Any, bool]:
-            if type(v) is str:
-                return (v, True) if fits(v) else (None, False)
-            if v is None:
-                return None, False
-            s = dumps(v)
-            return (s if fits(s) else None), False
-
-        return to_text
-    if kind in ("integer", "bigint"):
-        hi = (1 << (bits - 1)) - 1
-        lo = -hi - 1
-
-        def to_int(v: Any) -> tuple[Any, bool]:
-            t = type(v)
-            if t is int:
-                return (v, True) if lo <= v <= hi else (None, False)
-            n: int | None = None
-            if t is bool:
-                n = int(v)
-            elif t is float and v.is_integer():
-                n = int(v)
-            elif t is str and len(v) <= 40:
-                with contextlib.suppress(ValueError):
-                    n = int(v.strip())
-            return (n if n is not None and lo <= n <= hi else None), False
-
-        return to_int
-    if kind == "float":
-
-        def to_float(v: Any) -> tuple[Any, bool]:
-            t = type(v)
-            f: float | None = None
-            if t is float:
-                f = v
-            elif t is int or (t is str and len(v) <= 64):
-                with contextlib.suppress(ValueError, OverflowError):
-                    f = float(v)
-            if f is None or f != f or f in (float("inf"), float("-inf")):
-                return None, False
-            return f, exact_float and t is float
-
-        return to_float
-    if kind == "boolean":
-
-        def to_bool(v: Any) -> tuple[Any, bool]:
-            t = type(v)
-            if t is bool:
-                return v, True
-            if t is int and v in (0, 1):
-                return bool(v), False
-            if t is str and len(v) <= 8:
-                low = v.strip().lower()
-                if low in _TRUE:
-                    return True, False
-                if low in _FALSE:
-                    return False, False
-            return None, False
-
-        return to_bool
-    if kind == "datetime":
-        fmt = _TS[ts]
-        min_year = 1000 if ts == "naive" else 1  # MariaDB's DATETIME starts at 1000
-
-        def to_datetime(v: Any) -> tuple[Any, bool]:
-            if type(v) is not str or len(v) > 64:
-                return None, False
-            try:
-                d = _dt.datetime.fromisoformat(v)
-                d = d.replace(tzinfo=_UTC) if d.tzinfo is None else d.astimezone(_UTC)
-            except (ValueError, OverflowError):
-                return None, False
-            if not min_year <= d.year <= 9998:
-                return None, False
-            return fmt(d), False
-
-        return to_datetime
-    size = limit.bytes
-
-    def to_json(v: Any) -> tuple[Any, bool]:
-        if v is None:
-            return None, False
-        s = dumps(v)
-        if size is not None and len(s) * 4 > size and len(s.encode()) > size:
-            return None, False
-        return s, True
-
-    return to_json
 
 
 # -- the plan: everything decided at open() from the tables found in the database ---------
@@ -422,7 +241,6 @@ class SQLSink(Sink):
         self._name = name or f"sql-{dialect}-{digest}"
         self._engine: AsyncEngine | None = None
         self._plan: _Plan | None = None
-        self._rejected = 0
 
     # -- public attributes ---------------------------------------------------------------
     @property
@@ -456,13 +274,6 @@ class SQLSink(Sink):
         The calls table (the default one or the user's).
         """
         return self._calls_table
-
-    @property
-    def rejected(self) -> int:
-        """
-        How many logs the database refused as invalid and that were dropped (reported).
-        """
-        return self._rejected
 
     def __repr__(self) -> str:
         return f"<SQLSink {self._name!r} url={self.url!r}>"
@@ -625,14 +436,14 @@ class SQLSink(Sink):
             if kind == "datetime" and name == "postgresql":
                 col_ts = "aware" if getattr(t, "timezone", False) else "naive"
             exact_float = name == "sqlite" or isinstance(t, sa.Double)
-            converters.append(_converter(kind, text_limit(t, name), bits, exact_float, col_ts))
+            converters.append(make_converter(kind, text_limit(t, name), bits, exact_float, col_ts))
         log_columns = [*LOG_FIELDS, *(c.column for c in self._info)]
         call_columns = list(CALL_FIELDS)
         # Python-side defaults of the user's extra columns: bulk inserts must apply them.
         log_defaults = python_defaults(self._logs_table, log_columns)
         call_defaults = python_defaults(self._calls_table, call_columns)
-        log_columns += [name for name, _ in log_defaults]
-        call_columns += [name for name, _ in call_defaults]
+        log_columns += [column for column, _ in log_defaults]
+        call_columns += [column for column, _ in call_defaults]
         prep = dialect.identifier_preparer
 
         def insert(table: sa.Table, columns: list[str], key: str) -> str:
@@ -664,41 +475,53 @@ class SQLSink(Sink):
             calls=self._calls_table,
             info=list(self._info),
             converters=converters,
-            started=_TS[ts_mode],
+            started=TIMESTAMPS[ts_mode],
             ts_mode=ts_mode,
             limits=limits,
-            fits={k: _fits(v) for k, v in limits.items()},
+            fits={k: fits_checker(v) for k, v in limits.items()},
             log_columns=log_columns,
             call_columns=call_columns,
             insert_logs=insert(self._logs_table, log_columns, "id"),
             insert_calls=insert(self._calls_table, call_columns, "log_id"),
-            log_defaults=[_default_maker(d) for _, d in log_defaults],
-            call_defaults=[_default_maker(d) for _, d in call_defaults],
+            log_defaults=[default_maker(d) for _, d in log_defaults],
+            call_defaults=[default_maker(d) for _, d in call_defaults],
             known={k: set() for k in ("function", "tracker", "level", "status")},
         )
 
     # -- writing -----------------------------------------------------------------------
     async def write(self, logs: Sequence[Log]) -> None:
         """
-        Write a batch in one transaction; raise (connection errors) to have it retried.
+        Write a batch in one transaction; raise to have it retried.
 
-        Logs the database refuses as invalid are isolated and dropped, with an error
-        reported on the ``asynctrack`` logger, so one bad log never blocks the others.
+        Connection errors propagate at once. When the database refuses some logs as
+        invalid (a value out of range, a constraint of the user's own table), the batch
+        is split to write every other log, then the database's error is raised: the
+        pipeline retries, finds the same logs refused, and sets them aside in its
+        dead-letter file, while the rest of the batch was written without delay.
         """
         if not logs:
             return
         if self._engine is None:
             await self.open()
-        await self._write(list(logs))
+        batch = list(logs)
+        refused = await self._write(batch)
+        if refused:
+            error = refused[0][1]
+            ids = ", ".join(repr(str(log.id)[:40]) for log, _ in refused[:5])
+            error.add_note(
+                f"SQLSink {self._name}: the database refused {len(refused)} of {len(batch)} "
+                f"logs ({ids}); the others were written"
+            )
+            raise error
 
-    async def _write(self, logs: list[Log]) -> None:
+    async def _write(self, logs: list[Log]) -> list[tuple[Log, Exception]]:
         plan = self._plan
         engine = self._engine
         if plan is None or engine is None:  # closed while writing
             raise RuntimeError(f"SQLSink {self._name!r} is closed")
-        log_rows, call_rows = self._rows(plan, logs)
+        log_rows, call_rows, refused = self._rows(plan, logs)
         if not log_rows:
-            return
+            return refused
         try:
             if plan.dialect == "postgresql" and self._url.get_driver_name() == "asyncpg":
                 await _insert_asyncpg(engine, plan, log_rows, call_rows)
@@ -711,25 +534,18 @@ class SQLSink(Sink):
             if not _is_data_error(exc):
                 raise
             if len(logs) == 1:
-                self._reject(logs[0], exc)
-                return
+                return [(logs[0], exc)]
             middle = len(logs) // 2
-            await self._write(logs[:middle])
-            await self._write(logs[middle:])
+            # Halves are separate transactions: retried rows are idempotent anyway.
+            return [*await self._write(logs[:middle]), *await self._write(logs[middle:])]
+        return refused
 
-    def _reject(self, log: Log, exc: BaseException) -> None:
-        self._rejected += 1
-        detail = str(exc).splitlines()[0][:300] if str(exc) else ""
-        report(
-            f"sql-rejected:{self._name}",
-            f"SQLSink {self._name}: the database refused log {str(log.id)[:40]!r}; dropped "
-            f"({type(exc).__name__}: {detail})",
-            level=logging.ERROR,
-        )
-
-    def _rows(self, plan: _Plan, logs: list[Log]) -> tuple[list[tuple[Any, ...]], list[Any]]:
+    def _rows(
+        self, plan: _Plan, logs: list[Log]
+    ) -> tuple[list[tuple[Any, ...]], list[Any], list[tuple[Log, Exception]]]:
         """
-        Build the rows of a batch: ``(log_rows, call_rows)`` in column order.
+        Build the rows of a batch: ``(log_rows, call_rows, refused)`` in column order;
+        ``refused`` holds the logs whose id cannot be stored.
         """
         fits = plan.fits
         fits_id = fits["id"]
@@ -743,17 +559,21 @@ class SQLSink(Sink):
         check_json = {k: limits[k].bytes is not None for k in ("info", "params", "data")}
         log_rows: list[tuple[Any, ...]] = []
         call_rows: list[tuple[Any, ...]] = []
-        text_columns = ("function", "tracker", "level", "status")
-        known = [plan.known[c] for c in text_columns]
-        checks = [fits[c] for c in text_columns]
+        known = plan.known
+        known_function = known["function"]
+        known_tracker = known["tracker"]
+        known_level = known["level"]
+        known_status = known["status"]
         fits_error = fits["error"]
         log_defaults = plan.log_defaults
-        call_defaults = plan.call_defaults
+        fast = not plan.call_defaults and not check_json["params"] and not check_json["data"]
+        orjson_dumps = orjson.dumps
         seen: set[str] = set()
+        refused: list[tuple[Log, Exception]] = []
         for log in logs:
             lid = log.id
             if type(lid) is not str or not fits_id(lid):
-                self._reject(log, ValueError("the id does not fit the id column"))
+                refused.append((log, ValueError(f"log id {lid!r:.50} does not fit the id column")))
                 continue
             if lid in seen:
                 continue
@@ -768,8 +588,8 @@ class SQLSink(Sink):
             if pairs:
                 rest = dict(info)
                 for column, convert in pairs:
-                    value = rest.pop(column.key, _MISSING)
-                    if value is _MISSING:
+                    value = rest.pop(column.key, MISSING)
+                    if value is MISSING:
                         values.append(None)
                         continue
                     stored, exact = convert(value)
@@ -778,10 +598,13 @@ class SQLSink(Sink):
                         rest[column.key] = value
                 info = rest
             if extra is not None or RESERVED_KEY in info:
-                info = _with_reserved(info, extra)
-            info_text = dumps(info)
+                info = with_reserved(info, extra)
+            try:
+                info_text = orjson_dumps(info).decode()
+            except TypeError:
+                info_text = dumps(info)
             if check_json["info"]:
-                info_text = _fit_json(info_text, info_limit)
+                info_text = fit_json(info_text, info_limit)
             log_rows.append(
                 (
                     lid,
@@ -795,48 +618,89 @@ class SQLSink(Sink):
                     *[make() for make in log_defaults],
                 )
             )
-            for call in log.calls:
-                texts = [call.function, call.tracker, call.level, call.status]
-                over: dict[str, Any] | None = None
-                for i in range(4):
-                    text = texts[i]
-                    if text in known[i]:
-                        continue
-                    if type(text) is str and checks[i](text):
-                        if len(known[i]) < 10_000:
-                            known[i].add(text)
-                        continue
-                    texts[i], over = _overflow(text_columns[i], text, limits[text_columns[i]], over)
-                error = call.error
-                if error is not None and (type(error) is not str or not fits_error(error)):
-                    error, over = _overflow("error", error, limits["error"], over)
-                data = call.data
-                if over is not None or RESERVED_KEY in data:
-                    data = _with_reserved(data, over)
-                params_text = dumps(call.params)
-                data_text = dumps(data)
-                if check_json["params"]:
-                    params_text = _fit_json(params_text, limits["params"])
-                if check_json["data"]:
-                    data_text = _fit_json(data_text, limits["data"])
-                call_rows.append(
-                    (
-                        lid,
-                        call.seq,
-                        call.depth,
-                        texts[0],
-                        texts[1],
-                        texts[2],
-                        params_text,
-                        data_text,
-                        call.offset_us,
-                        call.duration_us,
-                        texts[3],
-                        error,
-                        *[make() for make in call_defaults],
-                    )
-                )
-        return log_rows, call_rows
+            if fast:
+                for call in log.calls:
+                    # The common case, kept lean: names already known to fit, no error
+                    # or a short one, JSON that orjson encodes directly (issue #9).
+                    function = call.function
+                    tracker = call.tracker
+                    level = call.level
+                    status = call.status
+                    error = call.error
+                    data = call.data
+                    if (
+                        function in known_function
+                        and tracker in known_tracker
+                        and level in known_level
+                        and status in known_status
+                        and (error is None or (type(error) is str and fits_error(error)))
+                        and RESERVED_KEY not in data
+                    ):
+                        try:
+                            call_rows.append(
+                                (
+                                    lid,
+                                    call.seq,
+                                    call.depth,
+                                    function,
+                                    tracker,
+                                    level,
+                                    orjson_dumps(call.params).decode(),
+                                    orjson_dumps(data).decode(),
+                                    call.offset_us,
+                                    call.duration_us,
+                                    status,
+                                    error,
+                                )
+                            )
+                            continue
+                        except TypeError:
+                            pass
+                    call_rows.append(self._call_row(plan, lid, call))
+            else:
+                call_rows.extend(self._call_row(plan, lid, call) for call in log.calls)
+        return log_rows, call_rows, refused
+
+    def _call_row(self, plan: _Plan, lid: str, call: Call) -> tuple[Any, ...]:
+        """
+        Build one call's row, making every value fit its column (the general path).
+        """
+        limits = plan.limits
+        texts = [call.function, call.tracker, call.level, call.status]
+        over: dict[str, Any] | None = None
+        for i, column in enumerate(_NAME_COLUMNS):
+            text = texts[i]
+            known = plan.known[column]
+            if text in known:
+                continue
+            if type(text) is str and plan.fits[column](text):
+                if len(known) < 10_000:
+                    known.add(text)
+                continue
+            texts[i], over = overflow(column, text, limits[column], over)
+        error = call.error
+        if error is not None and (type(error) is not str or not plan.fits["error"](error)):
+            error, over = overflow("error", error, limits["error"], over)
+        data = call.data
+        if over is not None or RESERVED_KEY in data:
+            data = with_reserved(data, over)
+        params_text = fit_json(dumps(call.params), limits["params"])
+        data_text = fit_json(dumps(data), limits["data"])
+        return (
+            lid,
+            call.seq,
+            call.depth,
+            texts[0],
+            texts[1],
+            texts[2],
+            params_text,
+            data_text,
+            call.offset_us,
+            call.duration_us,
+            texts[3],
+            error,
+            *[make() for make in plan.call_defaults],
+        )
 
     # -- reading -----------------------------------------------------------------------
     async def read_logs(
@@ -872,56 +736,6 @@ class SQLSink(Sink):
         assert plan is not None
         async for log in read_logs(engine, plan, since=since, until=until, ids=ids, limit=limit):
             yield log
-
-
-def _default_maker(default: Any) -> Callable[[], Any]:
-    arg = default.arg
-    if not getattr(default, "is_callable", False):
-        return lambda: arg
-
-    def make() -> Any:
-        try:
-            return arg(None)  # SQLAlchemy wraps zero-argument callables to take a context
-        except Exception:
-            return None
-
-    return make
-
-
-def _with_reserved(values: Mapping[str, Any], extra: dict[str, Any] | None) -> dict[str, Any]:
-    # Keep exact values that did not fit their columns under the reserved key; a user
-    # value already under that key is kept inside it, so nothing is ever lost.
-    out = dict(values)
-    special = dict(extra or {})
-    user = out.pop(RESERVED_KEY, _MISSING)
-    if user is not _MISSING:
-        special["__user__"] = user
-    out[RESERVED_KEY] = special
-    return out
-
-
-def _overflow(
-    column: str, value: Any, limit: TextLimit, over: dict[str, Any] | None
-) -> tuple[Any, dict[str, Any] | None]:
-    # The column gets a shortened copy; the exact value goes under the reserved key.
-    if type(value) is str:
-        text = _clean(value)
-        if _fits(limit)(text):
-            return text, over  # only lone surrogates were replaced: nothing else to keep
-        exact: Any = text
-    else:
-        exact = value
-        text = "" if value is None else dumps(value)
-    over = dict(over or {})
-    over[column] = exact
-    return _squeeze(text, limit), over
-
-
-def _fit_json(text: str, limit: TextLimit) -> str:
-    size = limit.bytes
-    if size is None or len(text) * 4 <= size or len(text.encode()) <= size:
-        return text
-    return dumps({RESERVED_KEY: {"dropped_bytes": len(text.encode())}})
 
 
 async def _insert_asyncpg(

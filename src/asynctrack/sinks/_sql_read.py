@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from .._records import Call, Log
-from ._sql_schema import RESERVED_KEY
+from ._sql_schema import RESERVED_KEY, loads
 
 if TYPE_CHECKING:
     from ._sql import _Plan
@@ -52,8 +52,6 @@ def _decode(value: Any, decoded: bool) -> Any:
     # JSON-typed columns are decoded by SQLAlchemy (or asyncpg's codec); TEXT ones not.
     if decoded or not isinstance(value, (str, bytes)):
         return value
-    from ._sql import loads
-
     return loads(value)
 
 

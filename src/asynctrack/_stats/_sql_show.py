@@ -1,0 +1,134 @@
+"""
+Log selection over the SQL sink's tables (``asynctrack show``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+
+from .._records import Call, Log
+from ._db import connect
+from ._model import LogSelection, utc
+from ._sql import LOG_COLUMNS, Tables, where
+
+__all__ = ["sql_select_logs"]
+
+#: The SQL sink keeps, under this key of ``info``/``data``, exact values that did not
+#: fit their columns (sinks/_sql_schema.py RESERVED_KEY); ``show`` puts them back.
+RESERVED_KEY = "__asynctrack__"
+
+
+async def sql_select_logs(url: str, selection: LogSelection) -> list[Log]:
+    """
+    Return the selected logs from the SQL sink's tables at ``url``, oldest first.
+
+    Raises:
+        SourceError: bad URL, unreachable server, missing tables.
+    """
+    db = await connect(url)
+    try:
+        t = await Tables.load(db, selection.table_prefix)
+        params: dict[str, Any] = {}
+        select = f"SELECT * FROM {t.logs} l"
+        if selection.id is not None:
+            params["id"] = selection.id
+            rows = await db.fetch(select + " WHERE l.id = :id", params)
+        else:
+            conds = []
+            if selection.user is not None:
+                conds.append(t.key_filter(selection.user_key, selection.user, params))
+            rows = await db.fetch(
+                select + where(conds) + f" ORDER BY l.started_at DESC, l.id DESC "
+                f"LIMIT {int(selection.last)}",
+                params,
+            )
+        columns = t.log_columns
+        logs = [_log_from_row(dict(zip(columns, row, strict=True))) for row in rows]
+        logs.sort(key=lambda log: (log.started_at, log.id))
+        if not logs:
+            return logs
+        by_id = {log.id: log for log in logs}
+        id_params = {f"i{i}": ident for i, ident in enumerate(by_id)}
+        marks = ", ".join(f":{name}" for name in id_params)
+        calls = await db.fetch(
+            "SELECT log_id, seq, depth, function, tracker, level, params, data, offset_us, "
+            f"duration_us, status, error FROM {t.calls} WHERE log_id IN ({marks}) "
+            "ORDER BY log_id, seq",
+            id_params,
+        )
+        for row in calls:
+            by_id[row[0]].calls.append(_call_from_row(row))
+        return logs
+    finally:
+        await db.close()
+
+
+def _call_from_row(row: tuple[Any, ...]) -> Call:
+    data = _json(row[7])
+    special = _reserved(data)
+    text = {
+        name: special.get(name, row[i])
+        for name, i in (
+            ("function", 3),
+            ("tracker", 4),
+            ("level", 5),
+            ("status", 10),
+            ("error", 11),
+        )
+    }
+    return Call(
+        seq=int(row[1]),
+        depth=int(row[2]),
+        function=str(text["function"]),
+        tracker=str(text["tracker"] or ""),
+        level=str(text["level"] or "DEFAULT"),
+        params=_json(row[6]),
+        data=data,
+        offset_us=int(row[8] or 0),
+        duration_us=int(row[9] or 0),
+        status=str(text["status"] or "ok"),
+        error=None if text["error"] is None else str(text["error"]),
+    )
+
+
+def _json(value: Any) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if isinstance(value, str | bytes):
+        value = orjson.loads(value)
+    return dict(value) if isinstance(value, Mapping) else {"value": value}
+
+
+def _reserved(values: dict[str, Any]) -> dict[str, Any]:
+    """
+    Pop the SQL sink's reserved key (exact values that did not fit their columns).
+    """
+    special = values.pop(RESERVED_KEY, None)
+    if not isinstance(special, dict):
+        return {}
+    if "__user__" in special:  # the application's own value under that key
+        values[RESERVED_KEY] = special["__user__"]
+    return special
+
+
+def _log_from_row(row: dict[str, Any]) -> Log:
+    info = _json(row.get("info"))
+    special = _reserved(info)
+    for key, value in row.items():
+        if key not in LOG_COLUMNS and value is not None and key not in info:
+            info[key] = value
+    started = utc(row["started_at"])
+    assert started is not None
+    return Log(
+        id=str(row["id"]),
+        parent_id=special.get("parent_id", row.get("parent_id")),
+        started_at=started,
+        duration_us=int(row.get("duration_us") or 0),
+        complete=bool(row.get("complete", True)),
+        info=info,
+        calls=[],
+        dropped_calls=int(row.get("dropped_calls") or 0),
+    )

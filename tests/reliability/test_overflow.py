@@ -1,0 +1,127 @@
+"""
+Overflow (issue #7, item 5): a blocked sink and a full queue drop and count, never
+make a probe wait, warn at most once per 20 s, and keep memory bounded.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+import asynctrack
+from asynctrack import _report
+
+from ..helpers import SlowSink
+
+tr = asynctrack.get_tracker("rel.overflow")
+
+
+@tr.probe
+def work(i: int, payload: str = "x" * 200) -> int:
+    return i
+
+
+def timed_burst(n: int) -> float:
+    """
+    Call the probe ``n`` times; return the longest single call in seconds.
+    """
+    worst = 0.0
+    clock = time.perf_counter
+    for i in range(n):
+        t0 = clock()
+        work(i)
+        worst = max(worst, clock() - t0)
+    return worst
+
+
+class TestOverflow:
+    def test_blocked_sink_exactly_9000_drops_one_warning(
+        self, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """
+        Queue of 1,000, a blocked sink, 10,000 probes: exactly 9,000 drops, one warning,
+        no probe waits on the sink; released, the sink gets the 1,000 kept logs.
+
+        The batch is larger than the burst and the timer long, so the dispatcher does
+        not move logs into the sink's own queue during the burst: the count is exact.
+        """
+        sink = SlowSink(block=True)
+        asynctrack.configure(
+            sinks=[sink], spill_dir=tmp_path, max_queue=1000, batch_size=20_000,
+            flush_interval=60,
+        )
+        with caplog.at_level(logging.WARNING, logger="asynctrack"):
+            worst = timed_burst(10_000)
+            st = asynctrack.stats()
+        assert st.dropped == 9000 and st.pending == 1000
+        warnings = [r for r in caplog.records if "intake is full" in r.getMessage()]
+        assert len(warnings) == 1
+        assert worst < 0.5, f"a probe waited {worst:.3f} s"
+        sink.release.set()
+        asynctrack.flush_sync(timeout=30)
+        assert sink.count == 1000
+        assert asynctrack.stats().dropped == 9000
+
+    def test_warnings_are_rate_limited_with_a_count_of_repeats(
+        self, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """
+        A problem is reported once per interval; the next report says how many similar
+        messages were suppressed meanwhile.
+        """
+        now = [1000.0]
+        monkeypatch.setattr(_report.time, "monotonic", lambda: now[0])
+        with caplog.at_level(logging.WARNING, logger="asynctrack"):
+            for step in range(100):
+                now[0] = 1000.0 + step * 0.5  # 50 s of repeats, one every 0.5 s
+                _report.report("full", "asynctrack: full")
+        messages = [r.getMessage() for r in caplog.records]
+        assert messages == [
+            "asynctrack: full",
+            "asynctrack: full (39 similar messages suppressed)",
+            "asynctrack: full (39 similar messages suppressed)",
+        ]
+
+    def test_realistic_batching_counts_every_log(self, tmp_path: Path) -> None:
+        """
+        With ordinary batching the dispatcher also fills the sink's own queue, so the
+        drop count depends on timing, but every log is written or counted as dropped.
+        """
+        sink = SlowSink(block=True)
+        asynctrack.configure(
+            sinks=[sink], spill_dir=tmp_path, max_queue=1000, batch_size=100,
+            flush_interval=0.01, max_pending_batches=4,
+        )
+        worst = timed_burst(10_000)
+        time.sleep(0.2)
+        sink.release.set()
+        asynctrack.flush_sync(timeout=30)
+        st = asynctrack.stats()
+        assert sink.count + st.dropped == 10_000
+        assert 1000 <= sink.count <= 1000 + 5 * 100
+        assert worst < 0.5
+
+    def test_memory_stays_bounded(self, tmp_path: Path) -> None:
+        """
+        100,000 probes into a queue of 1,000 in front of a blocked sink: RSS grows by
+        less than 20 MB.
+        """
+        sink = SlowSink(block=True)
+        asynctrack.configure(
+            sinks=[sink], spill_dir=tmp_path, max_queue=1000, batch_size=20_000,
+            flush_interval=60,
+        )
+        timed_burst(2000)  # warm up: allocator arenas, caches
+        gc.collect()
+        before = psutil.Process().memory_info().rss
+        timed_burst(100_000)
+        gc.collect()
+        grown = psutil.Process().memory_info().rss - before
+        assert asynctrack.stats().dropped == 101_000
+        assert grown < 20 * 2**20, f"RSS grew by {grown / 2**20:.1f} MB"
+        sink.release.set()
