@@ -7,9 +7,10 @@ JSON-lines files and SQL databases by a background dispatcher.
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError
+from importlib.metadata import PackageNotFoundError as _PackageNotFoundError
 from importlib.metadata import version as _version
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING as _TYPE_CHECKING
+from typing import Any as _Any
 
 from ._config import configure
 from ._context import add_data, add_info, info, propagate
@@ -30,12 +31,12 @@ from ._tracker import CallScope, Tracker, get_tracker
 from ._values import represent
 from .sinks import FileSink, LoggingSink, MemorySink, Sink, read_logs
 
-if TYPE_CHECKING:
+if _TYPE_CHECKING:
     from .sinks._sql import SQLSink
 
 try:
     __version__ = _version("asynctrack")
-except PackageNotFoundError:  # pragma: no cover - running from a source tree
+except _PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0.0.0"
 
 __all__ = [
@@ -78,7 +79,7 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> _Any:
     # SQLAlchemy loads only when the SQL sink is first used (DESIGN: cheap import).
     if name == "SQLSink":
         from .sinks._sql import SQLSink

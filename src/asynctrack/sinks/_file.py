@@ -175,3 +175,6 @@ def read_logs(
                         report(f"read:{file}", f"asynctrack: {file}: {message}")
                     continue
                 yield log
+
+
+FileSink.__module__ = "asynctrack"
