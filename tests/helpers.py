@@ -19,7 +19,9 @@ class FlakySink(asynctrack.Sink):
     records every log it accepted, and refuses writes after close.
     """
 
-    def __init__(self, name: str = "flaky", *, fail_for: float = 0.0, poison: set[str] | None = None) -> None:
+    def __init__(
+        self, name: str = "flaky", *, fail_for: float = 0.0, poison: set[str] | None = None
+    ) -> None:
         self._name = name
         self.fail_for = fail_for
         self.failing = threading.Event()
@@ -67,7 +69,7 @@ class SlowSink(asynctrack.Sink):
         return "slow"
 
     async def write(self, logs: Sequence[Log]) -> None:
-        while not self.release.is_set():
+        while not self.release.is_set():  # noqa: ASYNC110 - a threading.Event, set by the test
             await asyncio.sleep(0.01)
         if self.delay:
             await asyncio.sleep(self.delay)

@@ -31,7 +31,16 @@ class TestExports:
         """
         Exported classes present themselves as asynctrack.X.
         """
-        for name in ("Log", "Call", "Tracker", "Sink", "MemorySink", "FileSink", "ConfigError", "Level"):
+        for name in (
+            "Log",
+            "Call",
+            "Tracker",
+            "Sink",
+            "MemorySink",
+            "FileSink",
+            "ConfigError",
+            "Level",
+        ):
             assert getattr(asynctrack, name).__module__ == "asynctrack", name
 
     def test_import_loads_no_database_stack(self) -> None:
@@ -42,5 +51,7 @@ class TestExports:
             "import sys, asynctrack; "
             "print(sorted(m for m in ('sqlalchemy', 'aiosqlite', 'aiofiles') if m in sys.modules))"
         )
-        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+        out = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, check=True
+        )
         assert out.stdout.strip() == "[]"

@@ -279,7 +279,12 @@ class TestJoins:
             await handler()
         assert len(logs) == 1
         assert sorted(c.params.get("name") or "" for c in logs[0].calls) == [
-            "", "0", "1", "2", "3", "p"
+            "",
+            "0",
+            "1",
+            "2",
+            "3",
+            "p",
         ]
 
     def test_without_propagate_executor_calls_are_their_own_logs(self) -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import pytest
 
 import asynctrack
@@ -203,7 +204,7 @@ class TestShutdown:
 
 @tr.probe
 async def awork_any(n: int) -> int:
-    await anyio.sleep(0)
+    await anyio.lowlevel.checkpoint()
     return n
 
 
@@ -214,8 +215,12 @@ class TestOutages:
         """
         sink = FlakySink(fail_for=0.6)
         asynctrack.configure(
-            sinks=[sink], spill_dir=tmp_path, batch_size=50, flush_interval=0.02,
-            max_backoff=0.1, retry_attempts=2,
+            sinks=[sink],
+            spill_dir=tmp_path,
+            batch_size=50,
+            flush_interval=0.02,
+            max_backoff=0.1,
+            retry_attempts=2,
         )
         expected = []
         for i in range(2000):
@@ -302,7 +307,10 @@ class TestOverflow:
         """
         sink = SlowSink(block=True)
         asynctrack.configure(
-            sinks=[sink], spill_dir=tmp_path, max_queue=1000, flush_interval=60,
+            sinks=[sink],
+            spill_dir=tmp_path,
+            max_queue=1000,
+            flush_interval=60,
             batch_size=10_000,
         )
         for i in range(10_000):
@@ -319,8 +327,12 @@ class TestOverflow:
         """
         sink = SlowSink(delay=0.001)
         asynctrack.configure(
-            sinks=[sink], spill_dir=tmp_path, max_queue=100, batch_size=50,
-            on_full="block", block_timeout=30,
+            sinks=[sink],
+            spill_dir=tmp_path,
+            max_queue=100,
+            batch_size=50,
+            on_full="block",
+            block_timeout=30,
         )
         for i in range(3000):
             work(i)
@@ -337,7 +349,8 @@ class TestFileSink:
         try:
             path = tmp_path / "sub" / "t.jsonl"
             asynctrack.configure(
-                sinks=[FileSink(path, max_bytes=20_000, backup_count=3)], spill_dir=tmp_path,
+                sinks=[FileSink(path, max_bytes=20_000, backup_count=3)],
+                spill_dir=tmp_path,
                 batch_size=20,
             )
             for i in range(400):
@@ -390,11 +403,11 @@ class TestConfigureErrors:
             pytest.param({"batch_size": 0}, "batch_size must be an int >= 1", id="batch"),
             pytest.param({"on_full": "wait"}, "on_full must be 'drop' or 'block'", id="on_full"),
             pytest.param({"level": "LOUD"}, "unknown level 'LOUD'", id="level"),
-            pytest.param({"sinks": [object()]}, r"sinks\[0\] must be an asynctrack.Sink", id="sink"),
-            pytest.param({"flush_interval": 0}, "flush_interval must be", id="interval"),
             pytest.param(
-                {"sinks": [MemorySink(), MemorySink()]}, "named 'memory'", id="dup"
+                {"sinks": [object()]}, r"sinks\[0\] must be an asynctrack.Sink", id="sink"
             ),
+            pytest.param({"flush_interval": 0}, "flush_interval must be", id="interval"),
+            pytest.param({"sinks": [MemorySink(), MemorySink()]}, "named 'memory'", id="dup"),
         ],
     )
     def test_errors_name_the_option(self, options: dict[str, Any], message: str) -> None:

@@ -4,7 +4,6 @@ The probe decorator: function kinds, what it preserves, parameters, levels.
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import inspect
 import traceback
@@ -76,7 +75,13 @@ class TestKinds:
             assert f(1, "y", 3, 4, k=True, z=5) == 1
             assert f(2) == 2
         first, second = logs
-        assert first.calls[0].params == {"a": 1, "b": "y", "args": [3, 4], "k": True, "kw": {"z": 5}}
+        assert first.calls[0].params == {
+            "a": 1,
+            "b": "y",
+            "args": [3, 4],
+            "k": True,
+            "kw": {"z": 5},
+        }
         assert second.calls[0].params == {"a": 2, "b": "x", "args": [], "k": False, "kw": {}}
 
     def test_positional_only_and_keyword_only(self) -> None:
@@ -179,7 +184,7 @@ class TestKinds:
             raise boom
 
         with capture() as logs:
-            with pytest.raises(ValueError) as info:
+            with pytest.raises(ValueError, match="bad") as info:
                 f()
         assert info.value is boom
         frames = traceback.extract_tb(info.value.__traceback__)
@@ -342,7 +347,10 @@ class TestParams:
             "user": "alice",
             "Password": "[REDACTED]",
             "headers": {"Authorization": "[REDACTED]", "X-Api-Key": "[REDACTED]", "accept": "json"},
-            "kw": {"session_id": "[REDACTED]", "nested": {"db": {"secret_key": "[REDACTED]", "ok": 1}}},
+            "kw": {
+                "session_id": "[REDACTED]",
+                "nested": {"db": {"secret_key": "[REDACTED]", "ok": 1}},
+            },
         }
 
     def test_params_captured_at_call_time(self) -> None:

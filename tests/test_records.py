@@ -43,15 +43,32 @@ class TestJsonForm:
         with capture() as logs:
             checkout(42)
         d = logs[0].to_dict()
-        assert list(d) == ["id", "parent_id", "started_at", "duration_us", "complete", "info", "calls"]
+        assert list(d) == [
+            "id",
+            "parent_id",
+            "started_at",
+            "duration_us",
+            "complete",
+            "info",
+            "calls",
+        ]
         assert re.fullmatch(r"[0-9a-f]{32}", d["id"])
         assert d["parent_id"] is None and d["complete"] is True
         assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}\+00:00", d["started_at"])
         assert d["info"] == {"user": "alice"}
         root, child = d["calls"]
         assert list(root) == [
-            "seq", "depth", "function", "tracker", "level", "params", "data",
-            "offset_us", "duration_us", "status", "error",
+            "seq",
+            "depth",
+            "function",
+            "tracker",
+            "level",
+            "params",
+            "data",
+            "offset_us",
+            "duration_us",
+            "status",
+            "error",
         ]
         assert root["function"] == "tests.test_records.checkout"
         assert root["tracker"] == "tests.records" and root["level"] == "DEFAULT"
@@ -107,7 +124,9 @@ class TestJsonForm:
 
 
 hostile = st.text(
-    alphabet=st.sampled_from(["a", "\n", "\r", "\u2028", "\u2029", "\u0085", "\x00", "\ud800", "é", '"', "\\"]),
+    alphabet=st.sampled_from(
+        ["a", "\n", "\r", "\u2028", "\u2029", "\u0085", "\x00", "\ud800", "é", '"', "\\"]
+    ),
     max_size=30,
 )
 

@@ -125,8 +125,12 @@ class TestConvert:
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text() | st.binary(),
-    lambda children: st.lists(children) | st.dictionaries(st.text(), children)
-    | st.tuples(children, children) | st.frozensets(st.integers()),
+    lambda children: (
+        st.lists(children)
+        | st.dictionaries(st.text(), children)
+        | st.tuples(children, children)
+        | st.frozensets(st.integers())
+    ),
     max_leaves=20,
 )
 
@@ -140,6 +144,4 @@ class TestConvertProperty:
         """
         out = convert(value)
         text = json.dumps(out, allow_nan=False)
-        assert json.loads(text) == out or any(
-            isinstance(x, float) and math.isnan(x) for x in [out]
-        )
+        assert json.loads(text) == out or any(isinstance(x, float) and math.isnan(x) for x in [out])

@@ -14,6 +14,7 @@ from typing import Any as _Any
 
 from ._config import configure
 from ._context import add_data, add_info, info, propagate
+from ._counters import FlushResult, Stats
 from ._exceptions import AsyncTrackError, ConfigError, PipelineClosedError
 from ._levels import DEBUG, DEFAULT, INFO, NONE, Level
 from ._pipeline import (
@@ -26,7 +27,6 @@ from ._pipeline import (
     tracking,
 )
 from ._records import Call, Log
-from ._counters import FlushResult, Stats
 from ._tracker import CallScope, Tracker, get_tracker
 from ._values import represent
 from .sinks import FileSink, LoggingSink, MemorySink, Sink, read_logs

@@ -302,7 +302,9 @@ async def simulate(
         ticker.cancel()
         await asyncio.gather(ticker, return_exceptions=True)
     if progress is not None:
-        progress.write(_status(editor, users, 0.0, "done") + "\n")
+        tty = progress.isatty()
+        done = _status(editor, users, 0.0, "done")
+        progress.write(f"\r{done}\033[K\n" if tty else f"{done}\n")
         progress.flush()
     return editor
 
@@ -316,13 +318,14 @@ def _status(editor: Editor, users: int, left: float, what: str) -> str:
 async def _progress(editor: Editor, users: int, deadline: float, out: TextIO | None) -> None:
     if out is None:
         return
+    # A terminal gets one line redrawn in place; a log file a line every two seconds.
     tty = out.isatty()
     while True:
         left = max(0.0, deadline - time.monotonic())
-        if tty:
-            out.write("\r" + _status(editor, users, left, "left") + "\033[K")
-            out.flush()
-        await asyncio.sleep(0.2 if tty else 3600)
+        line = _status(editor, users, left, "left")
+        out.write("\r" + line + "\033[K" if tty else line + "\n")
+        out.flush()
+        await asyncio.sleep(0.2 if tty else 2.0)
 
 
 async def _run(users: int, seconds: float, sink: str, out: TextIO) -> None:

@@ -18,10 +18,10 @@ from collections.abc import Sequence
 from typing import Any
 
 from . import _context, _intake
+from ._counters import Counters
 from ._intake import Barrier, Intake
 from ._records import Log, reanchor_wall_clock
 from ._report import report
-from ._counters import Counters
 from ._worker import SinkWorker, WorkerOptions
 from .sinks._base import Sink
 

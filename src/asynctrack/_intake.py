@@ -15,9 +15,9 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+from ._counters import Counters
 from ._records import Log
 from ._report import report
-from ._counters import Counters
 
 __all__ = ["Barrier", "Intake"]
 

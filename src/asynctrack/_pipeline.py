@@ -21,10 +21,10 @@ from types import FrameType
 from typing import Any
 
 from . import _context, _tracker
+from ._counters import Counters, FlushResult, Stats
 from ._intake import Barrier, Intake
 from ._records import Log
 from ._report import report
-from ._counters import Counters, FlushResult, Stats
 from ._worker import WorkerOptions
 from .sinks._base import Sink
 

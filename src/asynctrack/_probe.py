@@ -223,8 +223,7 @@ _TRACKED = """
             {P}complete({P}log)
 """
 
-_SYNC = (
-    """
+_SYNC = """
 def {name}({params}):
     if {P}lvl < {P}tr._th:
         if {P}tr._off:
@@ -236,12 +235,9 @@ def {name}({params}):
             return {P}f({call})
         finally:
             {P}reset({P}tok)
-"""
-    + _TRACKED.replace("{AWAIT}", "").replace("{RESET}", "{P}reset({P}tok)")
-)
+""" + _TRACKED.replace("{AWAIT}", "").replace("{RESET}", "{P}reset({P}tok)")
 
-_ASYNC = (
-    """
+_ASYNC = """
 async def {name}({params}):
     if {P}lvl < {P}tr._th:
         if {P}tr._off:
@@ -256,14 +252,12 @@ async def {name}({params}):
                 {P}reset({P}tok)
             except ValueError:
                 pass
-"""
-    + _TRACKED.replace("{AWAIT}", "await ").replace(
-        "{RESET}",
-        """try:
+""" + _TRACKED.replace("{AWAIT}", "await ").replace(
+    "{RESET}",
+    """try:
             {P}reset({P}tok)
         except ValueError:  # resumed in another context: leave that context alone
             pass""",
-    )
 )
 
 

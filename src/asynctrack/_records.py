@@ -34,6 +34,8 @@ def reanchor_wall_clock() -> None:
     Re-read the offset between the wall clock and the monotonic clock.
     """
     _WALL_OFFSET[0] = time.time_ns() - time.perf_counter_ns()
+
+
 _PREFIX = os.urandom(4).hex()
 
 

@@ -23,12 +23,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ._counters import Counters
 from ._encode import encode_logs
 from ._intake import Barrier
 from ._records import Log
 from ._report import report
 from ._spill import SpillFile, spill_name
-from ._counters import Counters
 from .sinks._base import Sink
 
 __all__ = ["SinkWorker", "WorkerOptions"]

@@ -67,7 +67,7 @@ class Tables:
         dialect = self.db.dialect
         if dialect == "postgresql":
             params["key"] = key
-            exprs = ["(l.info ->> CAST(:key AS TEXT))"]
+            exprs = ["(CAST(l.info AS JSON) ->> CAST(:key AS TEXT))"]  # info may be TEXT
         else:
             escaped = key.replace("\\", "\\\\").replace('"', '\\"')
             params["kpath"] = f'$."{escaped}"'
