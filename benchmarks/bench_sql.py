@@ -74,21 +74,24 @@ def make_logs(n: int, calls: int) -> list[Log]:
     return logs
 
 
-async def best(
-    repeat: int, setup: Callable[[], Awaitable[Any]], run: Callable[[Any], Any]
-) -> float:
+Case = tuple[str, Callable[[], Awaitable[Any]], Callable[[Any], Any]]
+
+
+async def measure(repeat: int, cases: list[Case]) -> list[tuple[str, float]]:
     """
-    Best wall time of ``run(setup())`` over ``repeat`` runs (setup not timed).
+    Best wall time of each case's ``run(setup())`` (setup not timed); the cases take
+    turns in every round, so that a busy machine slows them alike.
     """
-    times = []
+    times: dict[str, list[float]] = {name: [] for name, _, _ in cases}
     for _ in range(repeat):
-        state = await setup()
-        t0 = time.perf_counter()
-        result = run(state)
-        if asyncio.iscoroutine(result):
-            await result
-        times.append(time.perf_counter() - t0)
-    return min(times)
+        for name, setup, run in cases:
+            state = await setup()
+            t0 = time.perf_counter()
+            result = run(state)
+            if asyncio.iscoroutine(result):
+                await result
+            times[name].append(time.perf_counter() - t0)
+    return [(name, min(times[name])) for name, _, _ in cases]
 
 
 async def sink_rows(url: str, logs: list[Log]) -> tuple[list[Any], list[Any], SQLSink]:
@@ -100,6 +103,15 @@ async def sink_rows(url: str, logs: list[Log]) -> tuple[list[Any], list[Any], SQ
     assert sink._plan is not None
     log_rows, call_rows, _ = sink._rows(sink._plan, logs)
     return log_rows, call_rows, sink
+
+
+def sink_rows_of(plan: Any, logs: list[Log]) -> tuple[list[Any], list[Any]]:
+    """
+    The rows of one batch, built as SQLSink builds them (on a throwaway sink state).
+    """
+    sink = SQLSink("sqlite+aiosqlite://")
+    log_rows, call_rows, _ = sink._rows(plan, logs)
+    return log_rows, call_rows
 
 
 async def drop(sink: SQLSink) -> None:
@@ -116,7 +128,6 @@ async def drop(sink: SQLSink) -> None:
 
 async def bench_sqlite(logs: list[Log], repeat: int, batch: int) -> list[tuple[str, float]]:
     tmp = Path(tempfile.mkdtemp(prefix="bench_sql_"))
-    results: list[tuple[str, float]] = []
     log_rows, call_rows, probe = await sink_rows(f"sqlite+aiosqlite:///{tmp / 'probe.db'}", logs)
     plan = probe._plan
     assert plan is not None
@@ -146,7 +157,15 @@ async def bench_sqlite(logs: list[Log], repeat: int, batch: int) -> list[tuple[s
         conn.execute("COMMIT")
         conn.close()
 
-    results.append(("sqlite3.executemany, one transaction", await best(repeat, raw_setup, raw_run)))
+    batches = [sink_rows_of(plan, logs[i : i + batch]) for i in range(0, len(logs), batch)]
+
+    def raw_batches(conn: sqlite3.Connection) -> None:
+        for logs_part, calls_part in batches:
+            conn.execute("BEGIN IMMEDIATE")
+            conn.executemany(plan.insert_logs, logs_part)
+            conn.executemany(plan.insert_calls, calls_part)
+            conn.execute("COMMIT")
+        conn.close()
 
     async def sink_setup() -> SQLSink:
         sink = SQLSink(
@@ -166,17 +185,20 @@ async def bench_sqlite(logs: list[Log], repeat: int, batch: int) -> list[tuple[s
             await sink.write(logs[i : i + batch])
         await sink.close()
 
-    results.append(("SQLSink.write, one batch", await best(repeat, sink_setup, sink_one)))
-    results.append(
-        (f"SQLSink.write, batches of {batch}", await best(repeat, sink_setup, sink_batches))
+    return await measure(
+        repeat,
+        [
+            ("sqlite3.executemany, one transaction", raw_setup, raw_run),
+            ("SQLSink.write, one batch", sink_setup, sink_one),
+            (f"sqlite3.executemany, transactions of {batch} logs", raw_setup, raw_batches),
+            (f"SQLSink.write, batches of {batch}", sink_setup, sink_batches),
+        ],
     )
-    return results
 
 
 async def bench_postgres(
     url: str, logs: list[Log], repeat: int, batch: int
 ) -> list[tuple[str, float]]:
-    results: list[tuple[str, float]] = []
     log_rows, call_rows, probe = await sink_rows(url, logs)
     plan = probe._plan
     assert plan is not None
@@ -221,32 +243,23 @@ async def bench_postgres(
             await sink.write(logs[i : i + batch])
 
     try:
-        results.append(
-            (
-                "asyncpg copy_records_to_table, one transaction",
-                await best(repeat, fresh_sink, copy_run),
-            )
-        )
-        results.append(
-            (
-                "asyncpg executemany ON CONFLICT, one transaction",
-                await best(repeat, fresh_sink, many_run),
-            )
-        )
-        results.append(("SQLSink.write, one batch", await best(repeat, fresh_sink, sink_one)))
-        results.append(
-            (f"SQLSink.write, batches of {batch}", await best(repeat, fresh_sink, sink_batches))
+        return await measure(
+            repeat,
+            [
+                ("asyncpg copy_records_to_table, one transaction", fresh_sink, copy_run),
+                ("asyncpg executemany ON CONFLICT, one transaction", fresh_sink, many_run),
+                ("SQLSink.write, one batch", fresh_sink, sink_one),
+                (f"SQLSink.write, batches of {batch}", fresh_sink, sink_batches),
+            ],
         )
     finally:
         for sink in sinks:
             await drop(sink)
-    return results
 
 
 async def bench_mysql(
     url: str, logs: list[Log], repeat: int, batch: int
 ) -> list[tuple[str, float]]:
-    results: list[tuple[str, float]] = []
     log_rows, call_rows, probe = await sink_rows(url, logs)
     sinks: list[SQLSink] = [probe]
 
@@ -276,17 +289,17 @@ async def bench_mysql(
             await sink.write(logs[i : i + batch])
 
     try:
-        results.append(
-            ("asyncmy executemany, one transaction", await best(repeat, fresh_sink, driver_run))
-        )
-        results.append(("SQLSink.write, one batch", await best(repeat, fresh_sink, sink_one)))
-        results.append(
-            (f"SQLSink.write, batches of {batch}", await best(repeat, fresh_sink, sink_batches))
+        return await measure(
+            repeat,
+            [
+                ("asyncmy executemany, one transaction", fresh_sink, driver_run),
+                ("SQLSink.write, one batch", fresh_sink, sink_one),
+                (f"SQLSink.write, batches of {batch}", fresh_sink, sink_batches),
+            ],
         )
     finally:
         for sink in sinks:
             await drop(sink)
-    return results
 
 
 def table(title: str, rows: int, results: list[tuple[str, float]]) -> str:

@@ -355,6 +355,7 @@ def main() -> int:
                     f"{'ok' if ok else 'MISSED'}{'' if code == 0 else f' (exit {code})'}",
                     flush=True,
                 )
+        print(f"load average after timing: {os.getloadavg()[0]:.1f}")
     finally:
         for backend in ("postgresql", "mysql"):
             if backend in sources:

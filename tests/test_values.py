@@ -145,3 +145,30 @@ class TestConvertProperty:
         out = convert(value)
         text = json.dumps(out, allow_nan=False)
         assert json.loads(text) == out or any(isinstance(x, float) and math.isnan(x) for x in [out])
+
+
+class TestUrlUserInfo:
+    def test_url_passwords_are_redacted_in_values(self) -> None:
+        """
+        The password of a URL with user-info is redacted wherever the URL appears.
+        """
+        assert convert("postgresql://bob:s3cr3t@db/x") == "postgresql://bob:[REDACTED]@db/x"
+        assert convert(["redis://:pw@h:6379/0"]) == ["redis://:[REDACTED]@h:6379/0"]
+        assert convert("mail bob@example.com, see https://a.b/c") == (
+            "mail bob@example.com, see https://a.b/c"
+        )
+
+    def test_url_passwords_in_probe_params(self) -> None:
+        """
+        The probe's inline fast path for short strings also scrubs URLs.
+        """
+        tr = asynctrack.get_tracker("tests.values")
+
+        @tr.probe
+        def connect(dsn: str) -> None: ...
+
+        from asynctrack.testing import capture
+
+        with capture() as logs:
+            connect("mysql://root:hunter2@127.0.0.1/test")
+        assert logs[0].calls[0].params == {"dsn": "mysql://root:[REDACTED]@127.0.0.1/test"}

@@ -106,7 +106,8 @@ class _Plan:
             else:
                 items.append(
                     f"{name!r}: ({name} if type({name}) in {prefix}A or "
-                    f"(type({name}) is str and len({name}) <= {limit}) else {prefix}c({name}))"
+                    f"(type({name}) is str and len({name}) <= {limit} and '://' not in {name})"
+                    f" else {prefix}c({name}))"
                 )
         src = f"def {prefix}pb({params_src}):\n    return {{{', '.join(items)}}}\n"
         exec(compile(src, f"<asynctrack params of {_qualname(self.func)}>", "exec"), ns)

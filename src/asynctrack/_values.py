@@ -15,6 +15,7 @@ import datetime as _dt
 import decimal
 import enum
 import math
+import re
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import PurePath
@@ -159,6 +160,17 @@ def _lookup_representation(cls: type) -> Callable[[Any], Any] | None:
     return found
 
 
+# scheme://user:password@host — the password part of URL user-info.
+_URL_USERINFO = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://[^/\s:@]*:)[^@\s/]*@")
+
+
+def _scrub(s: str) -> str:
+    """
+    Redact the password of URLs with user-info (``postgresql://u:pw@h`` → ``u:[REDACTED]@h``).
+    """
+    return _URL_USERINFO.sub(r"\1[REDACTED]@", s) if "://" in s else s
+
+
 def _truncate(s: str, limit: int) -> str:
     return f"{s[:limit]}…[+{len(s) - limit} chars]"
 
@@ -175,7 +187,8 @@ def convert(value: Any) -> Any:
     """
     Return a JSON-safe snapshot of ``value``; never raises.
 
-    Rules: ``None``, ``bool``, ``int`` and ``str`` as they are (strings truncated);
+    Rules: ``None``, ``bool``, ``int`` and ``str`` as they are (strings truncated, the
+    password of URLs with user-info redacted);
     NaN and infinities as the strings ``"NaN"``, ``"Infinity"``, ``"-Infinity"``;
     lists, tuples, sets and mappings recursively (mapping keys made ``str``, sensitive
     keys redacted); dataclasses as dicts of their fields; datetimes, dates and times
@@ -208,6 +221,8 @@ def _convert(value: Any, depth: int, lim: Limits) -> Any:
     if t in _ATOMS:
         return value
     if t is str:
+        if "://" in value:
+            value = _scrub(value)
         return value if len(value) <= lim.max_string else _truncate(value, lim.max_string)
     if t is float:
         if math.isfinite(value):
@@ -263,6 +278,7 @@ def _repr(value: Any, lim: Limits) -> str:
         return _placeholder(value)
     if type(text) is not str:  # pragma: no cover - repr always returns str
         return _placeholder(value)
+    text = _scrub(text)
     return text if len(text) <= lim.max_string else _truncate(text, lim.max_string)
 
 

