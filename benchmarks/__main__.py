@@ -104,14 +104,15 @@ def run_group(
     return text, proc.returncode
 
 
-def header(mode: str) -> str:
+def header(mode: str, groups: Sequence[str] | None = None) -> str:
     """
-    Return the section title and the machine table of a report.
+    Return the section title (date, mode, the groups when not all) and the machine table.
     """
     info = machine_info()
     date = dict(info)["date"]
+    which = f" — groups: {', '.join(groups)}" if groups else ""
     lines = [
-        f"## {date} — {mode} run",
+        f"## {date} — {mode} run{which}",
         "",
         table(["machine", ""], [list(p) for p in info], right=False),
     ]
@@ -160,7 +161,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     mode_flags = ["--smoke"] if args.smoke else ["--quick"] if args.quick else []
     mode_name = "smoke" if args.smoke else "quick" if args.quick else "full"
 
-    parts = [header(mode_name)]
+    subset = [n for n in names if n in chosen] if len(chosen) < len(names) else None
+    parts = [header(mode_name, subset)]
     failed = False
     started = time.monotonic()
     for name, module, what in GROUPS:

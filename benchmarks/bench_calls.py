@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import gc
+import inspect
 import logging
 import tempfile
 from collections.abc import Awaitable, Callable, Sequence
@@ -112,7 +113,7 @@ def _identity(func: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _wraps(func: Callable[..., Any]) -> Callable[..., Any]:
-    if asyncio.iscoroutinefunction(func):
+    if inspect.iscoroutinefunction(func):
 
         @functools.wraps(func)
         async def awrapper(*args: Any, **kwargs: Any) -> Any:
@@ -139,7 +140,7 @@ def logging_chains() -> tuple[SyncFn, AsyncFn, str]:
 
     def deco(func: Callable[..., Any]) -> Callable[..., Any]:
         name = func.__name__
-        if asyncio.iscoroutinefunction(func):
+        if inspect.iscoroutinefunction(func):
 
             async def awrapper(a: int, b: str) -> Any:
                 info("%s a=%r b=%r", name, a, b)
@@ -169,7 +170,7 @@ def structlog_chains() -> tuple[SyncFn, AsyncFn, str]:
 
     def deco(func: Callable[..., Any]) -> Callable[..., Any]:
         name = func.__name__
-        if asyncio.iscoroutinefunction(func):
+        if inspect.iscoroutinefunction(func):
 
             async def awrapper(a: int, b: str) -> Any:
                 log.info(name, a=a, b=b)
@@ -199,7 +200,7 @@ def eliot_chains() -> tuple[SyncFn, AsyncFn, str]:
 
     def deco(func: Callable[..., Any]) -> Callable[..., Any]:
         name = func.__name__
-        if asyncio.iscoroutinefunction(func):
+        if inspect.iscoroutinefunction(func):
 
             async def awrapper(a: int, b: str) -> Any:
                 with start_action(action_type=name, a=a, b=b):
@@ -240,7 +241,7 @@ def otel_chains() -> tuple[SyncFn, AsyncFn, str]:
 
     def deco(func: Callable[..., Any]) -> Callable[..., Any]:
         name = func.__name__
-        if asyncio.iscoroutinefunction(func):
+        if inspect.iscoroutinefunction(func):
 
             async def awrapper(a: int, b: str) -> Any:
                 with tracer.start_as_current_span(name, attributes={"a": a, "b": b}):

@@ -282,3 +282,145 @@ class TestSQLiteOutage:
             record_property(key, result[key])
         record_property("stats", result["stats"])
         check(result, ids, stored, tmp_path / "spill")
+
+
+# -- a connection killed in the middle of a batch ------------------------------------------------
+
+VICTIM = "asynctrack-victim"
+
+
+class Observed(SQLSink):
+    """
+    A SQLSink that, when a write fails, counts what of the failed batch is visible.
+    """
+
+    def __init__(self, url: str, **options: Any) -> None:
+        super().__init__(url, **options)
+        self.dsn = url.replace("postgresql+asyncpg", "postgresql")
+        #: (logs in the failed batch, its logs visible, its calls visible, error)
+        self.failures: list[tuple[int, int, int, str]] = []
+
+    async def write(self, logs: Sequence[Log]) -> None:
+        try:
+            await super().write(logs)
+        except Exception as exc:
+            import asyncpg
+
+            ids = [log.id for log in logs]
+            conn = await asyncpg.connect(self.dsn)
+            try:
+                prefix = self.logs_table.name[: -len("logs")]
+                n_logs = await conn.fetchval(
+                    f"SELECT count(*) FROM {prefix}logs WHERE id = ANY($1::text[])", ids
+                )
+                n_calls = await conn.fetchval(
+                    f"SELECT count(*) FROM {prefix}calls WHERE log_id = ANY($1::text[])", ids
+                )
+            finally:
+                await conn.close()
+            self.failures.append((len(ids), n_logs, n_calls, f"{type(exc).__name__}: {exc}"))
+            raise
+
+
+def kill_copies(dsn: str, stop: threading.Event, kills: list[float], most: int) -> None:
+    """
+    Terminate the victim's backend each time it is in the middle of a COPY.
+    """
+    import asyncpg
+
+    async def main() -> None:
+        conn = await asyncpg.connect(dsn)
+        try:
+            while not stop.is_set() and len(kills) < most:
+                killed = await conn.fetchval(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                    "WHERE application_name = $1 AND state = 'active' "
+                    "AND query ILIKE 'COPY%'",
+                    VICTIM,
+                )
+                if killed:
+                    kills.append(time.monotonic())
+                    await asyncio.sleep(0.3)  # let the retry happen between kills
+                await asyncio.sleep(0.005)
+        finally:
+            await conn.close()
+
+    asyncio.run(main())
+
+
+tr = asynctrack.get_tracker("rel.outage")
+
+
+@tr.probe
+def handle(i: int, text: str) -> int:
+    for k in range(4):
+        step(k, text)
+    return i
+
+
+@tr.probe
+def step(k: int, text: str) -> int:
+    return k
+
+
+class TestAtomicBatches:
+    def test_connection_killed_mid_batch(
+        self, tmp_path: Path, postgres_url: str, pg_tables: str,
+        record_property: Callable[[str, object], None],
+    ) -> None:
+        """
+        The sink's connection terminated (pg_terminate_backend) while it COPYs a batch:
+        nothing of the failed batch is visible afterwards (one transaction per batch),
+        and the retried batch leaves every log and call exactly once.
+        """
+        sink = Observed(
+            postgres_url,
+            table_prefix=pg_tables,
+            engine_options={
+                "connect_args": {"server_settings": {"application_name": VICTIM}, "timeout": 10}
+            },
+        )
+        asynctrack.configure(
+            sinks=[sink], spill_dir=tmp_path, batch_size=2000, flush_interval=0.05,
+            max_backoff=0.2, retry_attempts=5,
+        )
+        asynctrack.flush_sync(timeout=30)
+        stop, kills = threading.Event(), []
+        killer = threading.Thread(
+            target=kill_copies, args=(sink.dsn, stop, kills, 5), daemon=True
+        )
+        killer.start()
+        try:
+            with capture() as logs:
+                for i in range(40_000):
+                    handle(i, "y" * 200)
+                    if i % 2000 == 0:
+                        time.sleep(0.05)
+            asynctrack.flush_sync(timeout=120)
+            s.wait_for(lambda: asynctrack.stats().replayed == asynctrack.stats().spilled, 60)
+        finally:
+            stop.set()
+            killer.join(30)
+        st = asynctrack.stats()
+        asynctrack.shutdown_sync(timeout=30)
+        record_property("kills", len(kills))
+        record_property("failures", sink.failures)
+        assert kills and sink.failures, "no batch was interrupted"
+        for size, n_logs, n_calls, error in sink.failures:
+            assert (n_logs, n_calls) == (0, 0), f"partial batch of {size} visible: {error}"
+
+        async def stored() -> tuple[list[str], int]:
+            engine = create_async_engine(postgres_url)
+            try:
+                async with engine.connect() as conn:
+                    ids = (await conn.execute(sa.text(f"SELECT id FROM {pg_tables}logs")))
+                    calls = await conn.execute(sa.text(f"SELECT count(*) FROM {pg_tables}calls"))
+                    return [str(x) for x in ids.scalars()], int(calls.scalar() or 0)
+            finally:
+                await engine.dispose()
+
+        ids, calls = asyncio.run(stored())
+        assert len(ids) == len(set(ids)) == 40_000
+        assert set(ids) == {log.id for log in logs}
+        assert calls == 5 * 40_000
+        assert st.failed >= len(sink.failures) and st.dropped == 0

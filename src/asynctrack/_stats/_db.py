@@ -1,26 +1,31 @@
 """
-Read-only database access for the CLI: SQLite through ``sqlite3``, the rest through
-SQLAlchemy's asyncio engine, behind one small interface.
+Read-only database access for the CLI, behind one small interface.
 
 SQLite is opened read-only with the standard library (fast, no event loop work per
-row, and a missing file is an error rather than a new empty database). PostgreSQL and
-MariaDB/MySQL go through SQLAlchemy with their async drivers; a URL without a driver
-(``postgresql://``, ``mysql://``) gets the installed async one.
+row, and a missing file is an error rather than a new empty database). PostgreSQL is
+read with asyncpg directly: SQLAlchemy's import alone costs more than the whole query
+budget of ``asynctrack stats``. MariaDB/MySQL go through SQLAlchemy's asyncio engine
+(asyncmy, or aiomysql when the URL names it). The SQL is written once with ``:name``
+parameters.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
 import pathlib
+import re
 import sqlite3
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from ._model import UTC, SourceError
 
 __all__ = ["Database", "connect"]
 
-_ASYNC_DRIVERS = {"postgresql": ("asyncpg",), "mysql": ("asyncmy", "aiomysql")}
+_MYSQL_DRIVERS = ("asyncmy", "aiomysql")
+_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9]*)(?:\+([A-Za-z0-9_]+))?://")
+_PARAM = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
 _BATCH = 10_000
 _CONNECT_TIMEOUT = 10
 
@@ -127,17 +132,14 @@ class _SQLite(Database):
 
 
 class _Engine(Database):
+    dialect = "mysql"
+
     def __init__(self, url: Any, display: str) -> None:
         super().__init__(display)
         from sqlalchemy.ext.asyncio import create_async_engine
         from sqlalchemy.pool import NullPool
 
-        self.dialect = "postgresql" if url.get_backend_name() == "postgresql" else "mysql"
-        connect_args: dict[str, Any] = {}
-        if url.get_driver_name() == "asyncpg":
-            connect_args["timeout"] = _CONNECT_TIMEOUT
-        elif url.get_driver_name() in ("asyncmy", "aiomysql"):
-            connect_args["connect_timeout"] = _CONNECT_TIMEOUT
+        connect_args = {"connect_timeout": _CONNECT_TIMEOUT}
         try:
             self._engine = create_async_engine(url, poolclass=NullPool, connect_args=connect_args)
         except Exception as exc:  # unknown driver, bad options
@@ -147,9 +149,6 @@ class _Engine(Database):
     async def open(self) -> None:
         try:
             self._conn = await self._engine.connect()
-            if self.dialect == "postgresql":
-                # JIT-compiling the bucket expression costs seconds and saves nothing.
-                await self._conn.exec_driver_sql("SET jit = off")
         except Exception as exc:  # refused, unknown host, bad credentials, timeout
             await self._engine.dispose()
             raise SourceError(f"cannot connect to {self.display}: {_one_line(exc)}") from None
@@ -197,10 +196,91 @@ class _Engine(Database):
             await self._engine.dispose()
 
 
+class _Postgres(Database):
+    dialect = "postgresql"
+
+    def __init__(self, dsn: str, display: str) -> None:
+        super().__init__(display)
+        self._dsn = dsn
+        self._conn: Any = None
+
+    async def open(self) -> None:
+        import asyncpg
+
+        try:
+            self._conn = await asyncpg.connect(self._dsn, timeout=_CONNECT_TIMEOUT)
+            # JIT-compiling the bucket expression costs seconds and saves nothing.
+            await self._conn.execute("SET jit = off")
+        except Exception as exc:  # refused, unknown host, bad credentials, timeout, bad DSN
+            raise SourceError(f"cannot connect to {self.display}: {_one_line(exc)}") from None
+
+    @staticmethod
+    def _numbered(sql: str, params: Mapping[str, Any] | None) -> tuple[str, list[Any]]:
+        # ``:name`` -> ``$n`` (asyncpg's style), one number per distinct name.
+        names: list[str] = []
+
+        def number(match: re.Match[str]) -> str:
+            name = match[1]
+            if name not in names:
+                names.append(name)
+            return f"${names.index(name) + 1}"
+
+        text = _PARAM.sub(number, sql)
+        values = dict(params or {})
+        return text, [values[name] for name in names]
+
+    async def fetch(
+        self, sql: str, params: Mapping[str, Any] | None = None
+    ) -> list[tuple[Any, ...]]:
+        text, args = self._numbered(sql, params)
+        return [tuple(record) for record in await self._conn.fetch(text, *args)]
+
+    async def stream(
+        self, sql: str, params: Mapping[str, Any] | None = None
+    ) -> AsyncIterator[Sequence[tuple[Any, ...]]]:
+        text, args = self._numbered(sql, params)
+        async with self._conn.transaction():
+            cursor = await self._conn.cursor(text, *args)
+            while batch := await cursor.fetch(_BATCH):
+                yield [tuple(record) for record in batch]
+
+    async def columns(self, table: str) -> list[str]:
+        import asyncpg
+
+        try:
+            statement = await self._conn.prepare(f"SELECT * FROM {self.quote(table)} WHERE 1 = 0")
+        except asyncpg.UndefinedTableError:
+            raise SourceError(f"table {table} not found in {self.display}") from None
+        return [attribute.name for attribute in statement.get_attributes()]
+
+    async def close(self) -> None:
+        if self._conn is not None:
+            await self._conn.close()
+
+
 def _one_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     first = text[0] if text else type(exc).__name__
     return first if len(first) <= 200 else first[:197] + "..."
+
+
+def _hide_password(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    user = parts.netloc.rpartition("@")[0].partition(":")[0]
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+
+
+def _sqlite_path(url: str, display: str) -> str:
+    # SQLAlchemy's forms: sqlite:///relative.db, sqlite:////absolute.db, sqlite:// (memory).
+    rest = url.partition("://")[2].partition("?")[0]
+    if rest in ("", "/", "/:memory:"):
+        raise SourceError(f"{display}: an in-memory database holds no logs")
+    if not rest.startswith("/"):
+        raise SourceError(f"invalid database URL {display!r}: use sqlite:///path/to/file.db")
+    return rest[1:]
 
 
 async def connect(url: str) -> Database:
@@ -210,31 +290,29 @@ async def connect(url: str) -> Database:
     Raises:
         SourceError: the URL is invalid, its driver unknown, or the server unreachable.
     """
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError
-
-    try:
-        parsed = make_url(url)
-    except (ArgumentError, ValueError) as exc:
-        raise SourceError(f"invalid database URL {url!r}: {_one_line(exc)}") from None
-    display = parsed.render_as_string(hide_password=True)
-    backend = parsed.get_backend_name()
+    match = _SCHEME.match(url)
+    if match is None:
+        raise SourceError(f"invalid database URL {url!r}: expected scheme://...")
+    display = _hide_password(url)
+    backend, driver = match[1].lower(), (match[2] or "").lower()
     if backend == "sqlite":
-        if not parsed.database or parsed.database == ":memory:":
-            raise SourceError(f"{display}: an in-memory database holds no logs")
-        return _SQLite(parsed.database, display)
-    if backend == "mariadb":
-        backend = "mysql"
-        parsed = parsed.set(
-            drivername="mysql+" + (parsed.drivername.partition("+")[2] or "asyncmy")
-        )
-    if backend not in _ASYNC_DRIVERS:
+        return _SQLite(_sqlite_path(url, display), display)
+    if backend in ("postgresql", "postgres"):
+        pg = _Postgres("postgresql://" + url[match.end() :], display)
+        await pg.open()
+        return pg
+    if backend not in ("mysql", "mariadb"):
         raise SourceError(
             f"unsupported database URL {display!r}: use sqlite, postgresql or mysql/mariadb"
         )
-    driver = parsed.drivername.partition("+")[2]
-    if driver not in _ASYNC_DRIVERS[backend]:
-        parsed = parsed.set(drivername=f"{backend}+{_ASYNC_DRIVERS[backend][0]}")
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    driver = driver if driver in _MYSQL_DRIVERS else _MYSQL_DRIVERS[0]
+    try:
+        parsed = make_url(f"mysql+{driver}://" + url[match.end() :])
+    except (ArgumentError, ValueError) as exc:
+        raise SourceError(f"invalid database URL {display!r}: {_one_line(exc)}") from None
     engine = _Engine(parsed, display)
     await engine.open()
     return engine

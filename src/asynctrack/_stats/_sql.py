@@ -1,13 +1,13 @@
 """
-Statistics and log selection over the SQL sink's tables.
+Statistics over the SQL sink's tables (``Tables`` is shared with ``_sql_show``).
 
 Counts, errors, sums and maxima are aggregated in SQL. Percentiles (see
 ``_percentiles``):
 
 * approximate (default): the histogram buckets are computed in SQL on PostgreSQL and
   MariaDB (one grouped query; a few hundred rows come back); on SQLite, whose
-  ``GROUP BY`` sorts, streaming ``(function, status, duration_us)`` through the driver
-  and bucketing in Python measured faster;
+  ``GROUP BY`` sorts, streaming ``(function, error flag, duration_us)`` through the
+  driver and bucketing in Python measured faster;
 * exact (``--exact``): ``percentile_disc`` on PostgreSQL; on SQLite and MariaDB the
   durations are streamed and ranked in Python (SQLite has no percentile function and
   window functions measured 3-4x slower).
@@ -41,6 +41,17 @@ _ERR = "CASE WHEN c.status = 'error' THEN 1 ELSE 0 END"
 
 @dataclass
 class Tables:
+    """
+    The logs and calls tables of one prefix, and the dialect-specific SQL around them.
+
+    Attributes:
+        db: the connection.
+        logs_name: the logs table's name, unquoted.
+        logs: the logs table's name, quoted for SQL.
+        calls: the calls table's name, quoted for SQL.
+        log_columns: the logs table's column names (info keys may have their own).
+    """
+
     db: Database
     logs_name: str
     logs: str
@@ -49,6 +60,12 @@ class Tables:
 
     @classmethod
     async def load(cls, db: Database, prefix: str) -> Tables:
+        """
+        Find the tables of ``prefix``.
+
+        Raises:
+            SourceError: a bad prefix, or a table that does not exist.
+        """
         if not _PREFIX_RE.match(prefix):
             raise SourceError(f"invalid table prefix {prefix!r}: letters, digits and _ only")
         logs, calls = f"{prefix}logs", f"{prefix}calls"
