@@ -56,6 +56,7 @@ def _reset() -> None:
 
     refresh_plans()
     _context.set_postprocess(None)
+    _context.set_max_calls(10_000)
     _context.FRAME.set(None)
     _context.INFO.set(None)
     _context._listeners.clear()

@@ -131,9 +131,7 @@ class TestExit:
 
 
 class TestSigterm:
-    def test_handler_calling_shutdown_sync_keeps_every_completed_log(
-        self, tmp_path: Path
-    ) -> None:
+    def test_handler_calling_shutdown_sync_keeps_every_completed_log(self, tmp_path: Path) -> None:
         """
         The usual SIGTERM handler calling shutdown_sync(): every log completed before
         the signal (main thread and a background thread) is in the file, once.

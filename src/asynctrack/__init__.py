@@ -7,8 +7,6 @@ JSON-lines files and SQL databases by a background dispatcher.
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError as _PackageNotFoundError
-from importlib.metadata import version as _version
 from typing import TYPE_CHECKING as _TYPE_CHECKING
 from typing import Any as _Any
 
@@ -34,10 +32,6 @@ from .sinks import FileSink, LoggingSink, MemorySink, Sink, read_logs
 if _TYPE_CHECKING:
     from .sinks._sql import SQLSink
 
-try:
-    __version__ = _version("asynctrack")
-except _PackageNotFoundError:  # pragma: no cover - running from a source tree
-    __version__ = "0.0.0"
 
 __all__ = [
     "DEBUG",
@@ -85,6 +79,14 @@ def __getattr__(name: str) -> _Any:
         from .sinks._sql import SQLSink
 
         return SQLSink
+    if name == "__version__":
+        # importlib.metadata costs tens of ms: only when asked (CLI start-up time).
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            return version("asynctrack")
+        except PackageNotFoundError:  # pragma: no cover - running from a source tree
+            return "0.0.0"
     if name == "configure_from_file":
         from ._config_file import configure_from_file
 

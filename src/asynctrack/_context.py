@@ -191,11 +191,8 @@ def leave(frame: tuple[Any, ...]) -> None:
     """
     End the tracked call of ``frame``; complete its log when it was the last one running.
     """
-    t = _ns()
     log = frame[0]
-    frame[1][END] = t
-    if t > log._t1:
-        log._t1 = t
+    frame[1][END] = _ns()
     active = log._active
     active.pop()
     if not active:

@@ -11,6 +11,7 @@ the stdlib encoder; lone surrogates are then replaced by U+FFFD.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
@@ -27,6 +28,9 @@ except ImportError:  # pragma: no cover
     _loads = json.loads
 
 __all__ = ["decode_line", "encode_log", "encode_logs", "iter_lines"]
+
+# 19+ digits: maybe an integer beyond 64 bits, which orjson reads back as a float.
+_LONG_DIGITS = re.compile(rb"\d{19}")
 
 # Characters that str.splitlines() treats as line breaks and JSON allows raw.
 _RAW_BREAKS = (
@@ -106,6 +110,9 @@ def decode_line(line: bytes | str) -> Log:
         ValueError: the line is not a JSON log record.
     """
     try:
+        data = line.encode("utf-8", "surrogatepass") if isinstance(line, str) else line
+        if _LONG_DIGITS.search(data):
+            raise ValueError("exact integers: let the stdlib parse the line")
         obj = _loads(line)
     except ValueError:
         try:  # orjson refuses escaped lone surrogates that other writers may produce

@@ -40,6 +40,8 @@ def refresh_plans() -> None:
     """
     for plan in list(_PLANS):
         plan.pb = plan.rebuild_and_call
+        if plan.regenerate is not None:
+            plan.regenerate()
 
 
 def _convert_seq(value: Any) -> Any:
@@ -51,7 +53,7 @@ class _Plan:
     How one probe records its parameters: rebuilt when limits or redaction change.
     """
 
-    __slots__ = ("__weakref__", "extra", "func", "kept", "pb", "signature")
+    __slots__ = ("__weakref__", "extra", "func", "kept", "pb", "regenerate", "signature")
 
     def __init__(
         self,
@@ -66,6 +68,8 @@ class _Plan:
         # (inc, exc) applied to the keys of **kwargs
         self.extra = extra
         self.pb: Callable[..., dict[str, Any]] = self.rebuild_and_call
+        #: Recompiles the generated wrapper (which inlines the parameter dict).
+        self.regenerate: Callable[[], None] | None = None
         _PLANS.add(self)
 
     def rebuild_and_call(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
@@ -79,17 +83,31 @@ class _Plan:
         sig = self.signature
         if sig is None:
             return self._generic
-        limit = current_limits().max_string
         names = [p.name for p in sig.parameters.values()]
         prefix = _prefix_for(names)
-        ns: dict[str, Any] = {
-            f"{prefix}A": _ATOMS,
-            f"{prefix}c": convert,
-            f"{prefix}cs": _convert_seq,
-            f"{prefix}ck": self._convert_kwargs,
-            f"{prefix}R": REDACTED,
-        }
+        ns: dict[str, Any] = {}
         params_src, _call_src = _signature_source(sig, prefix, ns)
+        src = f"def {prefix}pb({params_src}):\n    return {self.items_src(prefix, ns)}\n"
+        exec(compile(src, f"<asynctrack params of {_qualname(self.func)}>", "exec"), ns)
+        built: Callable[..., dict[str, Any]] = ns[f"{prefix}pb"]
+        return built
+
+    def items_src(self, prefix: str, ns: dict[str, Any]) -> str:
+        """
+        Return a dict display recording the parameters under the current limits.
+        """
+        sig = self.signature
+        assert sig is not None
+        limit = current_limits().max_string
+        ns.update(
+            {
+                f"{prefix}A": _ATOMS,
+                f"{prefix}c": convert,
+                f"{prefix}cs": _convert_seq,
+                f"{prefix}ck": self._convert_kwargs,
+                f"{prefix}R": REDACTED,
+            }
+        )
         items = []
         for p in sig.parameters.values():
             name = p.name
@@ -104,15 +122,13 @@ class _Plan:
             elif p.kind is _P.VAR_POSITIONAL:
                 items.append(f"{name!r}: {prefix}cs({name})")
             else:
+                # Primitives and short plain strings are kept without a function call.
                 items.append(
                     f"{name!r}: ({name} if type({name}) in {prefix}A or "
                     f"(type({name}) is str and len({name}) <= {limit} and '://' not in {name})"
                     f" else {prefix}c({name}))"
                 )
-        src = f"def {prefix}pb({params_src}):\n    return {{{', '.join(items)}}}\n"
-        exec(compile(src, f"<asynctrack params of {_qualname(self.func)}>", "exec"), ns)
-        built: Callable[..., dict[str, Any]] = ns[f"{prefix}pb"]
-        return built
+        return "{" + ", ".join(items) + "}"
 
     def _convert_kwargs(self, kwargs: dict[str, Any]) -> Any:
         inc, exc = self.extra
@@ -187,13 +203,17 @@ _TRACKED = """
     {P}cur = {P}get()
     if {P}cur is {P}S:
         return {AWAIT}{P}f({call})
-    {P}p = {P}plan.pb({call})
+    {P}p = {PARAMS}
     {P}t = {P}ns()
     if {P}cur is not None and not {P}cur[0]._done:
         {P}log = {P}cur[0]
-        {P}log._active.append(None)
+        {P}a = {P}log._active
+        {P}a.append(None)
         if {P}log._done:
             {P}fr = {P}rejoin({P}log, {P}tr, {P}meta, {P}cur, {P}p, {P}t)
+            {P}log = {P}fr[0]
+            {P}a = {P}log._active
+            {P}rec = {P}fr[1]
         else:
             {P}d = {P}cur[2] + 1
             {P}rec = [{P}meta, {P}d, {P}p, None, {P}t, 0, "ok", None]
@@ -205,6 +225,9 @@ _TRACKED = """
             {P}fr = ({P}log, {P}rec, {P}d, {P}cur)
     else:
         {P}fr = {P}open({P}tr, {P}meta, {P}cur, {P}p, {P}t)
+        {P}log = {P}fr[0]
+        {P}a = {P}log._active
+        {P}rec = {P}fr[1]
     {P}tok = {P}set({P}fr)
     try:
         return {AWAIT}{P}f({call})
@@ -213,12 +236,7 @@ _TRACKED = """
         raise
     finally:
         {RESET}
-        {P}t = {P}ns()
-        {P}log = {P}fr[0]
-        {P}fr[1][5] = {P}t
-        if {P}t > {P}log._t1:
-            {P}log._t1 = {P}t
-        {P}a = {P}log._active
+        {P}rec[5] = {P}ns()
         {P}a.pop()
         if not {P}a:
             {P}complete({P}log)
@@ -302,10 +320,37 @@ def _generate(
             f"{prefix}plan": plan,
         }
     )
-    src = template.format(name=name, params=params, call=call, P=prefix)
-    code = compile(src, f"<asynctrack probe of {_qualname(func)}>", "exec")
-    exec(code, ns)
+
+    def source() -> str:
+        if sig is not None:
+            params_expr = plan.items_src(prefix, ns)
+        else:
+            params_expr = f"{prefix}plan.pb({call})"
+        return (
+            template.replace("{PARAMS}", params_expr)
+            .replace("{name}", name)
+            .replace("{params}", params)
+            .replace("{call}", call)
+            .replace("{P}", prefix)
+        )
+
+    filename = f"<asynctrack probe of {_qualname(func)}>"
+    exec(compile(source(), filename, "exec"), ns)
     wrapper: Callable[..., Any] = ns[name]
+    ref = weakref.ref(wrapper)
+
+    def regenerate() -> None:
+        # New limits or redaction list: swap in freshly generated code. The function
+        # object (which users and frameworks hold) stays the same.
+        target = ref()
+        if target is None:
+            return
+        scratch = dict(ns)
+        exec(compile(source(), filename, "exec"), scratch)
+        ns.update({k: v for k, v in scratch.items() if k != name and k != "__builtins__"})
+        target.__code__ = scratch[name].__code__
+
+    plan.regenerate = regenerate
     return wrapper
 
 

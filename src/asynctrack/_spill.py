@@ -21,6 +21,7 @@ from typing import IO
 
 from ._encode import decode_line, encode_logs
 from ._records import Log
+from .sinks._file import make_private_dirs
 
 try:
     import fcntl
@@ -148,7 +149,7 @@ class SpillFile:
             os.fsync(writer.handle.fileno())
 
     def _new_writer(self) -> _Backlog:
-        self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        make_private_dirs(self.directory)
         # Keep appending to the newest file we already own, to keep one order.
         if self._backlogs:
             self._writer = self._backlogs[-1]
@@ -211,7 +212,9 @@ class SpillFile:
             self._finish(backlog)
         else:
             tmp = backlog.offset_path.with_suffix(".tmp")
-            tmp.write_text(str(offset))
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(str(offset))
             os.replace(tmp, backlog.offset_path)
 
     def _finish(self, backlog: _Backlog) -> None:

@@ -30,6 +30,7 @@ from ._records import Log
 from ._report import report
 from ._spill import SpillFile, spill_name
 from .sinks._base import Sink
+from .sinks._file import make_private_dirs
 
 __all__ = ["SinkWorker", "WorkerOptions"]
 
@@ -316,7 +317,7 @@ class SinkWorker:
     def _dead_letter(self, logs: Sequence[Log]) -> None:
         path = self.options.spill_dir / f"asynctrack-{spill_name(self.name)}.dead.jsonl"
         try:
-            self.options.spill_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            make_private_dirs(self.options.spill_dir)
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
             with os.fdopen(fd, "ab", buffering=0) as f:
                 f.write(encode_logs(logs))

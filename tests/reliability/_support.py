@@ -117,7 +117,9 @@ def run(
     )
 
 
-def start(path: Path, *args: str, cwd: Path | None = None, **env_extra: str) -> subprocess.Popen[str]:
+def start(
+    path: Path, *args: str, cwd: Path | None = None, **env_extra: str
+) -> subprocess.Popen[str]:
     """
     Start a script with this interpreter; its stdout is a pipe of text lines.
     """
@@ -169,9 +171,9 @@ def read_until(proc: subprocess.Popen[str], marker: str, timeout: float = 30) ->
 _PENDING: dict[int, bytes] = {}
 
 
-def stop(proc: subprocess.Popen[str], sig: int = signal.SIGTERM, timeout: float = 30) -> tuple[
-    float, str, str
-]:
+def stop(
+    proc: subprocess.Popen[str], sig: int = signal.SIGTERM, timeout: float = 30
+) -> tuple[float, str, str]:
     """
     Send ``sig`` and wait for the exit; return (seconds to exit, stdout, stderr).
     """
@@ -182,7 +184,8 @@ def stop(proc: subprocess.Popen[str], sig: int = signal.SIGTERM, timeout: float 
     except subprocess.TimeoutExpired:
         proc.kill()
         out, err = proc.communicate()
-        raise AssertionError(f"the process did not exit within {timeout} s: {err[-3000:]}")
+        message = f"the process did not exit within {timeout} s: {err[-3000:]}"
+        raise AssertionError(message) from None
     return time.monotonic() - t0, out, err
 
 

@@ -54,8 +54,13 @@ def install(sink: asynctrack.Sink, tmp_path: Path, **options: float) -> None:
     Install a pipeline with worker options ``configure`` does not expose (min_backoff).
     """
     pipeline = _pipeline.Pipeline(
-        [sink], max_queue=10_000, batch_size=100, flush_interval=0.01, on_full="drop",
-        block_timeout=1.0, exit_timeout=5.0,
+        [sink],
+        max_queue=10_000,
+        batch_size=100,
+        flush_interval=0.01,
+        on_full="drop",
+        block_timeout=1.0,
+        exit_timeout=5.0,
         options=WorkerOptions(spill_dir=tmp_path, **options),  # type: ignore[arg-type]
     )
     _pipeline.install(pipeline)
@@ -166,7 +171,7 @@ class TestHangingSink:
         try:
             lines = s.read_until(proc, "exiting", timeout=30)
             t0 = time.monotonic()
-            out, err = proc.communicate(timeout=30)
+            _, err = proc.communicate(timeout=30)
             exit_time = time.monotonic() - t0
         finally:
             s.kill(proc)

@@ -69,8 +69,12 @@ class TestFlakySink:
         """
         sink = EveryThird()
         asynctrack.configure(
-            sinks=[sink], spill_dir=tmp_path, batch_size=10, flush_interval=0.01,
-            max_backoff=0.002, retry_attempts=3,
+            sinks=[sink],
+            spill_dir=tmp_path,
+            batch_size=10,
+            flush_interval=0.01,
+            max_backoff=0.002,
+            retry_attempts=3,
         )
         with capture() as produced:
             for i in range(10_000):
@@ -86,7 +90,8 @@ class TestFlakySink:
         assert st.failed == sink.failures > 300 and st.retried <= st.failed
         assert st.spilled == 0 and st.dropped == 0 and st.dead_lettered == 0
         assert not list(tmp_path.glob("*.jsonl")), "no spill or dead-letter file"
-        assert _pipeline.current() is not None and _pipeline.current().dispatcher.alive
+        pipeline = _pipeline.current()
+        assert pipeline is not None and pipeline.dispatcher.alive
         work(-1)
         asynctrack.flush_sync(timeout=10)
         assert sum(map(len, sink.batches)) == 10_001
@@ -99,8 +104,11 @@ class TestFlakySink:
         out = tmp_path / "out.jsonl"
         spill = tmp_path / "spill"
         asynctrack.configure(
-            sinks=[PoisonFile(out, 250)], spill_dir=spill, retry_attempts=1,
-            max_backoff=0.01, batch_size=64,
+            sinks=[PoisonFile(out, 250)],
+            spill_dir=spill,
+            retry_attempts=1,
+            max_backoff=0.01,
+            batch_size=64,
         )
         with capture() as produced:
             for i in range(500):

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import sqlite3
 import subprocess
 import threading
@@ -174,7 +173,10 @@ def pg_tables(postgres_url: str, table_prefix: str) -> Iterator[str]:
 
 class TestPostgresOutage:
     def test_stopped_10_s_during_50000_logs(
-        self, tmp_path: Path, postgres_url: str, pg_tables: str,
+        self,
+        tmp_path: Path,
+        postgres_url: str,
+        pg_tables: str,
         record_property: Callable[[str, object], None],
     ) -> None:
         """
@@ -190,8 +192,11 @@ class TestPostgresOutage:
 
         try:
             result, ids = run_outage(
-                tmp_path, postgres_url, {"table_prefix": pg_tables, "connect_timeout": 2.0},
-                lambda: s.pg_cluster("stop"), start,
+                tmp_path,
+                postgres_url,
+                {"table_prefix": pg_tables, "connect_timeout": 2.0},
+                lambda: s.pg_cluster("stop"),
+                start,
             )
         finally:
             if not s.pg_accepting():
@@ -214,7 +219,9 @@ def tmpfs(path: Path, size: str) -> Iterator[Path]:
     path.mkdir()
     mounted = subprocess.run(
         ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
-        capture_output=True, check=False, timeout=30,
+        capture_output=True,
+        check=False,
+        timeout=30,
     )
     if mounted.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs to fill up: {mounted.stderr.decode()[:200]}")
@@ -365,7 +372,10 @@ def step(k: int, text: str) -> int:
 
 class TestAtomicBatches:
     def test_connection_killed_mid_batch(
-        self, tmp_path: Path, postgres_url: str, pg_tables: str,
+        self,
+        tmp_path: Path,
+        postgres_url: str,
+        pg_tables: str,
         record_property: Callable[[str, object], None],
     ) -> None:
         """
@@ -381,14 +391,16 @@ class TestAtomicBatches:
             },
         )
         asynctrack.configure(
-            sinks=[sink], spill_dir=tmp_path, batch_size=2000, flush_interval=0.05,
-            max_backoff=0.2, retry_attempts=5,
+            sinks=[sink],
+            spill_dir=tmp_path,
+            batch_size=2000,
+            flush_interval=0.05,
+            max_backoff=0.2,
+            retry_attempts=5,
         )
         asynctrack.flush_sync(timeout=30)
-        stop, kills = threading.Event(), []
-        killer = threading.Thread(
-            target=kill_copies, args=(sink.dsn, stop, kills, 5), daemon=True
-        )
+        stop, kills = threading.Event(), list[float]()
+        killer = threading.Thread(target=kill_copies, args=(sink.dsn, stop, kills, 5), daemon=True)
         killer.start()
         try:
             with capture() as logs:
@@ -413,7 +425,7 @@ class TestAtomicBatches:
             engine = create_async_engine(postgres_url)
             try:
                 async with engine.connect() as conn:
-                    ids = (await conn.execute(sa.text(f"SELECT id FROM {pg_tables}logs")))
+                    ids = await conn.execute(sa.text(f"SELECT id FROM {pg_tables}logs"))
                     calls = await conn.execute(sa.text(f"SELECT count(*) FROM {pg_tables}calls"))
                     return [str(x) for x in ids.scalars()], int(calls.scalar() or 0)
             finally:

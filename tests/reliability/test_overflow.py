@@ -10,7 +10,7 @@ import logging
 import time
 from pathlib import Path
 
-import psutil
+import psutil  # type: ignore[import-untyped]
 import pytest
 
 import asynctrack
@@ -52,7 +52,10 @@ class TestOverflow:
         """
         sink = SlowSink(block=True)
         asynctrack.configure(
-            sinks=[sink], spill_dir=tmp_path, max_queue=1000, batch_size=20_000,
+            sinks=[sink],
+            spill_dir=tmp_path,
+            max_queue=1000,
+            batch_size=20_000,
             flush_interval=60,
         )
         with caplog.at_level(logging.WARNING, logger="asynctrack"):
@@ -75,7 +78,7 @@ class TestOverflow:
         messages were suppressed meanwhile.
         """
         now = [1000.0]
-        monkeypatch.setattr(_report.time, "monotonic", lambda: now[0])
+        monkeypatch.setattr("asynctrack._report.time.monotonic", lambda: now[0])
         with caplog.at_level(logging.WARNING, logger="asynctrack"):
             for step in range(100):
                 now[0] = 1000.0 + step * 0.5  # 50 s of repeats, one every 0.5 s
@@ -94,8 +97,12 @@ class TestOverflow:
         """
         sink = SlowSink(block=True)
         asynctrack.configure(
-            sinks=[sink], spill_dir=tmp_path, max_queue=1000, batch_size=100,
-            flush_interval=0.01, max_pending_batches=4,
+            sinks=[sink],
+            spill_dir=tmp_path,
+            max_queue=1000,
+            batch_size=100,
+            flush_interval=0.01,
+            max_pending_batches=4,
         )
         worst = timed_burst(10_000)
         time.sleep(0.2)
@@ -113,7 +120,10 @@ class TestOverflow:
         """
         sink = SlowSink(block=True)
         asynctrack.configure(
-            sinks=[sink], spill_dir=tmp_path, max_queue=1000, batch_size=20_000,
+            sinks=[sink],
+            spill_dir=tmp_path,
+            max_queue=1000,
+            batch_size=20_000,
             flush_interval=60,
         )
         timed_burst(2000)  # warm up: allocator arenas, caches

@@ -85,8 +85,12 @@ def run_under_load(cmd: list[str], port: int, db: Path) -> tuple[list[tuple[str,
     received before the signal and the seconds from the signal to the exit.
     """
     server = subprocess.Popen(
-        cmd, cwd=db.parent, env=s.env(ASYNCTRACK_EXAMPLE_DB=str(db)),
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cmd,
+        cwd=db.parent,
+        env=s.env(ASYNCTRACK_EXAMPLE_DB=str(db)),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         wait_until_up(port, server)

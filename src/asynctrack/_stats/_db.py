@@ -209,8 +209,9 @@ class _Postgres(Database):
 
         try:
             self._conn = await asyncpg.connect(self._dsn, timeout=_CONNECT_TIMEOUT)
-            # JIT-compiling the bucket expression costs seconds and saves nothing.
-            await self._conn.execute("SET jit = off")
+            # JIT-compiling the bucket expression costs seconds and saves nothing; the
+            # --by join spills to disk with the default 4 MB (this session only).
+            await self._conn.execute("SET jit = off; SET work_mem = '64MB'")
         except Exception as exc:  # refused, unknown host, bad credentials, timeout, bad DSN
             raise SourceError(f"cannot connect to {self.display}: {_one_line(exc)}") from None
 

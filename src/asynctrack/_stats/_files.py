@@ -47,7 +47,7 @@ def expand_paths(source: str) -> list[str]:
     Raises:
         SourceError: nothing matches, or the path is not a readable file.
     """
-    if _GLOB_CHARS & set(source):
+    if _GLOB_CHARS & set(source) and not os.path.isfile(source):
         paths = sorted(p for p in glob.glob(source) if os.path.isfile(p))
         if not paths:
             raise SourceError(f"no file matches {source!r}")

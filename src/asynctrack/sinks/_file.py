@@ -18,7 +18,24 @@ from .._records import Log
 from .._report import report
 from ._base import Sink
 
-__all__ = ["FileSink", "read_logs"]
+__all__ = ["FileSink", "make_private_dirs", "read_logs"]
+
+
+def make_private_dirs(path: Path) -> None:
+    """
+    Create directory ``path`` and its missing parents, each with mode 0700.
+
+    ``Path.mkdir(parents=True, mode=...)`` applies the mode to the last directory only;
+    the parents it creates would be world-readable under the usual umask 022.
+    """
+    missing: list[Path] = []
+    current = path
+    while not current.exists() and current != current.parent:
+        missing.append(current)
+        current = current.parent
+    for directory in reversed(missing):
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(directory, 0o700)
 
 
 class FileSink(Sink):
@@ -26,7 +43,7 @@ class FileSink(Sink):
     Write each log as one line of JSON (the form of ``Log.to_dict()``), UTF-8.
 
     Args:
-        path: the file; parent directories are created (mode 0700).
+        path: the file; missing parent directories are created (mode 0700).
         max_bytes: rotate when the file would grow past this size (0: never).
         backup_count: rotated files kept as ``path.1`` … ``path.N`` (newest first).
         fsync: ``"never"`` (default) or ``"batch"`` (fsync after every batch).
@@ -73,7 +90,7 @@ class FileSink(Sink):
     async def open(self) -> None:
         import aiofiles
 
-        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        make_private_dirs(self.path.parent)
         mode = self.mode
 
         def opener(p: str, flags: int) -> int:
