@@ -25,7 +25,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from ._records import DATA, END, ERROR, STATUS, Log, reset_ids_after_fork
-from ._values import REDACTED, convert, current_limits, is_redacted
+from ._values import REDACTED, convert, current_limits, is_redacted, scrub
 
 __all__ = [
     "FRAME",
@@ -220,6 +220,8 @@ def describe_error(exc: BaseException) -> str:
     limit = current_limits().max_string
     if len(message) > limit:
         message = f"{message[:limit]}…[+{len(message) - limit} chars]"
+    if "://" in message:
+        message = scrub(message)  # a DSN with its password in an error message
     return f"{name}: {message}" if message else name
 
 
@@ -249,7 +251,22 @@ def _try_complete(log: Log) -> None:
         claim.append(None)
 
 
+#: Given to completed logs in place of their join bookkeeping: a late joiner may
+#: append to it and pop again (see enter); nobody can take a claim from it.
+_DONE_ACTIVE: list[None] = []
+_NO_CLAIM: list[None] = []
+
+
 def _complete(log: Log) -> None:
+    # Freeze the log for its trip through the pipeline: call records become tuples of
+    # plain values, which the garbage collector stops tracking the first time it sees
+    # them, so buffered logs are not promoted into the old generation by the dozen
+    # (TRAPS: full collections over buffered records push p99 latency up).
+    raw = log._raw
+    if raw is not None:
+        log._raw = list(map(tuple, raw))  # type: ignore[arg-type]
+    log._active = _DONE_ACTIVE
+    log._claim = _NO_CLAIM
     number = log._number
     _OPEN.pop(number, None)
     if _SETTLED and number in _SETTLED:
@@ -313,6 +330,17 @@ def add_info(key: str, value: Any) -> None:
             return
     bound = INFO.get()
     INFO.set({**bound, key: converted} if bound else {key: converted})
+
+
+def add_info_many(log: Log, values: dict[str, Any]) -> None:
+    """
+    Set several info keys of ``log`` with one copy of its info dict.
+    """
+    converted = {_check_key(k, "add_info"): _value(k, v) for k, v in values.items()}
+    if log._done:
+        return
+    with _LOCK:
+        log.info = {**log.info, **converted}
 
 
 def add_data(key: str, value: Any, depth: int | None = None) -> None:

@@ -14,7 +14,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 
 from . import _context
-from ._levels import DEFAULT, NONE, OFF, level_name, parse_level
+from ._levels import DEFAULT, NONE, OFF, Level, level_name, parse_level
 from ._probe import make_probe
 from ._values import convert_mapping
 
@@ -150,12 +150,24 @@ class Tracker:
         Raises:
             TypeError: ``function`` is not a str or ``params`` not a dict.
         """
-        if not isinstance(function, str):
+        if type(function) is not str:
             raise TypeError(f"call(): function must be a str, not {type(function).__name__}")
-        if params is not None and not isinstance(params, dict):
+        if params is not None and type(params) is not dict:
             raise TypeError(f"call(): params must be a dict, not {type(params).__name__}")
-        lvl = parse_level(level, "call(): level")
+        lvl = level if type(level) is int or level.__class__ is Level else None
+        if lvl is None or not 0 <= lvl <= NONE:
+            lvl = parse_level(level, "call(): level")
+        if self._off:
+            return _OFF_SCOPE  # nothing is configured: a shared scope that does nothing
         return CallScope(self, function, lvl, params)
+
+    @property
+    def enabled(self) -> bool:
+        """
+        True when tracking is on (configured or capturing) and this tracker's
+        threshold is below ``NONE``; integrations use it to skip work.
+        """
+        return not self._off and self._th < NONE
 
     # -- info and data ------------------------------------------------------------------
     def add_info(self, key: str, value: Any) -> None:
@@ -234,6 +246,14 @@ class CallScope:
         if frame is not None and frame is not _context.SILENT:
             meta = frame[1][0]
             frame[1][0] = (str(function), meta[1], meta[2])
+
+    def add_info(self, **values: Any) -> None:
+        """
+        Set several info keys of this call's log at once (one copy of the info dict).
+        """
+        frame = self._frame
+        if frame is not None and frame is not _context.SILENT and values:
+            _context.add_info_many(frame[0], values)
 
     def add_data(self, key: str, value: Any) -> None:
         """
@@ -396,3 +416,20 @@ def reset_for_tests() -> None:
 
 
 _ = NONE
+
+
+class _OffScope(CallScope):
+    """
+    The scope returned while tracking is off: every method does nothing.
+    """
+
+    __slots__ = ()
+
+    def __enter__(self) -> CallScope:
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        return None
+
+
+_OFF_SCOPE = _OffScope(Tracker(""), "", int(DEFAULT), None)

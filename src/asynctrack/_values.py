@@ -16,6 +16,7 @@ import decimal
 import enum
 import math
 import re
+import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import PurePath
@@ -30,6 +31,7 @@ __all__ = [
     "current_limits",
     "is_redacted",
     "represent",
+    "scrub",
     "set_limits",
 ]
 
@@ -161,7 +163,8 @@ def _lookup_representation(cls: type) -> Callable[[Any], Any] | None:
 
 
 # scheme://user:password@host — the password part of URL user-info.
-_URL_USERINFO = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://[^/\s:@]*:)[^@\s/]*@")
+# Bounded quantifiers: no catastrophic backtracking on long hostile strings.
+_URL_USERINFO = re.compile(r"([A-Za-z][A-Za-z0-9+.-]{0,31}://[^/\s:@]{0,256}:)[^@\s/]{0,256}@")
 
 
 def _scrub(s: str) -> str:
@@ -169,6 +172,9 @@ def _scrub(s: str) -> str:
     Redact the password of URLs with user-info (``postgresql://u:pw@h`` → ``u:[REDACTED]@h``).
     """
     return _URL_USERINFO.sub(r"\1[REDACTED]@", s) if "://" in s else s
+
+
+scrub = _scrub
 
 
 def _truncate(s: str, limit: int) -> str:
@@ -198,7 +204,7 @@ def convert(value: Any) -> Any:
     ``"<unrepresentable TypeName>"``.
     """
     try:
-        return _convert(value, 0, _LIMITS)
+        return _convert(value, 0, _Run(_LIMITS))
     except RecursionError:
         return _placeholder(value, "too deep")
     except Exception:
@@ -210,20 +216,46 @@ def convert_mapping(mapping: Mapping[Any, Any]) -> dict[str, Any]:
     Convert a mapping of names to values (``**kwargs``, info, data), redacting names.
     """
     try:
-        out = _convert_mapping(mapping, 0, _LIMITS)
+        out = _convert_mapping(mapping, 0, _Run(_LIMITS))
     except Exception:
         return {"value": _placeholder(mapping)}
     return out if isinstance(out, dict) else {"value": out}
 
 
-def _convert(value: Any, depth: int, lim: Limits) -> Any:
+class _Run:
+    """
+    The limits of one conversion, with its budget of nodes (containers and leaves).
+
+    The budget bounds the total work for values whose size grows as width**depth
+    (a wide dict that contains itself), which depth and item limits alone do not.
+    """
+
+    __slots__ = ("max_depth", "max_items", "max_string", "nodes")
+
+    def __init__(self, limits: Limits) -> None:
+        self.max_depth = limits.max_depth
+        self.max_items = limits.max_items
+        self.max_string = limits.max_string
+        self.nodes = max(1000, limits.max_items * 10)
+
+
+#: A __repr__ slower than this marks its type: later values get a placeholder.
+SLOW_REPR_SECONDS = 0.01
+_SLOW_REPR: set[type] = set()
+
+
+def _convert(value: Any, depth: int, lim: _Run) -> Any:
+    lim.nodes -= 1
+    if lim.nodes < 0:
+        return "…[size limit]"
     t = type(value)
     if t in _ATOMS:
         return value
     if t is str:
-        if "://" in value:
-            value = _scrub(value)
-        return value if len(value) <= lim.max_string else _truncate(value, lim.max_string)
+        if len(value) > lim.max_string:
+            # Truncate first: scrubbing (a regex) then runs on a bounded string.
+            return _scrub(_truncate(value, lim.max_string))
+        return _scrub(value) if "://" in value else value
     if t is float:
         if math.isfinite(value):
             return value
@@ -271,18 +303,28 @@ def _convert(value: Any, depth: int, lim: Limits) -> Any:
     return _repr(value, lim)
 
 
-def _repr(value: Any, lim: Limits) -> str:
+def _repr(value: Any, lim: _Run) -> str:
+    cls = type(value)
+    if cls in _SLOW_REPR:
+        return _placeholder(value, "slow repr skipped:")
+    started = time.perf_counter()
     try:
         text = repr(value)
     except Exception:
         return _placeholder(value)
+    finally:
+        if time.perf_counter() - started > SLOW_REPR_SECONDS and len(_SLOW_REPR) < 10_000:
+            # Paid once per type: a repr that queries a database or formats a huge
+            # structure must not slow every call that receives such a value.
+            _SLOW_REPR.add(cls)
     if type(text) is not str:  # pragma: no cover - repr always returns str
         return _placeholder(value)
-    text = _scrub(text)
-    return text if len(text) <= lim.max_string else _truncate(text, lim.max_string)
+    if len(text) > lim.max_string:
+        return _scrub(_truncate(text, lim.max_string))
+    return _scrub(text) if "://" in text else text
 
 
-def _key(key: Any, lim: Limits) -> str:
+def _key(key: Any, lim: _Run) -> str:
     if type(key) is str:
         return key if len(key) <= lim.max_string else _truncate(key, lim.max_string)
     if key is None or type(key) in (int, float, bool):
@@ -291,7 +333,7 @@ def _key(key: Any, lim: Limits) -> str:
     return converted if type(converted) is str else str(converted)
 
 
-def _convert_mapping(value: Mapping[Any, Any], depth: int, lim: Limits) -> Any:
+def _convert_mapping(value: Mapping[Any, Any], depth: int, lim: _Run) -> Any:
     n = len(value)
     if depth >= lim.max_depth:
         return f"<{type(value).__name__} of {n} items>"
@@ -314,7 +356,7 @@ def _convert_mapping(value: Mapping[Any, Any], depth: int, lim: Limits) -> Any:
     return out
 
 
-def _convert_sequence(value: Iterable[Any], depth: int, lim: Limits) -> Any:
+def _convert_sequence(value: Iterable[Any], depth: int, lim: _Run) -> Any:
     try:
         n = len(value)  # type: ignore[arg-type]
     except Exception:

@@ -281,3 +281,19 @@ def lines_of(path: Path) -> Sequence[str]:
     The lines of a text file, split on ``\\n`` only.
     """
     return [x for x in path.read_text(encoding="utf-8").split("\n") if x]
+
+
+def figure(test: str, **values: Any) -> None:
+    """
+    Append measured figures to the JSON-lines file named by ``ASYNCTRACK_FIGURES``.
+
+    The reliability tests assert generous bounds; the figures they measured (exit
+    times, worst probe latency, counts) are collected this way for the documentation.
+    """
+    target = os.environ.get("ASYNCTRACK_FIGURES")
+    if not target:
+        return
+    import json
+
+    with open(target, "a", encoding="utf-8") as f:
+        f.write(json.dumps({"test": test, **values}, default=str) + "\n")

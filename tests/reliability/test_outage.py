@@ -173,11 +173,7 @@ def pg_tables(postgres_url: str, table_prefix: str) -> Iterator[str]:
 
 class TestPostgresOutage:
     def test_stopped_10_s_during_50000_logs(
-        self,
-        tmp_path: Path,
-        postgres_url: str,
-        pg_tables: str,
-        record_property: Callable[[str, object], None],
+        self, tmp_path: Path, postgres_url: str, pg_tables: str
     ) -> None:
         """
         PostgreSQL stopped for 10 s while 50,000 logs are produced, then started: every
@@ -202,9 +198,7 @@ class TestPostgresOutage:
             if not s.pg_accepting():
                 s.pg_cluster("start")  # never leave the shared server down
         stored = asyncio.run(_pg_ids(postgres_url, pg_tables))
-        for key in ("worst_down", "during", "produced_s"):
-            record_property(key, result[key])
-        record_property("stats", result["stats"])
+        s.figure("postgres-stopped", **result)
         check(result, ids, stored, tmp_path / "spill")
 
 
@@ -232,9 +226,7 @@ def tmpfs(path: Path, size: str) -> Iterator[Path]:
 
 
 class TestSQLiteOutage:
-    def test_disk_full_10_s_during_50000_logs(
-        self, tmp_path: Path, record_property: Callable[[str, object], None]
-    ) -> None:
+    def test_disk_full_10_s_during_50000_logs(self, tmp_path: Path) -> None:
         """
         The SQLite file's disk filled up for 10 s ("database or disk is full") during
         50,000 logs, then freed: every log is stored once, the spill file (on another
@@ -255,14 +247,10 @@ class TestSQLiteOutage:
 
             result, ids = run_outage(tmp_path, f"sqlite+aiosqlite:///{db}", {}, fill, free)
             stored = s.sqlite_ids(db)
-        for key in ("worst_down", "during", "produced_s"):
-            record_property(key, result[key])
-        record_property("stats", result["stats"])
+        s.figure("sqlite-disk-full", **result)
         check(result, ids, stored, tmp_path / "spill")
 
-    def test_locked_10_s_during_50000_logs(
-        self, tmp_path: Path, record_property: Callable[[str, object], None]
-    ) -> None:
+    def test_locked_10_s_during_50000_logs(self, tmp_path: Path) -> None:
         """
         Another process holds SQLite's write lock for 10 s ("database is locked" once the
         sink's busy_timeout of 0.25 s runs out) during 50,000 logs: every log is stored
@@ -285,9 +273,7 @@ class TestSQLiteOutage:
             tmp_path, f"sqlite+aiosqlite:///{db}", {"busy_timeout": 0.25}, lock, unlock
         )
         stored = s.sqlite_ids(db)
-        for key in ("worst_down", "during", "produced_s"):
-            record_property(key, result[key])
-        record_property("stats", result["stats"])
+        s.figure("sqlite-locked", **result)
         check(result, ids, stored, tmp_path / "spill")
 
 
@@ -372,11 +358,7 @@ def step(k: int, text: str) -> int:
 
 class TestAtomicBatches:
     def test_connection_killed_mid_batch(
-        self,
-        tmp_path: Path,
-        postgres_url: str,
-        pg_tables: str,
-        record_property: Callable[[str, object], None],
+        self, tmp_path: Path, postgres_url: str, pg_tables: str
     ) -> None:
         """
         The sink's connection terminated (pg_terminate_backend) while it COPYs a batch:
@@ -415,8 +397,7 @@ class TestAtomicBatches:
             killer.join(30)
         st = asynctrack.stats()
         asynctrack.shutdown_sync(timeout=30)
-        record_property("kills", len(kills))
-        record_property("failures", sink.failures)
+        s.figure("atomic", kills=len(kills), failures=sink.failures)
         assert kills and sink.failures, "no batch was interrupted"
         for size, n_logs, n_calls, error in sink.failures:
             assert (n_logs, n_calls) == (0, 0), f"partial batch of {size} visible: {error}"

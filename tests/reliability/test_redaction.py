@@ -122,11 +122,6 @@ class TestRedaction:
         st = asynctrack.stats()
         assert st.written["file-track.jsonl"] == 30 and st.spilled == 30
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="lead (_context.describe_error): error messages are not scrubbed of URL "
-        "user-info; apply _values._scrub to the message",
-    )
     def test_url_password_in_an_error_message(self, tmp_path: Path) -> None:
         """
         An exception whose message holds a DSN with a password: the recorded error

@@ -21,6 +21,10 @@ class Sink:
     then spilled to disk and replayed when the sink recovers, so ``write`` must be
     idempotent for logs it already wrote (log ids are unique).
 
+    Import the modules ``write`` needs in ``__init__`` (the application's thread), not
+    lazily inside ``open``: a process forked while the dispatcher thread is importing
+    leaves its child a half-imported module.
+
     .. versionadded:: 0.1
     """
 

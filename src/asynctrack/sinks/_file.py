@@ -75,6 +75,11 @@ class FileSink(Sink):
             raise ConfigError(f"FileSink: fsync must be 'never' or 'batch', got {fsync!r}")
         if isinstance(mode, bool) or not isinstance(mode, int) or not 0 <= mode <= 0o777:
             raise ConfigError(f"FileSink: mode must be an int like 0o600, got {mode!r}")
+        # Imported here, in the application's thread, not lazily in the dispatcher's:
+        # a fork while the dispatcher imports would leave the child a half-imported
+        # module (seen: "partially initialized module 'aiofiles'" in 1 child of 200).
+        import aiofiles  # noqa: F401
+
         self.path = Path(os.fspath(path))
         self.max_bytes = max_bytes
         self.backup_count = backup_count
