@@ -19,8 +19,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 import asynctrack
 from asynctrack.sinks import FileSink
 
@@ -137,7 +135,8 @@ def converts_within(code: str, seconds: float) -> subprocess.CompletedProcess[st
 
 class TestHostileValues:
     """
-    Values whose conversion cost must stay bounded (value budget, slow-repr memory, ReDoS-safe scrub).
+    Values whose conversion cost must stay bounded: the node budget per value, the
+    slow-repr memory and the ReDoS-safe URL scrub.
     """
 
     def test_long_string_with_a_url_converts_quickly(self) -> None:

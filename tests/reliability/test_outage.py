@@ -50,6 +50,7 @@ asynctrack.configure(
 asynctrack.flush_sync(timeout=30)  # tables created before the clock starts
 clock = time.perf_counter
 worst = worst_down = 0.0
+down_times, up_times = [], []
 during = 0
 down = False
 t_start = clock()
@@ -62,6 +63,9 @@ with capture() as logs:
         if down:
             during += 1
             worst_down = max(worst_down, dt)
+            down_times.append(dt)
+        else:
+            up_times.append(dt)
         if i % 100 == 0:
             # a steady load of about 2,500 logs/s, not one burst
             time.sleep(max(0.0, t_start + i / 2500 - clock()))
@@ -82,6 +86,10 @@ asynctrack.shutdown_sync(timeout=30)
 emit("result " + json.dumps({
     "stats": asynctrack.stats()._asdict(), "worst": worst, "worst_down": worst_down,
     "during": during, "produced_s": produced, "left": left,
+    "percentiles_us": {
+        name: {q: round(sorted(xs)[int(q * (len(xs) - 1))] * 1e6, 1) for q in (0.5, 0.99, 0.999)}
+        for name, xs in (("down", down_times), ("up", up_times)) if xs
+    },
 }))
 """
 
