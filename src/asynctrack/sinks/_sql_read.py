@@ -18,7 +18,8 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from .._records import Call, Log
-from ._sql_schema import RESERVED_KEY, loads
+from ._sql_schema import RESERVED_KEY
+from ._sql_values import loads
 
 if TYPE_CHECKING:
     from ._sql import _Plan
