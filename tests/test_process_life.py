@@ -153,16 +153,19 @@ class TestSigterm:
     def test_install_signal_handlers(self, tmp_path: Path) -> None:
         """
         asynctrack.install_signal_handlers(): on SIGTERM every log completed is written
-        (the producer's params run 0..n-1 without a gap) and the exit status is 143.
+        (the producer's params run 0..n-1 without a gap), the exit status is 143, and
+        the exit takes at most exit_timeout + 1 s.
         """
         out = tmp_path / "out.jsonl"
         proc = s.start(s.script(tmp_path, INSTALLED_HANDLERS), str(out))
         try:
             s.read_until(proc, "ready", timeout=60)
-            _, _, err = s.stop(proc, signal.SIGTERM)
+            seconds, _, err = s.stop(proc, signal.SIGTERM)
         finally:
             s.kill(proc)
+        s.figure("install-signal-handlers", exit_s=seconds)
         assert proc.returncode == 128 + signal.SIGTERM, err
+        assert seconds < 5.0 + 1.0  # exit_timeout + 1 s
         logs = [json.loads(line) for line in s.lines_of(out)]
         complete = sorted(log["calls"][0]["params"]["i"] for log in logs if log["complete"])
         assert len(complete) >= 20_000

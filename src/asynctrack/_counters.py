@@ -4,6 +4,7 @@ Pipeline counters and the :func:`asynctrack.stats` snapshot.
 
 from __future__ import annotations
 
+import itertools
 import threading
 from collections.abc import Mapping
 from typing import NamedTuple
@@ -72,6 +73,7 @@ class Counters:
     """
 
     __slots__ = (
+        "_drops",
         "_lock",
         "corrupt",
         "dead_lettered",
@@ -86,7 +88,9 @@ class Counters:
     )
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
+        # Re-entrant: a signal handler may read the counters while the code it
+        # interrupted holds the lock (a count may then be off by that one update).
+        self._lock = threading.RLock()
         self.dispatched = 0
         self.dropped = 0
         self.retried = 0
@@ -97,6 +101,20 @@ class Counters:
         self.corrupt = 0
         self.hook_errors = 0
         self.written: dict[str, int] = {}
+        #: Drops counted on the producers' path: ``next()`` of an itertools.count is one
+        #: C call, atomic under the GIL, so no lock is held by application threads — a
+        #: signal handler that shuts down never waits for the code it interrupted.
+        self._drops = itertools.count()
+
+    def drop(self) -> None:
+        """
+        Count one log dropped by a producer (lock-free).
+        """
+        next(self._drops)
+
+    def _dropped(self) -> int:
+        # The current value of the count without advancing it ("count(N)").
+        return self.dropped + int(repr(self._drops)[6:-1])
 
     def add(self, name: str, n: int = 1) -> None:
         with self._lock:
@@ -111,7 +129,7 @@ class Counters:
             return Stats(
                 enqueued=self.dispatched + queued,
                 written=dict(self.written),
-                dropped=self.dropped,
+                dropped=self._dropped(),
                 retried=self.retried,
                 spilled=self.spilled,
                 replayed=self.replayed,

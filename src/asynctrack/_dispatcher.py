@@ -52,7 +52,7 @@ class Dispatcher:
         self._ready = threading.Event()
         self._stopped = threading.Event()
         self._stop_deadline: float | None = None
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
 
     # -- lifecycle (any thread) ------------------------------------------------------------
     def start(self) -> None:
@@ -97,7 +97,7 @@ class Dispatcher:
         self._wake = None
         self._ready = threading.Event()
         self._stopped = threading.Event()
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
         for worker in self.workers:
             worker.after_fork()
         self.workers = [SinkWorker(w.sink, w.options, self.counters) for w in self.workers]

@@ -67,6 +67,7 @@ class Intake:
         "_dq",
         "_max",
         "_not_full",
+        "_on_foreign_pid",
         "_on_full",
         "_pid",
         "_wake",
@@ -97,6 +98,9 @@ class Intake:
         self._not_full = threading.Condition(threading.Lock())
         self._wake: Callable[[], None] | None = None
         self._pid = os.getpid()
+        #: Called when a hand-off happens in another process than the one that built
+        #: this intake: a fork that ran no fork hooks (uWSGI).
+        self._on_foreign_pid: Callable[[], None] | None = None
         self.counters = counters
         self.closed = False
         #: After a reconfiguration, late puts into this old intake go to the new one.
@@ -128,6 +132,11 @@ class Intake:
 
     def _signal(self) -> None:
         self._wake_at = _NEVER  # one wake-up per batch; the dispatcher re-arms
+        if self._on_foreign_pid is not None and os.getpid() != self._pid:
+            # Checked once per batch, not per log (os.getpid is a system call).
+            self._pid = os.getpid()
+            self._on_foreign_pid()
+            return
         wake = self._wake
         if wake is not None:
             try:
@@ -136,12 +145,18 @@ class Intake:
                 pass
 
     def _overflow(self, log: Log) -> None:
+        if self._on_foreign_pid is not None and os.getpid() != self._pid:
+            self._signal()  # the wake-up went to the parent's dispatcher: recover here
+            forward = self.forward
+            if forward is not None:
+                forward(log)
+                return
         if self.closed:
             forward = self.forward
             if forward is not None:
                 forward(log)
                 return
-            self.counters.add("dropped")
+            self.counters.drop()
             report("closed", "asynctrack: a log completed after shutdown was dropped")
             return
         if self._on_full == "block" and threading.current_thread() is not _dispatcher_thread():
@@ -157,7 +172,7 @@ class Intake:
             if len(self._dq) < self._max and not self.closed:
                 self._dq.append(log)
                 return
-        self.counters.add("dropped")
+        self.counters.drop()
         report(
             "full",
             f"asynctrack: the intake is full ({self.max_queue} logs); logs are being dropped "
@@ -187,6 +202,23 @@ class Intake:
 
     def set_wake(self, wake: Callable[[], None] | None) -> None:
         self._wake = wake
+
+    def set_foreign_pid_handler(self, handler: Callable[[], None] | None) -> None:
+        self._on_foreign_pid = handler
+
+    def extend(self, items: list[Any]) -> None:
+        """
+        Append items regardless of the bound (logs taken over from another intake).
+        """
+        if items:
+            self._dq.extend(items)
+            self._signal()
+
+    def take_all(self) -> list[Any]:
+        """
+        Empty the queue and return what it held, in order.
+        """
+        return self.drain(len(self._dq) + 1_000_000)
 
     def close(self) -> None:
         self.closed = True

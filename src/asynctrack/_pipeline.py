@@ -20,10 +20,10 @@ from contextlib import asynccontextmanager
 from types import FrameType
 from typing import Any
 
-from . import _context, _tracker
+from . import _context, _report, _tracker
 from ._counters import Counters, FlushResult, Stats
 from ._intake import Barrier, Intake
-from ._records import Log
+from ._records import Log, reset_ids_after_fork
 from ._report import report
 from ._worker import WorkerOptions
 from .sinks._base import Sink
@@ -77,7 +77,8 @@ class Pipeline:
         )
         self.closed = False
         self._pid = os.getpid()
-        self._close_lock = threading.Lock()
+        self._close_lock = threading.RLock()
+        self.intake.set_foreign_pid_handler(self._forked_without_hooks)
 
     def start(self) -> None:
         self.dispatcher.start()
@@ -87,7 +88,7 @@ class Pipeline:
         Start the dispatcher again in a process forked without fork hooks (uWSGI).
         """
         if self._pid != os.getpid():
-            self.after_fork()
+            self.after_fork(keep_queued=True)
         if not self.closed and not self.dispatcher.alive:
             self.dispatcher.start()
 
@@ -138,13 +139,22 @@ class Pipeline:
 
     def ensure_running_for_close(self) -> None:
         if self._pid != os.getpid():
-            self.after_fork()
+            self.after_fork(keep_queued=True)
         if not self.dispatcher.alive and self.dispatcher._thread is None:
             self.dispatcher.start()
 
-    def after_fork(self) -> None:
-        # The child starts with an empty intake (what the parent queued is the parent's
-        # to write) and its own dispatcher, started on first need.
+    def after_fork(self, *, keep_queued: bool = False) -> None:
+        """
+        Give a forked child its own intake and dispatcher (started on first need).
+
+        Args:
+            keep_queued: False when called by the fork hook: what the parent queued is
+                the parent's to write, so the child starts empty. True when the fork
+                ran no hooks (uWSGI) and the child notices only later, by its process
+                id: the queue then mixes the child's logs with what the parent had
+                queued at the fork, and both are kept (the latter may be written twice,
+                with the same ids, which SQL sinks store once).
+        """
         self._pid = os.getpid()
         self.counters = Counters()
         old = self.intake
@@ -157,11 +167,24 @@ class Pipeline:
         )
         self.intake._wake_at = 1
         self.intake.set_wake(self._first_need)
+        self.intake.set_foreign_pid_handler(self._forked_without_hooks)
         self.dispatcher.intake = self.intake
         self.dispatcher.counters = self.counters
         self.dispatcher.after_fork()
-        self._close_lock = threading.Lock()
-        _context.set_handoff(self.intake.put)
+        self._close_lock = threading.RLock()
+        if _PIPELINE[0] is self:
+            _context.set_handoff(self.intake.put)
+        if keep_queued:
+            old.forward = self.intake.put
+            old.close()  # a late put into the old intake is forwarded
+            self.intake.extend([x for x in old.take_all() if isinstance(x, Log)])
+
+    def _forked_without_hooks(self) -> None:
+        # A hand-off in a process forked without fork hooks (the intake compares the
+        # process id once per batch): take over here, start the dispatcher off-thread.
+        reset_ids_after_fork()
+        self.after_fork(keep_queued=True)
+        self._first_need()
 
     def _first_need(self) -> None:
         self.intake.set_wake(None)
@@ -169,7 +192,7 @@ class Pipeline:
 
 
 _PIPELINE: list[Pipeline | None] = [None]
-_SWAP_LOCK = threading.Lock()
+_SWAP_LOCK = threading.RLock()  # re-entrant: signal handlers shut down
 _EXIT_HOOK = [False]
 #: Whether the installed pipeline turned tracking on (capture() may too).
 _ENABLED = [False]
@@ -341,8 +364,10 @@ async def tracking(**config: Any) -> AsyncIterator[None]:
 
 def _at_exit() -> None:
     pipeline = _PIPELINE[0]
-    if pipeline is None or pipeline.closed or pipeline._pid != os.getpid():
+    if pipeline is None or pipeline.closed:
         return
+    # A process id that differs means a fork without fork hooks (uWSGI): the close
+    # below takes the pipeline over for this process, so its logs are written too.
     try:
         _shutdown(pipeline.exit_timeout)
     except Exception as exc:  # pragma: no cover - exit must go on
@@ -396,6 +421,9 @@ def install_signal_handlers(
 
 
 def _after_fork_in_child() -> None:
+    global _SWAP_LOCK
+    _SWAP_LOCK = threading.RLock()  # another thread may have held it at the fork
+    _report.after_fork_in_child()
     pipeline = _PIPELINE[0]
     if pipeline is not None and not pipeline.closed:
         pipeline.after_fork()

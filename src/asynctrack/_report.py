@@ -16,8 +16,13 @@ __all__ = ["logger", "report"]
 logger = logging.getLogger("asynctrack")
 
 _INTERVAL = 20.0
-_state: dict[str, tuple[float, int]] = {}
-_lock = threading.Lock()
+#: When each key was last logged, and how many repeats were suppressed since.
+_last: dict[str, float] = {}
+_suppressed: dict[str, int] = {}
+# Re-entrant, and taken only when a message is about to be logged (once per interval
+# and key): application threads report each dropped log, and a signal handler that
+# shuts down must never wait for the code it interrupted.
+_lock = threading.RLock()
 
 
 def report(key: str, message: str, *, level: int = logging.WARNING) -> bool:
@@ -25,12 +30,18 @@ def report(key: str, message: str, *, level: int = logging.WARNING) -> bool:
     Log ``message`` unless ``key`` was reported less than 20 s ago; return True if logged.
     """
     now = time.monotonic()
+    last = _last.get(key)
+    if last is not None and now - last < _INTERVAL:
+        # The frequent case, without a lock (two racing threads may lose one count).
+        _suppressed[key] = _suppressed.get(key, 0) + 1
+        return False
     with _lock:
-        last, suppressed = _state.get(key, (-1e18, 0))
-        if now - last < _INTERVAL:
-            _state[key] = (last, suppressed + 1)
+        last = _last.get(key)
+        if last is not None and now - last < _INTERVAL:
+            _suppressed[key] = _suppressed.get(key, 0) + 1
             return False
-        _state[key] = (now, 0)
+        _last[key] = now
+        suppressed = _suppressed.pop(key, 0)
     if suppressed:
         message = f"{message} ({suppressed} similar messages suppressed)"
     try:
@@ -40,6 +51,15 @@ def report(key: str, message: str, *, level: int = logging.WARNING) -> bool:
     return True
 
 
+def after_fork_in_child() -> None:
+    """
+    Replace the lock, which another thread of the parent may have held at the fork.
+    """
+    global _lock
+    _lock = threading.RLock()
+
+
 def reset() -> None:
     with _lock:
-        _state.clear()
+        _last.clear()
+        _suppressed.clear()

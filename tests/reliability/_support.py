@@ -5,6 +5,7 @@ reading what they wrote, and starting/stopping the PostgreSQL server.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import select
 import signal
@@ -14,7 +15,7 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -297,3 +298,44 @@ def figure(test: str, **values: Any) -> None:
 
     with open(target, "a", encoding="utf-8") as f:
         f.write(json.dumps({"test": test, **values}, default=str) + "\n")
+
+
+@contextlib.contextmanager
+def tmpfs(path: Path, size: str) -> Iterator[Path]:
+    """
+    A small tmpfs mounted at ``path`` (skips the test where mounting is not allowed).
+    """
+    path.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+        capture_output=True,
+        check=False,
+        timeout=30,
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs to fill up: {mounted.stderr.decode()[:200]}")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], capture_output=True, check=False, timeout=30)
+
+
+def fill(disk: Path, leave: int = 0) -> None:
+    """
+    Fill the file system of ``disk`` (a tmpfs), leaving about ``leave`` bytes free.
+    """
+    for name, block in (("filler", 1 << 20), ("crumbs", 4096)):
+        with contextlib.suppress(OSError), open(disk / name, "wb", buffering=0) as f:
+            while True:  # until ENOSPC, the last free blocks included
+                f.write(b"\0" * block)
+    if leave:
+        filler = disk / "filler"
+        os.truncate(filler, max(0, filler.stat().st_size - leave))
+
+
+def unfill(disk: Path) -> None:
+    """
+    Free what :func:`fill` took.
+    """
+    for name in ("filler", "crumbs"):
+        (disk / name).unlink(missing_ok=True)

@@ -111,6 +111,7 @@ class TestCrashAndRestart:
         written = s.jsonl_ids(out)
         assert len(written) == len(set(written)), "a spilled record was written twice"
         assert sorted(written) == sorted(expected)
+        s.figure("crash-restart", spilled=len(expected), replay_stats=stats)
         assert stats["replayed"] == len(expected)
         assert stats["corrupt"] == 1
         assert "unreadable lines of a spill file" in proc.stderr
@@ -134,6 +135,7 @@ class TestCrashAndRestart:
         finally:
             s.kill(proc)
         partial = s.sqlite_ids(db)
+        s.figure("replay-killed", partial=len(partial), spilled=len(expected))
         assert 0 < len(partial) < len(expected), "the kill must interrupt the replay"
         assert list(spill.glob("*.offset")), "progress is recorded while replaying"
 

@@ -104,6 +104,7 @@ class TestShutdownDeadline:
         t0 = time.monotonic()
         assert asynctrack.shutdown_sync(timeout=10) is True
         elapsed = time.monotonic() - t0
+        s.figure("shutdown-during-backoff", seconds=elapsed)
         assert elapsed < 1.0, f"shutdown took {elapsed:.3f} s"
         st = asynctrack.stats()
         assert st.spilled == 10 and st.dropped == 0 and st.pending == 0
@@ -176,6 +177,7 @@ class TestHangingSink:
         finally:
             s.kill(proc)
         assert proc.returncode == 0, err
+        s.figure(f"hanging-{mode}", exit_s=exit_time, lines=lines)
         assert "writing" in lines
         flushed = [x for x in lines if x.startswith("flush timed out after")]
         assert flushed and float(flushed[0].split()[-1]) < 1.5

@@ -15,6 +15,8 @@ from asynctrack import Log, _pipeline
 from asynctrack.sinks import FileSink, read_logs
 from asynctrack.testing import capture
 
+from . import _support as s
+
 tr = asynctrack.get_tracker("rel.flaky")
 
 
@@ -81,6 +83,7 @@ class TestFlakySink:
                 assert work(i) == i
         asynctrack.flush_sync(timeout=60)
         written = [i for batch in sink.batches for i in batch]
+        s.figure("flaky", batches=len(sink.batches), failures=sink.failures)
         assert len(sink.batches) >= 1000
         assert len(written) == len(set(written)) == 10_000
         assert set(written) == {log.id for log in produced}

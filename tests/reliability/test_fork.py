@@ -106,6 +106,7 @@ class TestFork:
         assert "Traceback" not in proc.stderr, proc.stderr
         (line,) = [x for x in proc.stdout.splitlines() if x.startswith("child ")]
         _, code, seconds = line.split()
+        s.figure("fork-while-busy", child_s=float(seconds))
         assert code == "0" and float(seconds) < 7.0
         counts = tags(out)
         assert counts["before"] == 2000 and counts["parent"] == 2000
@@ -125,8 +126,49 @@ class TestFork:
         assert proc.returncode == 0, proc.stderr
         (line,) = [x for x in proc.stdout.splitlines() if x.startswith("codes ")]
         codes = json.loads(line.split(" ", 2)[1])
+        s.figure("fork-cycles", seconds=float(line.split(" ", 2)[2]))
         assert codes == [0] * 100
         parent = tags(tmp_path / "parent.jsonl")
         assert parent == {f"parent-{c}": 10 for c in range(100)}
         for cycle in range(100):
             assert tags(tmp_path / f"child-{cycle}.jsonl") == {f"child-{cycle}": 10}
+
+
+HOOKLESS = """
+from asynctrack import _pipeline
+
+out = Path(sys.argv[1])
+asynctrack.configure(sinks=[asynctrack.FileSink(out)], spill_dir=out.parent, batch_size=100)
+for i in range(1000):
+    work(i, payload="before")
+asynctrack.flush_sync(timeout=10)
+# Simulate a server that forks without running Python's fork hooks for asynctrack
+# (uWSGI without lazy-apps): the pipeline is hidden from the hook during the fork.
+pipeline = _pipeline._PIPELINE[0]
+_pipeline._PIPELINE[0] = None
+pid = os.fork()
+_pipeline._PIPELINE[0] = pipeline
+if pid == 0:
+    for i in range(1000):
+        work(i, payload="child")
+    emit(f"child pid changed {asynctrack.stats().enqueued}")
+    sys.exit(0)
+for i in range(1000):
+    work(i, payload="parent")
+_, status = os.waitpid(pid, 0)
+emit(f"child {os.waitstatus_to_exitcode(status)}")
+"""
+
+
+class TestForkWithoutHooks:
+    def test_child_notices_by_process_id(self, tmp_path: Path) -> None:
+        """
+        A fork that runs no asynctrack fork hook: the child notices the new process id
+        on its first batch hand-off, starts its own dispatcher, and its logs are
+        written (1,000), as are the parent's, each once.
+        """
+        out = tmp_path / "out.jsonl"
+        proc = s.run(s.script(tmp_path, HOOKLESS), str(out), timeout=60)
+        assert proc.returncode == 0, proc.stderr
+        assert "child 0" in proc.stdout
+        assert tags(out) == {"before": 1000, "child": 1000, "parent": 1000}

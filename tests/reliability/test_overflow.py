@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import threading
 import time
 from pathlib import Path
 
@@ -14,9 +15,10 @@ import psutil  # type: ignore[import-untyped]
 import pytest
 
 import asynctrack
-from asynctrack import _report
+from asynctrack import _pipeline, _report
 
 from ..helpers import SlowSink
+from . import _support as s
 
 tr = asynctrack.get_tracker("rel.overflow")
 
@@ -61,6 +63,7 @@ class TestOverflow:
         with caplog.at_level(logging.WARNING, logger="asynctrack"):
             worst = timed_burst(10_000)
             st = asynctrack.stats()
+        s.figure("overflow", dropped=st.dropped, worst_probe_s=worst)
         assert st.dropped == 9000 and st.pending == 1000
         warnings = [r for r in caplog.records if "intake is full" in r.getMessage()]
         assert len(warnings) == 1
@@ -113,6 +116,40 @@ class TestOverflow:
         assert 1000 <= sink.count <= 1000 + 5 * 100
         assert worst < 0.5
 
+    def test_dropping_takes_no_lock(self, tmp_path: Path) -> None:
+        """
+        While another thread holds the counters' and the reporter's locks, probes that
+        hit a full queue still return at once: a producer never waits on a lock (a
+        signal handler that shuts down can never wait for the code it interrupted).
+        """
+        sink = SlowSink(block=True)
+        asynctrack.configure(
+            sinks=[sink], spill_dir=tmp_path, max_queue=10, batch_size=1000, flush_interval=60
+        )
+        timed_burst(20)  # the queue is full; the first warning is out
+        pipeline = _pipeline.current()
+        assert pipeline is not None
+        held, release = threading.Event(), threading.Event()
+
+        def holder() -> None:
+            with pipeline.counters._lock, _report._lock:
+                held.set()
+                release.wait(30)
+
+        thread = threading.Thread(target=holder)
+        thread.start()
+        try:
+            assert held.wait(10)
+            t0 = time.perf_counter()
+            worst = timed_burst(1000)
+            elapsed = time.perf_counter() - t0
+        finally:
+            release.set()
+            thread.join()
+        assert elapsed < 1.0 and worst < 0.5
+        assert asynctrack.stats().dropped == 1010
+        sink.release.set()
+
     def test_memory_stays_bounded(self, tmp_path: Path) -> None:
         """
         100,000 probes into a queue of 1,000 in front of a blocked sink: RSS grows by
@@ -132,6 +169,7 @@ class TestOverflow:
         timed_burst(100_000)
         gc.collect()
         grown = psutil.Process().memory_info().rss - before
+        s.figure("overflow-rss", grown_mb=grown / 2**20)
         assert asynctrack.stats().dropped == 101_000
         assert grown < 20 * 2**20, f"RSS grew by {grown / 2**20:.1f} MB"
         sink.release.set()

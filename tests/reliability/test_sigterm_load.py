@@ -108,6 +108,7 @@ def run_under_load(cmd: list[str], port: int, db: Path) -> tuple[list[tuple[str,
     assert server.returncode in (0, -signal.SIGTERM), err[-3000:]
     assert "Traceback" not in err and "asynctrack:" not in err, err[-3000:]
     before = [(path, status) for t, path, status in load.answers if t < signalled]
+    s.figure("sigterm", cmd=cmd[3:6], exit_s=exit_time, before=len(before), all=len(load.answers))
     assert len(before) >= 600
     return before, exit_time
 

@@ -87,6 +87,7 @@ class FileSink(Sink):
         self.mode = mode
         self._file: Any = None
         self._size = 0
+        self._torn = False
 
     @property
     def name(self) -> str:
@@ -102,23 +103,47 @@ class FileSink(Sink):
             return os.open(p, flags | os.O_APPEND, mode)
 
         # Unbuffered: one write() system call per batch, so appends never interleave.
-        self._file = await aiofiles.open(self.path, "ab", buffering=0, opener=opener)
+        # Readable too ("a+"): a write cut short by a full disk is read back and undone.
+        self._file = await aiofiles.open(self.path, "a+b", buffering=0, opener=opener)
         self._size = os.fstat(self._file.fileno()).st_size
 
     async def write(self, logs: Sequence[Log]) -> None:
         if self._file is None:
             await self.open()
         data = encode_logs(logs)
+        if self._torn:
+            data = b"\n" + data  # end the fragment a failed write left: one bad line only
         if self.max_bytes and self._size and self._size + len(data) > self.max_bytes:
             await self._rotate()
         f = self._file
         view = memoryview(data)
-        while view:
-            written = await f.write(view)
-            view = view[written or len(view) :]
+        done = 0
+        try:
+            while done < len(data):
+                written = await f.write(view[done:])
+                done += written or len(data) - done
+        except BaseException:
+            if done:
+                self._undo_partial(f.fileno(), data[:done])
+            raise
+        self._torn = False
         self._size += len(data)
         if self.fsync == "batch":
             await asyncio.to_thread(os.fsync, f.fileno())
+
+    def _undo_partial(self, fd: int, part: bytes) -> None:
+        # A write cut short (disk full): the batch will be retried whole, so remove the
+        # part that went through — if it is still the file's tail (no other process
+        # appended since). Otherwise end it with a newline at the next write: one
+        # unreadable line that read_logs skips, and the first logs of the batch twice.
+        try:
+            size = os.fstat(fd).st_size
+            if size >= len(part) and os.pread(fd, len(part), size - len(part)) == part:
+                os.ftruncate(fd, size - len(part))
+                return
+        except OSError:
+            pass
+        self._torn = True
 
     async def _rotate(self) -> None:
         await self.close()
