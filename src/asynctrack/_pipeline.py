@@ -120,9 +120,16 @@ class Pipeline:
         deadline = time.monotonic() + (self.exit_timeout if timeout is None else timeout)
         if write_open_logs:
             now = time.perf_counter_ns()
+            post = _context._postprocess[0]
             for log in _context.open_logs():
                 _context.settle(log)
-                self.intake.put_control(log._snapshot_incomplete(now))
+                snapshot: Log | None = log._snapshot_incomplete(now)
+                if post is not None and snapshot is not None:
+                    # Hooks and processors see incomplete logs too (a processor
+                    # that scrubs or drops data must not be bypassed at shutdown).
+                    snapshot = post(snapshot)
+                if snapshot is not None:
+                    self.intake.put_control(snapshot)
         self.intake.close()
         self.dispatcher.request_stop(deadline)
         if self.dispatcher.join(max(0.0, deadline - time.monotonic()) + 0.5):

@@ -27,6 +27,7 @@ import asyncio
 import contextlib
 import datetime as _dt
 import hashlib
+import os
 import re
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -190,6 +191,7 @@ class SQLSink(Sink):
         self._url = _parse_url(url)
         dialect = self._url.get_backend_name()
         self._dialect = "mysql" if dialect == "mariadb" else dialect
+        _preload(self._url)
         for option, value in (("create_tables", create_tables), ("echo", echo)):
             if not isinstance(value, bool):
                 raise ConfigError(f"SQLSink({option}=...) must be a bool, got {value!r}")
@@ -351,6 +353,7 @@ class SQLSink(Sink):
         connect_args: dict[str, Any] = {}
         if self._dialect == "sqlite":
             connect_args["timeout"] = self._busy_timeout
+            _create_private(url.database)
         elif self._dialect == "postgresql" and url.get_driver_name() == "asyncpg":
             connect_args["timeout"] = self._connect_timeout
         elif self._dialect == "mysql":
@@ -864,3 +867,21 @@ def _parse_url(url: Any) -> URL:
 
 
 SQLSink.__module__ = "asynctrack"
+
+
+def _preload(url: URL) -> None:
+    # Import the dialect and its driver now, in the thread that builds the sink, not
+    # lazily in the dispatcher thread: a fork while another thread is half-way through
+    # an import leaves the child with a half-imported module.
+    with contextlib.suppress(Exception):
+        url.get_dialect().import_dbapi()
+
+
+def _create_private(database: str | None) -> None:
+    # Logs hold user data: an SQLite file asynctrack creates is 0600 (SQLite gives its
+    # -wal and -shm files the same mode).
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return
+    with contextlib.suppress(OSError):
+        fd = os.open(database, os.O_RDWR | os.O_CREAT, 0o600)
+        os.close(fd)
