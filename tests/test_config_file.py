@@ -24,6 +24,16 @@ from asynctrack._config_file import discover, load
 from asynctrack.sinks._logging import LoggingSink
 
 
+def _config_docs() -> str:
+    """
+    The README's Configuration section.
+    """
+    text = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    start = text.index("\n## Configuration\n")
+    end = text.index("\n## ", start + 1)
+    return text[start:end]
+
+
 @pytest.fixture(autouse=True)
 def _hermetic(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """
@@ -657,12 +667,7 @@ class TestDocumentation:
         providing the classes and functions it names.
         """
         pytest.importorskip("asynctrack.sinks._sql", reason="SQLSink is not merged yet")
-        docs = Path(__file__).resolve().parent.parent / "docs" / "fragments" / "config.md"
-        (block,) = [
-            b
-            for b in docs.read_text(encoding="utf-8").split("```toml\n")[1:]
-            if "[asynctrack]" in b
-        ]
+        (block,) = [b for b in _config_docs().split("```toml\n")[1:] if "[asynctrack]" in b]
         package = tmp_path / "myapp"
         package.mkdir()
         (package / "__init__.py").write_text("", encoding="utf-8")
