@@ -45,7 +45,7 @@ class WorkerOptions:
     min_backoff: float = 0.05
     max_backoff: float = 5.0
     write_timeout: float = 30.0
-    max_pending_batches: int = 64
+    max_pending_batches: int = 4
     replay_batch: int = 512
     spill_dir: Path = Path(".")
     fsync_spill: bool = False
