@@ -47,7 +47,7 @@ OPTIONS: dict[str, Any] = {
     "retry_attempts": 3,
     "max_backoff": 5.0,
     "write_timeout": 30.0,
-    "max_pending_batches": 4,
+    "max_pending_batches": 16,
     "max_calls_per_log": 10_000,
     "redact": DEFAULT_REDACT,
     "max_depth": 6,
@@ -407,7 +407,7 @@ def configure(**options: Any) -> None:
         max_backoff: longest pause between retries (5.0 s).
         write_timeout: longest ``Sink.write``/``open``/``close`` before it counts as
             failed (30.0 s).
-        max_pending_batches: batches queued per sink before new ones spill (4).
+        max_pending_batches: batches queued per sink before new ones spill (16).
         max_calls_per_log: calls recorded per log; the rest are counted (10000).
         redact: substrings marking sensitive names (case-insensitive); default
             password, secret, token, api_key, authorization, cookie, session, ...

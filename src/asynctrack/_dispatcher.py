@@ -52,6 +52,7 @@ class Dispatcher:
         self._ready = threading.Event()
         self._stopped = threading.Event()
         self._stop_deadline: float | None = None
+        self._forcing = False
         self._lock = threading.RLock()
 
     # -- lifecycle (any thread) ------------------------------------------------------------
@@ -153,6 +154,7 @@ class Dispatcher:
         intake.rearm()
         batch: list[Log] = []
         counters = self.counters
+        self._forcing = force
         while force or self._room():
             items = intake.drain(size)
             if not items:
@@ -180,8 +182,12 @@ class Dispatcher:
         return not self.workers or any(w.has_room() for w in self.workers)
 
     def _submit(self, batch: list[Log]) -> None:
+        # The final drain at shutdown hands everything over at once: the sinks keep
+        # it in memory (bounded by the intake) and deliver it before the deadline,
+        # rather than sending a healthy sink's work to its spill file.
+        forcing = self._forcing
         for worker in self.workers:
-            worker.submit(batch)
+            worker.submit(batch, when_full="queue" if forcing else "spill")
 
     async def _stop_workers(self, deadline: float | None) -> None:
         deadline = deadline if deadline is not None else time.monotonic() + 5.0

@@ -45,7 +45,7 @@ class WorkerOptions:
     min_backoff: float = 0.05
     max_backoff: float = 5.0
     write_timeout: float = 30.0
-    max_pending_batches: int = 4
+    max_pending_batches: int = 16
     replay_batch: int = 512
     spill_dir: Path = Path(".")
     fsync_spill: bool = False
@@ -97,8 +97,9 @@ class SinkWorker:
             report(f"spill-open:{self.name}", f"asynctrack: cannot open spill files: {exc}")
         self.task = asyncio.get_running_loop().create_task(self.run(), name=f"sink:{self.name}")
 
-    def submit(self, batch: list[Log]) -> None:
-        if self.spill.has_backlog or len(self.queue) >= self.options.max_pending_batches:
+    def submit(self, batch: list[Log], *, when_full: str = "spill") -> None:
+        full = len(self.queue) >= self.options.max_pending_batches
+        if self.spill.has_backlog or (full and when_full == "spill"):
             self._spill(batch)
             return
         self.queue.append(batch)
