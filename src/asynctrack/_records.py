@@ -15,6 +15,7 @@ import itertools
 import os
 import time
 from collections.abc import Iterator, Mapping
+from operator import itemgetter
 from typing import Any
 
 __all__ = ["Call", "Log", "new_log_number", "reset_ids_after_fork"]
@@ -337,7 +338,7 @@ class Log:
         raw = self._raw
         if raw is not None and self._t1 == self._t0 and raw:
             # A live log: the last call's end is found once, off the hot path.
-            self._t1 = max(self._t0, max(rec[END] for rec in raw))
+            self._t1 = max(self._t0, max(map(_end_of, raw)))
         return (self._t1 - self._t0) // 1000
 
     @property
@@ -477,17 +478,21 @@ class Log:
 
 
 def _raw_dicts(raw: list[list[Any]], t0: int) -> list[dict[str, Any]]:
-    if _unsorted(raw):
-        raw = sorted(raw, key=_start_of)
-    out = []
-    for seq, rec in enumerate(raw):
+    out: list[dict[str, Any]] = []
+    append = out.append
+    previous = -1
+    for rec in raw:
         meta, depth, params, data, start, end, status, error = rec
+        if start < previous:
+            # Threads raced between reading the clock and appending: order by start.
+            return _raw_dicts(sorted(raw, key=_start_of), t0)
+        previous = start
         if end == 0:  # pragma: no cover - only snapshots have running calls
             end = start
             status = "running"
-        out.append(
+        append(
             {
-                "seq": seq,
+                "seq": len(out),
                 "depth": depth,
                 "function": meta[0],
                 "tracker": meta[1],
@@ -501,6 +506,9 @@ def _raw_dicts(raw: list[list[Any]], t0: int) -> list[dict[str, Any]]:
             }
         )
     return out
+
+
+_end_of = itemgetter(END)
 
 
 def _start_of(rec: list[Any]) -> int:
