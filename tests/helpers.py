@@ -74,3 +74,15 @@ class SlowSink(asynctrack.Sink):
         if self.delay:
             await asyncio.sleep(self.delay)
         self.count += len(logs)
+
+
+def config_docs() -> str:
+    """
+    The README's Configuration section (the documentation the config tests check).
+    """
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    start = text.index("\n## Configuration\n")
+    end = text.index("\n## ", start + 1)
+    return text[start:end]

@@ -17,15 +17,7 @@ import asynctrack
 from asynctrack import ConfigError, FileSink, Log, MemorySink, Sink, read_logs
 from asynctrack._config import CONFIG_ENV, ENV_VARS, OPTIONS, resolve, validate
 
-
-def _config_docs() -> str:
-    """
-    The README's Configuration section.
-    """
-    text = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
-    start = text.index("\n## Configuration\n")
-    end = text.index("\n## ", start + 1)
-    return text[start:end]
+from .helpers import config_docs
 
 
 @pytest.fixture(autouse=True)
@@ -461,7 +453,7 @@ class TestDocumentation:
         """
         The configuration reference documents every option and environment variable.
         """
-        text = _config_docs()
+        text = config_docs()
         table = text.split("### Reference", 1)[1].split("\n### ", 1)[0]
         rows = {
             m.group(1): m.group(0).split(" | ")

@@ -23,15 +23,7 @@ from asynctrack._config import CONFIG_ENV, ENV_VARS, resolve
 from asynctrack._config_file import discover, load
 from asynctrack.sinks._logging import LoggingSink
 
-
-def _config_docs() -> str:
-    """
-    The README's Configuration section.
-    """
-    text = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
-    start = text.index("\n## Configuration\n")
-    end = text.index("\n## ", start + 1)
-    return text[start:end]
+from .helpers import config_docs
 
 
 @pytest.fixture(autouse=True)
@@ -667,7 +659,7 @@ class TestDocumentation:
         providing the classes and functions it names.
         """
         pytest.importorskip("asynctrack.sinks._sql", reason="SQLSink is not merged yet")
-        (block,) = [b for b in _config_docs().split("```toml\n")[1:] if "[asynctrack]" in b]
+        (block,) = [b for b in config_docs().split("```toml\n")[1:] if "[asynctrack]" in b]
         package = tmp_path / "myapp"
         package.mkdir()
         (package / "__init__.py").write_text("", encoding="utf-8")

@@ -20,20 +20,12 @@ import pytest
 import asynctrack
 from asynctrack import Call, Log, MemorySink, Tracker, _context
 
+from .helpers import config_docs
+
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
 
 REQUEST_ID: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
-
-
-def _config_docs() -> str:
-    """
-    The README's Configuration section.
-    """
-    text = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
-    start = text.index("\n## Configuration\n")
-    end = text.index("\n## ", start + 1)
-    return text[start:end]
 
 
 class InfoTracker(Tracker):
@@ -309,7 +301,7 @@ class TestExamples:
         """
         The documentation's code block for each example is the example file itself.
         """
-        text = _config_docs()
+        text = config_docs()
         blocks = re.findall(r"```python\n(# examples/\S+\n.*?)```", text, flags=re.DOTALL)
         shown = {b.split("\n", 1)[0][2:]: b.split("\n", 1)[1] for b in blocks}
         assert shown[f"examples/{name}"] == (EXAMPLES / name).read_text(encoding="utf-8")
