@@ -11,6 +11,7 @@ parameters.
 
 from __future__ import annotations
 
+import abc
 import datetime as _dt
 import pathlib
 import re
@@ -30,9 +31,12 @@ _BATCH = 10_000
 _CONNECT_TIMEOUT = 10
 
 
-class Database:
+class Database(abc.ABC):
     """
     A read-only connection: ``fetch`` small results, ``stream`` large ones in batches.
+
+    Implemented for SQLite (stdlib ``sqlite3``), PostgreSQL (asyncpg) and MariaDB
+    (SQLAlchemy's asyncio engine) below.
     """
 
     dialect = ""
@@ -41,18 +45,19 @@ class Database:
         self.display = display
         self._time_layout: tuple[str, str] | None = None
 
+    @abc.abstractmethod
     async def fetch(
         self, sql: str, params: Mapping[str, Any] | None = None
     ) -> list[tuple[Any, ...]]:
         """Run a query and return all its rows."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def stream(
         self, sql: str, params: Mapping[str, Any] | None = None
     ) -> AsyncIterator[Sequence[tuple[Any, ...]]]:
         """Run a query and yield its rows in batches, with bounded memory."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     async def columns(self, table: str) -> list[str]:
         """
         Return the column names of ``table``.
@@ -60,9 +65,8 @@ class Database:
         Raises:
             SourceError: the table does not exist.
         """
-        raise NotImplementedError
 
-    async def close(self) -> None:
+    async def close(self) -> None:  # noqa: B027 - optional: only pooled backends close
         """Close the connection."""
 
     def quote(self, name: str) -> str:
