@@ -86,3 +86,19 @@ def config_docs() -> str:
     start = text.index("\n## Configuration\n")
     end = text.index("\n## ", start + 1)
     return text[start:end]
+
+
+async def drop_tables(url: str, prefix: str) -> None:
+    """
+    Drop a test's ``{prefix}calls`` and ``{prefix}logs`` tables.
+    """
+    import sqlalchemy as sa
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    engine = create_async_engine(url)
+    try:
+        async with engine.begin() as conn:
+            for name in ("calls", "logs"):
+                await conn.execute(sa.text(f"DROP TABLE IF EXISTS {prefix}{name}"))
+    finally:
+        await engine.dispose()

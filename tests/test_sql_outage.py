@@ -7,13 +7,9 @@ ASYNCTRACK_ALLOW_SERVER_STOP=1.
 from __future__ import annotations
 
 import asyncio
-import os
-import socket
-import subprocess
 import time
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 import pytest
 import sqlalchemy as sa
@@ -25,29 +21,8 @@ from asynctrack._encode import decode_line
 from asynctrack.sinks._sql import SQLSink
 from asynctrack.testing import capture
 
-ALLOW_STOP = (
-    os.environ.get("ASYNCTRACK_REQUIRE_SERVERS") == "1"
-    or os.environ.get("ASYNCTRACK_ALLOW_SERVER_STOP") == "1"
-)
-
-
-def _cluster(action: str) -> None:
-    version = sorted(os.listdir("/etc/postgresql"))[-1]
-    subprocess.run(
-        ["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", action],
-        check=True,
-        timeout=120,
-        capture_output=True,
-    )
-
-
-def _accepting(url: str) -> bool:
-    parsed = urlparse(url.replace("+asyncpg", ""))
-    try:
-        with socket.create_connection((parsed.hostname or "127.0.0.1", parsed.port or 5432), 1):
-            return True
-    except OSError:
-        return False
+from .helpers import drop_tables
+from .reliability._support import ALLOW_SERVER_STOP, pg_accepting, pg_cluster
 
 
 async def _rows(url: str, prefix: str) -> tuple[list[str], int]:
@@ -61,20 +36,10 @@ async def _rows(url: str, prefix: str) -> tuple[list[str], int]:
         await engine.dispose()
 
 
-async def _drop(url: str, prefix: str) -> None:
-    engine = create_async_engine(url)
-    try:
-        async with engine.begin() as conn:
-            for name in ("calls", "logs"):
-                await conn.execute(sa.text(f"DROP TABLE IF EXISTS {prefix}{name}"))
-    finally:
-        await engine.dispose()
-
-
 class TestPostgresRestart:
     @pytest.mark.slow
     @pytest.mark.skipif(
-        not ALLOW_STOP, reason="stops PostgreSQL: set ASYNCTRACK_ALLOW_SERVER_STOP=1"
+        not ALLOW_SERVER_STOP, reason="stops PostgreSQL: set ASYNCTRACK_ALLOW_SERVER_STOP=1"
     )
     def test_every_log_written_exactly_once(
         self, postgres_url: str, table_prefix: str, tmp_path: Path
@@ -109,10 +74,10 @@ class TestPostgresRestart:
                     if i % 200 == 0:
                         time.sleep(0.01)  # a steady load, not one burst
                     if i == stop_at:
-                        _cluster("stop")
+                        pg_cluster("stop")
                         stopped = True
                     elif i == start_at:
-                        _cluster("start")
+                        pg_cluster("start")
                         stopped = False
             flushed = asynctrack.flush_sync(timeout=60)
             # Spilled logs are replayed in the background once the server is back.
@@ -122,13 +87,13 @@ class TestPostgresRestart:
                 time.sleep(0.1)
                 stats = asynctrack.stats()
         finally:
-            if stopped or not _accepting(postgres_url):
-                _cluster("start")
+            if stopped or not pg_accepting():
+                pg_cluster("start")
             asynctrack.shutdown_sync(timeout=30)
         try:
             ids, calls = asyncio.run(_rows(postgres_url, table_prefix))
         finally:
-            asyncio.run(_drop(postgres_url, table_prefix))
+            asyncio.run(drop_tables(postgres_url, table_prefix))
         expected = {log.id for log in logs}
         assert len(expected) == total
         assert len(ids) == total, (len(ids), stats, flushed)

@@ -28,6 +28,7 @@ from asynctrack import Log
 from asynctrack.sinks._sql import SQLSink
 from asynctrack.testing import capture
 
+from ..helpers import drop_tables
 from . import _support as s
 
 pytestmark = pytest.mark.slow
@@ -161,23 +162,13 @@ async def _pg_ids(url: str, prefix: str) -> list[str]:
         await engine.dispose()
 
 
-async def _pg_drop(url: str, prefix: str) -> None:
-    engine = create_async_engine(url)
-    try:
-        async with engine.begin() as conn:
-            for name in ("calls", "logs"):
-                await conn.execute(sa.text(f"DROP TABLE IF EXISTS {prefix}{name}"))
-    finally:
-        await engine.dispose()
-
-
 @pytest.fixture
 def pg_tables(postgres_url: str, table_prefix: str) -> Iterator[str]:
     """
     The test's table prefix on PostgreSQL; its tables are dropped afterwards.
     """
     yield table_prefix
-    asyncio.run(_pg_drop(postgres_url, table_prefix))
+    asyncio.run(drop_tables(postgres_url, table_prefix))
 
 
 class TestPostgresOutage:
