@@ -33,6 +33,7 @@ __all__ = [
     "SILENT",
     "add_data",
     "add_info",
+    "begin",
     "enter",
     "fail",
     "info",
@@ -154,6 +155,22 @@ def enter(tracker: Any, meta: tuple[str, str, str], cur: Any, params: Any) -> tu
             active.pop()
             _try_complete(log)
     return open_root(tracker, meta, cur, params, t)
+
+
+def begin(tracker: Any, level: int, meta: tuple[str, str, str], params: Callable[[], Any]) -> Any:
+    """
+    Decide how a call that is not a generated wrapper starts (generators, ``Tracker.call``).
+
+    Returns None when it passes straight through (tracking off, or inside a silenced
+    subtree), ``SILENT`` when it is not tracked and silences its subtree, else the
+    frame of the new tracked call (``params()`` is evaluated only then).
+    """
+    cur = _get()
+    if level < tracker._th:
+        return None if tracker._off or cur is SILENT else SILENT
+    if cur is SILENT:
+        return None
+    return enter(tracker, meta, cur, params())
 
 
 def open_root(

@@ -15,7 +15,6 @@ import contextlib
 import threading
 import time
 from collections.abc import Sequence
-from typing import Any
 
 from . import _context, _intake
 from ._counters import Counters
@@ -206,7 +205,3 @@ class Dispatcher:
             await asyncio.wait(not_done, timeout=0.2)
             names = ", ".join(w.name for w in self.workers if w.task in not_done)
             report("stop", f"asynctrack: sink(s) {names} did not finish before the deadline")
-
-
-def _unused(_: Any) -> None:  # pragma: no cover
-    pass

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable
 from typing import Any
 
 from ._records import Log
@@ -27,7 +27,7 @@ except ImportError:  # pragma: no cover
     _dumps = None  # type: ignore[assignment]
     _loads = json.loads
 
-__all__ = ["decode_line", "encode_log", "encode_logs", "iter_lines"]
+__all__ = ["decode_line", "encode_log", "encode_logs", "encode_obj"]
 
 # 19+ digits: maybe an integer beyond 64 bits, which orjson reads back as a float.
 _LONG_DIGITS = re.compile(rb"\d{19}")
@@ -120,23 +120,3 @@ def decode_line(line: bytes | str) -> Log:
         except ValueError as exc:
             raise ValueError(f"not valid JSON: {exc}") from None
     return Log.from_dict(obj)
-
-
-def iter_lines(data: bytes) -> Iterator[bytes]:
-    """
-    Split a buffer of JSON lines, skipping empty lines.
-    """
-    for line in data.split(b"\n"):
-        if line.strip():
-            yield line
-
-
-def encode_dicts(objs: Sequence[Any]) -> bytes:
-    """
-    Encode JSON values as JSON lines.
-    """
-    buf = bytearray()
-    for obj in objs:
-        buf += encode_obj(obj)
-        buf += b"\n"
-    return bytes(buf)

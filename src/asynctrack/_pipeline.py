@@ -15,7 +15,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from types import FrameType
 from typing import Any
@@ -458,6 +458,3 @@ def reset_for_tests() -> None:
     from . import _report
 
     _report.reset()
-
-
-_unused: Callable[..., Any] = _no_pipeline

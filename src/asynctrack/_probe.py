@@ -15,15 +15,14 @@ import functools
 import inspect
 import keyword
 import time
-import types
 import weakref
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from . import _context
-from ._context import FRAME, SILENT, enter, fail, leave
+from ._context import FRAME, SILENT, begin, fail, leave
 from ._levels import NONE, level_name, parse_level
-from ._values import REDACTED, _truncate, convert, current_limits, is_redacted
+from ._values import REDACTED, convert, current_limits, is_redacted
 
 __all__ = ["make_probe", "refresh_plans"]
 
@@ -360,14 +359,9 @@ def _gen_wrapper(
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         gen = func(*args, **kwargs)
         # The body runs at the first resumption: that is when the call starts.
-        if level < tracker._th:
-            if tracker._off or FRAME.get() is SILENT:
-                return (yield from gen)
-            return (yield from _drive_gen(gen, SILENT))
-        cur = FRAME.get()
-        if cur is SILENT:
+        frame = begin(tracker, level, meta, lambda: plan.pb(*args, **kwargs))
+        if frame is None:
             return (yield from gen)
-        frame = enter(tracker, meta, cur, plan.pb(*args, **kwargs))
         return (yield from _drive_gen(gen, frame))
 
     return wrapper
@@ -425,15 +419,7 @@ def _agen_wrapper(
 ) -> Callable[..., Any]:
     async def wrapper(*args: Any, **kwargs: Any) -> Any:
         agen = func(*args, **kwargs)
-        frame: Any
-        if level < tracker._th:
-            frame = None if tracker._off or FRAME.get() is SILENT else SILENT
-        else:
-            cur = FRAME.get()
-            if cur is SILENT:
-                frame = None
-            else:
-                frame = enter(tracker, meta, cur, plan.pb(*args, **kwargs))
+        frame = begin(tracker, level, meta, lambda: plan.pb(*args, **kwargs))
         tracked = frame is not None and frame is not SILENT
         value: Any = None
         pending: BaseException | None = None
@@ -580,10 +566,4 @@ def make_probe(
     if sig is not None:
         wrapper.__signature__ = sig  # type: ignore[attr-defined]
     wrapper.__asynctrack_probe__ = meta  # type: ignore[attr-defined]
-    if isinstance(func, types.MethodType):  # pragma: no cover - bound methods
-        pass
     return wrapper
-
-
-# Silence the unused-import checker for names used only in generated code.
-_ = (_context, _truncate)

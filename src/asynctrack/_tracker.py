@@ -269,19 +269,14 @@ class CallScope:
 
     def __enter__(self) -> CallScope:
         tracker = self._tracker
-        level = self._level if self._level < NONE else -1
-        cur = _context.FRAME.get()
-        if level < tracker._th:
-            if tracker._off or cur is _context.SILENT:
-                return self
-            self._frame = _context.SILENT
-        elif cur is _context.SILENT:
-            return self
-        else:
-            params = convert_mapping(self._params) if self._params else {}
-            meta = (self._function, tracker.name, level_name(self._level))
-            self._frame = _context.enter(tracker, meta, cur, params)
-        self._token = _context.FRAME.set(self._frame)
+        level = self._level if self._level < NONE else -1  # NONE only silences
+        meta = (self._function, tracker.name, level_name(self._level))
+        raw = self._params
+        self._frame = _context.begin(
+            tracker, level, meta, lambda: convert_mapping(raw) if raw else {}
+        )
+        if self._frame is not None:
+            self._token = _context.FRAME.set(self._frame)
         return self
 
     def __exit__(
@@ -413,9 +408,6 @@ def reset_for_tests() -> None:
         _ROOT_LEVEL[0] = int(DEFAULT)
         _ENABLED[0] = 0
         _refresh()
-
-
-_ = NONE
 
 
 class _OffScope(CallScope):
