@@ -20,11 +20,21 @@ import contextvars
 import os
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from ._records import DATA, END, ERROR, STATUS, Log, reset_ids_after_fork
+from ._records import (
+    _WALL_OFFSET,
+    DATA,
+    END,
+    ERROR,
+    STATUS,
+    Log,
+    _counter,
+    reset_ids_after_fork,
+)
 from ._values import REDACTED, convert, current_limits, is_redacted, scrub
 
 __all__ = [
@@ -66,10 +76,15 @@ class _Silent:
 SILENT: Any = _Silent()
 
 _ns = time.perf_counter_ns
+_new_log = object.__new__
 _get = FRAME.get
 
-#: Logs opened and not yet complete, by number: shutdown writes them as incomplete.
-_OPEN: dict[int, Log] = {}
+#: Logs opened in this process, for shutdown to write those still open as incomplete.
+#: An append is all a log costs here (a dict insert and pop cost ten times that); the
+#: completed ones are swept out whenever the deque outgrows ``_sweep_at``.
+_OPEN: deque[Log] = deque()
+_SWEEP_MIN = 1024
+_sweep_at = [_SWEEP_MIN]
 #: Numbers of open logs already written incomplete (at shutdown) or orphaned by a
 #: fork: their late completion is not handed off again.
 _SETTLED: set[int] = set()
@@ -116,7 +131,21 @@ def open_logs() -> list[Log]:
     """
     Return the logs opened and not yet complete in this process.
     """
-    return list(_OPEN.values())
+    return [log for log in list(_OPEN) if not log._done]
+
+
+def _sweep() -> None:
+    # Drop completed logs from the registry, keeping the open ones in order. Appends
+    # and poplefts are atomic, so producers in other threads may keep appending.
+    popleft, append = _OPEN.popleft, _OPEN.append
+    try:
+        for _ in range(len(_OPEN)):
+            log = popleft()
+            if not log._done:
+                append(log)
+    except IndexError:  # another thread swept at the same time
+        pass
+    _sweep_at[0] = max(_SWEEP_MIN, 2 * len(_OPEN))
 
 
 def settle(log: Log) -> None:
@@ -181,15 +210,28 @@ def open_root(
 
     ``cur`` is the frame of a completed log (the new log's parent) or None.
     """
-    parent_id = cur[0].id if cur is not None else None
-    bound = INFO.get()
-    # Info dicts are copy-on-write, so the bound one can be shared (copied before any
-    # hook could mutate it in place, see _complete).
-    log = Log._open(t, parent_id, bound if bound else {}, tracker)
-    log._active.append(None)
     rec = [meta, 0, params, None, t, 0, "ok", None]
-    log._raw.append(rec)  # type: ignore[union-attr]
-    _OPEN[log._number] = log
+    # Log._open, inlined: this runs once per log.
+    log = _new_log(Log)
+    log._id = None
+    log._number = next(_counter)
+    log._wall_ns = _WALL_OFFSET[0] + t
+    log._t0 = log._t1 = t
+    log.parent_id = cur[0].id if cur is not None else None
+    # Info dicts are copy-on-write, so the bound one can be shared (copied before any
+    # hook could mutate it in place, see _try_complete).
+    log.info = INFO.get() or {}
+    log._raw = [rec]
+    log._calls = None
+    log.complete = True
+    log.dropped_calls = 0
+    log._active = [None]
+    log._claim = [None]
+    log._done = False
+    log._tracker = tracker
+    _OPEN.append(log)
+    if len(_OPEN) > _sweep_at[0]:
+        _sweep()
     return (log, rec, 0, None)
 
 
@@ -249,6 +291,12 @@ def _is_cancellation(exc: BaseException) -> bool:
     return cls.__name__ == "Cancelled" and cls.__module__.startswith("trio")
 
 
+#: Given to completed logs in place of their join bookkeeping: a late joiner may
+#: append to it and pop again (see enter); nobody can take a claim from it.
+_DONE_ACTIVE: list[None] = []
+_NO_CLAIM: list[None] = []
+
+
 def _try_complete(log: Log) -> None:
     # Whoever pops the single claim token while no call runs completes the log. A call
     # joining at that moment sees ``_done`` and backs out (see enter); if it appended
@@ -262,32 +310,18 @@ def _try_complete(log: Log) -> None:
             return
         log._done = True
         if not active:
-            _complete(log)
-            return
+            break
         log._done = False
         claim.append(None)
-
-
-#: Given to completed logs in place of their join bookkeeping: a late joiner may
-#: append to it and pop again (see enter); nobody can take a claim from it.
-_DONE_ACTIVE: list[None] = []
-_NO_CLAIM: list[None] = []
-
-
-def _complete(log: Log) -> None:
-    # Freeze the log for its trip through the pipeline: call records become tuples of
-    # plain values, which the garbage collector stops tracking the first time it sees
-    # them, so buffered logs are not promoted into the old generation by the dozen
-    # (TRAPS: full collections over buffered records push p99 latency up).
-    raw = log._raw
-    if raw is not None:
-        log._raw = list(map(tuple, raw))  # type: ignore[arg-type]
+    else:
+        return
+    # Complete the log (inlined: this runs once per log). Its call records stay the
+    # flat lists of plain values they are: no cycles, one container per call, and the
+    # dispatcher takes them in batches (a per-log copy into tuples cost 9% of a call).
     log._active = _DONE_ACTIVE
     log._claim = _NO_CLAIM
-    number = log._number
-    _OPEN.pop(number, None)
-    if _SETTLED and number in _SETTLED:
-        _SETTLED.discard(number)
+    if _SETTLED and log._number in _SETTLED:
+        _SETTLED.discard(log._number)
         return
     post = _postprocess[0]
     if post is not None:
@@ -462,7 +496,7 @@ def _after_fork_in_child() -> None:
     # Logs open at fork time belong to the parent, which writes them; the child never
     # hands them off. Locks may have been held by a thread that does not exist here.
     _LOCK._at_fork_reinit()  # type: ignore[attr-defined]
-    _SETTLED.update(_OPEN)
+    _SETTLED.update(log._number for log in open_logs())
     _OPEN.clear()
     reset_ids_after_fork()
 

@@ -123,8 +123,8 @@ class _Plan:
             else:
                 # Primitives and short plain strings are kept without a function call.
                 items.append(
-                    f"{name!r}: ({name} if type({name}) in {prefix}A or "
-                    f"(type({name}) is str and len({name}) <= {limit} and '://' not in {name})"
+                    f"{name!r}: ({name} if ({prefix}ty := type({name})) in {prefix}A or "
+                    f"({prefix}ty is str and len({name}) <= {limit} and '://' not in {name})"
                     f" else {prefix}c({name}))"
                 )
         return "{" + ", ".join(items) + "}"
@@ -204,8 +204,7 @@ _TRACKED = """
         return {AWAIT}{P}f({call})
     {P}p = {PARAMS}
     {P}t = {P}ns()
-    if {P}cur is not None and not {P}cur[0]._done:
-        {P}log = {P}cur[0]
+    if {P}cur is not None and not ({P}log := {P}cur[0])._done:
         {P}a = {P}log._active
         {P}a.append(None)
         if {P}log._done:

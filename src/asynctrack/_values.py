@@ -203,6 +203,9 @@ def convert(value: Any) -> Any:
     ``__track__``, else their truncated ``repr``; anything that fails as
     ``"<unrepresentable TypeName>"``.
     """
+    t = type(value)
+    if t in _ATOMS or (t is str and len(value) <= _LIMITS.max_string and "://" not in value):
+        return value  # the common case, without setting up a run
     try:
         return _convert(value, 0, _Run(_LIMITS))
     except RecursionError:

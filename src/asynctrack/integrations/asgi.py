@@ -35,7 +35,6 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 InfoHook = Callable[[Scope], Mapping[str, Any] | None]
 
 _logger = logging.getLogger("asynctrack")
-_add_info = asynctrack.add_info
 
 
 class TrackMiddleware:
@@ -150,7 +149,7 @@ class TrackMiddleware:
             if not call.tracked:
                 await self.app(scope, receive, send)
                 return
-            self._start_info(scope, method, path)
+            self._start_info(call, scope, method, path)
             root_path: str = scope.get("root_path", "")
             status: int | None = None
             ended = False
@@ -209,7 +208,7 @@ class TrackMiddleware:
             if not call.tracked:
                 await self.app(scope, receive, send)
                 return
-            self._start_info(scope, "WEBSOCKET", path)
+            self._start_info(call, scope, "WEBSOCKET", path)
             root_path: str = scope.get("root_path", "")
             status: int | None = None
             close_code: int | None = None
@@ -260,15 +259,15 @@ class TrackMiddleware:
                     self._data(call, "disconnected", True)
 
     # -- bookkeeping: never raises into the application ------------------------------------
-    def _start_info(self, scope: Scope, method: str, path: str) -> None:
+    def _start_info(self, call: Any, scope: Scope, method: str, path: str) -> None:
         # Set at the start, so a log written incomplete at shutdown (a long stream or
         # websocket session) still says what it was.
         try:
-            _add_info("method", method)
-            _add_info("path", path)
             client = scope.get("client")
             if client:
-                _add_info("client", client[0])
+                call.add_info(method=method, path=path, client=client[0])
+            else:
+                call.add_info(method=method, path=path)
         except Exception:
             self.internal_errors += 1
 
@@ -280,7 +279,7 @@ class TrackMiddleware:
             if template is not None:
                 call.rename(f"{method} {template}")
             if status is not None:
-                _add_info("status", status)
+                call.add_info(status=status)
         except Exception:
             self.internal_errors += 1
         hook = self._info
@@ -288,8 +287,7 @@ class TrackMiddleware:
             try:
                 extra = hook(scope)
                 if extra is not None:
-                    for key, value in extra.items():
-                        _add_info(key, value)
+                    call.add_info(**extra)
             except Exception as exc:
                 self.info_errors += 1
                 if self.info_errors == 1:
