@@ -27,6 +27,7 @@ from asynctrack._stats._percentiles import (
     Histogram,
     bucket_of,
     bucket_sql,
+    bucket_sql_float,
     nearest_rank,
     rank_of,
 )
@@ -225,6 +226,29 @@ class TestPercentileDefinition:
         got = [row[0] for row in conn.execute(f"SELECT {bucket_sql('d')} FROM t")]
         assert got == [bucket_of(v) for v in values]
 
+    @pytest.mark.slow
+    def test_postgres_float_bucket_expression_matches_python(self, postgres_url: str) -> None:
+        """PostgreSQL's log-based bucket expression is exact, powers of two included."""
+        rnd = random.Random(5)
+        values = [0, 1, 31, 32, 33, 2**40 - 1, 2**40, 2**41 + 5, 2**62]
+        for k in range(5, 45):
+            values += [2**k - 1, 2**k, 2**k + 1, 3 * 2 ** (k - 1), 2 ** (k + 1) - 2 ** (k - 4)]
+        values += [rnd.randrange(0, 2 ** rnd.randrange(1, 45)) for _ in range(3000)]
+
+        async def compute() -> list[int]:
+            import asyncpg
+
+            conn = await asyncpg.connect("postgresql://" + postgres_url.partition("://")[2])
+            try:
+                rows = await conn.fetch(
+                    f"SELECT {bucket_sql_float('d')} FROM unnest($1::bigint[]) AS t(d)", values
+                )
+            finally:
+                await conn.close()
+            return [row[0] for row in rows]
+
+        assert asyncio.run(compute()) == [bucket_of(v) for v in values]
+
     def test_buckets_are_exact_below_32_and_narrow_above(self) -> None:
         """Values below 32 µs have their own bucket; above, a bucket spans <= 1/16 of it."""
         assert [bucket_of(v) for v in range(EXACT_BELOW)] == list(range(EXACT_BELOW))
@@ -322,6 +346,34 @@ class TestFileStats:
         globbed = run_json(["stats", str(tmp_path / "t.jsonl.[12]")], capsys)
         assert globbed["logs"] == len(LOGS) - 100
 
+    @pytest.mark.parametrize(
+        "options", [[], ["--exact"], ["--by", "user", "--until", "2026-03-02"]]
+    )
+    def test_split_into_byte_ranges(
+        self,
+        tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str],
+        options: list[str],
+    ) -> None:
+        """A file read in byte ranges (worker processes) gives the same report and warnings."""
+        from asynctrack._stats import StatsQuery, _files
+
+        lines = encode_logs(LOGS).splitlines(keepends=True)
+        lines[5] = b"not json\n"
+        lines[200] = lines[200][:50] + b"\n"  # torn
+        path = tmp_path / "big.jsonl"
+        path.write_bytes(b"".join(lines))
+        whole = run_json(["stats", str(path), *options], capsys)
+        monkeypatch.setattr(_files, "PART_BYTES", 1000)
+        monkeypatch.setattr(_files, "cpu_count", lambda: 7)
+        parts = _files._parts([str(path)], StatsQuery())
+        assert len(parts) == 7
+        assert main(["stats", str(path), *options, "--format", "json"]) == 0
+        captured = capsys.readouterr()
+        assert json.loads(captured.out) == whole
+        assert f"{path}: skipped 2 malformed lines (first at line 6)" in captured.err
+
     def test_filters_by_time_and_function(
         self, jsonl: str, capsys: pytest.CaptureFixture[str]
     ) -> None:
@@ -393,6 +445,27 @@ class TestSameNumbersEverywhere:
         from_sql = run_json(["stats", *sql_source, *options], capsys)
         assert comparable(from_sql) == comparable(from_file)
         assert from_file["functions"]
+
+    @pytest.mark.parametrize("options", [[], ["--exact"], FILTERED])
+    def test_sqlite_split_into_rowid_ranges(
+        self,
+        tmp_path: Path,
+        table_prefix: str,
+        monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str],
+        options: list[str],
+    ) -> None:
+        """A SQLite table read in rowid ranges (worker processes) gives the same report."""
+        from asynctrack._stats import _sql
+
+        url = f"sqlite+aiosqlite:///{tmp_path / 'track.db'}"
+        asyncio.run(_fill(url, table_prefix, None))
+        argv = ["stats", url, "--table-prefix", table_prefix, *options]
+        monkeypatch.setattr(_sql, "cpu_count", lambda: 1)
+        whole = run_json(argv, capsys)
+        monkeypatch.setattr(_sql, "cpu_count", lambda: 3)
+        monkeypatch.setattr(_sql, "PART_ROWS", 50)
+        assert run_json(argv, capsys) == whole
 
     @pytest.mark.slow
     @pytest.mark.parametrize(

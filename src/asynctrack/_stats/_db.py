@@ -22,7 +22,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from ._model import UTC, SourceError
 
-__all__ = ["Database", "connect"]
+__all__ = ["Database", "PostgresDatabase", "SQLiteDatabase", "connect"]
 
 _MYSQL_DRIVERS = ("asyncmy", "aiomysql")
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9]*)(?:\+([A-Za-z0-9_]+))?://")
@@ -96,7 +96,7 @@ class Database(abc.ABC):
         return moment.replace(tzinfo=None).isoformat(sep=sep, timespec="microseconds") + suffix
 
 
-class _SQLite(Database):
+class SQLiteDatabase(Database):
     dialect = "sqlite"
 
     def __init__(self, path: str, display: str) -> None:
@@ -104,8 +104,10 @@ class _SQLite(Database):
         file = pathlib.Path(path)
         if not file.is_file():
             raise SourceError(f"no such database file: {path}")
+        #: The read-only URI of the file, for more connections (worker processes).
+        self.uri = file.resolve().as_uri() + "?mode=ro"
         try:
-            self._conn = sqlite3.connect(file.resolve().as_uri() + "?mode=ro", uri=True)
+            self._conn = sqlite3.connect(self.uri, uri=True)
             self._conn.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
         except sqlite3.Error as exc:
             raise SourceError(f"cannot open {path}: {exc}") from None
@@ -200,7 +202,7 @@ class _Engine(Database):
             await self._engine.dispose()
 
 
-class _Postgres(Database):
+class PostgresDatabase(Database):
     dialect = "postgresql"
 
     def __init__(self, dsn: str, display: str) -> None:
@@ -248,6 +250,10 @@ class _Postgres(Database):
             cursor = await self._conn.cursor(text, *args)
             while batch := await cursor.fetch(_BATCH):
                 yield [tuple(record) for record in batch]
+
+    async def settings(self, sql: str) -> None:
+        """Run ``SET`` statements (several, separated by ``;``) for this session."""
+        await self._conn.execute(sql)
 
     async def columns(self, table: str) -> list[str]:
         import asyncpg
@@ -301,9 +307,9 @@ async def connect(url: str) -> Database:
     display = _hide_password(url)
     backend, driver = match[1].lower(), (match[2] or "").lower()
     if backend == "sqlite":
-        return _SQLite(_sqlite_path(url, display), display)
+        return SQLiteDatabase(_sqlite_path(url, display), display)
     if backend in ("postgresql", "postgres"):
-        pg = _Postgres("postgresql://" + url[match.end() :], display)
+        pg = PostgresDatabase("postgresql://" + url[match.end() :], display)
         await pg.open()
         return pg
     if backend not in ("mysql", "mariadb"):

@@ -3,7 +3,8 @@ Statistics and log selection over JSON-lines files, streamed line by line.
 
 Memory stays bounded: one line at a time, per function a buffer of at most
 :data:`~._percentiles.CHUNK` durations folded into a histogram (approximate mode),
-or every duration as 8 bytes in an ``array('q')`` (``--exact``).
+or every duration as 8 bytes in an ``array('q')`` (``--exact``). A large file is
+read by one process per CPU (see ``_parallel``), each taking a byte range.
 """
 
 from __future__ import annotations
@@ -11,9 +12,11 @@ from __future__ import annotations
 import datetime as _dt
 import glob
 import heapq
+import itertools
 import os
 from array import array
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from typing import IO, Any
 
 import orjson
@@ -29,6 +32,7 @@ from ._model import (
     key_text,
     utc,
 )
+from ._parallel import cpu_count, run_parts
 from ._percentiles import PERCENTILES, DurationAccumulator
 
 __all__ = ["expand_paths", "file_stats", "select_file_logs"]
@@ -36,6 +40,8 @@ __all__ = ["expand_paths", "file_stats", "select_file_logs"]
 Warn = Callable[[str], None]
 _GLOB_CHARS = frozenset("*?[")
 _FOLD_EVERY = 4096  # lines between checks of the per-function buffers
+#: A file is split into byte ranges (one per CPU) of at least this size.
+PART_BYTES = 32 << 20
 
 
 def expand_paths(source: str) -> list[str]:
@@ -126,112 +132,242 @@ def _bound(moment: _dt.datetime | None) -> str | None:
     return stamp.isoformat(timespec="microseconds")
 
 
+@dataclass(frozen=True)
+class _Part:
+    """
+    The lines of ``path`` that start at a byte offset in ``[start, end)`` (``end``
+    None: to the end of the file).
+    """
+
+    path: str
+    start: int
+    end: int | None
+    query: StatsQuery
+
+
+@dataclass
+class _Figures:
+    """
+    What one part of the input adds up to; parts merge in input order.
+    """
+
+    lines: int = 0
+    bad: int = 0
+    first_bad: int = 0  # line number within the part, 1-based; 0 if none
+    logs: int = 0
+    first: str | None = None
+    last: str | None = None
+    accs: dict[str, DurationAccumulator] = field(default_factory=dict)
+    groups: dict[str | None, list[Any]] = field(default_factory=dict)
+
+
+def _parts(paths: list[str], query: StatsQuery) -> list[_Part]:
+    """
+    Split the files into byte ranges, one per CPU for a large file.
+    """
+    cpus = cpu_count()
+    parts = []
+    for path in paths:
+        try:
+            size = os.path.getsize(path)
+        except OSError as exc:
+            raise SourceError(f"cannot read {path}: {exc.strerror or exc}") from None
+        pieces = min(cpus, size // PART_BYTES) if cpus > 1 else 1
+        if pieces <= 1:
+            parts.append(_Part(path, 0, None, query))
+            continue
+        starts = [size * i // pieces for i in range(pieces)]
+        ends: list[int | None] = [*starts[1:], None]
+        parts.extend(_Part(path, a, b, query) for a, b in zip(starts, ends, strict=True))
+    return parts
+
+
 def file_stats(source: str, query: StatsQuery, warn: Warn) -> Report:
     """
     Compute the statistics of the logs in JSON-lines files.
+
+    A large file is read by one process per CPU, each taking a byte range (a line
+    belongs to the range it starts in); the parts' figures are merged here.
 
     Raises:
         SourceError: the source names no readable file.
     """
     paths = expand_paths(source)
-    skipped = _Skipped(warn)
+    parts = _parts(paths, query)
+    results = run_parts(_scan, parts)
+    total = _Figures()
+    skipped = 0
+    # Malformed lines are reported once per file, with their line number in the file.
+    for path, group in itertools.groupby(zip(parts, results, strict=True), lambda p: p[0].path):
+        lines = bad = first_bad = 0
+        for _, figures in group:
+            if figures.bad and not first_bad:
+                first_bad = lines + figures.first_bad
+            lines += figures.lines
+            bad += figures.bad
+            _merge(total, figures)
+        if bad:
+            skipped += bad
+            plural = "s" if bad > 1 else ""
+            warn(f"{path}: skipped {bad} malformed line{plural} (first at line {first_bad})")
+    report = Report(
+        source=source,
+        logs=total.logs,
+        first=utc(total.first),
+        last=utc(total.last),
+        exact=query.exact,
+        percentiles=PERCENTILES,
+        by=query.by,
+        skipped_lines=skipped,
+    )
+    for function, acc in total.accs.items():
+        calls_n, sum_us, maximum, values = acc.finish(PERCENTILES)
+        if calls_n:
+            report.functions.append(
+                FunctionRow(function, calls_n, acc.errors, sum_us, maximum, values)
+            )
+    report.groups = [GroupRow(v, g[0], g[1], g[2], utc(g[3])) for v, g in total.groups.items()]
+    return report
+
+
+def _merge(total: _Figures, part: _Figures) -> None:
+    total.logs += part.logs
+    if part.first is not None and (total.first is None or part.first < total.first):
+        total.first = part.first
+    if part.last is not None and (total.last is None or part.last > total.last):
+        total.last = part.last
+    for function, acc in part.accs.items():
+        mine = total.accs.get(function)
+        if mine is None:
+            total.accs[function] = acc
+        else:
+            mine.merge(acc)
+    for value, group in part.groups.items():
+        mine_g = total.groups.get(value)
+        if mine_g is None:
+            total.groups[value] = group
+        else:
+            mine_g[0] += group[0]
+            mine_g[1] += group[1]
+            mine_g[2] += group[2]
+            if group[3] > mine_g[3]:
+                mine_g[3] = group[3]
+
+
+def _lines(part: _Part) -> Iterator[bytes]:
+    """
+    Yield the lines of ``part``: those starting in its byte range.
+    """
+    try:
+        handle = open(part.path, "rb", buffering=1 << 20)
+    except OSError as exc:
+        raise SourceError(f"cannot read {part.path}: {exc.strerror or exc}") from None
+    with handle:
+        if part.start:
+            # The line that holds byte start - 1 belongs to the previous part.
+            handle.seek(part.start - 1)
+            handle.readline()
+        if part.end is None:
+            yield from handle
+            return
+        position = handle.tell()
+        end = part.end
+        for line in handle:
+            if position >= end:
+                return
+            position += len(line)
+            yield line
+
+
+def _scan(part: _Part) -> _Figures:
+    """
+    Aggregate the logs of one part of a file (runs in a worker process).
+    """
+    query = part.query
+    out = _Figures()
     since, until = _bound(query.since), _bound(query.until)
     exact = query.exact
     matcher = query.function_matcher()
-    accs: dict[str, DurationAccumulator] = {}
+    accs = out.accs
     # function -> the bound ``append`` of its buffer; functions excluded by --function
     # share one scratch buffer, so a bad duration is caught whatever the filter.
     appends: dict[str, Callable[[int], None]] = {}
     scratch: array[int] = array("q")
     by = query.by
-    groups: dict[str | None, list[Any]] = {}
+    groups = out.groups
     loads = orjson.loads
     logs = 0
     first: str | None = None
     last: str | None = None
-    for _, handle in skipped.files(paths):
-        lineno = 0
-        for line in handle:
-            lineno += 1
-            if lineno % _FOLD_EVERY == 0:
-                for acc in accs.values():
-                    acc.maybe_fold()
-                del scratch[:]
-            done = 0
-            try:
-                obj = loads(line)
-                started = obj["started_at"]
-                if len(started) != 32 or not started.endswith("+00:00"):
-                    started = _canonical(started)
-                calls = obj["calls"]
-                if (since is not None and started < since) or (
-                    until is not None and started >= until
-                ):
-                    if type(calls) is not list:
-                        raise TypeError("calls must be a list")
-                    continue
-                n_errors = 0
-                for call in calls:
-                    function = call["function"]
-                    duration = call["duration_us"]
-                    failed = call["status"] == "error"
-                    append = appends.get(function)
-                    if append is None:
-                        if type(function) is not str:
-                            raise TypeError("function must be a string")
-                        if matcher is None or matcher(function):
-                            acc = accs[function] = DurationAccumulator(exact)
-                            append = appends[function] = acc.buf.append
-                        else:
-                            append = appends[function] = scratch.append
-                    append(duration)
-                    done += 1
-                    if failed and function in accs:
-                        accs[function].errors += 1
-                        n_errors += 1
-                info = obj.get("info") if by is not None else None
-            except (ValueError, KeyError, TypeError, AttributeError):
-                _rollback(obj if done else None, done, accs, scratch)
-                skipped.bad(line, lineno)
+    lineno = 0
+    for line in _lines(part):
+        lineno += 1
+        if lineno % _FOLD_EVERY == 0:
+            for acc in accs.values():
+                acc.maybe_fold()
+            del scratch[:]
+        done = 0
+        try:
+            obj = loads(line)
+            started = obj["started_at"]
+            if len(started) != 32 or not started.endswith("+00:00"):
+                started = _canonical(started)
+            calls = obj["calls"]
+            if (since is not None and started < since) or (until is not None and started >= until):
+                if type(calls) is not list:
+                    raise TypeError("calls must be a list")
                 continue
-            logs += 1
-            if first is None or started < first:
-                first = started
-            if last is None or started > last:
-                last = started
-            if by is not None:
-                if matcher is None:
-                    n_calls = len(calls)
-                else:
-                    n_calls = sum(1 for call in calls if call["function"] in accs)
-                value = key_text(info.get(by)) if isinstance(info, dict) else None
-                group = groups.get(value)
-                if group is None:
-                    groups[value] = [1, n_calls, n_errors, started]
-                else:
-                    group[0] += 1
-                    group[1] += n_calls
-                    group[2] += n_errors
-                    if started > group[3]:
-                        group[3] = started
-    report = Report(
-        source=source,
-        logs=logs,
-        first=utc(first),
-        last=utc(last),
-        exact=exact,
-        percentiles=PERCENTILES,
-        by=by,
-        skipped_lines=skipped.total,
-    )
-    for function, acc in accs.items():
-        calls_n, total, maximum, values = acc.finish(PERCENTILES)
-        if calls_n:
-            report.functions.append(
-                FunctionRow(function, calls_n, acc.errors, total, maximum, values)
-            )
-    report.groups = [GroupRow(v, g[0], g[1], g[2], utc(g[3])) for v, g in groups.items()]
-    return report
+            n_errors = 0
+            for call in calls:
+                function = call["function"]
+                duration = call["duration_us"]
+                failed = call["status"] == "error"
+                append = appends.get(function)
+                if append is None:
+                    if type(function) is not str:
+                        raise TypeError("function must be a string")
+                    if matcher is None or matcher(function):
+                        acc = accs[function] = DurationAccumulator(exact)
+                        append = appends[function] = acc.buf.append
+                    else:
+                        append = appends[function] = scratch.append
+                append(duration)
+                done += 1
+                if failed and function in accs:
+                    accs[function].errors += 1
+                    n_errors += 1
+            info = obj.get("info") if by is not None else None
+        except (ValueError, KeyError, TypeError, AttributeError):
+            _rollback(obj if done else None, done, accs, scratch)
+            if line.strip():
+                out.bad += 1
+                if not out.first_bad:
+                    out.first_bad = lineno
+            continue
+        logs += 1
+        if first is None or started < first:
+            first = started
+        if last is None or started > last:
+            last = started
+        if by is not None:
+            if matcher is None:
+                n_calls = len(calls)
+            else:
+                n_calls = sum(1 for call in calls if call["function"] in accs)
+            value = key_text(info.get(by)) if isinstance(info, dict) else None
+            group = groups.get(value)
+            if group is None:
+                groups[value] = [1, n_calls, n_errors, started]
+            else:
+                group[0] += 1
+                group[1] += n_calls
+                group[2] += n_errors
+                if started > group[3]:
+                    group[3] = started
+    for acc in accs.values():
+        acc.fold()  # what goes back to the parent is the histogram, not the durations
+    out.lines, out.logs, out.first, out.last = lineno, logs, first, last
+    return out
 
 
 def _rollback(

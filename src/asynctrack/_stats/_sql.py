@@ -17,11 +17,14 @@ Counts, errors, sums and maxima are aggregated in SQL. Percentiles (see
 
 from __future__ import annotations
 
+import itertools
 import re
+import sqlite3
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ._db import Database, connect
+from ._db import Database, PostgresDatabase, SQLiteDatabase, connect
 from ._model import (
     FunctionRow,
     Report,
@@ -30,13 +33,21 @@ from ._model import (
     merge_groups,
     utc,
 )
-from ._percentiles import PERCENTILES, DurationAccumulator, Histogram, bucket_sql
+from ._parallel import cpu_count, start_parts
+from ._percentiles import (
+    PERCENTILES,
+    DurationAccumulator,
+    Histogram,
+    bucket_sql,
+    bucket_sql_float,
+)
 
 __all__ = ["LOG_COLUMNS", "Tables", "sql_stats"]
 
 _PREFIX_RE = re.compile(r"^[A-Za-z0-9_]*$")
 LOG_COLUMNS = ("id", "parent_id", "started_at", "duration_us", "complete", "dropped_calls", "info")
 _ERR = "CASE WHEN c.status = 'error' THEN 1 ELSE 0 END"
+_SQLITE_BATCH = 10_000
 
 
 @dataclass
@@ -208,6 +219,14 @@ async def _stats(t: Tables, query: StatsQuery) -> Report:
     call_conds = log_conds + ([fn_cond] if fn_cond else [])
     join = f" JOIN {t.logs} l ON l.id = c.log_id" if log_conds else ""
     calls_from = f"FROM {t.calls} c{join}{where(call_conds)}"
+    # The error flag comes back as 0/1 (cached small ints): no string per row.
+    stream_sql = f"SELECT c.function, {_ERR}, c.duration_us {calls_from}"
+    pending = None
+    if isinstance(db, SQLiteDatabase):
+        # The worker processes stream the calls while this one runs the other queries.
+        pending = await _start_sqlite_durations(
+            db, t, stream_sql, call_conds, dict(params), query.exact
+        )
 
     rows = await db.fetch(
         f"SELECT COUNT(*), MIN(l.started_at), MAX(l.started_at) FROM {t.logs} l" + where(log_conds),
@@ -240,34 +259,33 @@ async def _stats(t: Tables, query: StatsQuery) -> Report:
                     [int(v) for v in values],
                 )
             )
-    elif db.dialect == "sqlite" or query.exact:
+    elif pending is not None:
+        pass  # collected at the end
+    elif query.exact:
         accs: dict[str, DurationAccumulator] = {}
-        # The error flag comes back as 0/1 (cached small ints): no string per row.
-        sql = f"SELECT c.function, {_ERR}, c.duration_us {calls_from}"
-        async for batch in db.stream(sql, params):
-            for function, failed, duration in batch:
-                acc = accs.get(function)
-                if acc is None:
-                    acc = accs[function] = DurationAccumulator(query.exact)
-                acc.buf.append(duration)
-                if failed:
-                    acc.errors += 1
-            for acc in accs.values():
-                acc.maybe_fold()
-        for function, acc in accs.items():
-            calls, total, maximum, values = acc.finish(PERCENTILES)
-            report.functions.append(
-                FunctionRow(function, calls, acc.errors, total, maximum, values)
-            )
+        appends: dict[str, Callable[[int], None]] = {}
+        async for batch in db.stream(stream_sql, params):
+            _accumulate(batch, accs, appends, query.exact)
+        _function_rows(report, accs)
     else:
         fn_select, fn_group = t.grouped(["c.function"])
+        postgres = isinstance(db, PostgresDatabase)
+        bucket = (bucket_sql_float if postgres else bucket_sql)("c.duration_us")
         sql = (
-            f"SELECT {fn_select}, {bucket_sql('c.duration_us')}, COUNT(*), SUM({_ERR}), "
+            f"SELECT {fn_select}, {bucket}, COUNT(*), SUM({_ERR}), "
             f"SUM(c.duration_us), MIN(c.duration_us), MAX(c.duration_us) "
             f"{calls_from} GROUP BY {fn_group}, 2"
         )
+        if isinstance(db, PostgresDatabase):
+            # PostgreSQL cannot estimate the buckets (it assumes 10 % of the rows are
+            # distinct): with 64 MB it sizes each worker's hash table for that, and
+            # sorts with less; measured 10-20 % faster with a small table that grows.
+            await db.settings("SET work_mem = '4MB'; SET enable_sort = off")
+        rows = await db.fetch(sql, params)
+        if isinstance(db, PostgresDatabase):
+            await db.settings("SET work_mem = '64MB'; SET enable_sort = on")
         merged: dict[str, tuple[Histogram, list[int]]] = {}
-        for function, lower, count, errors, total, minimum, maximum in await db.fetch(sql, params):
+        for function, lower, count, errors, total, minimum, maximum in rows:
             entry = merged.get(function)
             if entry is None:
                 entry = merged[function] = (Histogram(), [0, 0, 0, 0])
@@ -307,7 +325,131 @@ async def _stats(t: Tables, query: StatsQuery) -> Report:
             )
         call_rows = await db.fetch(call_sql, params)
         report.groups = merge_groups(_coalesce(log_rows), _coalesce(call_rows))
+    if pending is not None:
+        _function_rows(report, pending())
     return report
+
+
+def _function_rows(report: Report, accs: dict[str, DurationAccumulator]) -> None:
+    for function, acc in accs.items():
+        calls, total, maximum, values = acc.finish(PERCENTILES)
+        report.functions.append(FunctionRow(function, calls, acc.errors, total, maximum, values))
+
+
+def _accumulate(
+    batch: Sequence[tuple[Any, ...]],
+    accs: dict[str, DurationAccumulator],
+    appends: dict[str, Callable[[int], None]],
+    exact: bool,
+) -> None:
+    """
+    Add ``(function, error flag, duration)`` rows to the per-function accumulators.
+
+    ``appends`` caches each function's bound ``buf.append``.
+    """
+    for function, failed, duration in batch:
+        append = appends.get(function)
+        if append is None:
+            acc = accs[function] = DurationAccumulator(exact)
+            append = appends[function] = acc.buf.append
+        append(duration)
+        if failed:
+            accs[function].errors += 1
+    for acc in accs.values():
+        acc.maybe_fold()
+
+
+@dataclass(frozen=True)
+class _RowRange:
+    """
+    The calls of a SQLite query whose rowid is in ``[low, high)`` (None: all of them).
+    """
+
+    uri: str
+    sql: str
+    params: dict[str, Any]
+    exact: bool
+    low: int | None = None
+    high: int | None = None
+
+
+#: A SQLite calls table is read by one process per CPU, each at least this many rows.
+PART_ROWS = 250_000
+
+
+def _sqlite_part(part: _RowRange) -> dict[str, DurationAccumulator]:
+    """
+    Stream one rowid range of a SQLite query into accumulators (in a worker process).
+    """
+    params = dict(part.params)
+    sql = part.sql
+    if part.low is not None:
+        params["row_low"], params["row_high"] = part.low, part.high
+    conn = sqlite3.connect(part.uri, uri=True)
+    try:
+        cursor = conn.execute(sql, params)
+        accs: dict[str, DurationAccumulator] = {}
+        appends: dict[str, Callable[[int], None]] = {}
+        while batch := cursor.fetchmany(_SQLITE_BATCH):
+            _accumulate(batch, accs, appends, part.exact)
+    finally:
+        conn.close()
+    for acc in accs.values():
+        acc.fold()  # what goes back to the parent is the histogram, not the durations
+    return accs
+
+
+async def _start_sqlite_durations(
+    db: SQLiteDatabase,
+    t: Tables,
+    sql: str,
+    conds: list[str],
+    params: dict[str, Any],
+    exact: bool,
+) -> Callable[[], dict[str, DurationAccumulator]]:
+    """
+    Start streaming ``(function, error flag, duration)`` from SQLite, one rowid range
+    per CPU; return the function that waits for the merged accumulators.
+
+    SQLite's ``GROUP BY`` sorts every row (measured 3x slower than streaming them), so
+    the rows are aggregated in Python; a large table is split by rowid between worker
+    processes (SQLite reads a rowid range directly), whose results are merged.
+    """
+    parts = [_RowRange(db.uri, sql, params, exact)]
+    cpus = cpu_count()
+    if cpus > 1:
+        try:
+            # Two queries: SQLite reads MIN or MAX alone from the B-tree's ends, but
+            # both together with a full scan.
+            low = (await db.fetch(f"SELECT MIN(rowid) FROM {t.calls}"))[0][0]
+            high = (await db.fetch(f"SELECT MAX(rowid) FROM {t.calls}"))[0][0]
+        except sqlite3.Error:  # a WITHOUT ROWID table: one part
+            low = high = None
+        if low is not None and high is not None:
+            pieces = min(cpus, (high - low + 1) // PART_ROWS)
+            if pieces > 1:
+                # The query ends with its WHERE clause (if any).
+                ranged = sql + (" AND" if conds else " WHERE")
+                ranged += " c.rowid >= :row_low AND c.rowid < :row_high"
+                bounds = [low + (high + 1 - low) * i // pieces for i in range(pieces + 1)]
+                parts = [
+                    _RowRange(db.uri, ranged, params, exact, a, b)
+                    for a, b in itertools.pairwise(bounds)
+                ]
+    pending = start_parts(_sqlite_part, parts)
+
+    def collect() -> dict[str, DurationAccumulator]:
+        accs: dict[str, DurationAccumulator] = {}
+        for result in pending():
+            for function, acc in result.items():
+                mine = accs.get(function)
+                if mine is None:
+                    accs[function] = acc
+                else:
+                    mine.merge(acc)
+        return accs
+
+    return collect
 
 
 def _coalesce(rows: list[tuple[Any, ...]]) -> list[tuple[Any, Any, Any]]:
