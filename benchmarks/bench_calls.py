@@ -48,6 +48,15 @@ Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
 #: Reference machine figures quoted by issue #9 (CPython 3.11): used only to scale.
 REF_PLAIN_NS = 17.0
 REF_WRAPS_NS = 80.0
+#: Reference machine figures of the comparators (issue #9), ns per call.
+REF_COMPARATOR_NS = {
+    "LOGGING": 3500.0,
+    "STRUCTLOG": 2000.0,
+    "ELIOT": 5400.0,
+    "OTEL": 15400.0,
+}
+#: The probe target on the reference machine, ns per call.
+REF_PROBE_NS = 800.0
 
 # Row names (the order of the table).
 PLAIN = "plain call (no decorator)"
@@ -525,6 +534,8 @@ def report(
         )
     out.append(table(["check", "measured", "target", "verdict"], trows))
     out.append("")
+    if WRAPS in sync:
+        out.extend(_comparator_scale(sync))
     if PLAIN in sync and WRAPS in sync:
         out.append(
             f"This run: plain call {fmt_ns(sync[PLAIN].median)} ns, functools.wraps "
@@ -546,6 +557,44 @@ def report(
     out.append("")
     out.extend(notes)
     return "\n".join(out)
+
+
+def _comparator_scale(sync: dict[str, Measured]) -> list[str]:
+    """
+    Each comparator's cost in functools.wraps pass-throughs, here and on the reference
+    machine: where a comparator is relatively cheaper here, its ratio target is harder.
+    """
+    names = {"LOGGING": LOGGING, "STRUCTLOG": STRUCTLOG, "ELIOT": ELIOT, "OTEL": OTEL}
+    wraps = sync[WRAPS].median
+    rows = []
+    for key, name in names.items():
+        if name not in sync:
+            continue
+        here = sync[name].median / wraps
+        ref = REF_COMPARATOR_NS[key] / REF_WRAPS_NS
+        implied = here / (REF_PROBE_NS / REF_WRAPS_NS)
+        rows.append([name, f"{here:.1f}×", f"{ref:.1f}×", f"{implied:.2f}×"])
+    if not rows:
+        return []
+    return [
+        "##### Comparators in functools.wraps pass-throughs (this run vs the reference)",
+        "",
+        table(
+            [
+                "comparator",
+                "here, × wraps",
+                "reference, × wraps",
+                "its ratio to a probe at exactly 10× wraps (the 800 ns target)",
+            ],
+            rows,
+        ),
+        "",
+        "A comparator that costs fewer pass-throughs here than on the reference machine "
+        "makes its ratio target harder by the same factor: the last column is the ratio "
+        "a probe meeting the absolute target exactly (800 ns = 10 × 80 ns) would show "
+        "against it in this run.",
+        "",
+    ]
 
 
 def paired_ratio_cross(a: Measured, b: Measured) -> float:

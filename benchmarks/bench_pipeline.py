@@ -65,8 +65,10 @@ from .bench_calls import DiscardSink, chain_sync
 #: Reference figures quoted by issue #9 (CPython 3.11): used only to scale estimates.
 REF_DEQUE_NS = 12.0
 REF_JSON_LOGS_S = 230_000.0
+REF_ORJSON_LOGS_S = 2_000_000.0
 BATCH = 512
 JSON_REF = "json.dumps of a prebuilt dict (reference)"
+ORJSON_REF = "orjson.dumps of a prebuilt dict (reference)"
 FILESINK = "FileSink.write (encode + write to disk)"
 
 
@@ -248,7 +250,7 @@ def sink_variants(
         Variant("asynctrack encode_logs only", run_encode),
         Variant("Log.to_dict() only (materialise the calls)", run_to_dict),
         Variant(JSON_REF, run_json),
-        Variant("orjson.dumps of a prebuilt dict (reference)", run_orjson),
+        Variant(ORJSON_REF, run_orjson),
     ]
     for v in variants:
         v.n = per_sample  # fixed: every sample needs fresh logs, made outside the timer
@@ -605,13 +607,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         out.append("")
 
-        # Targets.
+        # Targets. The reference figures come from a faster machine: each measured
+        # figure is also scaled by a JSON encoder timed here, in the same run, side by
+        # side (json.dumps: ref 230,000 logs/s; orjson.dumps: ref 2,000,000 logs/s).
         file_med = _median_run(file_runs)
         disp_us = statistics.median(x.background_cpu_s for x in file_runs) * 1e6 / file_med.logs
+        thread_us = (
+            statistics.median(x.dispatcher_cpu_s or 0.0 for x in file_runs) * 1e6 / file_med.logs
+        )
         put_ns = hand[put].median
         put_ratio = paired_ratio(hand, put, ref)
         file_rate = 1e9 / sinks[FILESINK].median
         json_rate = 1e9 / sinks[JSON_REF].median
+        orjson_rate = 1e9 / sinks[ORJSON_REF].median
+        by_json = json_rate / REF_JSON_LOGS_S  # < 1: this machine is slower
+        by_orjson = orjson_rate / REF_ORJSON_LOGS_S
         flat = growth <= 16 * 2**20
         trows = [
             [
@@ -633,16 +643,40 @@ def main(argv: Sequence[str] | None = None) -> int:
                 verdict(file_rate >= 500_000),
             ],
             [
-                "… scaled by json.dumps (ref 230,000 logs/s)",
-                f"{fmt_num(file_rate * REF_JSON_LOGS_S / json_rate)} logs/s",
+                f"… scaled by json.dumps (here {fmt_num(json_rate)}, ref 230,000 logs/s)",
+                f"{fmt_num(file_rate / by_json)} logs/s",
                 "≥ 500,000 logs/s",
-                verdict(file_rate * REF_JSON_LOGS_S / json_rate >= 500_000) + " (estimate)",
+                verdict(file_rate / by_json >= 500_000) + " (estimate)",
+            ],
+            [
+                f"… scaled by orjson.dumps (here {fmt_num(orjson_rate)}, ref 2,000,000 logs/s)",
+                f"{fmt_num(file_rate / by_orjson)} logs/s",
+                "≥ 500,000 logs/s",
+                verdict(file_rate / by_orjson >= 500_000) + " (estimate)",
             ],
             [
                 "background CPU per 3-call log, FileSink (encode + write)",
                 f"{disp_us:.2f} µs",
                 "≤ 2 µs",
                 verdict(disp_us <= 2.0),
+            ],
+            [
+                "… scaled by json.dumps",
+                f"{disp_us * by_json:.2f} µs",
+                "≤ 2 µs",
+                verdict(disp_us * by_json <= 2.0) + " (estimate)",
+            ],
+            [
+                "… scaled by orjson.dumps",
+                f"{disp_us * by_orjson:.2f} µs",
+                "≤ 2 µs",
+                verdict(disp_us * by_orjson <= 2.0) + " (estimate)",
+            ],
+            [
+                "… of which the dispatcher thread (encode), scaled by orjson.dumps",
+                f"{thread_us * by_orjson:.2f} µs",
+                "≤ 2 µs",
+                verdict(thread_us * by_orjson <= 2.0) + " (estimate)",
             ],
             [
                 "RSS growth from 10 % to 100 % of the memory run",

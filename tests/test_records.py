@@ -4,17 +4,21 @@ Records: the JSON form of logs and calls, ids, round trips, line safety.
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import json
 import re
+import threading
 import time
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import asynctrack
-from asynctrack import Call, Log
-from asynctrack._encode import decode_line, encode_logs
+from asynctrack import Call, Log, _encode
+from asynctrack._encode import decode_line, encode_log, encode_logs, encode_obj
 from asynctrack.testing import capture
 
 tr = asynctrack.get_tracker("tests.records")
@@ -156,3 +160,102 @@ class TestLineSafety:
             assert decode_line(line.encode("utf-8", errors="surrogatepass")).id in {
                 log.id for log in logs
             }
+
+
+@tr.probe(fname="odd\u2028name")
+def odd(text: str, n: int) -> None:
+    asynctrack.add_data("text", text)
+    for i in range(n):
+        with contextlib.suppress(ValueError):
+            deep(i)
+
+
+@tr.probe
+def deep(i: int) -> None:
+    if i % 4 == 1:
+        raise ValueError(f"bad {i}\u2029")
+
+
+def _reference(logs: list[Log]) -> bytes:
+    # The general path: the documented dict form, encoded value by value.
+    return b"".join(encode_obj(log.to_dict()) + b"\n" for log in logs)
+
+
+def _varied_logs() -> list[Log]:
+    with capture() as logs:
+        checkout(1)
+        odd("é … \u0085", 3)
+        odd("x", 100)  # more calls than the encoder keeps call lists for
+    made = list(logs)
+    made[0].parent_id = 'weird "parent"\u2028'
+    made[1].dropped_calls = 2
+    late = copy.copy(made[2])
+    late.complete = False
+    unordered = copy.copy(made[1])
+    unordered._raw = list(reversed(unordered._raw or []))  # threads raced
+    read = copy.copy(made[0])
+    _ = read.calls  # materialised (and maybe edited by a hook): the general path
+    by_hand = Log(
+        id="f" * 32,
+        started_at="2026-11-28T17:35:20.000001+00:00",
+        calls=[Call(seq=0, depth=0, function="f", tracker="t", params={"n": 2**70})],
+    )
+    return [*made, late, unordered, read, by_hand]
+
+
+class TestEncoder:
+    def test_fast_path_is_byte_identical_to_the_dict_form(self) -> None:
+        """
+        encode_logs writes exactly the bytes of encoding to_dict(), for every kind of log.
+        """
+        logs = _varied_logs()
+        expected = _reference([copy.copy(log) for log in logs])
+        general: list[Log] = []
+        dump_dict = _encode._dump_dict
+
+        def spy(log: Log, *args: Any) -> bytes:
+            general.append(log)
+            return dump_dict(log, *args)
+
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(_encode, "_dump_dict", spy)
+            assert encode_logs([copy.copy(log) for log in logs]) == expected
+        # Only the unordered, the materialised and the hand-built log take the general path.
+        assert [log.id for log in general] == [log.id for log in logs[-3:]]
+        for line, log in zip(expected.splitlines(), logs, strict=True):
+            assert list(json.loads(line)) == list(log.to_dict())
+        # Once more with the ids already read (cached on the logs).
+        assert encode_logs(logs) == expected
+        assert encode_log(logs[1]) == expected.split(b"\n")[1] + b"\n"
+
+    def test_fallbacks_give_the_same_bytes(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """
+        Without orjson.Fragment, and without orjson at all, the lines are the same.
+        """
+        logs = _varied_logs()
+        expected = encode_logs([copy.copy(log) for log in logs])
+        monkeypatch.setattr(_encode, "_Fragment", None)
+        assert encode_logs([copy.copy(log) for log in logs]) == expected
+        monkeypatch.setattr(_encode, "_dumps", None)
+        assert encode_logs([copy.copy(log) for log in logs]) == expected
+
+    def test_small_caches_and_concurrent_encoders(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """
+        The probe-fragment cache may be cleared at any time; threads encoding at once
+        each get their own reusable dicts.
+        """
+        monkeypatch.setattr(_encode, "_META_MAX", 2)
+        logs = _varied_logs()
+        expected = _reference([copy.copy(log) for log in logs])
+        results: list[bytes] = []
+
+        def encode_many() -> None:
+            for _ in range(30):
+                results.append(encode_logs([copy.copy(log) for log in logs]))
+
+        threads = [threading.Thread(target=encode_many) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert len(results) == 120 and set(results) == {expected}

@@ -83,7 +83,7 @@ _get = FRAME.get
 #: An append is all a log costs here (a dict insert and pop cost ten times that); the
 #: completed ones are swept out whenever the deque outgrows ``_sweep_at``.
 _OPEN: deque[Log] = deque()
-_SWEEP_MIN = 1024
+_SWEEP_MIN = 128
 _sweep_at = [_SWEEP_MIN]
 #: Numbers of open logs already written incomplete (at shutdown) or orphaned by a
 #: fork: their late completion is not handed off again.
@@ -211,7 +211,8 @@ def open_root(
     ``cur`` is the frame of a completed log (the new log's parent) or None.
     """
     rec = [meta, 0, params, None, t, 0, "ok", None]
-    # Log._open, inlined: this runs once per log.
+    # A live log (the fields Log.__init__ sets for a finished one), built inline: this
+    # runs once per log.
     log = _new_log(Log)
     log._id = None
     log._number = next(_counter)

@@ -134,7 +134,8 @@ class Dispatcher:
             deadline = self._stop_deadline
             if deadline is None:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(wake.wait(), self.flush_interval)
+                    async with asyncio.timeout(self.flush_interval):  # no task per tick
+                        await wake.wait()
             wake.clear()
             reanchor_wall_clock()
             self._drain()
@@ -158,6 +159,24 @@ class Dispatcher:
             items = intake.drain(size)
             if not items:
                 break
+            if Barrier not in map(type, items):
+                # Only logs (the usual case): cut batches without a Python step per log.
+                counters.add("dispatched", len(items))
+                if batch:
+                    room = size - len(batch)
+                    batch += items[:room]
+                    items = items[room:]
+                    if len(batch) < size:
+                        continue
+                    self._submit(batch)
+                    batch = []
+                for i in range(0, len(items), size):
+                    chunk = items[i : i + size]
+                    if len(chunk) < size:
+                        batch = chunk
+                    else:
+                        self._submit(chunk)
+                continue
             dispatched = 0
             for item in items:
                 if isinstance(item, Barrier):

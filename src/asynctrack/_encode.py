@@ -3,9 +3,19 @@ JSON-lines encoding and decoding of logs.
 
 Every line is strict JSON (no NaN: values were converted at call time) and one
 line under both ``str.split("\\n")`` and ``str.splitlines()``: U+2028, U+2029 and
-U+0085, which orjson writes raw, are escaped. orjson encodes a batch into one
-buffer; values it refuses (lone surrogates, integers beyond 64 bits) fall back to
-the stdlib encoder; lone surrogates are then replaced by U+FFFD.
+U+0085, which orjson writes raw, are escaped. Values orjson refuses (lone
+surrogates, integers beyond 64 bits) fall back to the stdlib encoder; lone
+surrogates are then replaced by U+FFFD.
+
+The dispatcher's path (issue #9): a completed log is encoded straight from its call
+records, one ``orjson.dumps`` per line into one buffer per batch, without building
+the dicts of ``Log.to_dict()`` (which cost four times the encoding itself). What is
+the same for every call of a probe at a depth (depth, function, tracker, level) is
+encoded once and reused as an ``orjson.Fragment``, as is ``"status":"ok",
+"error":null``; the dicts handed to orjson are reused from line to line, so a line
+allocates almost nothing and frees nothing the garbage collector has to look at.
+Logs built by hand, read back, or whose calls were materialised take the general
+path (``to_dict``); both give the same bytes.
 """
 
 from __future__ import annotations
@@ -15,17 +25,23 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
-from ._records import Log
+from . import _records
+from ._records import Log, iso_second
 
 try:  # pragma: no branch - orjson is a dependency; the fallback is for odd platforms
     import orjson
 
     _dumps = orjson.dumps
     _loads: Any = orjson.loads
+    #: orjson.Fragment (orjson 3.9.0 and later): pre-encoded JSON inserted as a value.
+    _Fragment: Any = getattr(orjson, "Fragment", None)
+    _NEWLINE = orjson.OPT_APPEND_NEWLINE
 except ImportError:  # pragma: no cover
     orjson = None  # type: ignore[assignment]
     _dumps = None  # type: ignore[assignment]
     _loads = json.loads
+    _Fragment = None
+    _NEWLINE = 0
 
 __all__ = ["decode_line", "encode_log", "encode_logs", "encode_obj"]
 
@@ -36,8 +52,8 @@ _LONG_DIGITS = re.compile(rb"\d{19}")
 _RAW_BREAKS = (
     ("\u2028".encode(), b"\\u2028"),
     ("\u2029".encode(), b"\\u2029"),
-    ("\u0085".encode(), b"\\u0085"),
 )
+_NEL = ("\u0085".encode(), b"\\u0085")
 
 
 def _stdlib(obj: Any) -> bytes:
@@ -49,11 +65,19 @@ def _stdlib(obj: Any) -> bytes:
 
 
 def _escape_breaks(data: bytes) -> bytes:
-    # Three C-level scans; "…" (e2 80 a6), common in truncation markers, shares the
-    # first two bytes with U+2028/U+2029, so test each sequence exactly.
-    for raw, escaped in _RAW_BREAKS:
-        if raw in data:
-            data = data.replace(raw, escaped)
+    # ASCII (the common case) is checked at memory speed. Otherwise each sequence is
+    # looked for only if its rarer byte occurs (one-byte searches are memchr; longer
+    # ones run at ~1 byte/ns). "…" (e2 80 a6) shares two bytes with U+2028/U+2029,
+    # so each sequence is tested exactly.
+    if data.isascii():
+        return data
+    if b"\xe2" in data:
+        for raw, escaped in _RAW_BREAKS:
+            if raw in data:
+                data = data.replace(raw, escaped)
+    raw, escaped = _NEL
+    if b"\x85" in data and raw in data:
+        data = data.replace(raw, escaped)
     return data
 
 
@@ -80,26 +104,209 @@ def encode_log(log: Log) -> bytes:
     """
     Encode one log as a JSON line, newline included.
     """
-    return encode_obj(log.to_dict()) + b"\n"
+    return encode_logs((log,))
+
+
+# -- the dispatcher's path ------------------------------------------------------------------
+
+_MASK48 = 0xFFFFFFFFFFFF
+#: Only ever handed to orjson: the "data" of a call without add_data.
+_EMPTY: dict[str, Any] = {}
+#: (function, tracker, level) -> {depth: fragment for the value of "depth" and the
+#: three keys after it}. Bounded: cleared when it holds _META_MAX fragments.
+_META: dict[Any, dict[int, Any]] = {}
+_META_MAX = 4096
+_meta_count = 0
+
+if _Fragment is not None:
+    #: The value of "status" and the key after it, for a call that ended well.
+    _OK_NULL: Any = _Fragment(b'"ok","error":null')
+
+
+def _status_fragment(status: Any, error: Any) -> Any:
+    # The value of "status" and the key after it, for a call that did not end well.
+    assert _dumps is not None
+    return _Fragment(_escape_breaks(b'%s,"error":%s' % (_dumps(status), _dumps(error))))
+
+
+def _meta_fragment(meta: tuple[Any, Any, Any], depth: int) -> Any:
+    # The value of "depth" and the three keys after it, for a probe at a depth.
+    assert _dumps is not None
+    global _meta_count
+    by_depth = _META.get(meta)
+    if by_depth is None or _meta_count >= _META_MAX:
+        if _meta_count >= _META_MAX:
+            _META.clear()
+            _meta_count = 0
+        by_depth = _META[meta] = {}
+    function, tracker, level = meta
+    text = b'%d,"function":%s,"tracker":%s,"level":%s' % (
+        depth,
+        _dumps(function),
+        _dumps(tracker),
+        _dumps(level),
+    )
+    frag = by_depth[depth] = _Fragment(_escape_breaks(text))
+    _meta_count += 1
+    return frag
 
 
 def encode_logs(logs: Iterable[Log]) -> bytes:
     """
-    Encode logs as JSON lines into one buffer.
+    Encode logs as JSON lines into one buffer (the form of ``Log.to_dict()``).
     """
     if _dumps is None:  # pragma: no cover - orjson missing
         return b"".join(encode_obj(log.to_dict()) + b"\n" for log in logs)
     dumps = _dumps
-    newline = orjson.OPT_APPEND_NEWLINE
-    parts = []
+    newline = _NEWLINE
+    if _Fragment is None:  # pragma: no cover - an orjson without Fragment
+        return _escape_breaks(b"".join(_dump_dict(log, dumps, newline) for log in logs))
+    ok_null = _OK_NULL
+    empty = _EMPTY
+    metas = _META
+    mask = _MASK48
+    second = second_ns = last_ms = -(10**30)
+    stamp = id_prefix = ""
+    # Each line is encoded at once, so its dicts are reused from line to line: filling
+    # a dict that has its keys costs half of building one (and nothing to free). They
+    # belong to this call, so concurrent calls never share them.
+    slots: list[dict[str, Any]] = []
+    lists: list[list[dict[str, Any]]] = [[]]
+    head: dict[str, Any] = dict.fromkeys(
+        ("id", "parent_id", "started_at", "duration_us", "complete", "info", "calls")
+    )
+    parts: list[bytes] = []
+    append_part = parts.append
     for log in logs:
-        d = log.to_dict()
+        raw = log._raw
+        complete = log.complete
+        if raw is None or log._calls is not None or not (complete is True or complete is False):
+            # Built by hand, from JSON, or its calls were read (and maybe edited).
+            append_part(_dump_dict(log, dumps, newline))
+            continue
+        t0 = log._t0
+        end_max = previous = t0
+        n = len(raw)
         try:
-            parts.append(dumps(d, option=newline))
-        except (TypeError, ValueError):
-            parts.append(encode_obj(d) + b"\n")
+            calls = lists[n]
+        except IndexError:
+            calls = _calls_list(slots, lists, n)
+        # Set when a call has data or did not end well: the dicts then hold values
+        # other than their defaults ({} and "ok", null), put back after the line.
+        marked = False
+        try:
+            for call, (meta, depth, params, data, start, end, status, error) in zip(
+                calls, raw, strict=True
+            ):
+                if start < previous or not end:
+                    # Out of start order (threads raced) or still running: the
+                    # general path handles both.
+                    n = -1
+                    break
+                previous = start
+                if end > end_max:
+                    end_max = end
+                try:
+                    call["depth"] = metas[meta][depth]
+                except KeyError:
+                    call["depth"] = _meta_fragment(meta, depth)
+                call["params"] = params
+                call["offset_us"] = (start - t0) // 1000
+                call["duration_us"] = (end - start) // 1000
+                if data or error is not None or status != "ok":
+                    marked = True
+                    if data:
+                        call["data"] = data
+                    if error is not None or status != "ok":
+                        call["status"] = _status_fragment(status, error)
+            if n < 0:
+                append_part(_dump_dict(log, dumps, newline))
+            else:
+                t1 = log._t1
+                if t1 == t0:
+                    t1 = end_max
+                wall = log._wall_ns
+                # Offset into the current second: small ints from here on (CPython's
+                # arithmetic on them is several times cheaper than on the stamp).
+                sub = wall - second_ns
+                if not 0 <= sub < 1_000_000_000:
+                    second = wall // 1_000_000_000
+                    second_ns = second * 1_000_000_000
+                    sub = wall - second_ns
+                    stamp = iso_second(second)
+                    last_ms = -1
+                ident = log._id
+                if ident is None:
+                    ms = sub // 1_000_000
+                    if ms != last_ms:
+                        last_ms = ms
+                        id_prefix = f"{(second * 1000 + ms) & mask:012x}{_records._PREFIX}"
+                    # int.to_bytes().hex() is a zero-padded hex string without a format
+                    # spec (3x cheaper); numbers past 48 bits raise OverflowError.
+                    ident = id_prefix + log._number.to_bytes(6).hex()
+                head["id"] = ident
+                head["parent_id"] = log.parent_id
+                head["started_at"] = f"{stamp}.{str(sub // 1000 + 1_000_000)[1:]}+00:00"
+                head["duration_us"] = (t1 - t0) // 1000
+                head["complete"] = complete
+                head["info"] = log.info
+                head["calls"] = calls
+                if log.dropped_calls:
+                    d = dict(head)
+                    d["dropped_calls"] = log.dropped_calls
+                    append_part(dumps(d, option=newline))
+                else:
+                    append_part(dumps(head, option=newline))
+        except (TypeError, ValueError, OverflowError):
+            # A value orjson refuses (lone surrogate, huge int), a malformed record, a
+            # log number past 48 bits.
+            append_part(_dump_dict(log, dumps, newline))
+        if marked:
+            for call in calls:
+                call["data"] = empty
+                call["status"] = ok_null
     # One pass over the whole batch for the line breaks orjson leaves raw.
     return _escape_breaks(b"".join(parts))
+
+
+_CALL_KEYS = (
+    "seq",
+    "depth",
+    "params",
+    "data",
+    "offset_us",
+    "duration_us",
+    "status",
+)
+
+
+#: Lists of the first k reusable call dicts are kept for k up to this.
+_LISTS_MAX = 64
+
+
+def _calls_list(slots: list[dict[str, Any]], lists: list[list[dict[str, Any]]], n: int) -> Any:
+    # Reusable call dicts for seq 0..n-1 ("depth" holds depth, function, tracker and
+    # level; "status" holds status and error), and the list of the first n of them.
+    # "data" and "status" hold their usual values unless encode_logs marks the log.
+    while len(slots) < n:
+        call = dict.fromkeys(_CALL_KEYS)
+        call["seq"] = len(slots)
+        call["data"] = _EMPTY
+        call["status"] = _OK_NULL
+        slots.append(call)
+    if n > _LISTS_MAX:
+        return slots[:n]
+    while len(lists) <= n:
+        lists.append(slots[: len(lists)])
+    return lists[n]
+
+
+def _dump_dict(log: Log, dumps: Any, newline: int) -> bytes:
+    d = log.to_dict()
+    try:
+        return bytes(dumps(d, option=newline))
+    except (TypeError, ValueError):
+        return encode_obj(d) + b"\n"
 
 
 def decode_line(line: bytes | str) -> Log:

@@ -8,11 +8,14 @@ length check. The dispatcher is woken once per batch (when the queue reaches
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from itertools import repeat
+from operator import call as _call
 from typing import Any
 
 from ._counters import Counters
@@ -185,13 +188,12 @@ class Intake:
         Take up to ``limit`` items in order (called by the dispatcher).
         """
         dq = self._dq
-        out = []
-        popleft = dq.popleft
-        try:
-            for _ in range(limit):
-                out.append(popleft())
-        except IndexError:
-            pass
+        out: list[Any] = []
+        # C-level, no Python per item: producers only append, so the items counted
+        # are there to take. Should another consumer take some first, extend keeps
+        # what was taken before popleft raised.
+        with contextlib.suppress(IndexError):
+            out.extend(map(_call, repeat(dq.popleft, min(limit, len(dq)))))
         return out
 
     def rearm(self) -> None:
@@ -218,7 +220,10 @@ class Intake:
         """
         Empty the queue and return what it held, in order.
         """
-        return self.drain(len(self._dq) + 1_000_000)
+        out: list[Any] = []
+        while self._dq:  # what producers append meanwhile is taken too
+            out += self.drain(len(self._dq))
+        return out
 
     def close(self) -> None:
         self.closed = True

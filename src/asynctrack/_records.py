@@ -64,9 +64,11 @@ def _format_id(wall_ns: int, number: int) -> str:
 _ISO_CACHE: dict[int, str] = {}
 
 
-def _iso(wall_ns: int) -> str:
+def iso_second(seconds: int) -> str:
+    """
+    Return ``YYYY-MM-DDTHH:MM:SS`` (UTC) of a time in whole seconds since the epoch.
+    """
     # Formatting a datetime costs ~1 µs; the part up to the second is cached.
-    seconds, ns = divmod(wall_ns, 1_000_000_000)
     prefix = _ISO_CACHE.get(seconds)
     if prefix is None:
         if len(_ISO_CACHE) > 4096:
@@ -74,7 +76,12 @@ def _iso(wall_ns: int) -> str:
         prefix = _ISO_CACHE[seconds] = _dt.datetime.fromtimestamp(seconds, _UTC).strftime(
             "%Y-%m-%dT%H:%M:%S"
         )
-    return f"{prefix}.{ns // 1000:06d}+00:00"
+    return prefix
+
+
+def _iso(wall_ns: int) -> str:
+    seconds, ns = divmod(wall_ns, 1_000_000_000)
+    return f"{iso_second(seconds)}.{ns // 1000:06d}+00:00"
 
 
 def _parse_time(value: Any, what: str) -> int:
@@ -289,29 +296,6 @@ class Log:
         self._claim = []
         self._done = True
         self._tracker = None
-
-    @classmethod
-    def _open(cls, t0: int, parent_id: str | None, info: dict[str, Any], tracker: Any) -> Log:
-        """
-        Create a live log whose first call starts at ``t0`` (``perf_counter_ns``).
-        """
-        log = cls.__new__(cls)
-        log._id = None
-        log._number = next(_counter)
-        log._wall_ns = _WALL_OFFSET[0] + t0
-        log._t0 = t0
-        log._t1 = t0
-        log.parent_id = parent_id
-        log.info = info
-        log._raw = []
-        log._calls = None
-        log.complete = True
-        log.dropped_calls = 0
-        log._active = []
-        log._claim = [None]
-        log._done = False
-        log._tracker = tracker
-        return log
 
     # -- public attributes -------------------------------------------------------
     @property

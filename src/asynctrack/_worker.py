@@ -157,6 +157,8 @@ class SinkWorker:
         assert self._event is not None
         while True:
             if self.queue:
+                # Only a queue that was full can have held the dispatcher back.
+                was_full = len(self.queue) >= self.options.max_pending_batches
                 item = self.queue.popleft()
                 if isinstance(item, Barrier):
                     item.reached()
@@ -170,7 +172,7 @@ class SinkWorker:
                 await self._deliver(item)
                 self._inflight = None
                 self._inflight_done.clear()
-                if self.on_room is not None:
+                if was_full and self.on_room is not None:
                     self.on_room()  # the dispatcher may be holding logs back for room
                 continue
             if self.spill.has_backlog:
@@ -188,8 +190,10 @@ class SinkWorker:
         self._event.clear()
         if self.queue:
             return
+        # asyncio.timeout, not wait_for: no extra task per wait (one per batch).
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._event.wait(), timeout)
+            async with asyncio.timeout(timeout):
+                await self._event.wait()
 
     def _urgent_clear(self) -> None:
         if self._urgent is not None and not self.stopping:
@@ -219,7 +223,8 @@ class SinkWorker:
         if self.deadline is not None:
             timeout = max(0.01, min(timeout, self.deadline - time.monotonic()))
         try:
-            await asyncio.wait_for(self.sink.write(logs), timeout)
+            async with asyncio.timeout(timeout):  # no extra task per batch, unlike wait_for
+                await self.sink.write(logs)
         except Exception as exc:
             self.counters.add("failed")
             report(
