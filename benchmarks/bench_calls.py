@@ -48,13 +48,6 @@ Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
 #: Reference machine figures quoted by issue #9 (CPython 3.11): used only to scale.
 REF_PLAIN_NS = 17.0
 REF_WRAPS_NS = 80.0
-#: Reference machine figures of the comparators (issue #9), ns per call.
-REF_COMPARATOR_NS = {
-    "LOGGING": 3500.0,
-    "STRUCTLOG": 2000.0,
-    "ELIOT": 5400.0,
-    "OTEL": 15400.0,
-}
 #: The probe target on the reference machine, ns per call.
 REF_PROBE_NS = 800.0
 
@@ -70,6 +63,9 @@ LOGGING = "stdlib logging.info (NullHandler)"
 STRUCTLOG = "structlog (KeyValueRenderer, ReturnLogger)"
 ELIOT = "Eliot start_action (discarding destination)"
 OTEL = "OpenTelemetry span (BatchSpanProcessor, no-op exporter)"
+
+#: Reference machine figures of the comparators (issue #9), ns per call.
+REF_COMPARATOR_NS = {LOGGING: 3500.0, STRUCTLOG: 2000.0, ELIOT: 5400.0, OTEL: 15400.0}
 
 
 # -- chain builders ---------------------------------------------------------------------------
@@ -564,14 +560,13 @@ def _comparator_scale(sync: dict[str, Measured]) -> list[str]:
     Each comparator's cost in functools.wraps pass-throughs, here and on the reference
     machine: where a comparator is relatively cheaper here, its ratio target is harder.
     """
-    names = {"LOGGING": LOGGING, "STRUCTLOG": STRUCTLOG, "ELIOT": ELIOT, "OTEL": OTEL}
     wraps = sync[WRAPS].median
     rows = []
-    for key, name in names.items():
+    for name, ref_ns in REF_COMPARATOR_NS.items():
         if name not in sync:
             continue
         here = sync[name].median / wraps
-        ref = REF_COMPARATOR_NS[key] / REF_WRAPS_NS
+        ref = ref_ns / REF_WRAPS_NS
         implied = here / (REF_PROBE_NS / REF_WRAPS_NS)
         rows.append([name, f"{here:.1f}×", f"{ref:.1f}×", f"{implied:.2f}×"])
     if not rows:

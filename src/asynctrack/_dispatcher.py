@@ -153,48 +153,48 @@ class Dispatcher:
         size = intake.batch_size
         intake.rearm()
         batch: list[Log] = []
-        counters = self.counters
         self._forcing = force
         while force or self._room():
             items = intake.drain(size)
             if not items:
                 break
             if Barrier not in map(type, items):
-                # Only logs (the usual case): cut batches without a Python step per log.
-                counters.add("dispatched", len(items))
-                if batch:
-                    room = size - len(batch)
-                    batch += items[:room]
-                    items = items[room:]
-                    if len(batch) < size:
-                        continue
-                    self._submit(batch)
-                    batch = []
-                for i in range(0, len(items), size):
-                    chunk = items[i : i + size]
-                    if len(chunk) < size:
-                        batch = chunk
-                    else:
-                        self._submit(chunk)
+                # Only logs (the usual case): no Python step per log.
+                batch = self._add_logs(batch, items, size)
                 continue
-            dispatched = 0
-            for item in items:
-                if isinstance(item, Barrier):
+            start = 0
+            for i, item in enumerate(items):
+                if type(item) is Barrier:
+                    # Everything before a barrier is handed over before it.
+                    batch = self._add_logs(batch, items[start:i], size)
                     if batch:
                         self._submit(batch)
                         batch = []
                     item.expect(len(self.workers))
                     for worker in self.workers:
                         worker.submit_barrier(item)
-                    continue
-                dispatched += 1
-                batch.append(item)
-                if len(batch) >= size:
-                    self._submit(batch)
-                    batch = []
-            counters.add("dispatched", dispatched)
+                    start = i + 1
+            batch = self._add_logs(batch, items[start:], size)
         if batch:
             self._submit(batch)
+
+    def _add_logs(self, batch: list[Log], logs: list[Log], size: int) -> list[Log]:
+        """
+        Add ``logs`` to the open ``batch``, submitting each one that fills up, by slicing.
+
+        Returns the batch left open (not full).
+        """
+        if not logs:
+            return batch
+        self.counters.add("dispatched", len(logs))
+        while logs:
+            room = size - len(batch)
+            batch += logs[:room]
+            logs = logs[room:]
+            if len(batch) >= size:
+                self._submit(batch)
+                batch = []
+        return batch
 
     def _room(self) -> bool:
         return not self.workers or any(w.has_room() for w in self.workers)
