@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import random
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -341,6 +342,71 @@ class TestJoins:
         for c in logs[0].calls:
             depths[c.params.get("name", "parent")] = c.depth
         assert depths == {"parent": 0, "child": 1, "sibling": 1}
+
+    def test_threads_sharing_one_log_keep_their_own_fields(self) -> None:
+        """
+        8 threads adding calls to one log at once, switching every microsecond: each
+        call's end, status, error and data land on its own call (a thread may append
+        between another's append and its reading of the list's length).
+        """
+        per_thread = 150
+
+        @tr.probe
+        def work(t: int, i: int) -> int:
+            asynctrack.add_data("who", f"{t}-{i}")
+            if i % 7 == 0:
+                raise Boom(f"{t}-{i}")
+            return i
+
+        def worker(t: int) -> None:
+            for i in range(per_thread):
+                try:
+                    work(t, i)
+                except Boom:
+                    pass
+
+        @tr.probe
+        def root() -> None:
+            threads = [
+                threading.Thread(target=contextvars.copy_context().run, args=(worker, t))
+                for t in range(8)
+            ]
+            for th in threads:
+                th.start()
+            for th in threads:
+                th.join()
+
+        old = sys.getswitchinterval()
+        sys.setswitchinterval(1e-6)
+        try:
+            with capture() as logs:
+                root()
+        finally:
+            sys.setswitchinterval(old)
+        assert len(logs) == 1
+        calls = logs[0].calls
+        assert len(calls) == 1 + 8 * per_thread
+        seen = set()
+        for call in calls[1:]:
+            t, i = call.params["t"], call.params["i"]
+            seen.add((t, i))
+            assert call.data == {"who": f"{t}-{i}"}
+            assert call.status == ("error" if i % 7 == 0 else "ok")
+            assert call.error == (f"Boom: {t}-{i}" if i % 7 == 0 else None)
+            assert call.depth == 1 and call.duration_us >= 0
+        assert len(seen) == 8 * per_thread
+        assert [c.offset_us for c in calls] == sorted(c.offset_us for c in calls)
+
+    def test_slot_of_finds_a_call_appended_before_another(self) -> None:
+        """
+        The fallback lookup of a call's fields by its start (the very int object).
+        """
+        from asynctrack._context import slot_of
+
+        t1, t2 = time.perf_counter_ns(), time.perf_counter_ns() + 1
+        raw: list[Any] = [("f", "t", "INFO"), 0, {}, None, t1, 0, "ok", None]
+        raw += [("g", "t", "INFO"), 1, {}, None, t2, 0, "ok", None]
+        assert slot_of(raw, t2) == 8 and slot_of(raw, t1) == 0
 
 
 class TestGenerators:

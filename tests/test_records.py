@@ -192,7 +192,8 @@ def _varied_logs() -> list[Log]:
     late = copy.copy(made[2])
     late.complete = False
     unordered = copy.copy(made[1])
-    unordered._raw = list(reversed(unordered._raw or []))  # threads raced
+    flat = unordered._raw or []
+    unordered._raw = [x for i in range(len(flat) - 8, -1, -8) for x in flat[i : i + 8]]  # raced
     read = copy.copy(made[0])
     _ = read.calls  # materialised (and maybe edited by a hook): the general path
     by_hand = Log(

@@ -462,8 +462,8 @@ def _apply(o: dict[str, Any]) -> None:
             redact=o["redact"],
         )
     )
-    _probe.refresh_plans()
     _context.set_max_calls(o["max_calls_per_log"])
+    _probe.refresh_plans()  # the generated wrappers inline the limits and max_calls
     _tracker.set_tracker_class(o["tracker_class"])
     _context.set_postprocess(_make_postprocess(o["tracker_class"], o["processors"]))
     pipeline = _pipeline.Pipeline(

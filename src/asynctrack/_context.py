@@ -1,7 +1,9 @@
 """
 The call hierarchy: ContextVars, frames, joining and completing logs.
 
-A *frame* is an immutable tuple ``(log, record, depth, parent_frame)``; the
+A *frame* is an immutable tuple ``(log, index, depth, parent_frame, slots)``: the
+call's fields are ``slots[index:index + 8]``, where ``slots`` is the log's flat
+``_raw`` list (or a list of its own for a call the log had no room for); the
 ContextVar ``asynctrack.frame`` holds the frame of the innermost tracked call,
 ``SILENT`` inside an untracked call's subtree, or ``None`` outside any probe.
 Because frames are immutable, a task that copied its parent's context never
@@ -30,6 +32,8 @@ from ._records import (
     DATA,
     END,
     ERROR,
+    REC,
+    START,
     STATUS,
     Log,
     _counter,
@@ -92,7 +96,8 @@ _SETTLED: set[int] = set()
 #: blocking and never taken by the per-call path.
 _LOCK = threading.Lock()
 
-_max_calls = [10_000]
+#: ``max_calls_per_log`` as a number of slots of ``Log._raw``.
+_max_slots = [10_000 * REC]
 _handoff: list[Callable[[Log], None]] = [lambda log: None]
 _postprocess: list[Callable[[Log], Log | None] | None] = [None]
 _listeners: list[Callable[[Log], None]] = []
@@ -113,7 +118,7 @@ def set_postprocess(func: Callable[[Log], Log | None] | None) -> None:
 
 
 def set_max_calls(n: int) -> None:
-    _max_calls[0] = n
+    _max_slots[0] = n * REC
 
 
 def add_listener(func: Callable[[Log], None]) -> None:
@@ -173,13 +178,15 @@ def enter(tracker: Any, meta: tuple[str, str, str], cur: Any, params: Any) -> tu
             active.append(None)
             if not log._done:
                 depth = cur[2] + 1
-                rec = [meta, depth, params, None, t, 0, "ok", None]
                 raw = log._raw
-                if raw is not None and len(raw) < _max_calls[0]:
-                    raw.append(rec)
-                else:
-                    log.dropped_calls += 1
-                return (log, rec, depth, cur)
+                if raw is not None and len(raw) < _max_slots[0]:
+                    raw += (meta, depth, params, None, t, 0, "ok", None)
+                    i = len(raw) - REC
+                    if raw[i + START] is not t:
+                        i = slot_of(raw, t)
+                    return (log, i, depth, cur, raw)
+                log.dropped_calls += 1
+                return (log, 0, depth, cur, [meta, depth, params, None, t, 0, "ok", None])
             # Lost a race with the log's completion: back out and open a new log.
             active.pop()
             _try_complete(log)
@@ -210,7 +217,7 @@ def open_root(
 
     ``cur`` is the frame of a completed log (the new log's parent) or None.
     """
-    rec = [meta, 0, params, None, t, 0, "ok", None]
+    raw = [meta, 0, params, None, t, 0, "ok", None]
     # A live log (the fields Log.__init__ sets for a finished one), built inline: this
     # runs once per log.
     log = _new_log(Log)
@@ -222,7 +229,7 @@ def open_root(
     # Info dicts are copy-on-write, so the bound one can be shared (copied before any
     # hook could mutate it in place, see _try_complete).
     log.info = INFO.get() or {}
-    log._raw = [rec]
+    log._raw = raw
     log._calls = None
     log.complete = True
     log.dropped_calls = 0
@@ -233,7 +240,21 @@ def open_root(
     _OPEN.append(log)
     if len(_OPEN) > _sweep_at[0]:
         _sweep()
-    return (log, rec, 0, None)
+    return (log, 0, 0, None, raw)
+
+
+def slot_of(raw: list[Any], t: int) -> int:
+    """
+    Return the first slot of the call that started at ``t`` (the very int object).
+
+    A call appends its fields and then reads ``len(raw)``: another thread may have
+    appended in between, so the call checks its start and, should it differ, finds
+    its fields here (nothing is ever removed, so they do not move afterwards).
+    """
+    for i in range(len(raw) - REC, -1, -REC):
+        if raw[i + START] is t:
+            return i
+    raise LookupError("asynctrack: a call's record is missing from its log")  # pragma: no cover
 
 
 def rejoin(
@@ -252,7 +273,7 @@ def leave(frame: tuple[Any, ...]) -> None:
     End the tracked call of ``frame``; complete its log when it was the last one running.
     """
     log = frame[0]
-    frame[1][END] = _ns()
+    frame[4][frame[1] + END] = _ns()
     active = log._active
     active.pop()
     if not active:
@@ -263,9 +284,9 @@ def fail(frame: tuple[Any, ...], exc: BaseException) -> None:
     """
     Record that the call of ``frame`` raised ``exc`` (the exception itself is untouched).
     """
-    rec = frame[1]
-    rec[STATUS] = "cancelled" if _is_cancellation(exc) else "error"
-    rec[ERROR] = describe_error(exc)
+    slots, i = frame[4], frame[1]
+    slots[i + STATUS] = "cancelled" if _is_cancellation(exc) else "error"
+    slots[i + ERROR] = describe_error(exc)
 
 
 def describe_error(exc: BaseException) -> str:
@@ -316,9 +337,9 @@ def _try_complete(log: Log) -> None:
         claim.append(None)
     else:
         return
-    # Complete the log (inlined: this runs once per log). Its call records stay the
-    # flat lists of plain values they are: no cycles, one container per call, and the
-    # dispatcher takes them in batches (a per-log copy into tuples cost 9% of a call).
+    # Complete the log (inlined: this runs once per log). Its calls stay where they
+    # are, in one flat list of plain values: no cycles, and two objects per log for
+    # the garbage collector, however many calls it has.
     log._active = _DONE_ACTIVE
     log._claim = _NO_CLAIM
     if _SETTLED and log._number in _SETTLED:
@@ -433,10 +454,10 @@ def add_data(key: str, value: Any, depth: int | None = None) -> None:
     if log._done:
         return
     converted = _value(key, value)
-    rec = target[1]
+    slots, at = target[4], target[1] + DATA
     with _LOCK:
-        old = rec[DATA]
-        rec[DATA] = {**old, key: converted} if old else {key: converted}
+        old = slots[at]
+        slots[at] = {**old, key: converted} if old else {key: converted}
 
 
 @contextmanager

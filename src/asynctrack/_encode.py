@@ -26,7 +26,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from . import _records
-from ._records import Log, iso_second
+from ._records import REC, Log, iso_second, records
 
 try:  # pragma: no branch - orjson is a dependency; the fallback is for odd platforms
     import orjson
@@ -186,7 +186,7 @@ def encode_logs(logs: Iterable[Log]) -> bytes:
             continue
         t0 = log._t0
         end_max = previous = t0
-        n = len(raw)
+        n = len(raw) // REC
         try:
             calls = lists[n]
         except IndexError:
@@ -196,7 +196,7 @@ def encode_logs(logs: Iterable[Log]) -> bytes:
         marked = False
         try:
             for call, (meta, depth, params, data, start, end, status, error) in zip(
-                calls, raw, strict=True
+                calls, records(raw), strict=True
             ):
                 if start < previous or not end:
                     # Out of start order (threads raced) or still running: the

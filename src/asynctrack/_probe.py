@@ -211,21 +211,29 @@ _TRACKED = """
             {P}fr = {P}rejoin({P}log, {P}tr, {P}meta, {P}cur, {P}p, {P}t)
             {P}log = {P}fr[0]
             {P}a = {P}log._active
-            {P}rec = {P}fr[1]
+            {P}raw = {P}fr[4]
+            {P}i = {P}fr[1] + 5
         else:
             {P}d = {P}cur[2] + 1
-            {P}rec = [{P}meta, {P}d, {P}p, None, {P}t, 0, "ok", None]
             {P}raw = {P}log._raw
-            if len({P}raw) < {P}max[0]:
-                {P}raw.append({P}rec)
+            if len({P}raw) < {MAX}:
+                {P}raw += ({P}meta, {P}d, {P}p, None, {P}t, 0, "ok", None)
+                {P}i = len({P}raw) - 8
+                if {P}raw[{P}i + 4] is not {P}t:
+                    {P}i = {P}slot({P}raw, {P}t)
+                {P}fr = ({P}log, {P}i, {P}d, {P}cur, {P}raw)
+                {P}i += 5
             else:
                 {P}log.dropped_calls += 1
-            {P}fr = ({P}log, {P}rec, {P}d, {P}cur)
+                {P}raw = [{P}meta, {P}d, {P}p, None, {P}t, 0, "ok", None]
+                {P}fr = ({P}log, 0, {P}d, {P}cur, {P}raw)
+                {P}i = 5
     else:
         {P}fr = {P}open({P}tr, {P}meta, {P}cur, {P}p, {P}t)
         {P}log = {P}fr[0]
         {P}a = {P}log._active
-        {P}rec = {P}fr[1]
+        {P}raw = {P}fr[4]
+        {P}i = 5
     {P}tok = {P}set({P}fr)
     try:
         return {AWAIT}{P}f({call})
@@ -234,7 +242,7 @@ _TRACKED = """
         raise
     finally:
         {RESET}
-        {P}rec[5] = {P}ns()
+        {P}raw[{P}i] = {P}ns()
         {P}a.pop()
         if not {P}a:
             {P}complete({P}log)
@@ -312,7 +320,7 @@ def _generate(
             f"{prefix}rejoin": _context.rejoin,
             f"{prefix}open": _context.open_root,
             f"{prefix}complete": _context._try_complete,
-            f"{prefix}max": _context._max_calls,
+            f"{prefix}slot": _context.slot_of,
             f"{prefix}fail": fail,
             f"{prefix}meta": meta,
             f"{prefix}plan": plan,
@@ -326,6 +334,7 @@ def _generate(
             params_expr = f"{prefix}plan.pb({call})"
         return (
             template.replace("{PARAMS}", params_expr)
+            .replace("{MAX}", str(_context._max_slots[0]))
             .replace("{name}", name)
             .replace("{params}", params)
             .replace("{call}", call)

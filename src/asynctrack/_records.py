@@ -2,8 +2,11 @@
 The records handed to sinks: :class:`Log` and :class:`Call`, and log ids.
 
 A live log is built by the probe with as little work as possible per call: each
-call is a small list ``[meta, depth, params, data, start_ns, end_ns, status, error]``
-appended to the log's ``_raw`` list. :class:`Call` objects, ``seq`` numbers and
+call appends the eight fields ``meta, depth, params, data, start_ns, end_ns, status,
+error`` to the log's one flat ``_raw`` list (a C-level, atomic ``+=`` of a tuple).
+A completed log is then two objects for the garbage collector to visit (the log and
+its list), whatever its number of calls: buffered logs are what full collections
+walk over (TRAPS: the garbage collector). :class:`Call` objects, ``seq`` numbers and
 microsecond offsets are computed only when someone asks (a sink, a hook, a test),
 which is almost always in the dispatcher thread, off the application's hot path.
 """
@@ -14,14 +17,25 @@ import datetime as _dt
 import itertools
 import os
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from operator import itemgetter
 from typing import Any
 
 __all__ = ["Call", "Log", "new_log_number", "reset_ids_after_fork"]
 
-# Indices into a live call record (a list, mutated only by the call's own wrapper).
+# Offsets of a call's fields from its first slot in ``Log._raw`` (mutated only by the
+# call's own wrapper), and the number of slots per call.
 META, DEPTH, PARAMS, DATA, START, END, STATUS, ERROR = range(8)
+REC = 8
+
+
+def records(raw: list[Any]) -> Iterator[tuple[Any, ...]]:
+    """
+    Iterate over the calls of a flat ``_raw`` list as 8-tuples (C-level).
+    """
+    it = iter(raw)
+    return zip(it, it, it, it, it, it, it, it, strict=True)
+
 
 _UTC = _dt.UTC
 _counter = itertools.count(1)
@@ -258,7 +272,7 @@ class Log:
     _wall_ns: int
     _t0: int
     _t1: int
-    _raw: list[list[Any]] | None
+    _raw: list[Any] | None
     _calls: list[Call] | None
     _active: list[None]
     _claim: list[None]
@@ -322,7 +336,7 @@ class Log:
         raw = self._raw
         if raw is not None and self._t1 == self._t0 and raw:
             # A live log: the last call's end is found once, off the hot path.
-            self._t1 = max(self._t0, max(map(_end_of, raw)))
+            self._t1 = max(self._t0, max(raw[END::REC]))
         return (self._t1 - self._t0) // 1000
 
     @property
@@ -338,9 +352,11 @@ class Log:
         self._raw = None
 
     def _materialize(self, now: int) -> Iterator[Call]:
-        raw: list[list[Any]] = self._raw or []
+        raw: list[Any] = self._raw or []
         t0 = self._t0
-        ordered = sorted(raw, key=_start_of) if _unsorted(raw) else raw
+        ordered: Any = records(raw)
+        if _unsorted(raw):
+            ordered = sorted(ordered, key=_start_of)
         for seq, rec in enumerate(ordered):
             function, tracker, level = rec[META]
             start = rec[START]
@@ -373,7 +389,7 @@ class Log:
         copy._number = self._number
         copy._wall_ns = self._wall_ns
         copy._t0 = self._t0
-        copy._t1 = max(self._t1, now, *(rec[END] for rec in self._raw or ()))
+        copy._t1 = max(self._t1, now, *(self._raw or ())[END::REC])
         copy.parent_id = self.parent_id
         copy.info = dict(self.info)
         copy._raw = None
@@ -461,16 +477,17 @@ class Log:
         )
 
 
-def _raw_dicts(raw: list[list[Any]], t0: int) -> list[dict[str, Any]]:
+def _raw_dicts(raw: list[Any], t0: int) -> list[dict[str, Any]]:
+    if _unsorted(raw):
+        # Threads raced between reading the clock and appending: order by start.
+        return _dicts(sorted(records(raw), key=_start_of), t0)
+    return _dicts(records(raw), t0)
+
+
+def _dicts(recs: Iterable[tuple[Any, ...]], t0: int) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     append = out.append
-    previous = -1
-    for rec in raw:
-        meta, depth, params, data, start, end, status, error = rec
-        if start < previous:
-            # Threads raced between reading the clock and appending: order by start.
-            return _raw_dicts(sorted(raw, key=_start_of), t0)
-        previous = start
+    for meta, depth, params, data, start, end, status, error in recs:
         if end == 0:  # pragma: no cover - only snapshots have running calls
             end = start
             status = "running"
@@ -492,19 +509,14 @@ def _raw_dicts(raw: list[list[Any]], t0: int) -> list[dict[str, Any]]:
     return out
 
 
-_end_of = itemgetter(END)
+_start_of = itemgetter(START)
 
 
-def _start_of(rec: list[Any]) -> int:
-    return int(rec[START])
-
-
-def _unsorted(raw: list[list[Any]]) -> bool:
-    # Records are appended at call start, so they are in start order unless threads
+def _unsorted(raw: list[Any]) -> bool:
+    # Calls are appended at call start, so they are in start order unless threads
     # raced between reading the clock and appending; sorting is then needed.
     prev = -1
-    for rec in raw:
-        start = rec[START]
+    for start in raw[START::REC]:
         if start < prev:
             return True
         prev = start

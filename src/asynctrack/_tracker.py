@@ -244,8 +244,9 @@ class CallScope:
         """
         frame = self._frame
         if frame is not None and frame is not _context.SILENT:
-            meta = frame[1][0]
-            frame[1][0] = (str(function), meta[1], meta[2])
+            slots, i = frame[4], frame[1]
+            meta = slots[i]
+            slots[i] = (str(function), meta[1], meta[2])
 
     def add_info(self, **values: Any) -> None:
         """
