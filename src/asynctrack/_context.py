@@ -195,7 +195,7 @@ def enter(tracker: Any, meta: tuple[str, str, str], cur: Any, params: Any) -> tu
 
 def begin(tracker: Any, level: int, meta: tuple[str, str, str], params: Callable[[], Any]) -> Any:
     """
-    Decide how a call that is not a generated wrapper starts (generators, ``Tracker.call``).
+    Decide how a generator's call starts (``CallScope.__enter__`` inlines the same).
 
     Returns None when it passes straight through (tracking off, or inside a silenced
     subtree), ``SILENT`` when it is not tracked and silences its subtree, else the
@@ -376,6 +376,16 @@ def _value(key: str, value: Any) -> Any:
     return REDACTED if is_redacted(key) else convert(value)
 
 
+def _converted(values: dict[Any, Any], what: str) -> dict[str, Any]:
+    # Keys checked, values converted (sensitive keys redacted), two calls per item.
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        if type(key) is not str:
+            key = _check_key(key, what)
+        out[key] = REDACTED if is_redacted(key) else convert(value)
+    return out
+
+
 def add_info(key: str, value: Any) -> None:
     """
     Set ``key`` in the info of the current log, shared by all its calls (last write wins).
@@ -409,7 +419,7 @@ def add_info_many(log: Log, values: dict[str, Any]) -> None:
     """
     Set several info keys of ``log`` with one copy of its info dict.
     """
-    converted = {_check_key(k, "add_info"): _value(k, v) for k, v in values.items()}
+    converted = _converted(values, "add_info")
     if log._done:
         return
     with _LOCK:
@@ -474,7 +484,7 @@ def info(**values: Any) -> Iterator[None]:
     if frame is SILENT:
         yield
         return
-    converted = {_check_key(k, "info"): _value(k, v) for k, v in values.items()}
+    converted = _converted(values, "info")
     if frame is not None and not frame[0]._done:
         log = frame[0]
         with _LOCK:

@@ -269,15 +269,22 @@ class CallScope:
                 _context.FRAME.reset(token)
 
     def __enter__(self) -> CallScope:
+        # _context.begin's decision, without a closure for the params: this runs once
+        # per request in TrackMiddleware.
         tracker = self._tracker
-        level = self._level if self._level < NONE else -1  # NONE only silences
-        meta = (self._function, tracker.name, level_name(self._level))
-        raw = self._params
-        self._frame = _context.begin(
-            tracker, level, meta, lambda: convert_mapping(raw) if raw else {}
-        )
-        if self._frame is not None:
-            self._token = _context.FRAME.set(self._frame)
+        level = self._level
+        cur = _context.FRAME.get()
+        if level >= NONE or level < tracker._th:  # NONE only silences
+            frame = None if tracker._off or cur is _context.SILENT else _context.SILENT
+        elif cur is _context.SILENT:
+            frame = None
+        else:
+            raw = self._params
+            meta = (self._function, tracker.name, level_name(level))
+            frame = _context.enter(tracker, meta, cur, convert_mapping(raw) if raw else {})
+        if frame is not None:
+            self._frame = frame
+            self._token = _context.FRAME.set(frame)
         return self
 
     def __exit__(
