@@ -19,9 +19,10 @@ import weakref
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from . import _context
+from . import _context, _records
 from ._context import FRAME, SILENT, begin, fail, leave
 from ._levels import NONE, level_name, parse_level
+from ._records import Log
 from ._values import REDACTED, convert, current_limits, is_redacted
 
 __all__ = ["make_probe", "refresh_plans"]
@@ -229,10 +230,27 @@ _TRACKED = """
                 {P}fr = ({P}log, 0, {P}d, {P}cur, {P}raw)
                 {P}i = 5
     else:
-        {P}fr = {P}open({P}tr, {P}meta, {P}cur, {P}p, {P}t)
-        {P}log = {P}fr[0]
-        {P}a = {P}log._active
-        {P}raw = {P}fr[4]
+        # _context.open_root, inlined: once per log.
+        {P}raw = [{P}meta, 0, {P}p, None, {P}t, 0, "ok", None]
+        {P}log = {P}new({P}Log)
+        {P}log._id = None
+        {P}log._number = {P}next({P}counter)
+        {P}log._wall_ns = {P}wall[0] + {P}t
+        {P}log._t0 = {P}log._t1 = {P}t
+        {P}log.parent_id = None if {P}cur is None else {P}cur[0].id
+        {P}log.info = {P}info() or {}
+        {P}log._raw = {P}raw
+        {P}log._calls = None
+        {P}log.complete = True
+        {P}log.dropped_calls = 0
+        {P}log._active = {P}a = [None]
+        {P}log._claim = [None]
+        {P}log._done = False
+        {P}log._tracker = {P}tr
+        {P}reg({P}log)
+        if len({P}OPEN) > {P}sweep_at[0]:
+            {P}sweep()
+        {P}fr = ({P}log, 0, 0, None, {P}raw)
         {P}i = 5
     {P}tok = {P}set({P}fr)
     try:
@@ -318,7 +336,16 @@ def _generate(
             f"{prefix}S": SILENT,
             f"{prefix}ns": time.perf_counter_ns,
             f"{prefix}rejoin": _context.rejoin,
-            f"{prefix}open": _context.open_root,
+            f"{prefix}new": object.__new__,
+            f"{prefix}Log": Log,
+            f"{prefix}next": next,
+            f"{prefix}counter": _records._counter,
+            f"{prefix}wall": _records._WALL_OFFSET,
+            f"{prefix}info": _context.INFO.get,
+            f"{prefix}OPEN": _context._OPEN,
+            f"{prefix}reg": _context._OPEN.append,
+            f"{prefix}sweep_at": _context._sweep_at,
+            f"{prefix}sweep": _context._sweep,
             f"{prefix}complete": _context._try_complete,
             f"{prefix}slot": _context.slot_of,
             f"{prefix}fail": fail,
