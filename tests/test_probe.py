@@ -595,6 +595,30 @@ class TestInfoAndData:
 
 
 class TestCallScope:
+    def test_logs_opened_by_a_probe_and_by_a_block_alike(self) -> None:
+        """
+        A probed root call and a ``tracker.call`` block open logs with the same fields
+        (the generated wrappers inline what ``tracker.call`` does through _context).
+        """
+
+        @tr.probe
+        def job(n: int) -> int:
+            return n
+
+        with capture() as logs:
+            job(1)
+            with tr.call("job", params={"n": 1}):
+                pass
+        assert len(logs) == 2
+        by_probe, by_block = logs
+        for name in asynctrack.Log.__slots__:
+            if name == "__weakref__":
+                continue
+            a, b = getattr(by_probe, name), getattr(by_block, name)
+            assert type(a) is type(b), name
+        assert by_probe.to_dict()["calls"][0]["params"] == by_block.to_dict()["calls"][0]["params"]
+        assert by_probe.id < by_block.id and by_probe.parent_id is by_block.parent_id is None
+
     @pytest.mark.anyio
     async def test_call_block_rename_and_error(self) -> None:
         """
