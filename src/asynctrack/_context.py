@@ -179,10 +179,9 @@ def enter(tracker: Any, meta: tuple[str, str, str], cur: Any, params: Any) -> tu
             if not log._done:
                 depth = cur[2] + 1
                 raw = log._raw
-                if raw is not None and len(raw) < _max_slots[0]:
+                if raw is not None and (i := len(raw)) < _max_slots[0]:
                     raw += (meta, depth, params, None, t, 0, "ok", None)
-                    i = len(raw) - REC
-                    if raw[i + START] is not t:
+                    if raw[i + START] is not t:  # another thread appended first
                         i = slot_of(raw, t)
                     return (log, i, depth, cur, raw)
                 log.dropped_calls += 1
@@ -248,7 +247,7 @@ def slot_of(raw: list[Any], t: int) -> int:
     """
     Return the first slot of the call that started at ``t`` (the very int object).
 
-    A call appends its fields and then reads ``len(raw)``: another thread may have
+    A call reads ``len(raw)`` and then appends its fields: another thread may have
     appended in between, so the call checks its start and, should it differ, finds
     its fields here (nothing is ever removed, so they do not move afterwards).
     """

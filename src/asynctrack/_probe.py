@@ -217,10 +217,9 @@ _TRACKED = """
         else:
             {P}d = {P}cur[2] + 1
             {P}raw = {P}log._raw
-            if len({P}raw) < {MAX}:
+            if ({P}i := len({P}raw)) < {MAX}:
                 {P}raw += ({P}meta, {P}d, {P}p, None, {P}t, 0, "ok", None)
-                {P}i = len({P}raw) - 8
-                if {P}raw[{P}i + 4] is not {P}t:
+                if {P}raw[{P}i + 4] is not {P}t:  # another thread appended first
                     {P}i = {P}slot({P}raw, {P}t)
                 {P}fr = ({P}log, {P}i, {P}d, {P}cur, {P}raw)
                 {P}i += 5
