@@ -26,7 +26,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from . import _records
-from ._records import REC, Log, iso_second, records
+from ._records import REC, Log, iso_second
 
 try:  # pragma: no branch - orjson is a dependency; the fallback is for odd platforms
     import orjson
@@ -195,8 +195,12 @@ def encode_logs(logs: Iterable[Log]) -> bytes:
         # other than their defaults ({} and "ok", null), put back after the line.
         marked = False
         try:
-            for call, (meta, depth, params, data, start, end, status, error) in zip(
-                calls, records(raw), strict=True
+            # One zip over the call dicts and eight views of the flat record list: a
+            # call's eight slots come out as eight loop variables (strict: a list that
+            # is not whole calls raises ValueError, and the general path takes it).
+            it = iter(raw)
+            for call, meta, depth, params, data, start, end, status, error in zip(
+                calls, it, it, it, it, it, it, it, it, strict=True
             ):
                 if start < previous or not end:
                     # Out of start order (threads raced) or still running: the
