@@ -176,6 +176,28 @@ def deep(i: int) -> None:
         raise ValueError(f"bad {i}\u2029")
 
 
+def _records_strategy() -> st.SearchStrategy[tuple[Any, ...]]:
+    # One call's eight slots; start and end as offsets from the log's start (ns).
+    metas = st.sampled_from(
+        [("f", "t", "INFO"), ("g.h", "tests.records", "DEFAULT"), ("odd\u2028", "t", "25")]
+    )
+    status = st.sampled_from(
+        [("ok", None), ("error", "ValueError: bad"), ("cancelled", "CancelledError")]
+    )
+    params = st.dictionaries(st.sampled_from(["a", "b", "user"]), st.integers() | st.text())
+    data = st.none() | st.dictionaries(st.sampled_from(["k", "rows"]), st.integers(0, 9))
+    return st.builds(
+        lambda meta, depth, p, d, start, dur, se: (meta, depth, p, d, start, start + dur, *se),
+        metas,
+        st.integers(0, 4),
+        params,
+        data,
+        st.integers(0, 10**9),
+        st.integers(1, 10**9),
+        status,
+    )
+
+
 def _reference(logs: list[Log]) -> bytes:
     # The general path: the documented dict form, encoded value by value.
     return b"".join(encode_obj(log.to_dict()) + b"\n" for log in logs)
@@ -239,6 +261,25 @@ class TestEncoder:
         assert encode_logs([copy.copy(log) for log in logs]) == expected
         monkeypatch.setattr(_encode, "_dumps", None)
         assert encode_logs([copy.copy(log) for log in logs]) == expected
+
+    @settings(max_examples=60, deadline=None)
+    @given(records=st.lists(_records_strategy(), min_size=1, max_size=70), shuffle=st.booleans())
+    def test_any_flat_record_list_encodes_like_the_dict_form(
+        self, records: list[tuple[Any, ...]], shuffle: bool
+    ) -> None:
+        """
+        For any calls in a log's flat record list — out of start order, with data,
+        errors or cancellations — encode_logs writes the bytes of to_dict().
+        """
+        with capture() as logs:
+            checkout(1)
+        log = copy.copy(logs[0])
+        t0 = log._t0
+        ordered = sorted(records, key=lambda r: r[4], reverse=shuffle)
+        log._raw = [
+            v if k != 4 and k != 5 else t0 + v for rec in ordered for k, v in enumerate(rec)
+        ]
+        assert encode_logs([log]) == _reference([copy.copy(log)])
 
     def test_small_caches_and_concurrent_encoders(self, monkeypatch: pytest.MonkeyPatch) -> None:
         """
