@@ -195,9 +195,10 @@ def encode_logs(logs: Iterable[Log]) -> bytes:
         # other than their defaults ({} and "ok", null), put back after the line.
         marked = False
         try:
-            # One zip over the call dicts and eight views of the flat record list: a
-            # call's eight slots come out as eight loop variables (strict: a list that
-            # is not whole calls raises ValueError, and the general path takes it).
+            # _records.records() unrolled into this loop: one zip over the call dicts
+            # and eight views of the flat list, so a call's slots come out as loop
+            # variables without a nested unpacking (8 % of the encoder). strict: a list
+            # that is not whole calls raises ValueError, and the general path takes it.
             it = iter(raw)
             for call, meta, depth, params, data, start, end, status, error in zip(
                 calls, it, it, it, it, it, it, it, it, strict=True
