@@ -12,8 +12,8 @@ from urllib.parse import urlparse
 
 import pytest
 
-from asynctrack import _context, _tracker
-from asynctrack._values import Limits, set_limits
+from asynctrack._core import calltree, tracker
+from asynctrack._core.values import Limits, set_limits
 
 POSTGRES_URL = os.environ.get(
     "ASYNCTRACK_TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
@@ -46,20 +46,20 @@ def _clean_state() -> Iterator[None]:
 
 
 def _reset() -> None:
-    from asynctrack import _pipeline
+    from asynctrack._delivery import pipeline
 
-    _pipeline.reset_for_tests()
-    _tracker.reset_for_tests()
-    _tracker.set_tracker_class(None)
+    pipeline.reset_for_tests()
+    tracker.reset_for_tests()
+    tracker.set_tracker_class(None)
     set_limits(Limits())
-    from asynctrack._probe import refresh_plans
+    from asynctrack._core.probe import refresh_plans
 
     refresh_plans()
-    _context.set_postprocess(None)
-    _context.set_max_calls(10_000)
-    _context.FRAME.set(None)
-    _context.INFO.set(None)
-    _context._listeners.clear()
+    calltree.set_postprocess(None)
+    calltree.set_max_calls(10_000)
+    calltree.FRAME.set(None)
+    calltree.INFO.set(None)
+    calltree._listeners.clear()
 
 
 def _reachable(url: str) -> bool:

@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 
 from asynctrack import Call, Log
-from asynctrack._encode import encode_logs
-from asynctrack._stats._format import FUNCTION_FIELDS, GROUP_FIELDS, human_us
-from asynctrack.cli import main, parse_time, run
+from asynctrack._core.encode import encode_logs
+from asynctrack.cli.commands import main, parse_time, run
+from asynctrack.cli.stats.format import FUNCTION_FIELDS, GROUP_FIELDS, human_us
 
 T0 = dt.datetime(2026, 5, 4, 12, 0, tzinfo=dt.UTC)
 

@@ -15,7 +15,7 @@ import pytest
 
 import asynctrack
 from asynctrack import ConfigError, FileSink, Log, MemorySink, Sink, read_logs
-from asynctrack._config import CONFIG_ENV, ENV_VARS, OPTIONS, resolve, validate
+from asynctrack._config.configure import CONFIG_ENV, ENV_VARS, OPTIONS, resolve, validate
 
 from .helpers import config_docs
 

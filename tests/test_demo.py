@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from asynctrack._demo import simulate, user_names
-from asynctrack.cli import main
+from asynctrack.cli.commands import main
+from asynctrack.cli.demo import simulate, user_names
 from asynctrack.testing import capture
 
 

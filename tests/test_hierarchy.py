@@ -401,7 +401,7 @@ class TestJoins:
         """
         The fallback lookup of a call's fields by its start (the very int object).
         """
-        from asynctrack._context import slot_of
+        from asynctrack._core.calltree import slot_of
 
         t1, t2 = time.perf_counter_ns(), time.perf_counter_ns() + 1
         raw: list[Any] = [("f", "t", "INFO"), 0, {}, None, t1, 0, "ok", None]

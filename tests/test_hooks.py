@@ -18,7 +18,8 @@ import anyio.lowlevel
 import pytest
 
 import asynctrack
-from asynctrack import Call, Log, MemorySink, Tracker, _context
+from asynctrack import Call, Log, MemorySink, Tracker
+from asynctrack._core import calltree
 
 from .helpers import config_docs
 
@@ -188,9 +189,9 @@ class TestTrackerSubclass:
         With neither hooks overridden nor processors, nothing runs at completion.
         """
         asynctrack.configure(sinks=[MemorySink()])
-        assert _context._postprocess[0] is None
+        assert calltree._postprocess[0] is None
         asynctrack.configure(sinks=[MemorySink()], tracker_class=InfoTracker)
-        assert _context._postprocess[0] is not None
+        assert calltree._postprocess[0] is not None
 
 
 class TestProcessors:

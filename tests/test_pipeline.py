@@ -430,10 +430,10 @@ class TestBatching:
         The intake hands items over in order; the dispatcher cuts full batches of logs
         and ends a batch at each flush barrier, whatever the mix.
         """
-        from asynctrack._counters import Counters
-        from asynctrack._dispatcher import Dispatcher
-        from asynctrack._intake import Barrier, Intake
-        from asynctrack._worker import WorkerOptions
+        from asynctrack._delivery.counters import Counters
+        from asynctrack._delivery.dispatcher import Dispatcher
+        from asynctrack._delivery.intake import Barrier, Intake
+        from asynctrack._delivery.worker import WorkerOptions
         from asynctrack.testing import capture
 
         with capture() as made:

@@ -468,9 +468,9 @@ class TestLevels:
         Until configure or capture, probes record nothing.
         """
         seen: list[asynctrack.Log] = []
-        from asynctrack import _context
+        from asynctrack._core import calltree
 
-        _context.add_listener(seen.append)
+        calltree.add_listener(seen.append)
         try:
 
             @tr.probe
@@ -479,7 +479,7 @@ class TestLevels:
 
             assert f() == 1
         finally:
-            _context.remove_listener(seen.append)
+            calltree.remove_listener(seen.append)
         assert seen == []
 
 
@@ -598,7 +598,7 @@ class TestCallScope:
     def test_logs_opened_by_a_probe_and_by_a_block_alike(self) -> None:
         """
         A probed root call and a ``tracker.call`` block open logs with the same fields
-        (the generated wrappers inline what ``tracker.call`` does through _context).
+        (the generated wrappers inline what ``tracker.call`` does through calltree).
         """
 
         @tr.probe

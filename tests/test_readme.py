@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from asynctrack.cli import main
+from asynctrack.cli.commands import main
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 

@@ -17,8 +17,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import asynctrack
-from asynctrack import Call, Log, _encode
-from asynctrack._encode import decode_line, encode_log, encode_logs, encode_obj
+from asynctrack import Call, Log
+from asynctrack._core import encode
+from asynctrack._core.encode import decode_line, encode_log, encode_logs, encode_obj
 from asynctrack.testing import capture
 
 tr = asynctrack.get_tracker("tests.records")
@@ -234,14 +235,14 @@ class TestEncoder:
         logs = _varied_logs()
         expected = _reference([copy.copy(log) for log in logs])
         general: list[Log] = []
-        dump_dict = _encode._dump_dict
+        dump_dict = encode._dump_dict
 
         def spy(log: Log, *args: Any) -> bytes:
             general.append(log)
             return dump_dict(log, *args)
 
         with pytest.MonkeyPatch.context() as mp:
-            mp.setattr(_encode, "_dump_dict", spy)
+            mp.setattr(encode, "_dump_dict", spy)
             assert encode_logs([copy.copy(log) for log in logs]) == expected
         # Only the unordered, the materialised and the hand-built log take the general path.
         assert [log.id for log in general] == [log.id for log in logs[-3:]]
@@ -257,9 +258,9 @@ class TestEncoder:
         """
         logs = _varied_logs()
         expected = encode_logs([copy.copy(log) for log in logs])
-        monkeypatch.setattr(_encode, "_Fragment", None)
+        monkeypatch.setattr(encode, "_Fragment", None)
         assert encode_logs([copy.copy(log) for log in logs]) == expected
-        monkeypatch.setattr(_encode, "_dumps", None)
+        monkeypatch.setattr(encode, "_dumps", None)
         assert encode_logs([copy.copy(log) for log in logs]) == expected
 
     @settings(max_examples=60, deadline=None)
@@ -286,7 +287,7 @@ class TestEncoder:
         The probe-fragment cache may be cleared at any time; threads encoding at once
         each get their own reusable dicts.
         """
-        monkeypatch.setattr(_encode, "_META_MAX", 2)
+        monkeypatch.setattr(encode, "_META_MAX", 2)
         logs = _varied_logs()
         expected = _reference([copy.copy(log) for log in logs])
         results: list[bytes] = []

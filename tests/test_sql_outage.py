@@ -17,8 +17,8 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 import asynctrack
 from asynctrack import Log
-from asynctrack._encode import decode_line
-from asynctrack.sinks._sql import SQLSink
+from asynctrack._core.encode import decode_line
+from asynctrack.sinks._sql.sink import SQLSink
 from asynctrack.testing import capture
 
 from .helpers import drop_tables

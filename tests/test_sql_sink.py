@@ -24,8 +24,8 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 import asynctrack
 from asynctrack import Call, ConfigError, Log
-from asynctrack.sinks._sql import SQLSink
-from asynctrack.sinks._sql_schema import default_tables
+from asynctrack.sinks._sql.schema import default_tables
+from asynctrack.sinks._sql.sink import SQLSink
 from asynctrack.testing import capture
 
 pytestmark = pytest.mark.anyio

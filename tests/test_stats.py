@@ -20,8 +20,9 @@ from hypothesis import strategies as st
 
 import asynctrack
 from asynctrack import Call, Log
-from asynctrack._encode import encode_logs
-from asynctrack._stats._percentiles import (
+from asynctrack._core.encode import encode_logs
+from asynctrack.cli.commands import main
+from asynctrack.cli.stats.percentiles import (
     EXACT_BELOW,
     PERCENTILES,
     Histogram,
@@ -31,7 +32,6 @@ from asynctrack._stats._percentiles import (
     nearest_rank,
     rank_of,
 )
-from asynctrack.cli import main
 
 T0 = dt.datetime(2026, 3, 1, tzinfo=dt.UTC)
 FUNCTIONS = (
@@ -357,7 +357,8 @@ class TestFileStats:
         options: list[str],
     ) -> None:
         """A file read in byte ranges (worker processes) gives the same report and warnings."""
-        from asynctrack._stats import StatsQuery, _files
+        from asynctrack.cli.stats import StatsQuery
+        from asynctrack.cli.stats import files as _files
 
         lines = encode_logs(LOGS).splitlines(keepends=True)
         lines[5] = b"not json\n"
@@ -456,15 +457,15 @@ class TestSameNumbersEverywhere:
         options: list[str],
     ) -> None:
         """A SQLite table read in rowid ranges (worker processes) gives the same report."""
-        from asynctrack._stats import _sql
+        from asynctrack.cli.stats import sql
 
         url = f"sqlite+aiosqlite:///{tmp_path / 'track.db'}"
         asyncio.run(_fill(url, table_prefix, None))
         argv = ["stats", url, "--table-prefix", table_prefix, *options]
-        monkeypatch.setattr(_sql, "cpu_count", lambda: 1)
+        monkeypatch.setattr(sql, "cpu_count", lambda: 1)
         whole = run_json(argv, capsys)
-        monkeypatch.setattr(_sql, "cpu_count", lambda: 3)
-        monkeypatch.setattr(_sql, "PART_ROWS", 50)
+        monkeypatch.setattr(sql, "cpu_count", lambda: 3)
+        monkeypatch.setattr(sql, "PART_ROWS", 50)
         assert run_json(argv, capsys) == whole
 
     @pytest.mark.slow

@@ -19,7 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import asynctrack
-from asynctrack._values import REDACTED, Limits, convert, set_limits
+from asynctrack._core.values import REDACTED, Limits, convert, set_limits
 
 
 class Color(enum.Enum):

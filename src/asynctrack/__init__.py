@@ -10,12 +10,14 @@ from __future__ import annotations
 from typing import TYPE_CHECKING as _TYPE_CHECKING
 from typing import Any as _Any
 
-from ._config import configure
-from ._context import add_data, add_info, info, propagate
-from ._counters import FlushResult, Stats
-from ._exceptions import AsyncTrackError, ConfigError, PipelineClosedError
-from ._levels import DEBUG, DEFAULT, INFO, NONE, Level
-from ._pipeline import (
+from asynctrack._config.configure import configure
+from asynctrack._core.calltree import add_data, add_info, info, propagate
+from asynctrack._core.levels import DEBUG, DEFAULT, INFO, NONE, Level
+from asynctrack._core.records import Call, Log
+from asynctrack._core.tracker import CallScope, Tracker, get_tracker
+from asynctrack._core.values import represent
+from asynctrack._delivery.counters import FlushResult, Stats
+from asynctrack._delivery.pipeline import (
     flush,
     flush_sync,
     install_signal_handlers,
@@ -24,13 +26,11 @@ from ._pipeline import (
     stats,
     tracking,
 )
-from ._records import Call, Log
-from ._tracker import CallScope, Tracker, get_tracker
-from ._values import represent
-from .sinks import FileSink, LoggingSink, MemorySink, Sink, read_logs
+from asynctrack._exceptions import AsyncTrackError, ConfigError, PipelineClosedError
+from asynctrack.sinks import FileSink, LoggingSink, MemorySink, Sink, read_logs
 
 if _TYPE_CHECKING:
-    from .sinks._sql import SQLSink
+    from asynctrack.sinks._sql.sink import SQLSink
 
 
 __all__ = [
@@ -76,7 +76,7 @@ __all__ = [
 def __getattr__(name: str) -> _Any:
     # SQLAlchemy loads only when the SQL sink is first used (DESIGN: cheap import).
     if name == "SQLSink":
-        from .sinks._sql import SQLSink
+        from asynctrack.sinks._sql.sink import SQLSink
 
         return SQLSink
     if name == "__version__":
@@ -88,7 +88,7 @@ def __getattr__(name: str) -> _Any:
         except PackageNotFoundError:  # pragma: no cover - running from a source tree
             return "0.0.0"
     if name == "configure_from_file":
-        from ._config_file import configure_from_file
+        from asynctrack._config.file import configure_from_file
 
         return configure_from_file
     raise AttributeError(f"module 'asynctrack' has no attribute {name!r}")

@@ -4,7 +4,7 @@
 
 from __future__ import annotations
 
-from .cli import run
+from asynctrack.cli.commands import run
 
 if __name__ == "__main__":
     run()

@@ -10,8 +10,8 @@ import threading
 from types import TracebackType
 from typing import Any
 
-from . import _context, _tracker
-from ._records import Log
+from asynctrack._core import calltree, tracker
+from asynctrack._core.records import Log
 
 __all__ = ["Captured", "capture"]
 
@@ -34,8 +34,8 @@ class Captured(list[Log]):
         if self._active:
             raise RuntimeError("capture() is already active")
         self._active = True
-        _context.add_listener(self._receive)
-        _tracker.enable(+1)
+        calltree.add_listener(self._receive)
+        tracker.enable(+1)
         return self
 
     def __exit__(
@@ -44,8 +44,8 @@ class Captured(list[Log]):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        _context.remove_listener(self._receive)
-        _tracker.enable(-1)
+        calltree.remove_listener(self._receive)
+        tracker.enable(-1)
         self._active = False
 
     async def __aenter__(self) -> Captured:

@@ -120,7 +120,7 @@ def converts_within(code: str, seconds: float) -> subprocess.CompletedProcess[st
     """
     Run ``code`` (which converts a hostile value and prints the JSON size) in a subprocess.
     """
-    prelude = "import json, time\nfrom asynctrack._values import convert\n"
+    prelude = "import json, time\nfrom asynctrack._core.values import convert\n"
     try:
         return subprocess.run(
             [sys.executable, "-c", prelude + textwrap.dedent(code)],

@@ -15,9 +15,10 @@ from pathlib import Path
 import pytest
 
 import asynctrack
-from asynctrack import Log, _pipeline
-from asynctrack._counters import Counters
-from asynctrack._worker import SinkWorker, WorkerOptions
+from asynctrack import Log
+from asynctrack._delivery import pipeline as _pipeline
+from asynctrack._delivery.counters import Counters
+from asynctrack._delivery.worker import SinkWorker, WorkerOptions
 
 from . import _support as s
 

@@ -11,7 +11,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import asynctrack
-from asynctrack import Log, _pipeline
+from asynctrack import Log
+from asynctrack._delivery import pipeline as _pipeline
 from asynctrack.sinks import FileSink, read_logs
 from asynctrack.testing import capture
 

@@ -135,7 +135,7 @@ class TestFork:
 
 
 HOOKLESS = """
-from asynctrack import _pipeline
+from asynctrack._delivery import pipeline as _pipeline
 
 out = Path(sys.argv[1])
 asynctrack.configure(sinks=[asynctrack.FileSink(out)], spill_dir=out.parent, batch_size=100)

@@ -19,8 +19,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import asynctrack
-from asynctrack._encode import encode_logs, encode_obj
-from asynctrack._values import REDACTED, convert, current_limits, is_redacted
+from asynctrack._core.encode import encode_logs, encode_obj
+from asynctrack._core.values import REDACTED, convert, current_limits, is_redacted
 from asynctrack.sinks import read_logs
 from asynctrack.testing import capture
 

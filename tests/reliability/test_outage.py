@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 import asynctrack
 from asynctrack import Log
-from asynctrack.sinks._sql import SQLSink
+from asynctrack.sinks._sql.sink import SQLSink
 from asynctrack.testing import capture
 
 from ..helpers import drop_tables

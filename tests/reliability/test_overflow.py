@@ -15,7 +15,8 @@ import psutil  # type: ignore[import-untyped]
 import pytest
 
 import asynctrack
-from asynctrack import _pipeline, _report
+from asynctrack._core import selfwarn
+from asynctrack._delivery import pipeline as _pipeline
 
 from ..helpers import SlowSink
 from . import _support as s
@@ -81,11 +82,11 @@ class TestOverflow:
         messages were suppressed meanwhile.
         """
         now = [1000.0]
-        monkeypatch.setattr("asynctrack._report.time.monotonic", lambda: now[0])
+        monkeypatch.setattr("asynctrack._core.selfwarn.time.monotonic", lambda: now[0])
         with caplog.at_level(logging.WARNING, logger="asynctrack"):
             for step in range(100):
                 now[0] = 1000.0 + step * 0.5  # 50 s of repeats, one every 0.5 s
-                _report.report("full", "asynctrack: full")
+                selfwarn.report("full", "asynctrack: full")
         messages = [r.getMessage() for r in caplog.records]
         assert messages == [
             "asynctrack: full",
@@ -132,7 +133,7 @@ class TestOverflow:
         held, release = threading.Event(), threading.Event()
 
         def holder() -> None:
-            with pipeline.counters._lock, _report._lock:
+            with pipeline.counters._lock, selfwarn._lock:
                 held.set()
                 release.wait(30)
 

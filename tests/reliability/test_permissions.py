@@ -96,7 +96,7 @@ class TestPermissions:
         """
         The replay's progress file is created 0600 like the spill file it belongs to.
         """
-        from asynctrack._spill import SpillFile
+        from asynctrack._delivery.spill import SpillFile
         from asynctrack.testing import capture
 
         with capture() as logs:

@@ -8,20 +8,20 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ._base import Sink
-from ._file import FileSink, read_logs
-from ._logging import LoggingSink
-from ._memory import MemorySink
+from asynctrack.sinks._base import Sink
+from asynctrack.sinks._file import FileSink, read_logs
+from asynctrack.sinks._logging import LoggingSink
+from asynctrack.sinks._memory import MemorySink
 
 if TYPE_CHECKING:
-    from ._sql import SQLSink
+    from asynctrack.sinks._sql.sink import SQLSink
 
 __all__ = ["FileSink", "LoggingSink", "MemorySink", "SQLSink", "Sink", "read_logs"]
 
 
 def __getattr__(name: str) -> Any:
     if name == "SQLSink":
-        from ._sql import SQLSink
+        from asynctrack.sinks._sql.sink import SQLSink
 
         return SQLSink
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from .._records import Log
+from asynctrack._core.records import Log
 
 __all__ = ["Sink"]
 

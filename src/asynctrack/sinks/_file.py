@@ -12,11 +12,11 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from .._encode import decode_line, encode_logs
-from .._exceptions import ConfigError
-from .._records import Log
-from .._report import report
-from ._base import Sink
+from asynctrack._core.encode import decode_line, encode_logs
+from asynctrack._core.records import Log
+from asynctrack._core.selfwarn import report
+from asynctrack._exceptions import ConfigError
+from asynctrack.sinks._base import Sink
 
 __all__ = ["FileSink", "make_private_dirs", "read_logs"]
 

@@ -10,10 +10,10 @@ import string
 from collections.abc import Sequence
 from typing import Any
 
-from .._exceptions import ConfigError
-from .._records import Log
-from .._report import report
-from ._base import Sink
+from asynctrack._core.records import Log
+from asynctrack._core.selfwarn import report
+from asynctrack._exceptions import ConfigError
+from asynctrack.sinks._base import Sink
 
 __all__ = ["LoggingSink"]
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from .._records import Log
-from ._base import Sink
+from asynctrack._core.records import Log
+from asynctrack.sinks._base import Sink
 
 __all__ = ["MemorySink"]
 

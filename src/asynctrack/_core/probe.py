@@ -19,11 +19,11 @@ import weakref
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from . import _context, _records
-from ._context import FRAME, SILENT, begin, fail, leave
-from ._levels import NONE, level_name, parse_level
-from ._records import Log
-from ._values import REDACTED, convert, current_limits, is_redacted
+from asynctrack._core import calltree, records
+from asynctrack._core.calltree import FRAME, SILENT, begin, fail, leave
+from asynctrack._core.levels import NONE, level_name, parse_level
+from asynctrack._core.records import Log
+from asynctrack._core.values import REDACTED, convert, current_limits, is_redacted
 
 __all__ = ["make_probe", "refresh_plans"]
 
@@ -197,7 +197,7 @@ def _signature_source(sig: inspect.Signature, prefix: str, ns: dict[str, Any]) -
 
 
 # The tracked path of the generated wrappers inlines joining an open log and leaving
-# the call (see _context.enter/leave for the commented general versions): two Python
+# the call (see calltree.enter/leave for the commented general versions): two Python
 # calls fewer per probed call.
 _TRACKED = """
     {P}cur = {P}get()
@@ -229,7 +229,7 @@ _TRACKED = """
                 {P}fr = ({P}log, 0, {P}d, {P}cur, {P}raw)
                 {P}i = 5
     else:
-        # _context.open_root, inlined: once per log.
+        # calltree.open_root, inlined: once per log.
         {P}raw = [{P}meta, 0, {P}p, None, {P}t, 0, "ok", None]
         {P}log = {P}new({P}Log)
         {P}log._id = None
@@ -334,19 +334,19 @@ def _generate(
             f"{prefix}reset": FRAME.reset,
             f"{prefix}S": SILENT,
             f"{prefix}ns": time.perf_counter_ns,
-            f"{prefix}rejoin": _context.rejoin,
+            f"{prefix}rejoin": calltree.rejoin,
             f"{prefix}new": object.__new__,
             f"{prefix}Log": Log,
             f"{prefix}next": next,
-            f"{prefix}counter": _records._counter,
-            f"{prefix}wall": _records._WALL_OFFSET,
-            f"{prefix}info": _context.INFO.get,
-            f"{prefix}OPEN": _context._OPEN,
-            f"{prefix}reg": _context._OPEN.append,
-            f"{prefix}sweep_at": _context._sweep_at,
-            f"{prefix}sweep": _context._sweep,
-            f"{prefix}complete": _context._try_complete,
-            f"{prefix}slot": _context.slot_of,
+            f"{prefix}counter": records._counter,
+            f"{prefix}wall": records._WALL_OFFSET,
+            f"{prefix}info": calltree.INFO.get,
+            f"{prefix}OPEN": calltree._OPEN,
+            f"{prefix}reg": calltree._OPEN.append,
+            f"{prefix}sweep_at": calltree._sweep_at,
+            f"{prefix}sweep": calltree._sweep,
+            f"{prefix}complete": calltree._try_complete,
+            f"{prefix}slot": calltree.slot_of,
             f"{prefix}fail": fail,
             f"{prefix}meta": meta,
             f"{prefix}plan": plan,
@@ -360,7 +360,7 @@ def _generate(
             params_expr = f"{prefix}plan.pb({call})"
         return (
             template.replace("{PARAMS}", params_expr)
-            .replace("{MAX}", str(_context._max_slots[0]))
+            .replace("{MAX}", str(calltree._max_slots[0]))
             .replace("{name}", name)
             .replace("{params}", params)
             .replace("{call}", call)

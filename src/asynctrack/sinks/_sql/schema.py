@@ -27,7 +27,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import mysql
 from sqlalchemy.types import TypeEngine
 
-from .._exceptions import ConfigError
+from asynctrack._exceptions import ConfigError
 
 __all__ = [
     "CALL_FIELDS",

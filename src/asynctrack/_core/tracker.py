@@ -13,13 +13,13 @@ from collections.abc import Callable, Iterable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 
-from . import _context
-from ._levels import DEFAULT, NONE, OFF, Level, level_name, parse_level
-from ._probe import make_probe
-from ._values import convert_mapping
+from asynctrack._core import calltree
+from asynctrack._core.levels import DEFAULT, NONE, OFF, Level, level_name, parse_level
+from asynctrack._core.probe import make_probe
+from asynctrack._core.values import convert_mapping
 
 if TYPE_CHECKING:
-    from ._records import Call, Log
+    from asynctrack._core.records import Call, Log
 
 __all__ = ["Tracker", "get_tracker", "set_levels"]
 
@@ -174,19 +174,19 @@ class Tracker:
         """
         Same as :func:`asynctrack.add_info`.
         """
-        _context.add_info(key, value)
+        calltree.add_info(key, value)
 
     def add_data(self, key: str, value: Any, depth: int | None = None) -> None:
         """
         Same as :func:`asynctrack.add_data`.
         """
-        _context.add_data(key, value, depth)
+        calltree.add_data(key, value, depth)
 
     async def flush(self, timeout: float | None = None) -> Any:
         """
         Same as ``await asynctrack.flush(timeout)``.
         """
-        from ._pipeline import flush
+        from asynctrack._delivery.pipeline import flush
 
         return await flush(timeout)
 
@@ -236,14 +236,14 @@ class CallScope:
         """
         True when this block is being recorded.
         """
-        return self._frame is not None and self._frame is not _context.SILENT
+        return self._frame is not None and self._frame is not calltree.SILENT
 
     def rename(self, function: str) -> None:
         """
         Change the recorded function name (e.g. to a route template known only later).
         """
         frame = self._frame
-        if frame is not None and frame is not _context.SILENT:
+        if frame is not None and frame is not calltree.SILENT:
             slots, i = frame[4], frame[1]
             meta = slots[i]
             slots[i] = (str(function), meta[1], meta[2])
@@ -253,38 +253,38 @@ class CallScope:
         Set several info keys of this call's log at once (one copy of the info dict).
         """
         frame = self._frame
-        if frame is not None and frame is not _context.SILENT and values:
-            _context.add_info_many(frame[0], values)
+        if frame is not None and frame is not calltree.SILENT and values:
+            calltree.add_info_many(frame[0], values)
 
     def add_data(self, key: str, value: Any) -> None:
         """
         Set ``key`` in this call's data (works after the block's inner calls returned).
         """
         frame = self._frame
-        if frame is not None and frame is not _context.SILENT:
-            token = _context.FRAME.set(frame)
+        if frame is not None and frame is not calltree.SILENT:
+            token = calltree.FRAME.set(frame)
             try:
-                _context.add_data(key, value)
+                calltree.add_data(key, value)
             finally:
-                _context.FRAME.reset(token)
+                calltree.FRAME.reset(token)
 
     def __enter__(self) -> CallScope:
-        # _context.begin's decision, without a closure for the params: this runs once
+        # calltree.begin's decision, without a closure for the params: this runs once
         # per request in TrackMiddleware.
         tracker = self._tracker
         level = self._level
-        cur = _context.FRAME.get()
+        cur = calltree.FRAME.get()
         if level >= NONE or level < tracker._th:  # NONE only silences
-            frame = None if tracker._off or cur is _context.SILENT else _context.SILENT
-        elif cur is _context.SILENT:
+            frame = None if tracker._off or cur is calltree.SILENT else calltree.SILENT
+        elif cur is calltree.SILENT:
             frame = None
         else:
             raw = self._params
             meta = (self._function, tracker.name, level_name(level))
-            frame = _context.enter(tracker, meta, cur, convert_mapping(raw) if raw else {})
+            frame = calltree.enter(tracker, meta, cur, convert_mapping(raw) if raw else {})
         if frame is not None:
             self._frame = frame
-            self._token = _context.FRAME.set(frame)
+            self._token = calltree.FRAME.set(frame)
         return self
 
     def __exit__(
@@ -297,13 +297,13 @@ class CallScope:
         if frame is None:
             return
         try:
-            _context.FRAME.reset(self._token)
+            calltree.FRAME.reset(self._token)
         except ValueError:
             pass
-        if frame is not _context.SILENT:
+        if frame is not calltree.SILENT:
             if exc is not None:
-                _context.fail(frame, exc)
-            _context.leave(frame)
+                calltree.fail(frame, exc)
+            calltree.leave(frame)
 
     async def __aenter__(self) -> CallScope:
         return self.__enter__()

@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 
-from ._model import FunctionRow, GroupRow, Report
+from asynctrack.cli.stats.model import FunctionRow, GroupRow, Report
 
 __all__ = ["FUNCTION_FIELDS", "GROUP_FIELDS", "format_report", "human_us"]
 

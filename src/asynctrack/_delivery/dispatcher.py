@@ -16,13 +16,14 @@ import threading
 import time
 from collections.abc import Sequence
 
-from . import _context, _intake
-from ._counters import Counters
-from ._intake import Barrier, Intake
-from ._records import Log, reanchor_wall_clock
-from ._report import report
-from ._worker import SinkWorker, WorkerOptions
-from .sinks._base import Sink
+from asynctrack._core import calltree
+from asynctrack._core.records import Log, reanchor_wall_clock
+from asynctrack._core.selfwarn import report
+from asynctrack._delivery import intake as _intake
+from asynctrack._delivery.counters import Counters
+from asynctrack._delivery.intake import Barrier, Intake
+from asynctrack._delivery.worker import SinkWorker, WorkerOptions
+from asynctrack.sinks._base import Sink
 
 __all__ = ["Dispatcher"]
 
@@ -105,7 +106,7 @@ class Dispatcher:
     # -- the thread ---------------------------------------------------------------------------
     def _run(self) -> None:
         # Nothing this thread does is tracked (TRAPS: sink I/O that is itself traced).
-        _context.FRAME.set(_context.SILENT)
+        calltree.FRAME.set(calltree.SILENT)
         loop = asyncio.new_event_loop()
         try:
             loop.run_until_complete(self._main(loop))

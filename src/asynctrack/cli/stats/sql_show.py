@@ -9,10 +9,10 @@ from typing import Any
 
 import orjson
 
-from .._records import Call, Log
-from ._db import connect
-from ._model import LogSelection, utc
-from ._sql import LOG_COLUMNS, Tables, where
+from asynctrack._core.records import Call, Log
+from asynctrack.cli.stats.db import connect
+from asynctrack.cli.stats.model import LogSelection, utc
+from asynctrack.cli.stats.sql import LOG_COLUMNS, Tables, where
 
 __all__ = ["sql_select_logs"]
 

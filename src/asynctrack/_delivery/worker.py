@@ -23,14 +23,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ._counters import Counters
-from ._encode import encode_logs
-from ._intake import Barrier
-from ._records import Log
-from ._report import report
-from ._spill import SpillFile, spill_name
-from .sinks._base import Sink
-from .sinks._file import make_private_dirs
+from asynctrack._core.encode import encode_logs
+from asynctrack._core.records import Log
+from asynctrack._core.selfwarn import report
+from asynctrack._delivery.counters import Counters
+from asynctrack._delivery.intake import Barrier
+from asynctrack._delivery.spill import SpillFile, spill_name
+from asynctrack.sinks._base import Sink
+from asynctrack.sinks._file import make_private_dirs
 
 __all__ = ["SinkWorker", "WorkerOptions"]
 

@@ -9,8 +9,8 @@ from typing import Any
 
 import orjson
 
-from .._records import Log
-from ._format import human_us
+from asynctrack._core.records import Log
+from asynctrack.cli.stats.format import human_us
 
 __all__ = ["render_logs"]
 

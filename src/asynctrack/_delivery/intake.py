@@ -18,9 +18,9 @@ from itertools import repeat
 from operator import call as _call
 from typing import Any
 
-from ._counters import Counters
-from ._records import Log
-from ._report import report
+from asynctrack._core.records import Log
+from asynctrack._core.selfwarn import report
+from asynctrack._delivery.counters import Counters
 
 __all__ = ["Barrier", "Intake"]
 

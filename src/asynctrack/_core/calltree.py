@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from ._records import (
+from asynctrack._core.records import (
     _WALL_OFFSET,
     DATA,
     END,
@@ -39,7 +39,7 @@ from ._records import (
     _counter,
     reset_ids_after_fork,
 )
-from ._values import REDACTED, convert, current_limits, is_redacted, scrub
+from asynctrack._core.values import REDACTED, convert, current_limits, is_redacted, scrub
 
 __all__ = [
     "FRAME",

@@ -19,17 +19,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ._config import CONFIG_ENV, OPTIONS, Layer, apply, resolve, suggest
-from ._exceptions import ConfigError
-from ._levels import parse_level
-from .sinks._base import Sink
+from asynctrack._config.configure import CONFIG_ENV, OPTIONS, Layer, apply, resolve, suggest
+from asynctrack._core.levels import parse_level
+from asynctrack._exceptions import ConfigError
+from asynctrack.sinks._base import Sink
 
 __all__ = ["SINK_TYPES", "configure_from_file", "discover", "load"]
 
 #: Sink types a file may name without ``module:Class``.
 SINK_TYPES: dict[str, tuple[str, str]] = {
     "file": ("asynctrack.sinks._file", "FileSink"),
-    "sql": ("asynctrack.sinks._sql", "SQLSink"),
+    "sql": ("asynctrack.sinks._sql.sink", "SQLSink"),
     "memory": ("asynctrack.sinks._memory", "MemorySink"),
     "logging": ("asynctrack.sinks._logging", "LoggingSink"),
 }

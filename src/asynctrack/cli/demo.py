@@ -355,7 +355,7 @@ def run_demo(users: int, seconds: float, sink: str, out: TextIO | None = None) -
     Returns:
         The exit code (0).
     """
-    from ._stats import StatsQuery, compute_stats, format_report
+    from asynctrack.cli.stats import StatsQuery, compute_stats, format_report
 
     progress = out if out is not None else sys.stderr
     started = _dt.datetime.now(_dt.UTC) - _dt.timedelta(seconds=1)

@@ -21,8 +21,8 @@ from typing import IO, Any
 
 import orjson
 
-from .._records import Log
-from ._model import (
+from asynctrack._core.records import Log
+from asynctrack.cli.stats.model import (
     FunctionRow,
     GroupRow,
     LogSelection,
@@ -32,8 +32,8 @@ from ._model import (
     key_text,
     utc,
 )
-from ._parallel import cpu_count, run_parts
-from ._percentiles import PERCENTILES, DurationAccumulator
+from asynctrack.cli.stats.parallel import cpu_count, run_parts
+from asynctrack.cli.stats.percentiles import PERCENTILES, DurationAccumulator
 
 __all__ = ["expand_paths", "file_stats", "select_file_logs"]
 

@@ -15,8 +15,8 @@ from typing import Any
 import orjson
 import sqlalchemy as sa
 
-from .._encode import encode_obj
-from ._sql_schema import MISSING, RESERVED_KEY, TextLimit
+from asynctrack._core.encode import encode_obj
+from asynctrack.sinks._sql.schema import MISSING, RESERVED_KEY, TextLimit
 
 __all__ = [
     "TIMESTAMPS",

@@ -150,7 +150,7 @@ def _warn(message: str) -> None:
 
 
 def _stats(args: argparse.Namespace) -> int:
-    from ._stats import StatsQuery, compute_stats, format_report
+    from asynctrack.cli.stats import StatsQuery, compute_stats, format_report
 
     query = StatsQuery(
         by=args.by,
@@ -166,7 +166,7 @@ def _stats(args: argparse.Namespace) -> int:
 
 
 def _show(args: argparse.Namespace) -> int:
-    from ._stats import LogSelection, render_logs, select_logs
+    from asynctrack.cli.stats import LogSelection, render_logs, select_logs
 
     selection = LogSelection(
         id=args.id,
@@ -182,7 +182,7 @@ def _show(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from ._demo import run_demo
+    from asynctrack.cli.demo import run_demo
 
     return run_demo(users=args.users, seconds=args.seconds, sink=args.sink)
 
@@ -191,7 +191,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     Run the command line with ``argv`` (default ``sys.argv[1:]``) and return the exit code.
     """
-    from ._stats import SourceError
+    from asynctrack.cli.stats import SourceError
 
     parser = build_parser()
     try:

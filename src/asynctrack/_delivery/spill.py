@@ -19,9 +19,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import IO
 
-from ._encode import decode_line, encode_logs
-from ._records import Log
-from .sinks._file import make_private_dirs
+from asynctrack._core.encode import decode_line, encode_logs
+from asynctrack._core.records import Log
+from asynctrack.sinks._file import make_private_dirs
 
 try:
     import fcntl

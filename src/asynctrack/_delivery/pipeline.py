@@ -20,13 +20,13 @@ from contextlib import asynccontextmanager
 from types import FrameType
 from typing import Any
 
-from . import _context, _report, _tracker
-from ._counters import Counters, FlushResult, Stats
-from ._intake import Barrier, Intake
-from ._records import Log, reset_ids_after_fork
-from ._report import report
-from ._worker import WorkerOptions
-from .sinks._base import Sink
+from asynctrack._core import calltree, selfwarn, tracker
+from asynctrack._core.records import Log, reset_ids_after_fork
+from asynctrack._core.selfwarn import report
+from asynctrack._delivery.counters import Counters, FlushResult, Stats
+from asynctrack._delivery.intake import Barrier, Intake
+from asynctrack._delivery.worker import WorkerOptions
+from asynctrack.sinks._base import Sink
 
 __all__ = [
     "Pipeline",
@@ -56,7 +56,7 @@ class Pipeline:
         exit_timeout: float,
         options: WorkerOptions,
     ) -> None:
-        from ._dispatcher import Dispatcher
+        from asynctrack._delivery.dispatcher import Dispatcher
 
         self.sinks = list(sinks)
         self.counters = Counters()
@@ -120,9 +120,9 @@ class Pipeline:
         deadline = time.monotonic() + (self.exit_timeout if timeout is None else timeout)
         if write_open_logs:
             now = time.perf_counter_ns()
-            post = _context._postprocess[0]
-            for log in _context.open_logs():
-                _context.settle(log)
+            post = calltree._postprocess[0]
+            for log in calltree.open_logs():
+                calltree.settle(log)
                 snapshot: Log | None = log._snapshot_incomplete(now)
                 if post is not None and snapshot is not None:
                     # Hooks and processors see incomplete logs too (a processor
@@ -180,7 +180,7 @@ class Pipeline:
         self.dispatcher.after_fork()
         self._close_lock = threading.RLock()
         if _PIPELINE[0] is self:
-            _context.set_handoff(self.intake.put)
+            calltree.set_handoff(self.intake.put)
         if keep_queued:
             old.forward = self.intake.put
             old.close()  # a late put into the old intake is forwarded
@@ -217,10 +217,10 @@ def install(pipeline: Pipeline) -> None:
         old = _PIPELINE[0]
         pipeline.start()
         _PIPELINE[0] = pipeline
-        _context.set_handoff(pipeline.intake.put)
+        calltree.set_handoff(pipeline.intake.put)
         if not _ENABLED[0]:
             _ENABLED[0] = True
-            _tracker.enable(+1)
+            tracker.enable(+1)
     _register_exit_hook()
     if old is not None:
         old.intake.forward = pipeline.intake.put
@@ -328,7 +328,7 @@ def _shutdown(timeout: float | None) -> bool:
         if _ENABLED[0] and _PIPELINE[0] is pipeline:
             # Probes after shutdown pass straight through again.
             _ENABLED[0] = False
-            _tracker.enable(-1)
+            tracker.enable(-1)
     return ok
 
 
@@ -357,7 +357,7 @@ async def tracking(**config: Any) -> AsyncIterator[None]:
 
     .. versionadded:: 0.1
     """
-    from ._config import configure
+    from asynctrack._config.configure import configure
 
     configure(**config)
     try:
@@ -430,7 +430,7 @@ def install_signal_handlers(
 def _after_fork_in_child() -> None:
     global _SWAP_LOCK
     _SWAP_LOCK = threading.RLock()  # another thread may have held it at the fork
-    _report.after_fork_in_child()
+    selfwarn.after_fork_in_child()
     pipeline = _PIPELINE[0]
     if pipeline is not None and not pipeline.closed:
         pipeline.after_fork()
@@ -451,10 +451,10 @@ def reset_for_tests() -> None:
         _PIPELINE[0] = None
     if _ENABLED[0]:
         _ENABLED[0] = False
-        _tracker.enable(-1)
-    _context.set_handoff(_no_pipeline)
-    _context._OPEN.clear()
-    _context._SETTLED.clear()
-    from . import _report
+        tracker.enable(-1)
+    calltree.set_handoff(_no_pipeline)
+    calltree._OPEN.clear()
+    calltree._SETTLED.clear()
+    from asynctrack._core import selfwarn
 
-    _report.reset()
+    selfwarn.reset()

@@ -24,8 +24,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ._db import Database, PostgresDatabase, SQLiteDatabase, connect
-from ._model import (
+from asynctrack.cli.stats.db import Database, PostgresDatabase, SQLiteDatabase, connect
+from asynctrack.cli.stats.model import (
     FunctionRow,
     Report,
     SourceError,
@@ -33,8 +33,8 @@ from ._model import (
     merge_groups,
     utc,
 )
-from ._parallel import cpu_count, start_parts
-from ._percentiles import (
+from asynctrack.cli.stats.parallel import cpu_count, start_parts
+from asynctrack.cli.stats.percentiles import (
     PERCENTILES,
     DurationAccumulator,
     Histogram,

@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from ._model import UTC, SourceError
+from asynctrack.cli.stats.model import UTC, SourceError
 
 __all__ = ["Database", "PostgresDatabase", "SQLiteDatabase", "connect"]
 

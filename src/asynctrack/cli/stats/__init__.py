@@ -10,11 +10,11 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
-from .._records import Log
-from ._files import file_stats, select_file_logs
-from ._format import format_report
-from ._model import LogSelection, Report, SourceError, StatsQuery
-from ._show import render_logs
+from asynctrack._core.records import Log
+from asynctrack.cli.stats.files import file_stats, select_file_logs
+from asynctrack.cli.stats.format import format_report
+from asynctrack.cli.stats.model import LogSelection, Report, SourceError, StatsQuery
+from asynctrack.cli.stats.show import render_logs
 
 __all__ = [
     "LogSelection",
@@ -55,7 +55,7 @@ def compute_stats(
         SourceError: the source cannot be read (missing file, bad URL, no tables).
     """
     if is_url(source):
-        from ._sql import sql_stats
+        from asynctrack.cli.stats.sql import sql_stats
 
         report = asyncio.run(sql_stats(source, query))
     else:
@@ -71,7 +71,7 @@ def select_logs(source: str, selection: LogSelection, warn: Callable[[str], None
         SourceError: the source cannot be read (missing file, bad URL, no tables).
     """
     if is_url(source):
-        from ._sql_show import sql_select_logs
+        from asynctrack.cli.stats.sql_show import sql_select_logs
 
         return asyncio.run(sql_select_logs(source, selection))
     return select_file_logs(source, selection, warn)

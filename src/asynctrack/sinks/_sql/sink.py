@@ -41,10 +41,10 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from .._exceptions import ConfigError
-from .._records import Call, Log
-from ._base import Sink
-from ._sql_schema import (
+from asynctrack._core.records import Call, Log
+from asynctrack._exceptions import ConfigError
+from asynctrack.sinks._base import Sink
+from asynctrack.sinks._sql.schema import (
     CALL_FIELDS,
     LOG_FIELDS,
     MISSING,
@@ -58,7 +58,7 @@ from ._sql_schema import (
     parse_columns,
     text_limit,
 )
-from ._sql_values import (
+from asynctrack.sinks._sql.values import (
     TIMESTAMPS,
     Converter,
     default_maker,
@@ -732,7 +732,7 @@ class SQLSink(Sink):
         Opens the sink if needed. Info keys stored in their own columns are merged back
         into ``info``; the round trip ``Log`` → database → ``Log`` is lossless.
         """
-        from ._sql_read import read_logs
+        from asynctrack.sinks._sql.read import read_logs
 
         if self._engine is None:
             await self.open()

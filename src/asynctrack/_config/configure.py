@@ -20,14 +20,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import _context, _intake, _pipeline, _probe, _tracker
-from ._exceptions import ConfigError
-from ._levels import DEFAULT, parse_level
-from ._records import Log
-from ._report import report
-from ._values import DEFAULT_REDACT, Limits, set_limits
-from ._worker import WorkerOptions
-from .sinks._base import Sink
+from asynctrack._core import calltree, probe
+from asynctrack._core import tracker as _tracker
+from asynctrack._core.levels import DEFAULT, parse_level
+from asynctrack._core.records import Log
+from asynctrack._core.selfwarn import report
+from asynctrack._core.values import DEFAULT_REDACT, Limits, set_limits
+from asynctrack._delivery import intake
+from asynctrack._delivery import pipeline as _pipeline
+from asynctrack._delivery.worker import WorkerOptions
+from asynctrack._exceptions import ConfigError
+from asynctrack.sinks._base import Sink
 
 __all__ = ["CONFIG_ENV", "ENV_VARS", "OPTIONS", "Layer", "configure", "resolve", "validate"]
 
@@ -427,7 +430,7 @@ def configure(**options: Any) -> None:
     """
     file: Layer | None = None
     if not options:
-        from ._config_file import discover
+        from asynctrack._config.file import discover
 
         file = discover()
     apply(resolve(options, file))
@@ -440,7 +443,7 @@ def apply(o: dict[str, Any]) -> None:
     Raises:
         ConfigError: called from the dispatcher thread (a sink reconfiguring).
     """
-    if threading.current_thread() is _intake._DISPATCHER_THREAD[0]:
+    if threading.current_thread() is intake._DISPATCHER_THREAD[0]:
         raise ConfigError(
             "configure() cannot be called from a sink (the dispatcher thread would wait for itself)"
         )
@@ -451,7 +454,7 @@ def apply(o: dict[str, Any]) -> None:
 def _apply(o: dict[str, Any]) -> None:
     sinks = o["sinks"]
     if sinks is None:
-        from .sinks import SQLSink
+        from asynctrack.sinks import SQLSink
 
         sinks = [SQLSink()]
     set_limits(
@@ -462,10 +465,10 @@ def _apply(o: dict[str, Any]) -> None:
             redact=o["redact"],
         )
     )
-    _context.set_max_calls(o["max_calls_per_log"])
-    _probe.refresh_plans()  # the generated wrappers inline the limits and max_calls
+    calltree.set_max_calls(o["max_calls_per_log"])
+    probe.refresh_plans()  # the generated wrappers inline the limits and max_calls
     _tracker.set_tracker_class(o["tracker_class"])
-    _context.set_postprocess(_make_postprocess(o["tracker_class"], o["processors"]))
+    calltree.set_postprocess(_make_postprocess(o["tracker_class"], o["processors"]))
     pipeline = _pipeline.Pipeline(
         sinks,
         max_queue=o["max_queue"],

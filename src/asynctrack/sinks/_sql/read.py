@@ -17,12 +17,12 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from .._records import Call, Log
-from ._sql_schema import RESERVED_KEY
-from ._sql_values import loads
+from asynctrack._core.records import Call, Log
+from asynctrack.sinks._sql.schema import RESERVED_KEY
+from asynctrack.sinks._sql.values import loads
 
 if TYPE_CHECKING:
-    from ._sql import _Plan
+    from asynctrack.sinks._sql.sink import _Plan
 
 __all__ = ["read_logs"]
 

@@ -25,8 +25,8 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
-from . import _records
-from ._records import REC, Log, iso_second
+from asynctrack._core import records
+from asynctrack._core.records import REC, Log, iso_second
 
 try:  # pragma: no branch - orjson is a dependency; the fallback is for odd platforms
     import orjson
@@ -195,7 +195,7 @@ def encode_logs(logs: Iterable[Log]) -> bytes:
         # other than their defaults ({} and "ok", null), put back after the line.
         marked = False
         try:
-            # _records.records() unrolled into this loop: one zip over the call dicts
+            # records.records() unrolled into this loop: one zip over the call dicts
             # and eight views of the flat list, so a call's slots come out as loop
             # variables without a nested unpacking (8 % of the encoder). strict: a list
             # that is not whole calls raises ValueError, and the general path takes it.
@@ -245,7 +245,7 @@ def encode_logs(logs: Iterable[Log]) -> bytes:
                     ms = sub // 1_000_000
                     if ms != last_ms:
                         last_ms = ms
-                        id_prefix = f"{(second * 1000 + ms) & mask:012x}{_records._PREFIX}"
+                        id_prefix = f"{(second * 1000 + ms) & mask:012x}{records._PREFIX}"
                     # int.to_bytes().hex() is a zero-padded hex string without a format
                     # spec (3x cheaper); numbers past 48 bits raise OverflowError.
                     ident = id_prefix + log._number.to_bytes(6).hex()

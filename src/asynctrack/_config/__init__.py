@@ -1,0 +1,1 @@
+"""The configuration layer: option declarations, files and environment, configure()."""

@@ -1,0 +1,1 @@
+"""The delivery layer: intake, dispatcher, per-sink workers, spill and the pipeline."""

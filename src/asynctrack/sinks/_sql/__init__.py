@@ -1,0 +1,1 @@
+"""SQLSink: SQLAlchemy asyncio engines, table layout, row building and reading back."""
