@@ -3,6 +3,7 @@ Framework glue built on asynctrack's public API.
 
 * :mod:`asynctrack.integrations.asgi` — :class:`~asynctrack.integrations.asgi.TrackMiddleware`,
   a pure ASGI middleware for Starlette, FastAPI, Quart, Litestar and plain ASGI apps.
+* :mod:`asynctrack.integrations.wsgi` — the same for WSGI apps (Flask, Django, Pyramid).
 
 Nothing here is imported by ``import asynctrack``.
 """

@@ -1,0 +1,330 @@
+"""
+TrackMiddleware for WSGI: one log per HTTP request (Flask, Django, Pyramid, Falcon…).
+
+The WSGI twin of :class:`asynctrack.integrations.asgi.TrackMiddleware`, with the same
+info and semantics. A WSGI response is an iterable the server consumes after the
+application returned, so the request's call stays open until the server closes that
+iterable: a streaming body is tracked until its end.
+
+Each request runs in a context of its own (``contextvars.Context.run`` around the
+application call, every ``next()`` of the body and its ``close()``): the call the
+middleware opens is never left behind in the server thread's context, even when a
+server forgets to close a response.
+
+It uses only asynctrack's public API.
+
+.. versionadded:: 0.2
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from types import TracebackType
+from typing import Any
+
+import asynctrack
+from asynctrack import DEFAULT, NONE, CallScope, Tracker
+from asynctrack.integrations.asgi import _parse_excludes, _query
+
+__all__ = ["TrackMiddleware"]
+
+Environ = dict[str, Any]
+ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None]
+StartResponse = Callable[..., Callable[[bytes], object]]
+WSGIApp = Callable[[Environ, StartResponse], Iterable[bytes]]
+InfoHook = Callable[[Environ], Mapping[str, Any] | None]
+
+_logger = logging.getLogger("asynctrack")
+
+
+class TrackMiddleware:
+    """
+    Record each WSGI request as one log.
+
+    The root call is named after the method and the route template when the framework
+    exposes it (Flask/Werkzeug's ``url_rule``, Pyramid's matched route), e.g.
+    ``"GET /items/<int:item_id>"``, else after the raw path. Its params hold the parsed
+    query string (so names like ``token`` are redacted), never the body. The log's info
+    gets ``method``, ``path``, ``status`` (500 when the application raised before
+    responding) and ``client`` (``REMOTE_ADDR``), plus whatever ``info(environ)``
+    returns.
+
+    An exception from the application, or from its body while the server reads it,
+    marks the root call ``status="error"`` and propagates unchanged. A body closed
+    before it was read to its end (the client went away) is recorded as data
+    ``disconnected: true``.
+
+    Args:
+        app: the WSGI application to wrap.
+        tracker: the tracker (or its name) recording the root calls.
+        exclude_paths: paths not to track, exact (``"/health"``) or as prefixes ending
+            in ``*``; probed calls made while serving them record nothing either.
+        info: a hook ``info(environ) -> dict`` called once per request after the
+            application returned; its items are added to the log's info. Its
+            exceptions are counted in :attr:`info_errors` and reported once.
+        level: the level of the root call (``DEFAULT``).
+
+    Raises:
+        TypeError: ``app`` or ``info`` is not callable, ``tracker`` is neither a str
+            nor a ``Tracker``, ``exclude_paths`` is not a list of str, or ``level``
+            has a wrong type.
+        ValueError: a bad ``exclude_paths`` entry or an unknown ``level``.
+
+    Example::
+
+        app = Flask(__name__)
+        app.wsgi_app = TrackMiddleware(app.wsgi_app, exclude_paths=["/health"])
+
+    .. versionadded:: 0.2
+    """
+
+    def __init__(
+        self,
+        app: WSGIApp,
+        *,
+        tracker: str | Tracker = "asynctrack.wsgi",
+        exclude_paths: Iterable[str] = (),
+        info: InfoHook | None = None,
+        level: int | str = DEFAULT,
+    ) -> None:
+        if not callable(app):
+            raise TypeError(f"TrackMiddleware(): app must be a WSGI application, not {app!r}")
+        if isinstance(tracker, str):
+            tracker = asynctrack.get_tracker(tracker)
+        elif not isinstance(tracker, Tracker):
+            raise TypeError(
+                "TrackMiddleware(): tracker must be a tracker name (str) or an "
+                f"asynctrack.Tracker, not {type(tracker).__name__}"
+            )
+        if info is not None and not callable(info):
+            raise TypeError(
+                f"TrackMiddleware(): info must be a callable(environ) -> dict, not {info!r}"
+            )
+        try:
+            tracker.call("TrackMiddleware", level=level)
+        except (TypeError, ValueError) as exc:
+            raise type(exc)(f"TrackMiddleware(): level: {exc}") from None
+        self.app = app
+        self.tracker = tracker
+        self.level = level
+        self._exact, self._prefixes = _parse_excludes(exclude_paths)
+        self._info = info
+        #: How many times the ``info`` hook raised or returned something unusable.
+        self.info_errors = 0
+        #: How many times the middleware's own bookkeeping failed (never raised).
+        self.internal_errors = 0
+
+    def _excluded(self, path: str) -> bool:
+        return path in self._exact or (bool(self._prefixes) and path.startswith(self._prefixes))
+
+    def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+        """
+        Serve one request; the returned body keeps the request's call open until closed.
+        """
+        if not self.tracker.enabled:
+            return self.app(environ, start_response)
+        path: str = environ.get("PATH_INFO", "") or "/"
+        if self._excluded(path):
+            call = self.tracker.call("excluded", level=NONE)
+        else:
+            method: str = environ.get("REQUEST_METHOD", "GET")
+            query = environ.get("QUERY_STRING")
+            call = self.tracker.call(
+                f"{method} {path}",
+                level=self.level,
+                params={"query": _query(query)} if query else None,
+            )
+        request = _Request(self, call, environ, path)
+        # A fresh context per request: the call's ContextVar is set and reset in it,
+        # never in the server thread's own context.
+        return request.ctx.run(request.start, start_response)
+
+    # -- bookkeeping: never raises into the application ------------------------------------
+    def _start_info(self, call: CallScope, environ: Environ, path: str) -> None:
+        try:
+            method = environ.get("REQUEST_METHOD", "GET")
+            client = environ.get("REMOTE_ADDR")
+            if client:
+                call.add_info(method=method, path=path, client=client)
+            else:
+                call.add_info(method=method, path=path)
+        except Exception:
+            self.internal_errors += 1
+
+    def _finish(
+        self, call: CallScope, environ: Environ, status: int | None, template: str | None
+    ) -> None:
+        try:
+            if template is None:
+                template = _route_template(environ)
+            if template is not None:
+                call.rename(f"{environ.get('REQUEST_METHOD', 'GET')} {template}")
+            if status is not None:
+                call.add_info(status=status)
+        except Exception:
+            self.internal_errors += 1
+        hook = self._info
+        if hook is not None:
+            try:
+                extra = hook(environ)
+                if extra is not None:
+                    call.add_info(**extra)
+            except Exception as exc:
+                self.info_errors += 1
+                if self.info_errors == 1:
+                    _logger.warning(
+                        "asynctrack: TrackMiddleware info hook %r failed: %r "
+                        "(counted in info_errors; reported once)",
+                        hook,
+                        exc,
+                    )
+
+
+class _Request:
+    """
+    One request's state: its context, call, status and whether its body ended.
+    """
+
+    __slots__ = ("call", "ctx", "environ", "middleware", "path", "status", "template")
+
+    def __init__(
+        self, middleware: TrackMiddleware, call: CallScope, environ: Environ, path: str
+    ) -> None:
+        self.middleware = middleware
+        self.call = call
+        self.environ = environ
+        self.path = path
+        self.status: int | None = None
+        self.template: str | None = None
+        self.ctx = contextvars.copy_context()
+
+    def start(self, start_response: StartResponse) -> Iterable[bytes]:
+        call = self.call
+        call.__enter__()
+        if not call.tracked:
+            try:
+                body = self.middleware.app(self.environ, start_response)
+            except BaseException as exc:
+                call.__exit__(type(exc), exc, exc.__traceback__)
+                raise
+            return _Body(self, body)
+        self.middleware._start_info(call, self.environ, self.path)
+
+        def observe(status: str, headers: Any, exc_info: ExcInfo | None = None) -> Any:
+            try:
+                self.status = int(status.split(" ", 1)[0])
+                # Flask forgets its request object once the view returned: the route
+                # is read while the response starts.
+                self.template = _route_template(self.environ)
+            except Exception:
+                self.middleware.internal_errors += 1
+            if exc_info is None:
+                return start_response(status, headers)
+            return start_response(status, headers, exc_info)
+
+        try:
+            body = self.middleware.app(self.environ, observe)
+        except BaseException as exc:
+            self.end(exc)
+            raise
+        return _Body(self, body)
+
+    def end(self, exc: BaseException | None, *, early: bool = False) -> None:
+        """
+        Close the request's call (in its context), recording ``exc`` when given.
+        """
+        call = self.call
+        if call.tracked:
+            if exc is not None and self.status is None:
+                self.status = 500
+            self.middleware._finish(call, self.environ, self.status, self.template)
+            if early:
+                try:
+                    call.add_data("disconnected", True)
+                except Exception:
+                    self.middleware.internal_errors += 1
+        if exc is None:
+            call.__exit__(None, None, None)
+        else:
+            call.__exit__(type(exc), exc, exc.__traceback__)
+
+
+class _Body:
+    """
+    The application's response body, iterated and closed in the request's context.
+    """
+
+    __slots__ = ("_done", "_iter", "_request", "_source")
+
+    def __init__(self, request: _Request, source: Iterable[bytes]) -> None:
+        self._request = request
+        self._source = source
+        self._iter: Iterator[bytes] | None = None
+        self._done = False
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self
+
+    def __next__(self) -> bytes:
+        request = self._request
+        if self._done:
+            raise StopIteration
+        try:
+            it = self._iter
+            if it is None:
+                it = self._iter = request.ctx.run(iter, self._source)
+            return request.ctx.run(next, it)
+        except StopIteration:
+            self._finish(None, early=False)
+            raise
+        except BaseException as exc:
+            self._finish(exc, early=False)
+            raise
+
+    def close(self) -> None:
+        """
+        Close the application's body (PEP 3333), then end the request's call.
+        """
+        if self._done:
+            self._close_source()
+            return
+        # Closed before the body ended: the client went away (or the server gave up).
+        try:
+            self._close_source()
+        except BaseException as exc:
+            self._finish(exc, early=True)
+            raise
+        self._finish(None, early=True)
+
+    def _close_source(self) -> None:
+        close = getattr(self._source, "close", None)
+        if close is not None:
+            self._request.ctx.run(close)
+
+    def _finish(self, exc: BaseException | None, *, early: bool) -> None:
+        if self._done:
+            return
+        self._done = True
+        self._request.ctx.run(self._request.end, exc, early=early)
+
+
+def _route_template(environ: Environ) -> str | None:
+    """
+    Return the matched route's template when the framework left it in the environ.
+    """
+    request = environ.get("werkzeug.request")  # Flask and Werkzeug apps
+    if request is not None:
+        rule = getattr(request, "url_rule", None)
+        template = getattr(rule, "rule", None)
+        if isinstance(template, str) and template:
+            return template
+    route = environ.get("bfg.routes.matched_route")  # Pyramid
+    pattern = getattr(route, "pattern", None)
+    if isinstance(pattern, str) and pattern:
+        return pattern if pattern.startswith("/") else "/" + pattern
+    return None
+
+
+TrackMiddleware.__module__ = "asynctrack.integrations.wsgi"
