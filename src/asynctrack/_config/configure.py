@@ -29,7 +29,7 @@ from asynctrack._core.values import DEFAULT_REDACT, Limits, set_limits
 from asynctrack._delivery import intake
 from asynctrack._delivery import pipeline as _pipeline
 from asynctrack._delivery.worker import WorkerOptions
-from asynctrack._exceptions import ConfigError
+from asynctrack._exceptions import ConfigError, quote
 from asynctrack.sinks._base import Sink
 
 __all__ = ["CONFIG_ENV", "ENV_VARS", "OPTIONS", "Layer", "configure", "resolve", "validate"]
@@ -90,6 +90,8 @@ _FLOATS = {
     "max_backoff": (0.0, False),
     "write_timeout": (0.0, True),
 }
+#: Ints and seconds above this are refused (a float cannot hold a huge int at all).
+_MAX_INT = 2**63 - 1
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off"})
 
@@ -127,11 +129,13 @@ class _Checker:
         return self.labels.get(key) or f"configure(): {key}"
 
     def fail(self, key: str, expected: str, value: Any) -> ConfigError:
-        return ConfigError(f"{self.label(key)} must be {expected}, got {value!r}")
+        return ConfigError(f"{self.label(key)} must be {expected}, got {quote(value)}")
 
     def integer(self, key: str, value: Any, minimum: int) -> int:
         if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
             raise self.fail(key, f"an int >= {minimum}", value)
+        if value > _MAX_INT:
+            raise self.fail(key, f"an int >= {minimum} and < 2**63", value)
         return value
 
     def number(self, key: str, value: Any, minimum: float, strict: bool) -> float:
@@ -139,6 +143,7 @@ class _Checker:
         if (
             isinstance(value, bool)
             or not isinstance(value, (int, float))
+            or not -_MAX_INT <= value <= _MAX_INT  # an int too large for a float
             or not math.isfinite(value)
             or value < minimum
             or (strict and value == minimum)
@@ -187,7 +192,7 @@ def validate(options: Mapping[str, Any], labels: Mapping[str, str] | None = None
     for name, lvl in levels.items():
         if not isinstance(name, str):
             raise check.fail("levels", "a mapping with str keys (tracker names)", levels)
-        checked[name] = check.level("levels", lvl, f"{check.label('levels')}[{name!r}]")
+        checked[name] = check.level("levels", lvl, f"{check.label('levels')}[{quote(name)}]")
     o["levels"] = checked
     for key, minimum in _INTS.items():
         o[key] = check.integer(key, o[key], minimum)
@@ -198,7 +203,11 @@ def validate(options: Mapping[str, Any], labels: Mapping[str, str] | None = None
     if not isinstance(o["fsync_spill"], bool):
         raise check.fail("fsync_spill", "a bool", o["fsync_spill"])
     spill_dir = o["spill_dir"]
-    if not isinstance(spill_dir, (str, os.PathLike)) or not os.fspath(spill_dir):
+    if (
+        not isinstance(spill_dir, (str, os.PathLike))
+        or not os.fspath(spill_dir)
+        or "\0" in str(os.fspath(spill_dir))
+    ):
         raise check.fail("spill_dir", "a directory path (str or Path)", spill_dir)
     o["spill_dir"] = Path(os.fspath(spill_dir))
     redact = o["redact"]
@@ -312,7 +321,7 @@ def _parse_env(key: str, raw: str, label: str) -> Any:
             kind = "an int"
         else:
             kind = "a number of seconds"
-        raise ConfigError(f"{label} must be {kind}, got {raw!r}") from None
+        raise ConfigError(f"{label} must be {kind}, got {quote(raw)}") from None
     return raw
 
 
@@ -326,12 +335,12 @@ def _parse_levels(raw: str, label: str) -> dict[str, int]:
         if not sep or not name.strip() or not level.strip():
             raise ConfigError(
                 f"{label} must be name=LEVEL pairs separated by commas "
-                f"(e.g. 'shop.db=DEBUG,shop=INFO'), got {raw!r}"
+                f"(e.g. 'shop.db=DEBUG,shop=INFO'), got {quote(raw)}"
             )
         level = level.strip()
         try:
             out[name.strip()] = parse_level(
-                int(level) if level.isdigit() else level, f"{label} ({name.strip()!r})"
+                int(level) if level.isdigit() else level, f"{label} ({quote(name.strip())})"
             )
         except (TypeError, ValueError) as exc:
             raise ConfigError(str(exc)) from None

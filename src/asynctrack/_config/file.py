@@ -21,7 +21,7 @@ from typing import Any
 
 from asynctrack._config.configure import CONFIG_ENV, OPTIONS, Layer, apply, resolve, suggest
 from asynctrack._core.levels import parse_level
-from asynctrack._exceptions import ConfigError
+from asynctrack._exceptions import ConfigError, quote
 from asynctrack.sinks._base import Sink
 
 __all__ = ["SINK_TYPES", "configure_from_file", "discover", "load"]
@@ -80,7 +80,7 @@ def discover() -> Layer | None:
     if named:
         if not Path(named).is_file():
             raise ConfigError(
-                f"environment variable {CONFIG_ENV} names {named!r}, which is not a file"
+                f"environment variable {CONFIG_ENV} names {quote(named)}, which is not a file"
             )
         return load(named)
     if Path("track.toml").is_file():
@@ -125,6 +125,11 @@ def _read(file: str) -> dict[str, Any]:
     except tomllib.TOMLDecodeError as exc:
         # The message ends with "(at line N, column M)".
         raise ConfigError(f"{file}: invalid TOML: {exc}") from None
+    except RecursionError:
+        # tomllib parses nested arrays and inline tables recursively (#15).
+        raise ConfigError(
+            f"{file}: invalid TOML: arrays or inline tables nested too deeply"
+        ) from None
 
 
 def _key(name: str) -> str:
@@ -133,7 +138,7 @@ def _key(name: str) -> str:
 
 def _convert(table: Any, file: str, prefix: str) -> Layer:
     if not isinstance(table, dict):
-        raise ConfigError(f"{file}: {prefix} must be a table, got {table!r}")
+        raise ConfigError(f"{file}: {prefix} must be a table, got {quote(table)}")
     layer = Layer()
     for key, value in table.items():
         where = f"{prefix}.{_key(key)}"
@@ -169,7 +174,7 @@ def _levels(value: Any, file: str, where: str) -> dict[str, int]:
     if not isinstance(value, dict):
         raise ConfigError(
             f"{file}: {where} must be a table of tracker name to level "
-            f'(e.g. [{where}] "shop.db" = "DEBUG"), got {value!r}'
+            f'(e.g. [{where}] "shop.db" = "DEBUG"), got {quote(value)}'
         )
     return {name: _level(lvl, f"{file}: {where}.{_key(name)}") for name, lvl in value.items()}
 
@@ -177,14 +182,14 @@ def _levels(value: Any, file: str, where: str) -> dict[str, int]:
 def _processors(value: Any, file: str, where: str) -> list[Callable[..., Any]]:
     if not isinstance(value, list):
         raise ConfigError(
-            f'{file}: {where} must be an array of "module:function" strings, got {value!r}'
+            f'{file}: {where} must be an array of "module:function" strings, got {quote(value)}'
         )
     out = []
     for i, spec in enumerate(value):
         label = f"{file}: {where}[{i}]"
         func = _import(spec, label, "a function")
         if not callable(func):
-            raise ConfigError(f"{label}: {spec!r} is not callable")
+            raise ConfigError(f"{label}: {quote(spec)} is not callable")
         out.append(func)
     return out
 
@@ -194,24 +199,24 @@ def _import(spec: Any, label: str, what: str) -> Any:
     Import ``"module:qualified.name"``; the only way a file runs code.
     """
     if not isinstance(spec, str) or spec.count(":") != 1:
-        raise ConfigError(f'{label} must be "module:Name" naming {what}, got {spec!r}')
+        raise ConfigError(f'{label} must be "module:Name" naming {what}, got {quote(spec)}')
     module_name, _, qualname = spec.partition(":")
     if not module_name or not qualname:
-        raise ConfigError(f'{label} must be "module:Name" naming {what}, got {spec!r}')
+        raise ConfigError(f'{label} must be "module:Name" naming {what}, got {quote(spec)}')
     try:
         obj: Any = importlib.import_module(module_name)
     except ImportError as exc:
-        raise ConfigError(f"{label}: cannot import module {module_name!r}: {exc}") from exc
+        raise ConfigError(f"{label}: cannot import module {quote(module_name)}: {exc}") from exc
     except Exception as exc:
         raise ConfigError(
-            f"{label}: importing module {module_name!r} raised {type(exc).__name__}: {exc}"
+            f"{label}: importing module {quote(module_name)} raised {type(exc).__name__}: {exc}"
         ) from exc
     for part in qualname.split("."):
         try:
             obj = getattr(obj, part)
         except AttributeError:
             raise ConfigError(
-                f"{label}: module {module_name!r} has no attribute {qualname!r}"
+                f"{label}: module {quote(module_name)} has no attribute {quote(qualname)}"
             ) from None
     return obj
 
@@ -219,30 +224,32 @@ def _import(spec: Any, label: str, what: str) -> Any:
 def _sinks(value: Any, file: str, where: str) -> list[Sink]:
     if not isinstance(value, list):
         raise ConfigError(
-            f"{file}: {where} must be an array of tables ([[{where}]]), got {value!r}"
+            f"{file}: {where} must be an array of tables ([[{where}]]), got {quote(value)}"
         )
     return [_sink(spec, file, f"{where}[{i}]") for i, spec in enumerate(value)]
 
 
 def _sink(spec: Any, file: str, where: str) -> Sink:
     if not isinstance(spec, dict):
-        raise ConfigError(f"{file}: {where} must be a table, got {spec!r}")
+        raise ConfigError(f"{file}: {where} must be a table, got {quote(spec)}")
     kwargs = dict(spec)
     kind = kwargs.pop("type", None)
     if kind is None:
         raise ConfigError(f"{file}: {where}: missing key 'type' (expected {_TYPE_HELP})")
     label = f"{file}: {where}.type"
     if not isinstance(kind, str):
-        raise ConfigError(f"{label} must be {_TYPE_HELP}, got {kind!r}")
+        raise ConfigError(f"{label} must be {_TYPE_HELP}, got {quote(kind)}")
     if kind in SINK_TYPES:
         module, name = SINK_TYPES[kind]
         cls = _import(f"{module}:{name}", label, "a sink class")
     elif ":" in kind:
         cls = _import(kind, label, "a Sink subclass")
     else:
-        raise ConfigError(f"{label} must be {_TYPE_HELP}, got {kind!r}{suggest(kind, SINK_TYPES)}")
+        raise ConfigError(
+            f"{label} must be {_TYPE_HELP}, got {quote(kind)}{suggest(kind, SINK_TYPES)}"
+        )
     if not (isinstance(cls, type) and issubclass(cls, Sink)):
-        raise ConfigError(f"{label}: {kind!r} is not a subclass of asynctrack.Sink")
+        raise ConfigError(f"{label}: {quote(kind)} is not a subclass of asynctrack.Sink")
     _check_arguments(cls, kwargs, file, where, kind)
     try:
         sink = cls(**kwargs)
@@ -268,7 +275,7 @@ def _check_arguments(
             if key not in named:
                 accepted = ", ".join(["type", *named])
                 raise ConfigError(
-                    f"{file}: {where}.{_key(key)}: unknown key for type {kind!r}"
+                    f"{file}: {where}.{_key(key)}: unknown key for type {quote(kind)}"
                     f"{suggest(key, named)}; accepted: {accepted}"
                 )
     for p in params:
@@ -276,12 +283,12 @@ def _check_arguments(
             continue
         if p.kind is P.POSITIONAL_ONLY:
             raise ConfigError(
-                f"{file}: {where}: type {kind!r} cannot be built from a file "
+                f"{file}: {where}: type {quote(kind)} cannot be built from a file "
                 f"(its parameter {p.name!r} is positional-only)"
             )
         if p.kind in (P.POSITIONAL_OR_KEYWORD, P.KEYWORD_ONLY) and p.name not in kwargs:
             raise ConfigError(
-                f"{file}: {where}: missing key {p.name!r} (required by type {kind!r})"
+                f"{file}: {where}: missing key {p.name!r} (required by type {quote(kind)})"
             )
 
 

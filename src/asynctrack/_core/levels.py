@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import enum
 
+from asynctrack._exceptions import quote
+
 __all__ = ["DEBUG", "DEFAULT", "INFO", "NONE", "OFF", "Level", "level_name", "parse_level"]
 
 
@@ -62,9 +64,11 @@ def parse_level(value: object, what: str = "level") -> int:
             return int(Level[value.strip().upper()])
         except KeyError:
             names = ", ".join(m.name for m in Level)
-            raise ValueError(f"{what}: unknown level {value!r} (expected one of {names})") from None
+            raise ValueError(
+                f"{what}: unknown level {quote(value)} (expected one of {names})"
+            ) from None
     if isinstance(value, int):
         if not 0 <= value <= NONE:
-            raise ValueError(f"{what} must be between 0 and {int(NONE)} (NONE), got {value}")
+            raise ValueError(f"{what} must be between 0 and {int(NONE)} (NONE), got {quote(value)}")
         return int(value)
     raise TypeError(f"{what} must be a Level, an int or a level name, not {type(value).__name__}")
