@@ -112,13 +112,11 @@ class TestKeywordArguments:
         if option == "spill_dir" and isinstance(value, str):
             value = value + "\0"  # a long str is a valid path; NUL makes it bad
         try:
-            asynctrack.configure(**{option: value})
-        except ConfigError as exc:
-            assert option in short(exc)
-        else:  # pragma: no cover - the strategy yields only bad values
-            pytest.fail(f"{option} accepted {quote(value)}")
+            with pytest.raises(ConfigError) as info:
+                asynctrack.configure(**{option: value})
         finally:
             asynctrack.shutdown_sync()
+        assert option in short(info.value)
 
     def test_unknown_huge_option_name(self) -> None:
         """
@@ -160,7 +158,7 @@ class TestFiles:
         Path("track.toml").write_text(f'[asynctrack]\nlevel = "INFO"\n[{table}]\nx = {value}\n')
         if table == "asynctrack":
             Path("track.toml").write_text(f"[asynctrack]\nlevels = {value}\n")
-        with pytest.raises(ConfigError, match="track.toml: invalid TOML: .*nested too deeply"):
+        with pytest.raises(ConfigError, match=r"track\.toml: invalid TOML: .*nested too deeply"):
             load("track.toml")
         with pytest.raises(ConfigError, match="nested too deeply"):
             asynctrack.configure_from_file("track.toml")
