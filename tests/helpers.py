@@ -8,6 +8,7 @@ import asyncio
 import threading
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 import asynctrack
 from asynctrack import Log
@@ -76,16 +77,21 @@ class SlowSink(asynctrack.Sink):
         self.count += len(logs)
 
 
+DOCS = Path(__file__).resolve().parent.parent / "docs"
+
+
+def docs_page(name: str) -> str:
+    """
+    The text of one page of the manual, ``docs/<name>``.
+    """
+    return (DOCS / name).read_text(encoding="utf-8")
+
+
 def config_docs() -> str:
     """
-    The README's Configuration section (the documentation the config tests check).
+    The manual's Configuration page (the documentation the config tests check).
     """
-    from pathlib import Path
-
-    text = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
-    start = text.index("\n## Configuration\n")
-    end = text.index("\n## ", start + 1)
-    return text[start:end]
+    return docs_page("configuration.md")
 
 
 async def drop_tables(url: str, prefix: str) -> None:

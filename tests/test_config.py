@@ -454,7 +454,7 @@ class TestDocumentation:
         The configuration reference documents every option and environment variable.
         """
         text = config_docs()
-        table = text.split("### Reference", 1)[1].split("\n### ", 1)[0]
+        table = text.split("\n## Reference\n", 1)[1].split("\n## ", 1)[0]
         rows = {
             m.group(1): m.group(0).split(" | ")
             for m in re.finditer(r"^\| `(\w+)` \|.*$", table, flags=re.MULTILINE)
