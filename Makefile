@@ -3,7 +3,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint typecheck pytest bench clean
+.PHONY: demo test lint typecheck pytest bench docs clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -23,12 +23,19 @@ $(BIN)/.installed-bench: pyproject.toml
 	$(BIN)/pip install --quiet -e ".[dev,bench]"
 	touch $(BIN)/.installed $(BIN)/.installed-dev $@
 
+$(BIN)/.installed-docs: pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e ".[docs]"
+	touch $@
+
 demo: $(BIN)/.installed
 	$(BIN)/asynctrack demo
 
 lint: $(BIN)/.installed-dev
 	$(BIN)/ruff check src tests benchmarks examples
 	$(BIN)/ruff format --check src
+	$(BIN)/lint-imports --no-cache
 
 typecheck: $(BIN)/.installed-dev
 	$(BIN)/mypy
@@ -41,5 +48,9 @@ test: lint typecheck pytest
 bench: $(BIN)/.installed-bench
 	$(BIN)/python -m benchmarks
 
+# The manual (docs/, mkdocs.yml) into site/; every warning is an error (strict: true).
+docs: $(BIN)/.installed-docs
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
+
 clean:
-	rm -rf $(VENV) build dist .mypy_cache .ruff_cache
+	rm -rf $(VENV) build dist site .mypy_cache .ruff_cache
