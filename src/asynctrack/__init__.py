@@ -74,7 +74,7 @@ __all__ = [
 
 
 def __getattr__(name: str) -> _Any:
-    # SQLAlchemy loads only when the SQL sink is first used (DESIGN: cheap import).
+    # SQLAlchemy loads only when the SQL sink is first used (import cost: see docs/design.md).
     if name == "SQLSink":
         from asynctrack.sinks._sql.sink import SQLSink
 

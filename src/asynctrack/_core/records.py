@@ -6,7 +6,7 @@ call appends the eight fields ``meta, depth, params, data, start_ns, end_ns, sta
 error`` to the log's one flat ``_raw`` list (a C-level, atomic ``+=`` of a tuple).
 A completed log is then two objects for the garbage collector to visit (the log and
 its list), whatever its number of calls: buffered logs are what full collections
-walk over (TRAPS: the garbage collector). :class:`Call` objects, ``seq`` numbers and
+walk over (see docs/design.md, "Traps"). :class:`Call` objects, ``seq`` numbers and
 microsecond offsets are computed only when someone asks (a sink, a hook, a test),
 which is almost always in the dispatcher thread, off the application's hot path.
 """

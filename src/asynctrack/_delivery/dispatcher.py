@@ -105,7 +105,8 @@ class Dispatcher:
 
     # -- the thread ---------------------------------------------------------------------------
     def _run(self) -> None:
-        # Nothing this thread does is tracked (TRAPS: sink I/O that is itself traced).
+        # Nothing this thread does is tracked: sink I/O that is itself traced would feed
+        # back into the tracker (see docs/design.md, "Traps").
         calltree.FRAME.set(calltree.SILENT)
         loop = asyncio.new_event_loop()
         try:

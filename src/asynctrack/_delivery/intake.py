@@ -3,7 +3,8 @@ The intake: a bounded, thread-safe hand-off of completed logs to the dispatcher.
 
 ``put`` is what completing a log costs the application: a ``deque.append`` and a
 length check. The dispatcher is woken once per batch (when the queue reaches
-``batch_size``), never per log (TRAPS: a per-log wake-up costs 0.4–2 µs).
+``batch_size``), never per log (a per-log wake-up costs 0.4–2 µs: see docs/design.md,
+"Traps").
 """
 
 from __future__ import annotations

@@ -6,11 +6,11 @@ It wraps any ASGI application — Starlette, FastAPI, Quart, Litestar, a bare
 wrapped only to observe the response status and the end of the body, ``receive``
 only to notice a client disconnect. Starlette's ``BaseHTTPMiddleware`` costs about
 30 % of throughput on a small handler; a pure ASGI middleware costs nothing
-measurable (TRAPS.md, "Web").
+measurable (see docs/performance.md, "What tracking costs a web application").
 
-It uses only asynctrack's public API (DESIGN.md, layer 7): :meth:`Tracker.call`
-records the request as the root call of a log, and probed handlers called beneath it
-join that log.
+It uses only asynctrack's public API (an import contract checks it; see
+docs/design.md): :meth:`Tracker.call` records the request as the root call of a log,
+and probed handlers called beneath it join that log.
 
 .. versionadded:: 0.1
 """

@@ -1,7 +1,7 @@
 """
 Output of ``asynctrack stats``: an aligned table, JSON or CSV.
 
-The JSON and CSV layouts are part of the documented interface (README, "The command line"):
+The JSON and CSV layouts are part of the documented interface (docs/cli.md):
 durations are integers in microseconds, times ISO 8601 in UTC, error shares percents
 with two decimals.
 """
