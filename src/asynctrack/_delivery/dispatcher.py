@@ -224,5 +224,5 @@ class Dispatcher:
             # Give cancelled writes a moment to unwind; their batches are counted
             # as pending in stats() when the process exits.
             await asyncio.wait(not_done, timeout=0.2)
-            names = ", ".join(w.name for w in self.workers if w.task in not_done)
+            names = ", ".join(w.label for w in self.workers if w.task in not_done)
             report("stop", f"asynctrack: sink(s) {names} did not finish before the deadline")

@@ -66,6 +66,8 @@ class SinkWorker:
     def __init__(self, sink: Sink, options: WorkerOptions, counters: Counters) -> None:
         self.sink = sink
         self.name = _sink_name(sink)
+        #: How warnings name the sink (an SQL sink by its masked URL).
+        self.label = _sink_label(sink, self.name)
         self.options = options
         self.counters = counters
         self.queue: deque[Any] = deque()
@@ -210,7 +212,7 @@ class SinkWorker:
         except Exception as exc:
             self.counters.add("failed")
             report(
-                f"open:{self.name}", f"asynctrack: sink {self.name} failed to open: {_brief(exc)}"
+                f"open:{self.name}", f"asynctrack: sink {self.label} failed to open: {_brief(exc)}"
             )
             return False
         self.opened = True
@@ -229,7 +231,7 @@ class SinkWorker:
             self.counters.add("failed")
             report(
                 f"write:{self.name}",
-                f"asynctrack: sink {self.name} failed to write {len(logs)} logs: {_brief(exc)}",
+                f"asynctrack: sink {self.label} failed to write {len(logs)} logs: {_brief(exc)}",
             )
             return False
         self.counters.add_written(self.name, len(logs))
@@ -313,7 +315,7 @@ class SinkWorker:
             self.counters.add("dropped", len(logs))
             report(
                 f"spill:{self.name}",
-                f"asynctrack: cannot spill {len(logs)} logs of sink {self.name}; "
+                f"asynctrack: cannot spill {len(logs)} logs of sink {self.label}; "
                 f"dropped: {_brief(exc)}",
             )
             return
@@ -334,7 +336,7 @@ class SinkWorker:
         self.counters.add("dead_lettered", len(logs))
         report(
             f"poison:{self.name}",
-            f"asynctrack: sink {self.name} rejected {len(logs)} logs on their own; "
+            f"asynctrack: sink {self.label} rejected {len(logs)} logs on their own; "
             f"they were set aside in {path}",
         )
 
@@ -380,7 +382,7 @@ class SinkWorker:
             except Exception as exc:
                 report(
                     f"close:{self.name}",
-                    f"asynctrack: sink {self.name} failed to close: {_brief(exc)}",
+                    f"asynctrack: sink {self.label} failed to close: {_brief(exc)}",
                 )
             self.opened = False
         self.spill.close()
@@ -397,7 +399,7 @@ class SinkWorker:
 
     def _recovered(self) -> None:
         if not self.healthy:
-            report(f"recovered:{self.name}", f"asynctrack: sink {self.name} recovered")
+            report(f"recovered:{self.name}", f"asynctrack: sink {self.label} recovered")
         self.healthy = True
         self._failures = 0
 
@@ -442,6 +444,14 @@ def _sink_name(sink: Sink) -> str:
     except Exception:
         name = type(sink).__name__
     return str(name)
+
+
+def _sink_label(sink: Sink, name: str) -> str:
+    try:
+        label = str(sink)
+    except Exception:
+        return name
+    return label if len(label) <= 200 else label[:200] + "…"
 
 
 def _brief(exc: BaseException) -> str:

@@ -82,7 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="asynctrack",
         description="Statistics and call trees from asynctrack logs; a demo application.",
         epilog="SOURCE is a JSON-lines file (rotated files path.1, path.2, ... included), "
-        "a quoted glob, or a database URL such as sqlite:///track.db or "
+        "a quoted glob, an SQLite database file (track.db), or a database URL such as "
+        "sqlite:///track.db or "
         "postgresql://user@host/db.",
     )
     parser.add_argument("--version", action="version", version=f"asynctrack {_version()}")
@@ -94,7 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Per-function calls, errors and p50/p95/p99/max durations; "
         "per-key activity with --by.",
     )
-    stats.add_argument("source", metavar="SOURCE", help="JSON-lines file, glob or database URL")
+    stats.add_argument(
+        "source", metavar="SOURCE", help="JSON-lines file, glob, SQLite file or database URL"
+    )
     stats.add_argument("--by", metavar="KEY", help="group logs by this info key (e.g. user)")
     stats.add_argument("--since", metavar="T", type=parse_time, help="logs started at or after T")
     stats.add_argument("--until", metavar="T", type=parse_time, help="logs started before T")
@@ -124,7 +127,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="print logs as call trees",
         description="Print logs as indented call trees with durations, params, data and errors.",
     )
-    show.add_argument("source", metavar="SOURCE", help="JSON-lines file, glob or database URL")
+    show.add_argument(
+        "source", metavar="SOURCE", help="JSON-lines file, glob, SQLite file or database URL"
+    )
     which = show.add_mutually_exclusive_group()
     which.add_argument("--id", metavar="ID", help="the log with this id")
     which.add_argument("--last", metavar="N", type=_positive, help="the N latest logs (10)")

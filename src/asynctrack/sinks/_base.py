@@ -58,6 +58,13 @@ class Sink:
         Called in a forked child before the child's dispatcher calls ``open()`` again.
         """
 
+    def __str__(self) -> str:
+        """
+        How asynctrack's warnings name this sink: its :attr:`name`, unless a subclass
+        says more (``SQLSink`` adds its URL, password hidden). Never include a secret.
+        """
+        return self.name
+
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r}>"
 

@@ -1,13 +1,15 @@
 """
 Statistics over recorded logs, for the ``asynctrack`` command line.
 
-A *source* is a JSON-lines file (with its rotations, or a glob) or a database URL
-(anything containing ``://``) holding the SQL sink's tables.
+A *source* is a JSON-lines file (with its rotations, or a glob), an SQLite database
+file, or a database URL (anything containing ``://``) holding the SQL sink's tables.
 """
 
 from __future__ import annotations
 
 import asyncio
+import glob
+import os
 from collections.abc import Callable
 
 from asynctrack._core.records import Log
@@ -21,6 +23,7 @@ __all__ = [
     "Report",
     "SourceError",
     "StatsQuery",
+    "as_source",
     "compute_stats",
     "format_report",
     "is_url",
@@ -29,11 +32,49 @@ __all__ = [
 ]
 
 
+_SQLITE_HEADER = b"SQLite format 3\x00"
+
+
 def is_url(source: str) -> bool:
     """
     Return True when ``source`` is a database URL rather than a file path or glob.
     """
     return "://" in source
+
+
+def as_source(source: str) -> str:
+    """
+    Return ``source``, or the ``sqlite:///`` URL of an SQLite database given as a path.
+
+    ``asynctrack stats track.db`` names the SQL sink's default database by its file
+    name; reading it as JSON lines would report thousands of malformed lines (#14).
+    A glob that matches a database is refused, since a database is read alone.
+
+    Raises:
+        SourceError: a glob matched an SQLite database.
+    """
+    if is_url(source):
+        return source
+    if os.path.isfile(source):
+        if _is_sqlite(source):
+            return "sqlite:///" + os.path.abspath(source)
+        return source
+    if glob.has_magic(source):
+        for path in glob.iglob(source):
+            if os.path.isfile(path) and _is_sqlite(path):
+                raise SourceError(
+                    f"{path} (matched by {source!r}) is an SQLite database, not a JSON-lines "
+                    f"file: read it alone, as {path} or sqlite:///{path}"
+                )
+    return source
+
+
+def _is_sqlite(path: str) -> bool:
+    try:
+        with open(path, "rb") as f:
+            return f.read(len(_SQLITE_HEADER)) == _SQLITE_HEADER
+    except OSError:
+        return False  # reported by the file reader
 
 
 def compute_stats(
@@ -54,6 +95,7 @@ def compute_stats(
     Raises:
         SourceError: the source cannot be read (missing file, bad URL, no tables).
     """
+    source = as_source(source)
     if is_url(source):
         from asynctrack.cli.stats.sql import sql_stats
 
@@ -70,6 +112,7 @@ def select_logs(source: str, selection: LogSelection, warn: Callable[[str], None
     Raises:
         SourceError: the source cannot be read (missing file, bad URL, no tables).
     """
+    source = as_source(source)
     if is_url(source):
         from asynctrack.cli.stats.sql_show import sql_select_logs
 

@@ -38,7 +38,7 @@ import orjson
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.engine import URL, make_url
+from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from asynctrack._core.records import Call, Log
@@ -58,6 +58,7 @@ from asynctrack.sinks._sql.schema import (
     parse_columns,
     text_limit,
 )
+from asynctrack.sinks._sql.url import masked, parse_url
 from asynctrack.sinks._sql.values import (
     TIMESTAMPS,
     Converter,
@@ -74,15 +75,6 @@ from asynctrack.sinks._sql.values import (
 
 __all__ = ["SQLSink", "default_tables", "dumps", "loads"]
 
-_DRIVERS = {
-    "sqlite": "sqlite+aiosqlite",
-    "postgresql": "postgresql+asyncpg",
-    "postgres": "postgresql+asyncpg",
-    "mysql": "mysql+asyncmy",
-    "mariadb": "mariadb+asyncmy",
-}
-_EXTRAS = {"postgresql": "postgres", "mysql": "mysql", "mariadb": "mysql"}
-_SUPPORTED = ("sqlite", "postgresql", "mysql", "mariadb")
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,100}$")
 _NAME_COLUMNS = ("function", "tracker", "level", "status")
 #: Engines forgotten in a forked child: kept referenced so that garbage collection in
@@ -188,7 +180,7 @@ class SQLSink(Sink):
         engine_options: Mapping[str, Any] | None = None,
         name: str | None = None,
     ) -> None:
-        self._url = _parse_url(url)
+        self._url = parse_url(url)
         dialect = self._url.get_backend_name()
         self._dialect = "mysql" if dialect == "mariadb" else dialect
         _preload(self._url)
@@ -256,7 +248,7 @@ class SQLSink(Sink):
         """
         The database URL, password hidden.
         """
-        return self._url.render_as_string(hide_password=True)
+        return masked(self._url)
 
     @property
     def engine(self) -> AsyncEngine | None:
@@ -281,6 +273,10 @@ class SQLSink(Sink):
 
     def __repr__(self) -> str:
         return f"<SQLSink {self._name!r} url={self.url!r}>"
+
+    def __str__(self) -> str:
+        # Warnings name the sink by its URL (password hidden), not only by its hash name.
+        return f"{self.url} ({self._name})"
 
     # -- life cycle ----------------------------------------------------------------------
     async def open(self) -> None:
@@ -822,48 +818,6 @@ def _reflect(
             )
         types[column] = t
     return types
-
-
-def _parse_url(url: Any) -> URL:
-    if isinstance(url, URL):
-        parsed = url
-    elif isinstance(url, str):
-        try:
-            parsed = make_url(url)
-        except Exception:
-            raise ConfigError(
-                "SQLSink(url=...): cannot parse the URL (expected e.g. "
-                "'sqlite+aiosqlite:///track.db' or 'postgresql+asyncpg://user@host/db')"
-            ) from None
-    else:
-        raise ConfigError(f"SQLSink(url=...) must be a str or URL, got {type(url).__name__}")
-    if "+" not in parsed.drivername and parsed.drivername in _DRIVERS:
-        parsed = parsed.set(drivername=_DRIVERS[parsed.drivername])
-    backend = parsed.get_backend_name()
-    safe = parsed.render_as_string(hide_password=True)
-    if backend not in _SUPPORTED:
-        raise ConfigError(
-            f"SQLSink(url={safe!r}): unsupported database {backend!r}; supported: "
-            "sqlite, postgresql, mysql, mariadb"
-        )
-    try:
-        dialect_cls = parsed.get_dialect()
-    except Exception:
-        raise ConfigError(f"SQLSink(url={safe!r}): unknown driver {parsed.drivername!r}") from None
-    if not getattr(dialect_cls, "is_async", False):
-        raise ConfigError(
-            f"SQLSink(url={safe!r}): the driver {parsed.get_driver_name()!r} is not async; use "
-            f"{_DRIVERS[backend]!r}"
-        )
-    try:
-        dialect_cls.import_dbapi()
-    except ImportError:
-        extra = _EXTRAS.get(backend)
-        hint = f" (pip install 'asynctrack[{extra}]')" if extra else ""
-        raise ConfigError(
-            f"SQLSink(url={safe!r}): the driver {parsed.get_driver_name()!r} is not installed{hint}"
-        ) from None
-    return parsed
 
 
 SQLSink.__module__ = "asynctrack"

@@ -1,0 +1,204 @@
+"""
+Misuse gets a clear message, early (#14): malformed SQL sink URLs fail at construction
+naming the option and the accepted form, SQL sinks are named by their masked URL in
+warnings, and an SQLite database given to the CLI as a path is read as a database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from sqlalchemy.engine import make_url
+
+import asynctrack
+from asynctrack import ConfigError, SQLSink
+from asynctrack._core.encode import encode_logs
+from asynctrack.cli.commands import main
+
+from .test_cli import LOGS
+
+PASSWORD = "pw-s3cr3t-XYZ"
+
+segment = st.text(
+    alphabet=st.characters(blacklist_characters="/?#@:\\", blacklist_categories=("Cs",)),
+    min_size=1,
+    max_size=12,
+).filter(lambda s: s.strip() == s)
+
+
+class TestSinkURLs:
+    @given(
+        scheme=st.sampled_from(["sqlite", "sqlite+aiosqlite"]),
+        parts=st.lists(segment, min_size=1, max_size=4),
+    )
+    @settings(max_examples=60, deadline=None)
+    def test_sqlite_with_two_slashes_is_refused_with_the_three_slash_form(
+        self, scheme: str, parts: list[str]
+    ) -> None:
+        """
+        ``sqlite://<path>`` (the file read as a host) is a ConfigError that names the
+        option, shows the three-slash form and suggests the URL meant.
+        """
+        url = f"{scheme}://" + "/".join(parts)
+        try:
+            parsed = make_url(url)
+        except Exception:
+            parsed = None
+        with pytest.raises(ConfigError) as info:
+            SQLSink(url)
+        message = str(info.value)
+        assert message.startswith("SQLSink(url=")
+        if parsed is not None and parsed.host:
+            assert "three slashes" in message
+            assert "sqlite+aiosqlite:///track.db" in message
+
+    @pytest.mark.parametrize(
+        ("url", "message"),
+        [
+            pytest.param(
+                "sqlite://track.db", r"did you mean 'sqlite\+aiosqlite:///track\.db'", id="two"
+            ),
+            pytest.param("sqlite://u@/x.db", r"no host, port or user", id="user"),
+            pytest.param("mysql://u@h", r"must name its database", id="mysql-no-db"),
+            pytest.param("mariadb+asyncmy://u@h:3306", r"must name its database", id="maria-no-db"),
+            pytest.param("postgresql://u@h:port/db", r"cannot parse the URL", id="port"),
+            pytest.param(" sqlite:///x.db", r"cannot parse the URL", id="space"),
+            pytest.param(
+                "track.db", r"expected e\.g\. 'sqlite\+aiosqlite:///track\.db'", id="path"
+            ),
+        ],
+    )
+    def test_malformed_urls(self, url: str, message: str) -> None:
+        """
+        Each malformed URL is a ConfigError at construction that says what is accepted.
+        """
+        with pytest.raises(ConfigError, match=message):
+            SQLSink(url)
+
+    @given(st.text(max_size=80), st.sampled_from(["", "sqlite:", "postgresql://", "mysql://u:"]))
+    @settings(max_examples=150, deadline=None)
+    def test_any_text_is_a_sink_or_a_short_config_error_without_the_password(
+        self, text: str, prefix: str
+    ) -> None:
+        """
+        Any string builds a sink or raises ConfigError (nothing else), whose message is
+        short and never shows a password given in the URL.
+        """
+        url = prefix + text.replace("@", "") + f":{PASSWORD}@host/db"
+        shown: list[str] = []
+        try:
+            sink = SQLSink(url)
+            shown += [sink.url, str(sink), repr(sink)]
+        except ConfigError as exc:
+            shown.append(str(exc))
+        assert all(PASSWORD not in text and len(text) <= 1100 for text in shown), shown
+
+    def test_secret_query_values_are_masked(self) -> None:
+        """
+        Query parameters that carry secrets are masked like the password.
+        """
+        sink = SQLSink(f"postgresql://u:{PASSWORD}@h/db?password={PASSWORD}&sslmode=require")
+        assert sink.url == "postgresql+asyncpg://u:***@h/db?password=***&sslmode=require"
+        assert PASSWORD not in str(sink)
+
+    def test_file_configuration_names_the_key(self, tmp_path: Path) -> None:
+        """
+        In a file, the error names the sink's ``url`` key.
+        """
+        path = tmp_path / "track.toml"
+        path.write_text('[asynctrack]\n[[asynctrack.sinks]]\ntype = "sql"\nurl = "sqlite://t.db"\n')
+        with pytest.raises(ConfigError, match=r"asynctrack\.sinks\[0\]\.url: .*three slashes"):
+            asynctrack.configure_from_file(path)
+
+
+class TestWarningsNameTheURL:
+    def test_a_failing_sql_sink_is_named_by_its_masked_url(
+        self, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """
+        The warning about a SQL sink that cannot open names its URL (password hidden),
+        not only its hash name.
+        """
+        db = tmp_path / "missing-dir" / "track.db"
+        sink = SQLSink(f"sqlite+aiosqlite:///{db}")
+        tr = asynctrack.get_tracker("tests.misuse")
+
+        @tr.probe
+        def work() -> None:
+            pass
+
+        with caplog.at_level(logging.WARNING, logger="asynctrack"):
+            asynctrack.configure(
+                sinks=[sink], spill_dir=tmp_path, retry_attempts=0, max_backoff=0.01
+            )
+            work()
+            asynctrack.flush_sync(timeout=10)
+            asynctrack.shutdown_sync(timeout=10)
+        texts = [r.getMessage() for r in caplog.records if "failed to" in r.getMessage()]
+        assert texts, [r.getMessage() for r in caplog.records]
+        assert f"sink sqlite+aiosqlite:///{db} ({sink.name})" in texts[0]
+
+
+def write_sqlite(path: Path) -> None:
+    sink = SQLSink(f"sqlite+aiosqlite:///{path}")
+
+    async def go() -> None:
+        await sink.open()
+        try:
+            await sink.write(LOGS)
+        finally:
+            await sink.close()
+
+    asyncio.run(go())
+
+
+class TestSQLiteFileAsSource:
+    def test_stats_and_show_read_an_sqlite_file_given_as_a_path(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """
+        ``stats track.db`` and ``show track.db`` give what ``sqlite:///track.db`` gives,
+        with no malformed-line warning.
+        """
+        monkeypatch.chdir(tmp_path)
+        write_sqlite(tmp_path / "track.db")
+        out = {}
+        for source in ("track.db", "sqlite:///track.db"):
+            assert main(["stats", source, "--format", "json", "--by", "user"]) == 0
+            stats = json.loads(capsys.readouterr().out)
+            stats.pop("source", None)
+            assert main(["show", source, "--last", "10"]) == 0
+            captured = capsys.readouterr()
+            assert "malformed" not in captured.err
+            out[source] = (stats, captured.out)
+        assert out["track.db"] == out["sqlite:///track.db"]
+        assert out["track.db"][0]["logs"] == len(LOGS)
+
+    def test_a_glob_matching_a_database_says_how_to_read_it(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """
+        A glob that matches an SQLite database exits 2 and says to read it alone.
+        """
+        write_sqlite(tmp_path / "a.db")
+        assert main(["stats", str(tmp_path / "*.db")]) == 2
+        err = capsys.readouterr().err
+        assert "is an SQLite database" in err
+        assert "sqlite:///" in err
+
+    def test_json_lines_files_are_still_files(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """
+        A JSON-lines file named ``.db`` is still read as JSON lines.
+        """
+        path = tmp_path / "logs.db"
+        path.write_bytes(encode_logs(LOGS))
+        assert main(["stats", str(path), "--format", "json"]) == 0
+        assert json.loads(capsys.readouterr().out)["logs"] == len(LOGS)
