@@ -55,7 +55,7 @@ class TestDiskFull:
                 asynctrack.flush_sync(timeout=30)
                 s.fill(disk, leave=20_000)
                 produce(100, 200)
-                result = asynctrack.flush_sync(timeout=30)
+                result = asynctrack.flush_sync(timeout=None)
                 assert result.spilled > 0
                 s.unfill(disk)
                 assert s.wait_for(lambda: not list((tmp_path / "spill").glob("*.spill*")), 30)

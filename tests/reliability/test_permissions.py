@@ -150,7 +150,7 @@ class TestSecretsInErrors:
             )
             for i in range(5):
                 work(i)
-            result = asynctrack.flush_sync(timeout=30)
+            result = asynctrack.flush_sync(timeout=None)
             asynctrack.shutdown_sync(timeout=10)
         assert result.spilled == 5
         texts += [r.getMessage() for r in caplog.records]

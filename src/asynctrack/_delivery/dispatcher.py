@@ -54,12 +54,22 @@ class Dispatcher:
         self._stop_deadline: float | None = None
         self._forcing = False
         self._lock = threading.RLock()
+        #: What ended the dispatcher's thread before it was asked to stop (a bug).
+        self.died: BaseException | None = None
 
     # -- lifecycle (any thread) ------------------------------------------------------------
     def start(self) -> None:
         with self._lock:
             if self._thread is not None:
-                return
+                if self._thread.is_alive() or self._stop_deadline is not None:
+                    return
+                # The thread ended without being asked to (a bug of ours): start it
+                # again rather than leave logs pending forever; the workers keep
+                # their queues.
+                report("revive", "asynctrack: the dispatcher stopped unexpectedly; restarted")
+                self._ready = threading.Event()
+                self._stopped = threading.Event()
+                self.died = None
             self._thread = threading.Thread(
                 target=self._run, name="asynctrack-dispatcher", daemon=True
             )
@@ -91,6 +101,15 @@ class Dispatcher:
     def pending(self) -> int:
         return sum(w.pending() for w in self.workers)
 
+    def backlog(self) -> bool:
+        """
+        Whether some sink has spilled logs not replayed yet (read from another thread).
+        """
+        try:
+            return any(w.spill.has_backlog for w in self.workers)
+        except Exception:  # the dispatcher changed the list meanwhile: ask again later
+            return True
+
     def after_fork(self) -> None:
         # In a forked child: the thread does not exist here. Start afresh lazily.
         self._thread = None
@@ -110,9 +129,23 @@ class Dispatcher:
         calltree.FRAME.set(calltree.SILENT)
         loop = asyncio.new_event_loop()
         try:
-            loop.run_until_complete(self._main(loop))
-        except BaseException as exc:  # pragma: no cover - a bug of ours
-            report("dispatcher", f"asynctrack: the dispatcher stopped on {exc!r}")
+            main = loop.create_task(self._main(loop))
+            while True:
+                try:
+                    loop.run_until_complete(main)
+                    break
+                except BaseException as exc:
+                    if main.done():  # pragma: no cover - a bug of ours
+                        self.died = exc
+                        report("dispatcher", f"asynctrack: the dispatcher stopped on {exc!r}")
+                        break
+                    # A KeyboardInterrupt or SystemExit raised in a task that a sink
+                    # started escapes the loop; the loop's own work is intact, so it
+                    # goes on (#14: nothing a sink does may stop delivery).
+                    report(
+                        "dispatcher-escape",
+                        f"asynctrack: a sink's task raised {type(exc).__name__}; ignored",
+                    )
         finally:
             with contextlib.suppress(Exception):
                 loop.run_until_complete(loop.shutdown_asyncgens())

@@ -102,6 +102,35 @@ class Pipeline:
         self.dispatcher.wake()
         return barrier
 
+    def wait_flushed(self, timeout: float | None) -> bool:
+        """
+        Wait until every log completed before the call is written or spilled.
+
+        With a ``timeout``, also wait while the deadline allows for spilled logs to be
+        replayed (a sink that recovers within the deadline gets everything); without
+        one, return as soon as each log is written or on disk, so a sink that stays
+        down never holds the caller forever.
+
+        Returns:
+            False when the deadline passed before every log was written or spilled.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        barrier = self.barrier()
+        while not barrier.wait(_slice(deadline)):
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+            if not self.closed and not self.dispatcher.alive:
+                # The dispatcher ended unexpectedly: restart it and ask again (the
+                # barrier may have been lost with it).
+                barrier = self.barrier()
+        if deadline is None:
+            return True
+        while self.dispatcher.backlog() and self.dispatcher.alive:
+            if time.monotonic() >= deadline:
+                break
+            time.sleep(_slice(deadline, 0.02))
+        return True
+
     def stats(self) -> Stats:
         return self.counters.snapshot(len(self.intake), self.dispatcher.pending())
 
@@ -133,7 +162,16 @@ class Pipeline:
         self.intake.close()
         self.dispatcher.request_stop(deadline)
         if self.dispatcher.join(max(0.0, deadline - time.monotonic()) + 0.5):
-            return True
+            left = len(self.intake) + self.dispatcher.pending()
+            if self.dispatcher.died is None and not left:
+                return True
+            # Never report success with logs pending (#14).
+            report(
+                "deadline",
+                f"asynctrack: shutdown left {left} logs not written "
+                f"(the dispatcher stopped on {self.dispatcher.died!r})",
+            )
+            return False
         # A sink's write blocked the dispatcher's loop (a synchronous call inside an
         # async write cannot be interrupted): say what is lost instead of hanging.
         report(
@@ -198,6 +236,13 @@ class Pipeline:
         threading.Thread(target=self.ensure_running, daemon=True).start()
 
 
+def _slice(deadline: float | None, step: float = 0.25) -> float:
+    # Waits are cut into slices so the waiting thread notices a dead dispatcher.
+    if deadline is None:
+        return step
+    return max(0.0, min(step, deadline - time.monotonic()))
+
+
 _PIPELINE: list[Pipeline | None] = [None]
 _SWAP_LOCK = threading.RLock()  # re-entrant: signal handlers shut down
 _EXIT_HOOK = [False]
@@ -251,11 +296,10 @@ async def flush(timeout: float | None = None) -> FlushResult:
     if pipeline is None:
         return FlushResult({}, 0, 0)
     before = pipeline.stats()
-    barrier = pipeline.barrier()
-    done = await anyio.to_thread.run_sync(barrier.wait, timeout, abandon_on_cancel=True)
+    done = await anyio.to_thread.run_sync(pipeline.wait_flushed, timeout, abandon_on_cancel=True)
     if not done:
         raise TimeoutError(f"asynctrack.flush() did not finish within {timeout} s")
-    return _result(before, pipeline.stats())
+    return _result(before, pipeline.stats(), pipeline.dispatcher.backlog())
 
 
 def flush_sync(timeout: float | None = 5.0) -> FlushResult:
@@ -272,15 +316,21 @@ def flush_sync(timeout: float | None = 5.0) -> FlushResult:
     if pipeline is None:
         return FlushResult({}, 0, 0)
     before = pipeline.stats()
-    barrier = pipeline.barrier()
-    if not barrier.wait(timeout):
+    if not pipeline.wait_flushed(timeout):
         raise TimeoutError(f"asynctrack.flush_sync() did not finish within {timeout} s")
-    return _result(before, pipeline.stats())
+    return _result(before, pipeline.stats(), pipeline.dispatcher.backlog())
 
 
-def _result(before: Stats, after: Stats) -> FlushResult:
+def _result(before: Stats, after: Stats, backlog: bool) -> FlushResult:
     written = {k: v - before.written.get(k, 0) for k, v in after.written.items()}
-    return FlushResult(written, after.spilled - before.spilled, after.dropped - before.dropped)
+    # Logs spilled during the flush and replayed before it returned are written: only
+    # what still waits on disk counts as spilled.
+    spilled = after.spilled - before.spilled
+    if backlog:
+        spilled = max(0, spilled - (after.replayed - before.replayed))
+    else:
+        spilled = 0
+    return FlushResult(written, spilled, after.dropped - before.dropped)
 
 
 def _check_timeout(timeout: float | None) -> None:

@@ -91,6 +91,15 @@ class SinkWorker:
 
     # -- called from the dispatcher (same loop) ----------------------------------------------
     def start(self) -> None:
+        inflight, self._inflight = self._inflight, None
+        if inflight is not None:
+            # Restarted after the dispatcher's loop ended mid-write: deliver it again.
+            done = self._inflight_done
+            rest = [log for log in inflight if id(log) not in done]
+            done.clear()
+            if rest:
+                self.queue.appendleft(rest)
+                self.queued_logs += len(rest)
         self._event = asyncio.Event()
         self._urgent = asyncio.Event()
         try:
@@ -131,20 +140,41 @@ class SinkWorker:
 
     # -- the task --------------------------------------------------------------------------
     async def run(self) -> None:
-        try:
-            await self._run()
-        except asyncio.CancelledError:
-            # Cut short by the shutdown deadline: the batch whose write was cut and
-            # what is still queued go to disk, in order, to be replayed on the next start.
-            self._spill_remaining()
-            raise
+        pause = False
+        while True:
+            try:
+                if pause:
+                    await self._sleep(self._backoff(self._failures))
+                await self._run()
+                return
+            except BaseException as exc:
+                if _cancelled_by_us(exc):
+                    # Cut short by the shutdown deadline: the batch whose write was cut
+                    # and what is still queued go to disk, in order, to be replayed on
+                    # the next start.
+                    self._spill_remaining()
+                    raise
+                # Nothing may end a worker (#14): its batches would wait forever while
+                # stats() calls them pending. The batch in hand goes to disk, and the
+                # worker goes on after a backoff.
+                report(
+                    f"worker:{self.name}",
+                    f"asynctrack: the worker of sink {self.label} hit {_brief(exc)}; "
+                    "its batch was spilled and delivery goes on",
+                )
+                self._spill_inflight()
+                self._failed()
+                pause = True
 
-    def _spill_remaining(self) -> None:
+    def _spill_inflight(self) -> None:
         inflight, self._inflight = self._inflight, None
         if inflight:
             done = self._inflight_done
             self._spill([log for log in inflight if id(log) not in done] if done else inflight)
             done.clear()
+
+    def _spill_remaining(self) -> None:
+        self._spill_inflight()
         while self.queue:
             item = self.queue.popleft()
             if isinstance(item, Barrier):
@@ -208,8 +238,14 @@ class SinkWorker:
         if self.opened:
             return True
         try:
-            await asyncio.wait_for(self.sink.open(), self.options.write_timeout)
-        except Exception as exc:
+            # asyncio.timeout, not wait_for: wait_for runs the call in a task of its
+            # own, and a KeyboardInterrupt or SystemExit raised in a task escapes the
+            # loop (it would stop the dispatcher) instead of reaching this handler.
+            async with asyncio.timeout(self.options.write_timeout):
+                await self.sink.open()
+        except BaseException as exc:
+            if _cancelled_by_us(exc):
+                raise
             self.counters.add("failed")
             report(
                 f"open:{self.name}", f"asynctrack: sink {self.label} failed to open: {_brief(exc)}"
@@ -227,7 +263,12 @@ class SinkWorker:
         try:
             async with asyncio.timeout(timeout):  # no extra task per batch, unlike wait_for
                 await self.sink.write(logs)
-        except Exception as exc:
+        except BaseException as exc:
+            # Any exception of the sink's, CancelledError, KeyboardInterrupt and
+            # SystemExit included, is a failed write (#14); only the cancellation of
+            # this task (the shutdown deadline) ends it.
+            if _cancelled_by_us(exc):
+                raise
             self.counters.add("failed")
             report(
                 f"write:{self.name}",
@@ -378,8 +419,11 @@ class SinkWorker:
             if self.deadline is not None:
                 timeout = max(0.05, min(timeout, self.deadline - time.monotonic()))
             try:
-                await asyncio.wait_for(self.sink.close(), timeout)
-            except Exception as exc:
+                async with asyncio.timeout(timeout):
+                    await self.sink.close()
+            except BaseException as exc:
+                if _cancelled_by_us(exc):
+                    raise
                 report(
                     f"close:{self.name}",
                     f"asynctrack: sink {self.label} failed to close: {_brief(exc)}",
@@ -452,6 +496,19 @@ def _sink_label(sink: Sink, name: str) -> str:
     except Exception:
         return name
     return label if len(label) <= 200 else label[:200] + "…"
+
+
+def _cancelled_by_us(exc: BaseException) -> bool:
+    """
+    Whether ``exc`` is the cancellation of the running task (not one a sink raised).
+
+    A sink that raises ``CancelledError`` by itself leaves the task's cancellation
+    count at zero; ``asyncio.timeout`` turns its own cancellation into ``TimeoutError``.
+    """
+    if not isinstance(exc, asyncio.CancelledError):
+        return False
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
 
 
 def _brief(exc: BaseException) -> str:
