@@ -11,6 +11,7 @@ import threading
 from pathlib import Path
 
 import anyio
+import anyio.to_thread
 import pytest
 
 import asynctrack
@@ -72,8 +73,10 @@ class TestFlushWithTimeout:
 
         async with anyio.create_task_group() as tg:
             tg.start_soon(flusher)
-            while asynctrack.stats().spilled < 100:
-                await anyio.sleep(0.01)
+            spilled = await anyio.to_thread.run_sync(
+                wait_for, lambda: asynctrack.stats().spilled >= 100, 30
+            )
+            assert spilled
             sink.failing.clear()
         assert result[0].spilled == 0
         assert len(set(sink.ids)) == 100

@@ -160,7 +160,8 @@ class TestAnyExceptionIsAFailedWrite:
         ok = asynctrack.shutdown_sync(timeout=30)
         st_ = asynctrack.stats()
         assert st_.pending == 0 and st_.dropped == 0
-        spilled_ids = [log.id for f in spill.glob("*.spill.jsonl") for log in asynctrack.sinks.read_logs(f)] if spill.exists() else []
+        files = list(spill.glob("*.spill.jsonl")) if spill.exists() else []
+        spilled_ids = [log.id for f in files for log in asynctrack.sinks.read_logs(f)]
         assert len(sink.ids) == len(set(sink.ids))
         assert len(set(sink.ids) | set(spilled_ids)) == n
         assert ok is True
