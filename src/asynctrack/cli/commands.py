@@ -1,5 +1,5 @@
 """
-The ``asynctrack`` command line: ``stats``, ``show`` and ``demo``.
+The ``asynctrack`` command line: ``stats``, ``show``, ``report`` and ``demo``.
 
 Exit codes: 0 success, 1 runtime failure, 2 usage or input error (bad option,
 missing file, bad URL, missing tables). Errors are one line on stderr.
@@ -80,7 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
     """
     parser = argparse.ArgumentParser(
         prog="asynctrack",
-        description="Statistics and call trees from asynctrack logs; a demo application.",
+        description="Statistics, call trees and HTML reports from asynctrack logs; a demo "
+        "application.",
         epilog="SOURCE is a JSON-lines file (rotated files path.1, path.2, ... included), "
         "a quoted glob, an SQLite database file (track.db), or a database URL such as "
         "sqlite:///track.db or "
@@ -136,6 +137,29 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--user", metavar="VALUE", help="only logs whose info 'user' is VALUE")
     show.add_argument("--table-prefix", metavar="P", default="track_", help="SQL table prefix")
 
+    report = sub.add_parser(
+        "report",
+        help="write one self-contained HTML page of the activity",
+        description="Write an HTML page (charts, function and user tables, the slowest and "
+        "failed requests with their call waterfalls) that opens from disk, offline.",
+    )
+    report.add_argument("source", metavar="SOURCE", help="JSON-lines file, glob or database URL")
+    report.add_argument(
+        "-o", "--output", metavar="PATH", default="report.html", help="where to write (report.html)"
+    )
+    report.add_argument("--by", metavar="KEY", default="user", help="info key of users (user)")
+    report.add_argument("--since", metavar="T", type=parse_time, help="logs started at or after T")
+    report.add_argument("--until", metavar="T", type=parse_time, help="logs started before T")
+    report.add_argument(
+        "--function",
+        metavar="PATTERN",
+        action="append",
+        default=[],
+        help="only functions matching this glob in the function figures; repeat for several",
+    )
+    report.add_argument("--title", metavar="TEXT", default="asynctrack report", help="page title")
+    report.add_argument("--table-prefix", metavar="P", default="track_", help="SQL table prefix")
+
     demo = sub.add_parser(
         "demo",
         help="run a simulated collaborative application, then print its stats",
@@ -186,6 +210,31 @@ def _show(args: argparse.Namespace) -> int:
     return 0
 
 
+def _report(args: argparse.Namespace) -> int:
+    from asynctrack.cli.report import ReportQuery, write_report
+    from asynctrack.cli.stats import StatsQuery
+
+    query = ReportQuery(
+        stats=StatsQuery(
+            by=args.by,
+            since=args.since,
+            until=args.until,
+            functions=tuple(args.function),
+            table_prefix=args.table_prefix,
+        ),
+        title=args.title,
+    )
+    try:
+        write_report(args.source, args.output, query, _warn)
+    except OSError as exc:
+        if exc.filename is None:
+            raise
+        print(f"asynctrack: error: cannot write {args.output}: {exc.strerror}", file=sys.stderr)
+        return 2
+    print(args.output)
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     from asynctrack.cli.demo import run_demo
 
@@ -205,7 +254,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.error("argument --user: not allowed with argument --id")
     except SystemExit as exc:  # --help, --version, usage errors
         return exc.code if isinstance(exc.code, int) else 2
-    handler = {"stats": _stats, "show": _show, "demo": _demo}[args.command]
+    handler = {"stats": _stats, "show": _show, "report": _report, "demo": _demo}[args.command]
     try:
         return handler(args)
     except SourceError as exc:

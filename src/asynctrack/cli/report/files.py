@@ -1,0 +1,287 @@
+"""
+The report's figures from JSON-lines files: one streaming pass, one process per CPU.
+
+It reads like ``asynctrack stats`` (same byte ranges, same per-function
+accumulators, same malformed-line rules) and adds, per log, its time bucket, its
+weekday x hour cell and, for the few it keeps whole, its line.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import heapq
+import itertools
+from array import array
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from asynctrack.cli.stats.files import _bound, _canonical, _lines, _Part, _parts, expand_paths
+from asynctrack.cli.stats.model import key_text
+from asynctrack.cli.stats.parallel import run_parts
+from asynctrack.cli.stats.percentiles import DurationAccumulator
+from asynctrack.cli.report.model import Picks, ReportQuery, Series, weekday_hour
+
+__all__ = ["Found", "scan_files"]
+
+Warn = Callable[[str], None]
+_FOLD_EVERY = 4096
+_SECONDS_CACHE = 100_000
+#: Bytes of continuation logs a part keeps (they are attached to the selected requests).
+CONTINUATION_BYTES = 8 << 20
+
+
+@dataclass
+class Found:
+    """
+    What a part of the input adds up to; parts merge in input order.
+    """
+
+    lines: int = 0
+    bad: int = 0
+    first_bad: int = 0
+    logs: int = 0
+    first: str | None = None
+    last: str | None = None
+    durations: DurationAccumulator = field(default_factory=lambda: DurationAccumulator(False))
+    failed: int = 0
+    series: Series = field(default_factory=Series)
+    heat: list[int] = field(default_factory=lambda: [0] * 168)
+    accs: dict[str, DurationAccumulator] = field(default_factory=dict)
+    groups: dict[str | None, list[Any]] = field(default_factory=dict)
+    picks: Picks = field(default_factory=Picks)
+    continuation_bytes: int = 0
+
+    def merge(self, part: Found) -> None:
+        """
+        Add the figures of ``part``.
+        """
+        self.logs += part.logs
+        if part.first is not None and (self.first is None or part.first < self.first):
+            self.first = part.first
+        if part.last is not None and (self.last is None or part.last > self.last):
+            self.last = part.last
+        self.durations.merge(part.durations)
+        self.failed += part.failed
+        self.series.merge(part.series)
+        self.heat = [a + b for a, b in zip(self.heat, part.heat, strict=True)]
+        for function, acc in part.accs.items():
+            mine = self.accs.get(function)
+            if mine is None:
+                self.accs[function] = acc
+            else:
+                mine.merge(acc)
+        for value, group in part.groups.items():
+            mine_g = self.groups.get(value)
+            if mine_g is None:
+                self.groups[value] = group
+            else:
+                for i in range(3):
+                    mine_g[i] += group[i]
+                if group[3] > mine_g[3]:
+                    mine_g[3] = group[3]
+        self.picks.merge(part.picks)
+        self.continuation_bytes += part.continuation_bytes
+
+
+@dataclass(frozen=True)
+class _ReportPart:
+    part: _Part
+    query: ReportQuery
+
+
+def scan_files(source: str, query: ReportQuery, warn: Warn) -> Found:
+    """
+    Aggregate the logs of JSON-lines files (a large file by one process per CPU).
+
+    Raises:
+        SourceError: the source names no readable file.
+    """
+    paths = expand_paths(source)
+    parts = [_ReportPart(p, query) for p in _parts(paths, query.stats)]
+    results = run_parts(_scan, parts)
+    total = Found(picks=Picks(query.selected))
+    for path, group in itertools.groupby(
+        zip(parts, results, strict=True), lambda p: p[0].part.path
+    ):
+        lines = bad = first_bad = 0
+        for _, found in group:
+            if found.bad and not first_bad:
+                first_bad = lines + found.first_bad
+            lines += found.lines
+            bad += found.bad
+            total.bad += found.bad
+            total.merge(found)
+        if bad:
+            plural = "s" if bad > 1 else ""
+            warn(f"{path}: skipped {bad} malformed line{plural} (first at line {first_bad})")
+    return total
+
+
+def _second(key: str) -> tuple[int, int]:
+    """
+    Return ``(epoch seconds, heatmap cell)`` of a canonical ``YYYY-MM-DDTHH:MM:SS`` (UTC).
+    """
+    moment = _dt.datetime.fromisoformat(key).replace(tzinfo=_dt.UTC)
+    return int(moment.timestamp()), weekday_hour(moment)
+
+
+def _scan(rpart: _ReportPart) -> Found:
+    """
+    Aggregate one part of a file (runs in a worker process).
+    """
+    part, query = rpart.part, rpart.query
+    sq = query.stats
+    out = Found(picks=Picks(query.selected))
+    since, until = _bound(sq.since), _bound(sq.until)
+    matcher = sq.function_matcher()
+    accs = out.accs
+    appends: dict[str, Callable[[int], None]] = {}
+    scratch: array[int] = array("q")
+    by = sq.by
+    groups = out.groups
+    series = out.series
+    heat = out.heat
+    picks = out.picks
+    limit = picks.limit
+    slowest, failed_heap, continuations = picks.slowest, picks.failed, picks.continuations
+    all_durations = out.durations.buf.append
+    seconds: dict[str, tuple[int, int]] = {}
+    loads = orjson.loads
+    logs = failed_logs = lineno = 0
+    first: str | None = None
+    last: str | None = None
+    for line in _lines(part):
+        lineno += 1
+        if lineno % _FOLD_EVERY == 0:
+            for acc in accs.values():
+                acc.maybe_fold()
+            del scratch[:]
+            out.durations.maybe_fold()
+            for bucket in series.buckets.values():
+                bucket.durations.maybe_fold()
+        done = 0
+        try:
+            obj = loads(line)
+            started = obj["started_at"]
+            if len(started) != 32 or not started.endswith("+00:00"):
+                started = _canonical(started)
+            calls = obj["calls"]
+            if (since is not None and started < since) or (until is not None and started >= until):
+                if type(calls) is not list:
+                    raise TypeError("calls must be a list")
+                continue
+            duration = obj["duration_us"]
+            if type(duration) is not int:
+                raise TypeError("duration_us must be an integer")
+            failed = bool(calls) and calls[0]["status"] == "error"
+            n_errors = 0
+            for call in calls:
+                function = call["function"]
+                append = appends.get(function)
+                if append is None:
+                    if type(function) is not str:
+                        raise TypeError("function must be a string")
+                    if matcher is None or matcher(function):
+                        acc = accs[function] = DurationAccumulator(False)
+                        append = appends[function] = acc.buf.append
+                    else:
+                        append = appends[function] = scratch.append
+                append(call["duration_us"])
+                done += 1
+                if call["status"] == "error" and function in accs:
+                    accs[function].errors += 1
+                    n_errors += 1
+            info = obj.get("info")
+            parent = obj.get("parent_id")
+            if type(parent) is not str:
+                parent = None
+        except (ValueError, KeyError, TypeError, AttributeError, IndexError):
+            _rollback(obj if done else None, done, accs, scratch)
+            if line.strip():
+                out.bad += 1
+                if not out.first_bad:
+                    out.first_bad = lineno
+            continue
+        logs += 1
+        if first is None or started < first:
+            first = started
+        if last is None or started > last:
+            last = started
+        key = started[:19]
+        second = seconds.get(key)
+        if second is None:
+            if len(seconds) >= _SECONDS_CACHE:
+                seconds.clear()
+            second = seconds[key] = _second(key)
+        bucket = series.bucket(second[0])
+        bucket.durations.buf.append(duration)
+        all_durations(duration)
+        heat[second[1]] += 1
+        if failed:
+            bucket.failed += 1
+            failed_logs += 1
+        figures = bucket.functions
+        n_calls = 0
+        for call in calls:
+            function = call["function"]
+            if function not in accs:
+                continue
+            n_calls += 1
+            took = call["duration_us"]
+            entry = figures.get(function)
+            if entry is None:
+                figures[function] = [1, int(call["status"] == "error"), took, took]
+                continue
+            entry[0] += 1
+            if call["status"] == "error":
+                entry[1] += 1
+            entry[2] += took
+            if took > entry[3]:
+                entry[3] = took
+        if by is not None:
+            value = key_text(info.get(by)) if isinstance(info, dict) else None
+            group = groups.get(value)
+            if group is None:
+                groups[value] = [1, n_calls, n_errors, started]
+            else:
+                group[0] += 1
+                group[1] += n_calls
+                group[2] += n_errors
+                if started > group[3]:
+                    group[3] = started
+        if len(slowest) < limit:
+            heapq.heappush(slowest, (duration, started, line))
+        elif duration > slowest[0][0]:
+            heapq.heapreplace(slowest, (duration, started, line))
+        if failed:
+            if len(failed_heap) < limit:
+                heapq.heappush(failed_heap, (started, line))
+            elif started > failed_heap[0][0]:
+                heapq.heapreplace(failed_heap, (started, line))
+        if parent is not None and out.continuation_bytes < CONTINUATION_BYTES:
+            continuations.setdefault(parent, []).append(line)
+            out.continuation_bytes += len(line)
+    for acc in accs.values():
+        acc.fold()
+    out.durations.fold()
+    series.fold()
+    out.lines, out.logs, out.failed, out.first, out.last = lineno, logs, failed_logs, first, last
+    return out
+
+
+def _rollback(
+    obj: Any, done: int, accs: dict[str, DurationAccumulator], scratch: array[int]
+) -> None:
+    """
+    Undo the first ``done`` calls of a log that turned out malformed further on.
+    """
+    if not done:
+        return
+    for call in obj["calls"][:done]:
+        acc = accs.get(call["function"])
+        (acc.buf if acc is not None else scratch).pop()
+        if acc is not None and call["status"] == "error":
+            acc.errors -= 1
