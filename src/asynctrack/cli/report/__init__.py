@@ -23,7 +23,7 @@ from asynctrack.cli.report.files import Found, scan_files
 from asynctrack.cli.report.model import ReportQuery
 from asynctrack.cli.report.page import render_page
 from asynctrack.cli.stats import is_url
-from asynctrack.cli.stats.model import GroupRow, Report, utc
+from asynctrack.cli.stats.model import FunctionRow, GroupRow, Report, utc
 from asynctrack.cli.stats.percentiles import PERCENTILES
 
 __all__ = ["ReportQuery", "build_report", "render_page", "write_report"]
@@ -67,9 +67,8 @@ def _file_report(source: str, query: ReportQuery, warn: Callable[[str], None]) -
     for function, acc in found.accs.items():
         calls, total, maximum, values = acc.finish(PERCENTILES)
         if calls:
-            from asynctrack.cli.stats.model import FunctionRow
-
-            report.functions.append(FunctionRow(function, calls, acc.errors, total, maximum, values))
+            row = FunctionRow(function, calls, acc.errors, total, maximum, values)
+            report.functions.append(row)
     report.groups = [GroupRow(v, g[0], g[1], g[2], utc(g[3])) for v, g in found.groups.items()]
     report.finish(None)
     slowest = [orjson.loads(item[-1]) for item in sorted(found.picks.slowest, reverse=True)]

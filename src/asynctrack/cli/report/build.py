@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from asynctrack.cli.report.model import MAX_POINTS, ReportQuery, Series, step_for
+from asynctrack.cli.report.model import ReportQuery, Series, step_for
 from asynctrack.cli.stats.model import FunctionRow, GroupRow
 from asynctrack.cli.stats.percentiles import PERCENTILES, DurationAccumulator
 
@@ -197,8 +197,7 @@ def assemble(
             series, t0, t1, [row.function for row in shown[:SERIES_FUNCTIONS]]
         ),
         "groups": [
-            [g.value, g.logs, g.calls, g.errors, _epoch(g.last_seen)]
-            for g in groups[:MAX_GROUPS]
+            [g.value, g.logs, g.calls, g.errors, _epoch(g.last_seen)] for g in groups[:MAX_GROUPS]
         ],
         "heat": heat,
         "slowest": slowest,

@@ -18,11 +18,11 @@ from typing import Any
 
 import orjson
 
+from asynctrack.cli.report.model import Picks, ReportQuery, Series, weekday_hour
 from asynctrack.cli.stats.files import _bound, _canonical, _lines, _Part, _parts, expand_paths
 from asynctrack.cli.stats.model import key_text
 from asynctrack.cli.stats.parallel import run_parts
 from asynctrack.cli.stats.percentiles import DurationAccumulator
-from asynctrack.cli.report.model import Picks, ReportQuery, Series, weekday_hour
 
 __all__ = ["Found", "scan_files"]
 
@@ -195,6 +195,7 @@ def _scan(rpart: _ReportPart) -> Found:
                     accs[function].errors += 1
                     n_errors += 1
             info = obj.get("info")
+            ident = str(obj.get("id"))
             parent = obj.get("parent_id")
             if type(parent) is not str:
                 parent = None
@@ -252,15 +253,20 @@ def _scan(rpart: _ReportPart) -> Found:
                 group[2] += n_errors
                 if started > group[3]:
                     group[3] = started
+        # Ties are broken by start, then id, the same order as the SQL reader's.
         if len(slowest) < limit:
-            heapq.heappush(slowest, (duration, started, line))
-        elif duration > slowest[0][0]:
-            heapq.heapreplace(slowest, (duration, started, line))
+            heapq.heappush(slowest, (duration, started, ident, line))
+        elif duration >= slowest[0][0]:
+            slow = (duration, started, ident, line)
+            if slow > slowest[0]:
+                heapq.heapreplace(slowest, slow)
         if failed:
             if len(failed_heap) < limit:
-                heapq.heappush(failed_heap, (started, line))
-            elif started > failed_heap[0][0]:
-                heapq.heapreplace(failed_heap, (started, line))
+                heapq.heappush(failed_heap, (started, ident, line))
+            elif started >= failed_heap[0][0]:
+                recent = (started, ident, line)
+                if recent > failed_heap[0]:
+                    heapq.heapreplace(failed_heap, recent)
         if parent is not None and out.continuation_bytes < CONTINUATION_BYTES:
             continuations.setdefault(parent, []).append(line)
             out.continuation_bytes += len(line)

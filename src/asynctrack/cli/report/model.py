@@ -183,7 +183,7 @@ class Picks:
     The requests a page shows whole, as ``(sort key, tiebreak, payload)`` min-heaps.
 
     Attributes:
-        slowest: ``(duration, started_at, payload)`` of the slowest requests.
+        slowest: ``(duration, started_at, id, payload)`` of the slowest requests.
         failed: ``(started_at, id, payload)`` of the most recent failed requests.
         continuations: parent id -> payloads of logs continuing it.
     """

@@ -68,6 +68,15 @@ def embed_json(data: Any) -> str:
     return text.translate(_ESCAPES)
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("asynctrack")
+    except PackageNotFoundError:  # pragma: no cover - running from a source tree
+        return "unknown"
+
+
 def _hash(script: str) -> str:
     digest = hashlib.sha256(script.encode("utf-8")).digest()
     return "'sha256-" + base64.b64encode(digest).decode() + "'"
@@ -77,8 +86,6 @@ def render_page(data: dict[str, Any]) -> str:
     """
     Return the HTML page of a report's data (see ``build.assemble``).
     """
-    from asynctrack.cli.commands import _version
-
     uplot_js = _asset(f"uplot-{UPLOT_VERSION}.min.js")
     js = _asset("report.js")
     parts = {

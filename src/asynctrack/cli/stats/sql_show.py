@@ -14,7 +14,7 @@ from asynctrack.cli.stats.db import connect
 from asynctrack.cli.stats.model import LogSelection, utc
 from asynctrack.cli.stats.sql import LOG_COLUMNS, Tables, where
 
-__all__ = ["sql_select_logs"]
+__all__ = ["logs_from_rows", "sql_select_logs"]
 
 #: The SQL sink keeps, under this key of ``info``/``data``, exact values that did not
 #: fit their columns (sinks/_sql_schema.py RESERVED_KEY); ``show`` puts them back.
@@ -45,25 +45,33 @@ async def sql_select_logs(url: str, selection: LogSelection) -> list[Log]:
                 f"LIMIT {int(selection.last)}",
                 params,
             )
-        columns = t.log_columns
-        logs = [_log_from_row(dict(zip(columns, row, strict=True))) for row in rows]
-        logs.sort(key=lambda log: (log.started_at, log.id))
-        if not logs:
-            return logs
-        by_id = {log.id: log for log in logs}
-        id_params = {f"i{i}": ident for i, ident in enumerate(by_id)}
-        marks = ", ".join(f":{name}" for name in id_params)
-        calls = await db.fetch(
-            "SELECT log_id, seq, depth, function, tracker, level, params, data, offset_us, "
-            f"duration_us, status, error FROM {t.calls} WHERE log_id IN ({marks}) "
-            "ORDER BY log_id, seq",
-            id_params,
-        )
-        for row in calls:
-            by_id[row[0]].calls.append(_call_from_row(row))
-        return logs
+        return await logs_from_rows(t, rows)
     finally:
         await db.close()
+
+
+async def logs_from_rows(t: Tables, rows: list[tuple[Any, ...]]) -> list[Log]:
+    """
+    Return the logs of rows of the logs table (all its columns), with their calls,
+    oldest first.
+    """
+    columns = t.log_columns
+    logs = [_log_from_row(dict(zip(columns, row, strict=True))) for row in rows]
+    logs.sort(key=lambda log: (log.started_at, log.id))
+    if not logs:
+        return logs
+    by_id = {log.id: log for log in logs}
+    id_params = {f"i{i}": ident for i, ident in enumerate(by_id)}
+    marks = ", ".join(f":{name}" for name in id_params)
+    calls = await t.db.fetch(
+        "SELECT log_id, seq, depth, function, tracker, level, params, data, offset_us, "
+        f"duration_us, status, error FROM {t.calls} WHERE log_id IN ({marks}) "
+        "ORDER BY log_id, seq",
+        id_params,
+    )
+    for row in calls:
+        by_id[row[0]].calls.append(_call_from_row(row))
+    return logs
 
 
 def _call_from_row(row: tuple[Any, ...]) -> Call:

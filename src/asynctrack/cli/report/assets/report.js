@@ -87,6 +87,7 @@
     return axisStyle({ scale: scale, side: side, size: 64,
       values: function (u, vals) { return vals.map(function (v) { return v === null ? "" : dur(v); }); } });
   }
+  function fromZero(u, min, max) { return [0, max > 0 ? max * 1.05 : 1]; }
   function tz(ts) { return uPlot.tzDate(new Date(ts * 1000), "Etc/UTC"); }
   function makeChart(id, opts, data) {
     var box = document.getElementById(id);
@@ -105,7 +106,7 @@
   });
   function drawTimeCharts() {
     makeChart("chart-requests", {
-      scales: { x: { time: true }, share: { range: [0, 100] } },
+      scales: { x: { time: true }, y: { range: fromZero }, share: { range: [0, 100] } },
       axes: [axisStyle({}), axisStyle({ size: 56 }),
         axisStyle({ scale: "share", side: 1, grid: { show: false },
           values: function (u, vals) { return vals.map(function (v) { return v + " %"; }); } })],
@@ -116,7 +117,7 @@
     }, [S.t, S.requests, failedShare]);
     var colors = [css("--c1"), css("--c2"), css("--c3")];
     makeChart("chart-latency", {
-      scales: { x: { time: true } },
+      scales: { x: { time: true }, y: { range: fromZero } },
       axes: [axisStyle({}), durAxis(3, "y")],
       series: [{}].concat(P.map(function (p, i) {
         return { label: "p" + p, stroke: colors[i % 3], width: 1.5,
@@ -206,7 +207,7 @@
     if (note) note.remove();
     box.setAttribute("data-function", name);
     makeChart("chart-function", {
-      scales: { x: { time: true } },
+      scales: { x: { time: true }, y: { range: fromZero }, us: { range: fromZero } },
       axes: [axisStyle({}), axisStyle({ size: 56 }), durAxis(1, "us")],
       series: [{}, { label: "calls", fill: css("--bar"), stroke: css("--c1"), width: 0,
         paths: uPlot.paths.bars({ size: [0.8, 40] }) },

@@ -1,0 +1,200 @@
+"""
+The report's figures from the SQL sink's tables, aggregated in the database.
+
+``asynctrack stats`` computes the function and user tables (same queries, same
+percentile histograms). Four more grouped queries add what the page draws: request
+durations per time bucket (histogram buckets, as ``stats`` computes them), requests
+per hour (the weekday x hour heatmap), call figures per function and time bucket,
+and the few requests shown whole with their calls.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from typing import Any
+
+from asynctrack.cli.report.build import CONTINUATION_DEPTH, SERIES_FUNCTIONS, assemble, trim_log
+from asynctrack.cli.report.model import Bucket, ReportQuery, Series, step_for, weekday_hour
+from asynctrack.cli.stats.db import Database, PostgresDatabase, connect
+from asynctrack.cli.stats.percentiles import DurationAccumulator, bucket_sql, bucket_sql_float
+from asynctrack.cli.stats.sql import Tables, _stats, where
+from asynctrack.cli.stats.sql_show import logs_from_rows
+
+__all__ = ["sql_report"]
+
+_ERR = "CASE WHEN {0}.status = 'error' THEN 1 ELSE 0 END"
+
+
+def _epoch(db: Database) -> str:
+    """
+    Return the SQL expression of ``l.started_at`` in whole seconds since the epoch (UTC).
+    """
+    if db.dialect == "postgresql":
+        return "CAST(floor(extract(epoch FROM l.started_at)) AS BIGINT)"
+    if db.dialect == "mysql":
+        return "TIMESTAMPDIFF(SECOND, '1970-01-01 00:00:00', l.started_at)"
+    return "CAST(strftime('%s', l.started_at) AS INTEGER)"
+
+
+def _div(db: Database, expr: str, step: int) -> str:
+    # Integer division (the epoch is positive, so it is the floor).
+    return f"({expr} DIV {step})" if db.dialect == "mysql" else f"({expr} / {step})"
+
+
+async def sql_report(url: str, query: ReportQuery) -> dict[str, Any]:
+    """
+    Return the page's data for the SQL sink's tables at ``url``.
+
+    Raises:
+        SourceError: bad URL, unreachable server, missing tables.
+    """
+    db = await connect(url)
+    try:
+        t = await Tables.load(db, query.stats.table_prefix)
+        return await _report(t, query)
+    finally:
+        await db.close()
+
+
+async def _report(t: Tables, query: ReportQuery) -> dict[str, Any]:
+    db = t.db
+    stats = (await _stats(t, query.stats)).finish(None)
+    params: dict[str, Any] = {}
+    log_conds = await t.log_filter(query.stats, params)
+    epoch = _epoch(db)
+    first, last = stats.first, stats.last
+    span = (last - first).total_seconds() if first is not None and last is not None else 0
+    series = Series(step_for(span + 1))
+    step = series.step
+    bucket_expr = (bucket_sql_float if isinstance(db, PostgresDatabase) else bucket_sql)(
+        "l.duration_us"
+    )
+    root = f"LEFT JOIN {t.calls} r ON r.log_id = l.id AND r.seq = 0"
+    durations = DurationAccumulator(False)
+    failed_total = 0
+    rows = await db.fetch(
+        f"SELECT {_div(db, epoch, step)}, {bucket_expr}, COUNT(*), SUM({_ERR.format('r')}), "
+        f"MIN(l.duration_us), MAX(l.duration_us), SUM(l.duration_us) "
+        f"FROM {t.logs} l {root}{where(log_conds)} GROUP BY 1, 2",
+        params,
+    )
+    for key, lower, count, failed, minimum, maximum, total in rows:
+        bucket = series.buckets.get(int(key))
+        if bucket is None:
+            bucket = series.buckets[int(key)] = Bucket()
+        for acc in (bucket.durations, durations):
+            acc.hist.add_bucket(int(lower), int(count), int(minimum), int(maximum))
+            acc.calls += int(count)
+            acc.total += int(total)
+            acc.maximum = max(acc.maximum, int(maximum))
+        bucket.failed += int(failed or 0)
+        failed_total += int(failed or 0)
+
+    heat = [0] * 168
+    for hour, count in await db.fetch(
+        f"SELECT {_div(db, epoch, 3600)}, COUNT(*) FROM {t.logs} l{where(log_conds)} GROUP BY 1",
+        params,
+    ):
+        moment = _dt.datetime.fromtimestamp(int(hour) * 3600, _dt.UTC)
+        heat[weekday_hour(moment)] += int(count)
+
+    await _function_series(t, query, series, stats.functions, log_conds, dict(params))
+    slowest, failures, continuations = await _selected(t, query, log_conds, params, root)
+    return assemble(
+        source=db.display,
+        query=query,
+        logs=stats.logs,
+        failed=failed_total,
+        durations=durations,
+        first=first,
+        last=last,
+        series=series,
+        heat=heat,
+        functions=stats.functions,
+        groups=stats.groups,
+        slowest=slowest,
+        failures=failures,
+        continuations=continuations,
+        notes=[],
+    )
+
+
+async def _function_series(
+    t: Tables,
+    query: ReportQuery,
+    series: Series,
+    functions: list[Any],
+    log_conds: list[str],
+    params: dict[str, Any],
+) -> None:
+    """
+    Add call figures per function and time bucket for the busiest functions.
+    """
+    if not functions:
+        return
+    db = t.db
+    conds = list(log_conds)
+    fn_cond = t.function_filter(query.stats.functions, params)
+    if fn_cond:
+        conds.append(fn_cond)
+    if len(functions) > SERIES_FUNCTIONS:
+        names = {f"sf{i}": row.function for i, row in enumerate(functions[:SERIES_FUNCTIONS])}
+        params.update(names)
+        conds.append(f"c.function IN ({', '.join(':' + n for n in names)})")
+    fn_select, fn_group = t.grouped(["c.function"])
+    rows = await db.fetch(
+        f"SELECT {fn_select}, {_div(db, _epoch(db), series.step)}, COUNT(*), "
+        f"SUM({_ERR.format('c')}), SUM(c.duration_us), MAX(c.duration_us) "
+        f"FROM {t.calls} c JOIN {t.logs} l ON l.id = c.log_id{where(conds)} "
+        f"GROUP BY {fn_group}, 2",
+        params,
+    )
+    for function, key, calls, errors, total, maximum in rows:
+        bucket = series.buckets.get(int(key))
+        if bucket is None:
+            bucket = series.buckets[int(key)] = Bucket()
+        bucket.functions[str(function)] = [int(calls), int(errors or 0), int(total), int(maximum)]
+
+
+async def _selected(
+    t: Tables, query: ReportQuery, log_conds: list[str], params: dict[str, Any], root: str
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, list[dict[str, Any]]]]:
+    """
+    Return the slowest requests, the most recent failed ones, and their continuations.
+    """
+    db = t.db
+    limit = int(query.selected)
+    slow_rows = await db.fetch(
+        f"SELECT l.* FROM {t.logs} l{where(log_conds)} "
+        f"ORDER BY l.duration_us DESC, l.started_at DESC, l.id DESC LIMIT {limit}",
+        params,
+    )
+    failed_where = where([*log_conds, "r.status = 'error'"])
+    failed_rows = await db.fetch(
+        f"SELECT l.* FROM {t.logs} l {root}{failed_where} "
+        f"ORDER BY l.started_at DESC, l.id DESC LIMIT {limit}",
+        params,
+    )
+    slowest = sorted(
+        (log.to_dict() for log in await logs_from_rows(t, slow_rows)),
+        key=lambda d: (int(d["duration_us"]), str(d["started_at"]), str(d["id"])),
+        reverse=True,
+    )
+    failures = [log.to_dict() for log in await logs_from_rows(t, failed_rows)][::-1]
+    continuations: dict[str, list[dict[str, Any]]] = {}
+    wanted = {str(d["id"]) for d in slowest + failures}
+    for _ in range(CONTINUATION_DEPTH):
+        if not wanted:
+            break
+        id_params = {f"p{i}": ident for i, ident in enumerate(sorted(wanted))}
+        marks = ", ".join(":" + n for n in id_params)
+        rows = await db.fetch(
+            f"SELECT l.* FROM {t.logs} l WHERE l.parent_id IN ({marks})", id_params
+        )
+        wanted = set()
+        for log in await logs_from_rows(t, rows):
+            d = log.to_dict()
+            parent = str(d.get("parent_id"))
+            continuations.setdefault(parent, []).append(trim_log(d))
+            wanted.add(str(d["id"]))
+    return [trim_log(d) for d in slowest], [trim_log(d) for d in failures], continuations
