@@ -31,6 +31,8 @@ $(BIN)/.installed-docs: pyproject.toml
 
 demo: $(BIN)/.installed
 	$(BIN)/asynctrack demo
+	$(BIN)/asynctrack report sqlite:///track.db -o report.html --title "asynctrack demo"
+	@echo "Open report.html in a browser: file://$(CURDIR)/report.html (or: $(BIN)/python -m webbrowser -t report.html)"
 
 lint: $(BIN)/.installed-dev
 	$(BIN)/ruff check src tests benchmarks examples
