@@ -264,7 +264,7 @@
       var root = rootOf(log);
       var info = log.info && typeof log.info === "object" ? log.info : {};
       var r = el("tr", { "class": "pick", "data-index": String(i), "data-id": text(log.id) });
-      r.appendChild(el("td", null, text(log.started_at).replace("T", " ").slice(0, 23)));
+      r.appendChild(el("td", { title: text(log.started_at) }, text(log.started_at).replace("T", " ").slice(5, 23)));
       r.appendChild(el("td", null, dur(log.duration_us)));
       r.appendChild(el("td", { "class": "name", title: root ? text(root.function) : "" }, root ? text(root.function) : "(no calls)"));
       r.appendChild(el("td", { "class": "text" }, info[byLabel] === undefined ? "" : text(info[byLabel])));
