@@ -8,10 +8,13 @@ import os
 import socket
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 import pytest
 
+import asynctrack
 from asynctrack._core import calltree, tracker
 from asynctrack._core.values import Limits, set_limits
 
@@ -43,6 +46,31 @@ def _clean_state() -> Iterator[None]:
     _reset()
     yield
     _reset()
+
+
+class Configure:
+    """
+    ``configured(*sinks, **options)``: :func:`asynctrack.configure` for one test.
+
+    The sinks are given positionally and the spill directory defaults to the test's
+    ``tmp_path``, so a failing sink never leaves spill files in the working directory.
+    The autouse reset shuts the pipeline down after the test.
+    """
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.spill_dir = tmp_path
+
+    def __call__(self, *sinks: asynctrack.Sink, **options: Any) -> None:
+        options.setdefault("spill_dir", self.spill_dir)
+        asynctrack.configure(sinks=list(sinks), **options)
+
+
+@pytest.fixture
+def configured(tmp_path: Path) -> Configure:
+    """
+    Configure asynctrack for this test (see :class:`Configure`).
+    """
+    return Configure(tmp_path)
 
 
 def _reset() -> None:

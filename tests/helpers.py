@@ -1,5 +1,6 @@
 """
-Sinks with injected faults, shared by the pipeline and reliability tests.
+Helpers shared by the tests: sinks with injected faults, waiting for a condition
+without sleeping as synchronisation, and the manual's pages.
 """
 
 from __future__ import annotations
@@ -7,8 +8,9 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import asynctrack
 from asynctrack import Log
@@ -75,6 +77,22 @@ class SlowSink(asynctrack.Sink):
         if self.delay:
             await asyncio.sleep(self.delay)
         self.count += len(logs)
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float, interval: float = 0.02) -> bool:
+    """
+    Poll ``predicate()`` until it is true or ``timeout`` seconds pass; return its last value.
+
+    The one place tests wait for something another thread does: use it (or an event)
+    instead of a hand-written ``deadline = time.monotonic()`` loop or a bare sleep. Poll
+    for the very thing the test then asserts (a counter, not only the logs it counts).
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value or time.monotonic() >= deadline:
+            return bool(value)
+        time.sleep(interval)
 
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"

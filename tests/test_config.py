@@ -17,7 +17,7 @@ import asynctrack
 from asynctrack import ConfigError, FileSink, Log, MemorySink, Sink, read_logs
 from asynctrack._config.configure import CONFIG_ENV, ENV_VARS, OPTIONS, resolve, validate
 
-from .helpers import config_docs
+from .helpers import config_docs, wait_for
 
 
 @pytest.fixture(autouse=True)
@@ -423,9 +423,8 @@ class TestReconfigure:
         try:
             for k in range(1, 7):
                 target = sum(produced) + 400
-                deadline = time.monotonic() + 30
-                while sum(produced) < target and time.monotonic() < deadline:
-                    time.sleep(0.005)
+                # The lambda runs within this iteration, so it sees this round's target.
+                wait_for(lambda: sum(produced) >= target, 30, interval=0.005)  # noqa: B023
                 # Configuration 4 keeps configuration 3's StrictSink instance.
                 configure(k, configs[-1][0] if k == 4 else None)
         finally:

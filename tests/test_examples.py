@@ -13,7 +13,6 @@ import socket
 import sqlite3
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
@@ -24,6 +23,8 @@ import pytest
 import asynctrack
 from asynctrack import Log
 from asynctrack.testing import capture
+
+from .helpers import wait_for
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
@@ -281,14 +282,13 @@ def free_port() -> int:
 
 
 def wait_until_up(client: httpx.Client, server: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
+    def up() -> bool:
         if server.poll() is not None:
             output = server.stdout.read().decode() if server.stdout else ""
             raise AssertionError(f"uvicorn exited early:\n{output}")
         try:
-            if client.get("/health").status_code == 200:
-                return
+            return client.get("/health").status_code == 200
         except httpx.TransportError:
-            time.sleep(0.1)
-    raise AssertionError("uvicorn did not start within 30 s")
+            return False
+
+    assert wait_for(up, 30, interval=0.1), "uvicorn did not start within 30 s"

@@ -203,6 +203,8 @@ class TestJoins:
         still joins the parent's log, and the log completes only when it ends.
         """
 
+        release = asyncio.Event()
+
         @tr.probe
         async def parent() -> asyncio.Task[str]:
             task = asyncio.get_running_loop().create_task(slow_child())
@@ -211,12 +213,13 @@ class TestJoins:
 
         @tr.probe
         async def slow_child() -> str:
-            await asyncio.sleep(0.05)
+            await release.wait()  # outlives the parent until the test releases it
             return "done"
 
         with capture() as logs:
             task = await parent()
             assert logs == []  # the child still runs: the log is not complete
+            release.set()
             await task
         assert len(logs) == 1
         (log,) = logs

@@ -21,6 +21,7 @@ import asynctrack
 from asynctrack import Call, Log, MemorySink, Tracker
 from asynctrack._core import calltree
 
+from .conftest import Configure
 from .helpers import docs_page
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -45,13 +46,13 @@ class InfoTracker(Tracker):
 
 
 class TestTrackerSubclass:
-    def test_extend_log_adds_info_in_the_completing_thread(self) -> None:
+    def test_extend_log_adds_info_in_the_completing_thread(self, configured: Configure) -> None:
         """
         extend_log runs once per completed log, in the thread that completed it, before
         hand-off: its info reaches the sink.
         """
         sink = MemorySink()
-        asynctrack.configure(sinks=[sink], tracker_class=InfoTracker)
+        configured(sink, tracker_class=InfoTracker)
         tr = asynctrack.get_tracker("shop")
         f = tr.probe(lambda: None)
         idents: list[int] = []
@@ -70,7 +71,7 @@ class TestTrackerSubclass:
         assert log.info["request_id"] == "req-7"
 
     @pytest.mark.anyio
-    async def test_extend_log_runs_in_the_completing_task(self) -> None:
+    async def test_extend_log_runs_in_the_completing_task(self, configured: Configure) -> None:
         """
         Under asyncio and trio, extend_log sees the context of the task that completed
         the log, and has run by the time the probed coroutine returns.
@@ -82,7 +83,7 @@ class TestTrackerSubclass:
             return log
 
         sink = MemorySink()
-        asynctrack.configure(sinks=[sink], tracker_class=InfoTracker, processors=[remember])
+        configured(sink, tracker_class=InfoTracker, processors=[remember])
         tr = asynctrack.get_tracker("shop")
 
         @tr.probe
@@ -101,13 +102,13 @@ class TestTrackerSubclass:
         await asynctrack.flush()
         assert sorted(log.info["request_id"] for log in sink.logs) == ["req-0", "req-1", "req-2"]
 
-    def test_filter_call_leaves_calls_out(self) -> None:
+    def test_filter_call_leaves_calls_out(self, configured: Configure) -> None:
         """
         Calls for which filter_call returns False are left out; the others keep their
         seq and depth, and extend_log sees the filtered log.
         """
         sink = MemorySink()
-        asynctrack.configure(sinks=[sink], tracker_class=InfoTracker)
+        configured(sink, tracker_class=InfoTracker)
         shop = asynctrack.get_tracker("shop")
         cache = asynctrack.get_tracker("shop.cache")
 
@@ -133,31 +134,31 @@ class TestTrackerSubclass:
         ]
         assert log.info["calls_seen"] == 2
 
-    def test_filtering_every_call_drops_the_log(self) -> None:
+    def test_filtering_every_call_drops_the_log(self, configured: Configure) -> None:
         """
         A log whose calls are all filtered out is dropped, and counted as dropped.
         """
         sink = MemorySink()
-        asynctrack.configure(sinks=[sink], tracker_class=InfoTracker)
+        configured(sink, tracker_class=InfoTracker)
         asynctrack.get_tracker("shop").probe(fname="cache_get")(lambda: None)()
         asynctrack.flush_sync()
         assert sink.logs == []
         assert asynctrack.stats().dropped == 1
 
-    def test_existing_trackers_switch_class(self) -> None:
+    def test_existing_trackers_switch_class(self, configured: Configure) -> None:
         """
         Trackers created before configure(tracker_class=...) become instances of it
         (probes hold them), and return to Tracker when the option is removed.
         """
         tr = asynctrack.get_tracker("early")
-        asynctrack.configure(sinks=[MemorySink()], tracker_class=InfoTracker)
+        configured(MemorySink(), tracker_class=InfoTracker)
         assert type(tr) is InfoTracker
         assert type(asynctrack.get_tracker("late")) is InfoTracker
-        asynctrack.configure(sinks=[MemorySink()])
+        configured(MemorySink())
         assert type(tr) is Tracker
 
     def test_hook_errors_are_counted_and_reported_once(
-        self, caplog: pytest.LogCaptureFixture
+        self, configured: Configure, caplog: pytest.LogCaptureFixture
     ) -> None:
         """
         An exception in extend_log or filter_call never reaches the application: it is
@@ -172,7 +173,7 @@ class TestTrackerSubclass:
                 raise ValueError("no filter today")
 
         sink = MemorySink()
-        asynctrack.configure(sinks=[sink], tracker_class=Broken)
+        configured(sink, tracker_class=Broken)
         f = asynctrack.get_tracker("shop").probe(lambda n: n)
         with caplog.at_level(logging.WARNING, logger="asynctrack"):
             assert [f(n) for n in range(3)] == [0, 1, 2]
@@ -184,18 +185,18 @@ class TestTrackerSubclass:
         assert sum("Broken.extend_log raised KeyError('host')" in m for m in messages) == 1
         assert sum("Broken.filter_call raised ValueError" in m for m in messages) == 1
 
-    def test_no_hook_costs_nothing(self) -> None:
+    def test_no_hook_costs_nothing(self, configured: Configure) -> None:
         """
         With neither hooks overridden nor processors, nothing runs at completion.
         """
-        asynctrack.configure(sinks=[MemorySink()])
+        configured(MemorySink())
         assert calltree._postprocess[0] is None
-        asynctrack.configure(sinks=[MemorySink()], tracker_class=InfoTracker)
+        configured(MemorySink(), tracker_class=InfoTracker)
         assert calltree._postprocess[0] is not None
 
 
 class TestProcessors:
-    def test_applied_in_order_and_altering(self) -> None:
+    def test_applied_in_order_and_altering(self, configured: Configure) -> None:
         """
         Processors run in order, each on the previous one's result; one may return a
         different Log.
@@ -212,13 +213,13 @@ class TestProcessors:
             return Log.from_dict(d)
 
         sink = MemorySink()
-        asynctrack.configure(sinks=[sink], processors=[first, second])
+        configured(sink, processors=[first, second])
         asynctrack.get_tracker("shop").probe(lambda: None)()
         asynctrack.flush_sync()
         (log,) = sink.logs
         assert log.info == {"order": ["first", "second"], "user": "anonymous"}
 
-    def test_returning_none_drops_and_counts(self) -> None:
+    def test_returning_none_drops_and_counts(self, configured: Configure) -> None:
         """
         A processor returning None drops the log (later processors do not see it);
         stats().dropped counts it.
@@ -233,7 +234,7 @@ class TestProcessors:
             return log
 
         sink = MemorySink()
-        asynctrack.configure(sinks=[sink], processors=[only_errors, record])
+        configured(sink, processors=[only_errors, record])
         tr = asynctrack.get_tracker("shop")
 
         @tr.probe
@@ -250,7 +251,9 @@ class TestProcessors:
         assert later == sink.logs
         assert asynctrack.stats().dropped == 2
 
-    def test_failing_processor_keeps_the_log(self, caplog: pytest.LogCaptureFixture) -> None:
+    def test_failing_processor_keeps_the_log(
+        self, configured: Configure, caplog: pytest.LogCaptureFixture
+    ) -> None:
         """
         A processor that raises, or returns something else than a Log, is skipped for
         that log: counted in hook_errors, reported once, the next processor still runs.
@@ -267,7 +270,7 @@ class TestProcessors:
             return log
 
         sink = MemorySink()
-        asynctrack.configure(sinks=[sink], processors=[boom, wrong, tag])
+        configured(sink, processors=[boom, wrong, tag])
         f = asynctrack.get_tracker("shop").probe(lambda: None)
         with caplog.at_level(logging.WARNING, logger="asynctrack"):
             f()

@@ -15,6 +15,8 @@ import asynctrack
 from asynctrack import ConfigError, MemorySink
 from asynctrack.sinks._logging import LoggingSink
 
+from .conftest import Configure
+
 
 class ListHandler(logging.Handler):
     """
@@ -66,7 +68,7 @@ def run_checkout(user: str | None = "alice", fail: bool = False) -> None:
 
 class TestLoggingSink:
     def test_one_record_per_log_with_the_log_in_extra(
-        self, activity: tuple[logging.Logger, ListHandler]
+        self, configured: Configure, activity: tuple[logging.Logger, ListHandler]
     ) -> None:
         """
         Each completed log becomes one record: readable message, the log dict as
@@ -74,7 +76,7 @@ class TestLoggingSink:
         """
         logger, handler = activity
         memory = MemorySink()
-        asynctrack.configure(sinks=[memory, LoggingSink(logger)])
+        configured(memory, LoggingSink(logger))
         run_checkout()
         run_checkout(user=None)
         asynctrack.flush_sync()
@@ -91,26 +93,28 @@ class TestLoggingSink:
         assert first.created == pytest.approx(ended, abs=1e-6)
 
     def test_failed_logs_use_error_level(
-        self, activity: tuple[logging.Logger, ListHandler]
+        self, configured: Configure, activity: tuple[logging.Logger, ListHandler]
     ) -> None:
         """
         A log whose root call failed is emitted at error_level, its error in the message.
         """
         logger, handler = activity
-        asynctrack.configure(sinks=[LoggingSink(logger, error_level="ERROR")])
+        configured(LoggingSink(logger, error_level="ERROR"))
         run_checkout()
         run_checkout(fail=True)
         asynctrack.flush_sync()
         assert [r.levelno for r in handler.records] == [logging.INFO, logging.ERROR]
         assert "error=LookupError: empty cart" in handler.records[1].getMessage()
 
-    def test_message_template(self, activity: tuple[logging.Logger, ListHandler]) -> None:
+    def test_message_template(
+        self, configured: Configure, activity: tuple[logging.Logger, ListHandler]
+    ) -> None:
         """
         A message template formats the documented fields, info entries included.
         """
         logger, handler = activity
         sink = LoggingSink(logger, message="{user} {function} {status} {calls} {info[tenant]}")
-        asynctrack.configure(sinks=[sink])
+        configured(sink)
         tr = asynctrack.get_tracker("shop")
 
         @tr.probe(fname="order")
@@ -123,14 +127,17 @@ class TestLoggingSink:
         assert handler.records[0].getMessage() == "bob order ok 1 3"
 
     def test_template_failing_on_a_log_falls_back(
-        self, activity: tuple[logging.Logger, ListHandler], caplog: pytest.LogCaptureFixture
+        self,
+        configured: Configure,
+        activity: tuple[logging.Logger, ListHandler],
+        caplog: pytest.LogCaptureFixture,
     ) -> None:
         """
         A template that fails on a log (a missing info key) falls back to the default
         message for it, reported once; the record is still emitted.
         """
         logger, handler = activity
-        asynctrack.configure(sinks=[LoggingSink(logger, message="{info[tenant]}")])
+        configured(LoggingSink(logger, message="{info[tenant]}"))
         with caplog.at_level(logging.WARNING, logger="asynctrack"):
             run_checkout()
             run_checkout()
@@ -150,7 +157,10 @@ class TestLoggingSink:
         assert LoggingSink("app", name="audit").name == "audit"
 
     def test_disabled_logger_is_reported(
-        self, activity: tuple[logging.Logger, ListHandler], caplog: pytest.LogCaptureFixture
+        self,
+        configured: Configure,
+        activity: tuple[logging.Logger, ListHandler],
+        caplog: pytest.LogCaptureFixture,
     ) -> None:
         """
         A logger that discards the sink's level is reported when the sink opens, with a
@@ -159,14 +169,17 @@ class TestLoggingSink:
         logger, handler = activity
         logger.setLevel(logging.WARNING)
         with caplog.at_level(logging.WARNING, logger="asynctrack"):
-            asynctrack.configure(sinks=[LoggingSink(logger)])
+            configured(LoggingSink(logger))
             run_checkout()
             asynctrack.flush_sync()
         assert handler.records == []
         assert any("discards INFO records" in r.getMessage() for r in caplog.records)
 
     def test_failing_handler_is_contained(
-        self, activity: tuple[logging.Logger, ListHandler], caplog: pytest.LogCaptureFixture
+        self,
+        configured: Configure,
+        activity: tuple[logging.Logger, ListHandler],
+        caplog: pytest.LogCaptureFixture,
     ) -> None:
         """
         A handler that raises does not make the sink fail or retry (which would repeat
@@ -185,7 +198,7 @@ class TestLoggingSink:
         logger.addHandler(exploding)
         try:
             with caplog.at_level(logging.WARNING, logger="asynctrack"):
-                asynctrack.configure(sinks=[LoggingSink(logger)])
+                configured(LoggingSink(logger))
                 run_checkout()
                 run_checkout()
                 asynctrack.flush_sync()
@@ -220,12 +233,14 @@ class TestLoggingSink:
         with pytest.raises(ConfigError, match=message.replace("{", r"\{").replace("}", r"\}")):
             LoggingSink(**kwargs)
 
-    def test_custom_extra_key(self, activity: tuple[logging.Logger, ListHandler]) -> None:
+    def test_custom_extra_key(
+        self, configured: Configure, activity: tuple[logging.Logger, ListHandler]
+    ) -> None:
         """
         extra_key names the record attribute holding the log dict.
         """
         logger, handler = activity
-        asynctrack.configure(sinks=[LoggingSink(logger, extra_key="track")])
+        configured(LoggingSink(logger, extra_key="track"))
         run_checkout()
         asynctrack.flush_sync()
         assert handler.records[0].track["info"] == {"user": "alice"}  # type: ignore[attr-defined]

@@ -21,7 +21,8 @@ import asynctrack
 from asynctrack import MemorySink
 from asynctrack.sinks import FileSink, read_logs
 
-from .helpers import FlakySink, SlowSink
+from .conftest import Configure
+from .helpers import FlakySink, SlowSink, wait_for
 
 tr = asynctrack.get_tracker("tests.pipeline")
 
@@ -47,12 +48,14 @@ def ids_in_file(path: Path) -> list[str]:
 
 
 class TestThroughput:
-    def test_threads_and_tasks_into_a_file_exactly_once(self, tmp_path: Path) -> None:
+    def test_threads_and_tasks_into_a_file_exactly_once(
+        self, configured: Configure, tmp_path: Path
+    ) -> None:
         """
         8 threads x 10,000 root calls + 1,000 concurrent tasks: every log written once.
         """
         path = tmp_path / "t.jsonl"
-        asynctrack.configure(sinks=[FileSink(path)], spill_dir=tmp_path)
+        configured(FileSink(path))
 
         def thread_body() -> None:
             for i in range(10_000):
@@ -80,12 +83,12 @@ class TestThroughput:
 
 class TestFlush:
     @pytest.mark.anyio
-    async def test_flush_under_asyncio_and_trio(self, tmp_path: Path) -> None:
+    async def test_flush_under_asyncio_and_trio(self, configured: Configure) -> None:
         """
         await flush() returns once everything completed before it is written.
         """
         sink = MemorySink()
-        asynctrack.configure(sinks=[sink], spill_dir=tmp_path, flush_interval=30)
+        configured(sink, flush_interval=30)
         for i in range(10):
             work(i)
         result = await asynctrack.flush()
@@ -93,12 +96,12 @@ class TestFlush:
         assert result.written == {"memory": 10} and result.spilled == 0 and result.dropped == 0
         assert await tr.flush(timeout=5) is not None
 
-    def test_flush_timeout_raises_and_loses_nothing(self, tmp_path: Path) -> None:
+    def test_flush_timeout_raises_and_loses_nothing(self, configured: Configure) -> None:
         """
         A flush that times out raises TimeoutError; the logs are written later.
         """
         sink = SlowSink(block=True)
-        asynctrack.configure(sinks=[sink], spill_dir=tmp_path, write_timeout=60)
+        configured(sink, write_timeout=60)
         for i in range(5):
             work(i)
         with pytest.raises(TimeoutError):
@@ -115,7 +118,7 @@ class TestFlush:
         with pytest.raises(ValueError, match="timeout"):
             asynctrack.flush_sync(timeout=-1)
 
-    def test_batches_are_bounded_and_timer_flushes(self, tmp_path: Path) -> None:
+    def test_batches_are_bounded_and_timer_flushes(self, configured: Configure) -> None:
         """
         Batches hold at most batch_size logs; a partial batch goes on the timer.
         """
@@ -127,23 +130,21 @@ class TestFlush:
                 await super().write(logs)
 
         sink = Recorder()
-        asynctrack.configure(sinks=[sink], batch_size=100, flush_interval=0.05, spill_dir=tmp_path)
+        configured(sink, batch_size=100, flush_interval=0.05)
         for i in range(250):
             work(i)
-        deadline = time.monotonic() + 5
-        while len(sink.logs) < 250 and time.monotonic() < deadline:
-            time.sleep(0.01)
+        wait_for(lambda: len(sink.logs) >= 250, 5)
         assert len(sink.logs) == 250
         assert max(sizes) <= 100
 
 
 class TestShutdown:
-    def test_shutdown_writes_open_logs_incomplete(self, tmp_path: Path) -> None:
+    def test_shutdown_writes_open_logs_incomplete(self, configured: Configure) -> None:
         """
         shutdown writes logs still open, marked complete=false, with running calls.
         """
         sink = MemorySink()
-        asynctrack.configure(sinks=[sink], spill_dir=tmp_path)
+        configured(sink)
         inside = threading.Event()
         release = threading.Event()
 
@@ -164,12 +165,12 @@ class TestShutdown:
         assert [c.status for c in log.calls] == ["running", "ok"]
         assert asynctrack.stats().dropped == 0
 
-    def test_shutdown_twice_and_probes_after(self, tmp_path: Path) -> None:
+    def test_shutdown_twice_and_probes_after(self, configured: Configure) -> None:
         """
         Later shutdowns are no-ops; probes after shutdown work and record nothing.
         """
         sink = MemorySink()
-        asynctrack.configure(sinks=[sink], spill_dir=tmp_path)
+        configured(sink)
         work(1)
         assert asynctrack.shutdown_sync() is True
         assert asynctrack.shutdown_sync() is True
@@ -187,15 +188,15 @@ class TestShutdown:
         assert len(sink.logs) == 1
         await asynctrack.shutdown()  # no-op after the context exited
 
-    def test_reconfigure_swaps_sinks_without_loss(self, tmp_path: Path) -> None:
+    def test_reconfigure_swaps_sinks_without_loss(self, configured: Configure) -> None:
         """
         configure again: old sinks get everything before, new sinks everything after.
         """
         a, b = MemorySink("a"), MemorySink("b")
-        asynctrack.configure(sinks=[a], spill_dir=tmp_path)
+        configured(a)
         for i in range(100):
             work(i)
-        asynctrack.configure(sinks=[b], spill_dir=tmp_path)
+        configured(b)
         for i in range(50):
             work(i)
         asynctrack.flush_sync()
@@ -209,19 +210,14 @@ async def awork_any(n: int) -> int:
 
 
 class TestOutages:
-    def test_sink_failing_then_recovering_loses_nothing(self, tmp_path: Path) -> None:
+    def test_sink_failing_then_recovering_loses_nothing(
+        self, configured: Configure, tmp_path: Path
+    ) -> None:
         """
         A sink failing for a while: logs are spilled, replayed in order, none lost.
         """
         sink = FlakySink(fail_for=0.6)
-        asynctrack.configure(
-            sinks=[sink],
-            spill_dir=tmp_path,
-            batch_size=50,
-            flush_interval=0.02,
-            max_backoff=0.1,
-            retry_attempts=2,
-        )
+        configured(sink, batch_size=50, flush_interval=0.02, max_backoff=0.1, retry_attempts=2)
         expected = []
         for i in range(2000):
             work(i)
@@ -230,12 +226,13 @@ class TestOutages:
         asynctrack.flush_sync(timeout=10)
         # The worker counts a replayed batch once its write has returned: wait for the
         # counter too, not only for the logs to arrive.
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
+
+        def replayed_all() -> bool:
             st = asynctrack.stats()
-            if len(sink.ids) >= 2000 and st.replayed == st.spilled:
-                break
-            time.sleep(0.05)
+            return len(sink.ids) >= 2000 and st.replayed == st.spilled
+
+        wait_for(replayed_all, 10)
+        st = asynctrack.stats()
         assert len(sink.ids) == 2000 and len(set(sink.ids)) == 2000
         assert sink.ids == sorted(sink.ids), "replay must keep the order"
         assert st.spilled > 0 and st.replayed == st.spilled and st.failed > 0
@@ -243,14 +240,16 @@ class TestOutages:
         assert not list(tmp_path.glob("*.spill.jsonl")), "the spill file is removed after replay"
         del expected
 
-    def test_sink_that_never_recovers_ends_in_spill_file(self, tmp_path: Path) -> None:
+    def test_sink_that_never_recovers_ends_in_spill_file(
+        self, configured: Configure, tmp_path: Path
+    ) -> None:
         """
         A dead sink: everything ends in its spill file and stats() says so; the next
         run replays it.
         """
         dead = FlakySink("db")
         dead.failing.set()
-        asynctrack.configure(sinks=[dead], spill_dir=tmp_path, retry_attempts=1, max_backoff=0.05)
+        configured(dead, retry_attempts=1, max_backoff=0.05)
         for i in range(300):
             work(i)
         result = asynctrack.flush_sync(timeout=None)  # returns once on disk
@@ -263,36 +262,30 @@ class TestOutages:
         assert stat.S_IMODE(spill.stat().st_mode) == 0o600
         # next start of the program: the same sink recovers and the file is replayed
         alive = FlakySink("db")
-        asynctrack.configure(sinks=[alive], spill_dir=tmp_path)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            if len(alive.ids) >= 300 and asynctrack.stats().replayed >= 300:
-                break
-            time.sleep(0.05)
+        configured(alive)
+        wait_for(lambda: len(alive.ids) >= 300 and asynctrack.stats().replayed >= 300, 10)
         assert len(alive.ids) == 300
         assert asynctrack.stats().replayed == 300
 
-    def test_one_failing_sink_does_not_hold_back_another(self, tmp_path: Path) -> None:
+    def test_one_failing_sink_does_not_hold_back_another(self, configured: Configure) -> None:
         """
         A dead sink and a healthy one: the healthy one gets everything promptly.
         """
         dead = FlakySink("dead")
         dead.failing.set()
         good = MemorySink("good")
-        asynctrack.configure(sinks=[dead, good], spill_dir=tmp_path, retry_attempts=50)
+        configured(dead, good, retry_attempts=50)
         for i in range(100):
             work(i)
-        deadline = time.monotonic() + 3
-        while len(good.logs) < 100 and time.monotonic() < deadline:
-            time.sleep(0.02)
+        wait_for(lambda: len(good.logs) >= 100, 3)
         assert len(good.logs) == 100
 
-    def test_poison_log_goes_to_dead_letters(self, tmp_path: Path) -> None:
+    def test_poison_log_goes_to_dead_letters(self, configured: Configure, tmp_path: Path) -> None:
         """
         One log that always fails is set aside; the other 499 are written.
         """
         sink = FlakySink("p")
-        asynctrack.configure(sinks=[sink], spill_dir=tmp_path, retry_attempts=1, max_backoff=0.01)
+        configured(sink, retry_attempts=1, max_backoff=0.01)
         from asynctrack.testing import capture
 
         with capture() as logs:
@@ -307,18 +300,12 @@ class TestOutages:
 
 
 class TestOverflow:
-    def test_drop_counts_exactly_and_memory_stays_bounded(self, tmp_path: Path) -> None:
+    def test_drop_counts_exactly_and_memory_stays_bounded(self, configured: Configure) -> None:
         """
         A blocked sink, a queue of 1,000 and 10,000 logs: exactly 9,000 drops, no wait.
         """
         sink = SlowSink(block=True)
-        asynctrack.configure(
-            sinks=[sink],
-            spill_dir=tmp_path,
-            max_queue=1000,
-            flush_interval=60,
-            batch_size=10_000,
-        )
+        configured(sink, max_queue=1000, flush_interval=60, batch_size=10_000)
         for i in range(10_000):
             work(i)
         st = asynctrack.stats()
@@ -327,19 +314,12 @@ class TestOverflow:
         asynctrack.flush_sync(timeout=10)
         assert sink.count == 1000
 
-    def test_block_policy_drops_nothing(self, tmp_path: Path) -> None:
+    def test_block_policy_drops_nothing(self, configured: Configure) -> None:
         """
         on_full="block" makes producers wait for room: zero drops.
         """
         sink = SlowSink(delay=0.001)
-        asynctrack.configure(
-            sinks=[sink],
-            spill_dir=tmp_path,
-            max_queue=100,
-            batch_size=50,
-            on_full="block",
-            block_timeout=30,
-        )
+        configured(sink, max_queue=100, batch_size=50, on_full="block", block_timeout=30)
         for i in range(3000):
             work(i)
         asynctrack.flush_sync(timeout=30)
@@ -347,18 +327,14 @@ class TestOverflow:
 
 
 class TestFileSink:
-    def test_rotation_permissions_and_reader(self, tmp_path: Path) -> None:
+    def test_rotation_permissions_and_reader(self, configured: Configure, tmp_path: Path) -> None:
         """
         Files are 0600 in 0700 directories, rotate by size, and read back oldest first.
         """
         old = os.umask(0o022)
         try:
             path = tmp_path / "sub" / "t.jsonl"
-            asynctrack.configure(
-                sinks=[FileSink(path, max_bytes=20_000, backup_count=3)],
-                spill_dir=tmp_path,
-                batch_size=20,
-            )
+            configured(FileSink(path, max_bytes=20_000, backup_count=3), batch_size=20)
             for i in range(400):
                 work(i)
                 if i % 20 == 0:
@@ -374,12 +350,14 @@ class TestFileSink:
         params = [log.calls[0].params["n"] for log in read_logs(path)]
         assert params == sorted(params) and params[-1] == 399
 
-    def test_torn_last_line_is_skipped_and_reported(self, tmp_path: Path) -> None:
+    def test_torn_last_line_is_skipped_and_reported(
+        self, configured: Configure, tmp_path: Path
+    ) -> None:
         """
         read_logs skips a torn last line and reports it.
         """
         path = tmp_path / "t.jsonl"
-        asynctrack.configure(sinks=[FileSink(path)], spill_dir=tmp_path)
+        configured(FileSink(path))
         work(1)
         work(2)
         asynctrack.flush_sync()

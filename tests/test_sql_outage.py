@@ -21,7 +21,7 @@ from asynctrack._core.encode import decode_line
 from asynctrack.sinks._sql.sink import SQLSink
 from asynctrack.testing import capture
 
-from .helpers import drop_tables
+from .helpers import drop_tables, wait_for
 from .reliability._support import ALLOW_SERVER_STOP, pg_accepting, pg_cluster
 
 
@@ -81,11 +81,8 @@ class TestPostgresRestart:
                         stopped = False
             flushed = asynctrack.flush_sync(timeout=60)
             # Spilled logs are replayed in the background once the server is back.
-            deadline = time.monotonic() + 60
+            wait_for(lambda: (st := asynctrack.stats()).replayed >= st.spilled, 60, 0.1)
             stats = asynctrack.stats()
-            while stats.replayed < stats.spilled and time.monotonic() < deadline:
-                time.sleep(0.1)
-                stats = asynctrack.stats()
         finally:
             if stopped or not pg_accepting():
                 pg_cluster("start")

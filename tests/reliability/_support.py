@@ -21,6 +21,9 @@ from typing import Any
 
 import pytest
 
+# Re-exported: the reliability tests call s.wait_for.
+from ..helpers import wait_for as wait_for
+
 #: Stopping a shared database server is opt-in (other engineers' tests may use it).
 ALLOW_SERVER_STOP = (
     os.environ.get("ASYNCTRACK_REQUIRE_SERVERS") == "1"
@@ -78,6 +81,14 @@ PRELUDE = textwrap.dedent(
 
     def emit(text):
         print(text, flush=True)
+
+
+    def wait_for(predicate, timeout, interval=0.02):
+        """Poll predicate() until true or timeout seconds pass; return its last value."""
+        deadline = time.monotonic() + timeout
+        while not (value := predicate()) and time.monotonic() < deadline:
+            time.sleep(interval)
+        return bool(value)
     '''
 )
 
@@ -263,18 +274,6 @@ def need_server_stop() -> None:
     """
     if not ALLOW_SERVER_STOP:
         pytest.skip("stopping a database server needs ASYNCTRACK_ALLOW_SERVER_STOP=1")
-
-
-def wait_for(predicate: Any, timeout: float, interval: float = 0.02) -> bool:
-    """
-    Poll ``predicate()`` until it is true or ``timeout`` seconds pass; return its last value.
-    """
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value or time.monotonic() >= deadline:
-            return bool(value)
-        time.sleep(interval)
 
 
 def lines_of(path: Path) -> Sequence[str]:

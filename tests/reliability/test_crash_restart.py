@@ -37,9 +37,7 @@ while True:  # keep producing (and spilling) until killed
 RESTART = """
 spill, out = Path(sys.argv[1]), Path(sys.argv[2])
 asynctrack.configure(sinks=[FileNamed(out, "db")], spill_dir=spill, batch_size=500)
-deadline = time.monotonic() + 60
-while list(spill.glob("*.spill.jsonl")) and time.monotonic() < deadline:
-    time.sleep(0.02)
+wait_for(lambda: not list(spill.glob("*.spill.jsonl")), 60)
 asynctrack.shutdown_sync(timeout=10)
 emit("done " + json.dumps(asynctrack.stats()._asdict()))
 """
@@ -48,11 +46,14 @@ SQL_RESTART = """
 spill, db = Path(sys.argv[1]), sys.argv[2]
 sink = asynctrack.SQLSink(f"sqlite+aiosqlite:///{db}", name="db")
 asynctrack.configure(sinks=[sink], spill_dir=spill, batch_size=100)
-deadline = time.monotonic() + 60
-while list(spill.glob("*.spill.jsonl")) and time.monotonic() < deadline:
-    if asynctrack.stats().replayed >= 300:
-        emit("replaying")
-    time.sleep(0.005)
+def spilled():
+    return list(spill.glob("*.spill.jsonl"))
+
+
+wait_for(lambda: asynctrack.stats().replayed >= 300 or not spilled(), 60, interval=0.005)
+if spilled():
+    emit("replaying")  # the first run is killed now, in the middle of the replay
+wait_for(lambda: not spilled(), 60)
 asynctrack.shutdown_sync(timeout=10)
 emit("done " + json.dumps(asynctrack.stats()._asdict()))
 """

@@ -73,12 +73,14 @@ with capture() as logs:
             emit("running")
 produced = clock() - t_start
 asynctrack.flush_sync(timeout=120)
-deadline = time.monotonic() + 120
-while time.monotonic() < deadline:
+
+
+def replayed_all():
     st = asynctrack.stats()
-    if not list(spill.glob("*.spill.jsonl")) and st.replayed == st.spilled:
-        break
-    time.sleep(0.05)
+    return not list(spill.glob("*.spill.jsonl")) and st.replayed == st.spilled
+
+
+wait_for(replayed_all, 120, interval=0.05)
 left = [p.name for p in spill.glob("*.spill.jsonl")]
 asynctrack.shutdown_sync(timeout=30)
 (marks / "ids.txt").write_text("\\n".join(log.id for log in logs))

@@ -67,16 +67,15 @@ class Load:
 
 
 def wait_until_up(port: int, server: subprocess.Popen[str]) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
+    def up() -> bool:
         if server.poll() is not None:
             raise AssertionError(f"the server exited early: {server.communicate()[1][-3000:]}")
         try:
-            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
-                return
+            return httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200
         except httpx.HTTPError:
-            time.sleep(0.1)
-    raise AssertionError("the server did not start within 60 s")
+            return False
+
+    assert s.wait_for(up, 60, interval=0.1), "the server did not start within 60 s"
 
 
 def run_under_load(cmd: list[str], port: int, db: Path) -> tuple[list[tuple[str, int]], float]:
