@@ -24,7 +24,7 @@ asynctrack.configure(
 )
 for i in range(int(sys.argv[2])):
     work(i)
-asynctrack.flush_sync(timeout=30)
+asynctrack.flush_sync(timeout=None)  # returns once everything is spilled
 emit("spilled " + json.dumps(asynctrack.stats()._asdict()))
 i = 0
 while True:  # keep producing (and spilling) until killed

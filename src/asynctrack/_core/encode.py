@@ -319,8 +319,22 @@ def decode_line(line: bytes | str) -> Log:
     Parse one JSON line into a :class:`Log`.
 
     Raises:
-        ValueError: the line is not a JSON log record.
+        ValueError: the line is not a JSON log record. This is the only exception:
+            whatever else decoding one line raises (``OverflowError`` for ``1e999``,
+            ``RecursionError`` for deep nesting, a ``TypeError`` for a field of the
+            wrong type) becomes a ``ValueError``, so a reader that skips bad lines
+            never stops on one (#14).
     """
+    try:
+        return _decode_line(line)
+    except ValueError:
+        raise
+    except Exception as exc:
+        text = f"{type(exc).__name__}: {exc}"
+        raise ValueError(f"not a log record: {text[:200]}") from None
+
+
+def _decode_line(line: bytes | str) -> Log:
     try:
         data = line.encode("utf-8", "surrogatepass") if isinstance(line, str) else line
         if _LONG_DIGITS.search(data):
@@ -330,5 +344,7 @@ def decode_line(line: bytes | str) -> Log:
         try:  # orjson refuses escaped lone surrogates that other writers may produce
             obj = json.loads(line)
         except ValueError as exc:
-            raise ValueError(f"not valid JSON: {exc}") from None
+            raise ValueError(f"not valid JSON: {str(exc)[:200]}") from None
+    if type(obj) is not dict:
+        raise ValueError("not a log record: not a JSON object")
     return Log.from_dict(obj)

@@ -106,6 +106,8 @@ class SpillFile:
             backlog = self._adopt(path)
             if backlog is not None:
                 self._backlogs.append(backlog)
+                if backlog.size() <= backlog.offset:
+                    self._finish(backlog)  # nothing left to replay: remove it now
 
     def _adopt(self, path: Path) -> _Backlog | None:
         try:
@@ -194,7 +196,7 @@ class SpillFile:
                         continue
                     try:
                         logs.append(decode_line(line))
-                    except ValueError:
+                    except Exception:  # any failure skips the line, never the replay
                         self.corrupt += 1
                 if not logs and offset > backlog.offset:
                     self.commit(offset)

@@ -437,7 +437,7 @@ class SinkWorker:
             report(
                 f"corrupt:{self.name}",
                 f"asynctrack: skipped {self.spill.corrupt} unreadable lines of a spill file "
-                "(a torn line left by a crash)",
+                "(a torn line left by a crash, or a damaged file)",
             )
             self.spill.corrupt = 0
 

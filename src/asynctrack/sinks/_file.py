@@ -214,7 +214,7 @@ def read_logs(
                     continue
                 try:
                     log = decode_line(line)
-                except ValueError as exc:
+                except Exception as exc:  # any failure skips the line (#14)
                     message = f"line {number} skipped: {exc}"
                     if on_error is not None:
                         on_error(file, number, message)

@@ -21,6 +21,7 @@ from typing import IO, Any
 
 import orjson
 
+from asynctrack._core.encode import decode_line
 from asynctrack._core.records import Log
 from asynctrack.cli.stats.model import (
     FunctionRow,
@@ -337,7 +338,9 @@ def _scan(part: _Part) -> _Figures:
                     accs[function].errors += 1
                     n_errors += 1
             info = obj.get("info") if by is not None else None
-        except (ValueError, KeyError, TypeError, AttributeError):
+        except Exception:
+            # Any failure to read one line (OverflowError for a duration of 2**63,
+            # RecursionError, a field of the wrong type) skips and counts it (#14).
             _rollback(obj if done else None, done, accs, scratch)
             if line.strip():
                 out.bad += 1
@@ -414,7 +417,7 @@ def select_file_logs(source: str, selection: LogSelection, warn: Warn) -> list[L
                 started = _canonical(obj["started_at"])
                 ident = str(obj["id"])
                 info = obj.get("info")
-            except (ValueError, KeyError, TypeError, AttributeError):
+            except Exception:  # any failure skips and counts the line (#14)
                 skipped.bad(line, lineno)
                 continue
             if selection.user is not None:
@@ -437,7 +440,8 @@ def select_file_logs(source: str, selection: LogSelection, warn: Warn) -> list[L
 
 
 def _decode(line: bytes) -> Log | None:
+    # decode_line keeps ints beyond 64 bits exact and raises only ValueError.
     try:
-        return Log.from_dict(orjson.loads(line))
-    except ValueError:
+        return decode_line(line)
+    except Exception:
         return None
