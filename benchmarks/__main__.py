@@ -33,6 +33,7 @@ GROUPS: tuple[tuple[str, str, str], ...] = (
     ("pipeline", "bench_pipeline", "hand-off, sink throughput, dispatcher CPU, memory"),
     ("sql", "bench_sql", "SQLSink rows/s vs raw sqlite3.executemany"),
     ("stats", "bench_stats", "statistics queries"),
+    ("report", "bench_report", "HTML report next to stats"),
     ("asgi", "bench_asgi", "ASGI app, tracking off vs on"),
 )
 GROUP_TIMEOUT_S = 1200.0
