@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import datetime as dt
+import itertools
 import json
 import re
 from collections.abc import Iterator
@@ -286,10 +287,24 @@ class TestSeries:
             assert mine.percentiles(PERCENTILES) == theirs.percentiles(PERCENTILES)
 
     def test_step_covers_any_span_in_bounded_points(self) -> None:
-        """The chosen step shows any span up to ~40 years in at most MAX_POINTS buckets."""
-        for span in (0, 1, 59, 3_600, 86_400, 31 * 86_400, 365 * 86_400):
+        """Any span a datetime can hold (year 1 to 9999) fits in at most MAX_POINTS buckets."""
+        years = dt.datetime(9999, 12, 31, tzinfo=dt.UTC) - dt.datetime(1, 1, 1, tzinfo=dt.UTC)
+        for span in (0, 1, 59, 3_600, 86_400, 365 * 86_400, int(years.total_seconds())):
             step = step_for(span + 1)
-            assert (span + 1) / step < _model.MAX_POINTS or step == STEPS[-1]
+            assert (span + 1) / step + 1 < _model.MAX_POINTS
+        for narrow, wide in itertools.pairwise(STEPS):
+            assert wide % narrow == 0
+
+    def test_far_apart_logs_give_a_short_axis(self, tmp_path: Path) -> None:
+        """A log dated in year 1 beside one of today still gives a bounded page."""
+        lines = encode_logs(make_logs(2)).splitlines(keepends=True)
+        first = json.loads(lines[0])
+        first["started_at"] = "0001-01-01T00:00:00.000000+00:00"
+        path = tmp_path / "far.jsonl"
+        path.write_bytes(json.dumps(first).encode() + b"\n" + lines[1])
+        data = build_report(str(path), query(), warnings()[1])
+        assert len(data["series"]["t"]) <= _model.MAX_POINTS
+        assert sum(data["series"]["requests"]) == 2
 
 
 class TestSafety:

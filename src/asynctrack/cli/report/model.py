@@ -32,8 +32,11 @@ __all__ = [
 ]
 
 #: Bucket widths in seconds; each divides the next, so buckets merge exactly.
+#: The widest are 4, 52, 520 and 5,200 weeks: a log dated in year 1 beside one of today
+#: (a clock gone wrong, a hand-edited file) still gives a short time axis.
 STEPS: tuple[int, ...] = (
     1, 2, 10, 30, 60, 300, 900, 1800, 3600, 10800, 21600, 43200, 86400, 604800,
+    2419200, 31449600, 314496000, 3144960000,
 )  # fmt: skip
 #: Time buckets on the page, at most.
 MAX_POINTS = 150
