@@ -20,12 +20,18 @@
   }
   function clear(node) { while (node.firstChild) node.removeChild(node.firstChild); }
   function num(n) { return n === null || n === undefined ? "–" : Number(n).toLocaleString("en-US"); }
+  var UNITS = [[1e3, 1, " µs"], [1e6, 1e3, " ms"], [6e7, 1e6, " s"], [3.6e9, 6e7, " min"],
+    [8.64e10, 3.6e9, " h"], [Infinity, 8.64e10, " d"]];
   function dur(us) {
     if (us === null || us === undefined) return "–";
     if (us < 1000) return Math.round(us) + " µs";
-    if (us < 1e6) return (us / 1000).toPrecision(3) + " ms";
-    if (us < 6e7) return (us / 1e6).toPrecision(3) + " s";
-    return (us / 6e7).toPrecision(3) + " min";
+    for (var i = 1; i < UNITS.length; i++) {
+      if (Math.abs(us) < UNITS[i][0]) {
+        var v = us / UNITS[i][1];
+        return (Math.abs(v) >= 100 ? String(Math.round(v)) : v.toPrecision(3)) + UNITS[i][2];
+      }
+    }
+    return String(us);
   }
   function pct(part, whole) { return whole ? (100 * part / whole).toFixed(2) + " %" : "–"; }
   function utc(seconds) {
@@ -120,7 +126,7 @@
       scales: { x: { time: true }, y: { range: fromZero } },
       axes: [axisStyle({}), durAxis(3, "y")],
       series: [{}].concat(P.map(function (p, i) {
-        return { label: "p" + p, stroke: colors[i % 3], width: 1.5,
+        return { label: "p" + p, stroke: colors[i % 3], width: 1.5, spanGaps: true,
           value: function (u, v) { return dur(v); } };
       }))
     }, [S.t].concat(S.p));
@@ -211,8 +217,8 @@
       axes: [axisStyle({}), axisStyle({ size: 56 }), durAxis(1, "us")],
       series: [{}, { label: "calls", fill: css("--bar"), stroke: css("--c1"), width: 0,
         paths: uPlot.paths.bars({ size: [0.8, 40] }) },
-        { label: "avg", scale: "us", stroke: css("--c4"), width: 1.5, value: function (u, v) { return dur(v); } },
-        { label: "max", scale: "us", stroke: css("--c2"), width: 1.5, value: function (u, v) { return dur(v); } }]
+        { label: "avg", scale: "us", stroke: css("--c4"), width: 1.5, spanGaps: true, value: function (u, v) { return dur(v); } },
+        { label: "max", scale: "us", stroke: css("--c2"), width: 1.5, spanGaps: true, value: function (u, v) { return dur(v); } }]
     }, [S.t, s.calls, s.avg, s.max]);
     table(node, ["bucket start (UTC)", "calls", "errors", "avg", "max"], S.t.map(function (t, i) {
       return [utc(t), num(s.calls[i]), num(s.errors[i]), dur(s.avg[i]), dur(s.max[i])];
