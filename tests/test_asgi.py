@@ -248,7 +248,8 @@ class TestRequests:
     async def test_route_templates_for_mounts_routers_and_unmatched_paths(self) -> None:
         """
         Mounted routes get the mount's prefix, FastAPI routers their prefix; a path no
-        route matched is recorded as the raw path; a 404 is still one log.
+        route matched is named ``GET <unmatched>`` with the path in info; a 404 is
+        still one log.
         """
         with capture() as logs:
             async with client(starlette_app()) as c:
@@ -261,10 +262,11 @@ class TestRequests:
         assert names == [
             "GET /api/items/{item_id}",
             "GET /static-ish/{rest}",
-            "GET /nowhere",
+            "GET <unmatched>",
             "GET /api/v1/users/{user_id}",
         ]
         assert logs[2].info["status"] == 404
+        assert logs[2].info["path"] == "/nowhere"
 
     @pytest.mark.anyio
     async def test_mounted_static_files_use_the_mount_template(self, tmp_path: Any) -> None:
@@ -484,8 +486,8 @@ class TestRequests:
     async def test_plain_asgi_app_and_messages_pass_unchanged(self) -> None:
         """
         A bare ASGI app: every message reaches the server as the same object, in
-        order and at once (nothing buffered), and the root call is named after the
-        raw path.
+        order and at once (nothing buffered); with no route to name it after, the
+        root call is ``POST <unmatched>`` and the path is kept in info.
         """
         sent: list[Message] = []
         start: Message = {"type": "http.response.start", "status": 201, "headers": [(b"x-a", b"1")]}
@@ -513,7 +515,7 @@ class TestRequests:
         assert sent == [start, *parts]
         assert all(a is b for a, b in zip(sent, [start, *parts], strict=True))
         log = only(logs)
-        assert log.calls[0].function == "POST /plain"
+        assert log.calls[0].function == "POST <unmatched>"
         assert log.info == {"method": "POST", "path": "/plain", "status": 201}
 
     @pytest.mark.anyio

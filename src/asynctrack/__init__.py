@@ -15,7 +15,7 @@ from asynctrack._core.calltree import add_data, add_info, info, propagate
 from asynctrack._core.levels import DEBUG, DEFAULT, INFO, NONE, Level
 from asynctrack._core.records import Call, Log
 from asynctrack._core.tracker import CallScope, Tracker, get_tracker
-from asynctrack._core.values import represent
+from asynctrack._core.values import is_redacted, represent
 from asynctrack._delivery.counters import FlushResult, Stats
 from asynctrack._delivery.pipeline import (
     flush,
@@ -63,6 +63,7 @@ __all__ = [
     "get_tracker",
     "info",
     "install_signal_handlers",
+    "is_redacted",
     "propagate",
     "read_logs",
     "represent",

@@ -108,6 +108,12 @@ def set_limits(limits: Limits) -> None:
 def is_redacted(name: str) -> bool:
     """
     Return True when ``name`` contains an entry of the redaction list (case-insensitive).
+
+    Values recorded under such a name (a parameter, an info or data key, a nested dict
+    key) are written as ``"[REDACTED]"``; integrations use it for names of their own,
+    such as the path parameters of a web route.
+
+    .. versionadded:: 0.2
     """
     hit = _REDACT_CACHE.get(name)
     if hit is None:

@@ -18,6 +18,7 @@ and probed handlers called beneath it join that log.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
 from typing import Any
 from urllib.parse import parse_qsl
@@ -33,6 +34,18 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 InfoHook = Callable[[Scope], Mapping[str, Any] | None]
+RouteHook = Callable[[Scope], str | None]
+
+#: The name of a request no route matched: one per method, however many paths (#15).
+UNMATCHED = "<unmatched>"
+#: The name of a request not routed yet (seen only in a log written incomplete).
+PENDING = "<pending>"
+REDACTED = "[REDACTED]"
+#: Methods named as they are; any other (a client can send any token) is ``OTHER``.
+_METHODS = frozenset(
+    {"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE", "WEBSOCKET"}
+)
+_PLACEHOLDER = re.compile(r"\{([^{}:]+)(?::[^{}]*)?\}")
 
 _logger = logging.getLogger("asynctrack")
 
@@ -42,13 +55,22 @@ class TrackMiddleware:
     Record each HTTP request and each websocket session as one log.
 
     The root call is named after the method and the route template when the framework
-    exposes it (Starlette and FastAPI put the matched route in ``scope["route"]``),
-    e.g. ``"GET /items/{item_id}"``, else after the raw path; websocket sessions are
-    named ``"WEBSOCKET /path"``. Its params hold the query string (``{"query": {...}}``,
-    parsed, so names like ``token`` are redacted), never the body. The log's info gets
-    ``method``, ``path``, ``status`` (the response status; 500 when the application
-    raised before responding; 101 for an accepted websocket) and ``client`` (the
-    client's host), plus whatever ``info(scope)`` returns.
+    exposes it (Starlette and FastAPI put the matched route in ``scope["route"]``; the
+    ``route`` hook covers other frameworks), e.g. ``"GET /items/{item_id}"``; a request
+    no route matched is named ``"GET <unmatched>"`` — one bounded name per method, never
+    the raw path, which can carry ids or tokens and is unbounded. Websocket sessions are
+    named ``"WEBSOCKET /ws/{room}"``. Methods other than the standard ones are named
+    ``OTHER``.
+
+    The log's info gets ``method``, ``path`` (the request's path, in which the values of
+    path parameters whose names are on the redaction list are ``[REDACTED]``:
+    ``/reset-password/[REDACTED]``), ``status`` (the response status; 500 when the
+    application raised before responding; 101 for an accepted websocket) and
+    ``client`` (the client's host), plus whatever ``info(scope)`` returns. The path is
+    recorded once the request is routed (at its first message, or when it ends), so it
+    is never written before its secrets are known. The root call's params hold the
+    query string parsed (``{"query": {...}}``), so the values of names such as ``token``
+    are redacted like any parameter; never the body.
 
     An exception from the application marks the root call ``status="error"`` and
     propagates unchanged; a client disconnect before the response ended is recorded as
@@ -60,20 +82,25 @@ class TrackMiddleware:
         tracker: the tracker (or its name) recording the root calls; its level
             threshold applies like any probe's.
         exclude_paths: paths not to track, exact (``"/health"``) or as prefixes ending
-            in ``*`` (``"/static/*"``). Probed calls made while serving them record
-            nothing either (the request runs as a ``NONE`` call, which silences its
-            subtree).
+            in ``*`` (``"/static/*"``), relative to the application: under a server's
+            ``root_path`` (``uvicorn --root-path /api``) ``"/health"`` matches
+            ``/api/health``. Probed calls made while serving them record nothing either
+            (the request runs as a ``NONE`` call, which silences its subtree).
         info: a hook ``info(scope) -> dict`` called once per request after the
             application returned (so it sees what inner middleware put in the scope,
             such as ``scope["user"]``); its items are added to the log's info. An
             exception in the hook is counted in :attr:`info_errors`, reported once
             on the ``asynctrack`` logger, and never reaches the application.
         level: the level of the root call (``DEFAULT``).
+        route: a hook ``route(scope) -> str | None`` returning the route template of a
+            request, for frameworks that do not put the matched route in
+            ``scope["route"]``; ``None`` means no route matched. An exception in it is
+            counted in :attr:`info_errors`.
 
     Raises:
         TypeError: ``app`` is not callable, ``tracker`` is neither a str nor a
-            ``Tracker``, ``exclude_paths`` is not a list of str, ``info`` is not
-            callable, or ``level`` has a wrong type.
+            ``Tracker``, ``exclude_paths`` is not a list of str, ``info`` or
+            ``route`` is not callable, or ``level`` has a wrong type.
         ValueError: an ``exclude_paths`` entry does not start with ``/`` or has a
             ``*`` elsewhere than at its end, or ``level`` is unknown.
 
@@ -93,6 +120,7 @@ class TrackMiddleware:
         exclude_paths: Iterable[str] = (),
         info: InfoHook | None = None,
         level: int | str = DEFAULT,
+        route: RouteHook | None = None,
     ) -> None:
         if not callable(app):
             raise TypeError(f"TrackMiddleware(): app must be an ASGI application, not {app!r}")
@@ -107,6 +135,10 @@ class TrackMiddleware:
             raise TypeError(
                 f"TrackMiddleware(): info must be a callable(scope) -> dict, not {info!r}"
             )
+        if route is not None and not callable(route):
+            raise TypeError(
+                f"TrackMiddleware(): route must be a callable(scope) -> str | None, not {route!r}"
+            )
         try:
             tracker.call("TrackMiddleware", level=level)
         except (TypeError, ValueError) as exc:
@@ -116,7 +148,8 @@ class TrackMiddleware:
         self.level = level
         self._exact, self._prefixes = _parse_excludes(exclude_paths)
         self._info = info
-        #: How many times the ``info`` hook raised or returned something unusable.
+        self._route = route
+        #: How many times the ``info`` or ``route`` hook raised or returned something unusable.
         self.info_errors = 0
         #: How many times the middleware's own bookkeeping failed (never raised).
         self.internal_errors = 0
@@ -135,28 +168,32 @@ class TrackMiddleware:
         if kind != "http":
             await self.app(scope, receive, send)
             return
-        path: str = scope.get("path", "")
-        if self._excluded(path):
+        if self._excluded(_app_path(scope, scope.get("root_path", ""))):
             with self.tracker.call("excluded", level=NONE):
                 await self.app(scope, receive, send)
             return
         method: str = scope.get("method", "GET")
         query = scope.get("query_string")
         call = self.tracker.call(
-            f"{method} {path}", level=self.level, params={"query": _query(query)} if query else None
+            f"{_method_name(method)} {PENDING}",
+            level=self.level,
+            params={"query": _query(query)} if query else None,
         )
         with call:
             if not call.tracked:
                 await self.app(scope, receive, send)
                 return
-            self._start_info(call, scope, method, path)
+            self._start_info(call, scope, method)
             root_path: str = scope.get("root_path", "")
             status: int | None = None
             ended = False
             disconnected = False
+            named = False
 
             async def send_observed(message: Message) -> None:
-                nonlocal status, ended, disconnected
+                nonlocal status, ended, disconnected, named
+                if not named:
+                    named = self._name(call, scope, method, root_path, final=False)
                 kind = message["type"]
                 if kind == "http.response.start":
                     status = message.get("status")
@@ -173,7 +210,9 @@ class TrackMiddleware:
                     raise
 
             async def receive_observed() -> Message:
-                nonlocal disconnected
+                nonlocal disconnected, named
+                if not named:
+                    named = self._name(call, scope, method, root_path, final=False)
                 message = await receive()
                 # Servers answer http.disconnect to reads after the response ended;
                 # only a disconnect before the end is the client going away.
@@ -188,19 +227,20 @@ class TrackMiddleware:
                     status = 500  # what the server (or ServerErrorMiddleware) will send
                 raise
             finally:
-                self._finish(call, scope, method, root_path, status)
+                if not named:
+                    self._name(call, scope, method, root_path, final=True)
+                self._finish(call, scope, status)
                 if disconnected:
                     self._data(call, "disconnected", True)
 
     async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
-        path: str = scope.get("path", "")
-        if self._excluded(path):
+        if self._excluded(_app_path(scope, scope.get("root_path", ""))):
             with self.tracker.call("excluded", level=NONE):
                 await self.app(scope, receive, send)
             return
         query = scope.get("query_string")
         call = self.tracker.call(
-            f"WEBSOCKET {path}",
+            f"WEBSOCKET {PENDING}",
             level=self.level,
             params={"query": _query(query)} if query else None,
         )
@@ -208,16 +248,19 @@ class TrackMiddleware:
             if not call.tracked:
                 await self.app(scope, receive, send)
                 return
-            self._start_info(call, scope, "WEBSOCKET", path)
+            self._start_info(call, scope, "WEBSOCKET")
             root_path: str = scope.get("root_path", "")
             status: int | None = None
             close_code: int | None = None
             client_closed = False
             received = 0
             sent = 0
+            named = False
 
             async def send_observed(message: Message) -> None:
-                nonlocal status, close_code, sent
+                nonlocal status, close_code, sent, named
+                if not named:
+                    named = self._name(call, scope, "WEBSOCKET", root_path, final=False)
                 kind = message["type"]
                 if kind == "websocket.send":
                     sent += 1
@@ -233,7 +276,9 @@ class TrackMiddleware:
                 await send(message)
 
             async def receive_observed() -> Message:
-                nonlocal close_code, client_closed, received
+                nonlocal close_code, client_closed, received, named
+                if not named:
+                    named = self._name(call, scope, "WEBSOCKET", root_path, final=False)
                 message = await receive()
                 kind = message["type"]
                 if kind == "websocket.receive":
@@ -250,7 +295,9 @@ class TrackMiddleware:
                     status = 500
                 raise
             finally:
-                self._finish(call, scope, "WEBSOCKET", root_path, status)
+                if not named:
+                    self._name(call, scope, "WEBSOCKET", root_path, final=True)
+                self._finish(call, scope, status)
                 self._data(call, "messages_received", received)
                 self._data(call, "messages_sent", sent)
                 if close_code is not None:
@@ -259,25 +306,65 @@ class TrackMiddleware:
                     self._data(call, "disconnected", True)
 
     # -- bookkeeping: never raises into the application ------------------------------------
-    def _start_info(self, call: Any, scope: Scope, method: str, path: str) -> None:
+    def _start_info(self, call: Any, scope: Scope, method: str) -> None:
         # Set at the start, so a log written incomplete at shutdown (a long stream or
-        # websocket session) still says what it was.
+        # websocket session) still says what it was; the path waits for the route.
         try:
             client = scope.get("client")
             if client:
-                call.add_info(method=method, path=path, client=client[0])
+                call.add_info(method=method, client=client[0])
             else:
-                call.add_info(method=method, path=path)
+                call.add_info(method=method)
         except Exception:
             self.internal_errors += 1
 
-    def _finish(
-        self, call: Any, scope: Scope, method: str, root_path: str, status: int | None
-    ) -> None:
+    def _template(self, scope: Scope, root_path: str) -> tuple[str | None, bool]:
+        """
+        Return the route template (None: no route yet) and whether that is final.
+        """
+        template = _route_template(scope, root_path)
+        hook = self._route
+        if template is not None or hook is None:
+            return template, False
         try:
-            template = _route_template(scope, root_path)
-            if template is not None:
-                call.rename(f"{method} {template}")
+            found = hook(scope)
+            if found is not None and not isinstance(found, str):
+                raise TypeError(f"returned {type(found).__name__}, not str")
+        except Exception as exc:
+            # Counted once per request: the request is then <unmatched>.
+            self._hook_failed("route", hook, exc)
+            return None, True
+        return found or None, False
+
+    def _name(self, call: Any, scope: Scope, method: str, root_path: str, *, final: bool) -> bool:
+        """
+        Name the root call after the route and record the redacted path.
+
+        Before the request is routed (``final`` false and no route in the scope yet)
+        this does nothing and returns False; at the end of the request a request with
+        no route is named ``METHOD <unmatched>``.
+        """
+        try:
+            template, failed = self._template(scope, root_path)
+            if template is None and not (final or failed):
+                return False
+            secrets = _secret_values(scope.get("path_params"))
+            full: str = scope.get("path", "")
+            relative = _app_path(scope, root_path)
+            root = full[: len(full) - len(relative)] if full.endswith(relative) else ""
+            if template is None:
+                call.rename(f"{_method_name(method)} {UNMATCHED}")
+                shown = _redact_values(full, secrets)
+            else:
+                call.rename(f"{_method_name(method)} {_redact_values(template, secrets)}")
+                shown = root + _redact_path(relative, template, secrets)
+            call.add_info(path=shown)
+        except Exception:
+            self.internal_errors += 1
+        return True
+
+    def _finish(self, call: Any, scope: Scope, status: int | None) -> None:
+        try:
             if status is not None:
                 call.add_info(status=status)
         except Exception:
@@ -289,14 +376,18 @@ class TrackMiddleware:
                 if extra is not None:
                     call.add_info(**extra)
             except Exception as exc:
-                self.info_errors += 1
-                if self.info_errors == 1:
-                    _logger.warning(
-                        "asynctrack: TrackMiddleware info hook %r failed: %r "
-                        "(counted in info_errors; reported once)",
-                        hook,
-                        exc,
-                    )
+                self._hook_failed("info", hook, exc)
+
+    def _hook_failed(self, kind: str, hook: Any, exc: Exception) -> None:
+        self.info_errors += 1
+        if self.info_errors == 1:
+            _logger.warning(
+                "asynctrack: TrackMiddleware %s hook %r failed: %r "
+                "(counted in info_errors; reported once)",
+                kind,
+                hook,
+                exc,
+            )
 
     def _data(self, call: Any, key: str, value: Any) -> None:
         try:
@@ -351,6 +442,79 @@ def _query(raw: bytes | str) -> Any:
         return parsed
     except Exception:
         return "<unparsable query string>"
+
+
+def _method_name(method: str) -> str:
+    return method if method in _METHODS else "OTHER"
+
+
+def _app_path(scope: Scope, root: str) -> str:
+    """
+    Return the request's path relative to the server's ``root_path`` (``root``).
+
+    ASGI servers include ``root_path`` in ``path`` (``uvicorn --root-path /api``
+    gives ``/api/health``); routes and ``exclude_paths`` are relative to the app.
+    ``root`` is read before the app runs: Starlette's mounts extend the scope's.
+    """
+    path: str = scope.get("path", "")
+    if root and path.startswith(root) and (len(path) == len(root) or path[len(root)] == "/"):
+        return path[len(root) :] or "/"
+    return path
+
+
+def _secret_values(params: Any) -> list[str]:
+    """
+    Return the text of the path parameters whose names are on the redaction list.
+    """
+    if not isinstance(params, Mapping):
+        return []
+    out = []
+    for name, value in params.items():
+        if isinstance(name, str) and asynctrack.is_redacted(name):
+            text = str(value).strip("/")
+            if text:
+                out.append(text)
+    return out
+
+
+def _redact_path(path: str, template: str, secrets: list[str]) -> str:
+    """
+    Replace in ``path`` the segments of ``template``'s redacted placeholders.
+
+    Segments are aligned with the template when both have as many (a placeholder's
+    raw text, whatever its convertor); values are matched segment by segment otherwise
+    (``{rest:path}`` parameters, parameters of enclosing mounts).
+    """
+    segments = path.split("/")
+    parts = template.split("/")
+    if len(segments) == len(parts):
+        for i, part in enumerate(parts):
+            if any(asynctrack.is_redacted(m[1]) for m in _PLACEHOLDER.finditer(part)):
+                segments[i] = REDACTED
+    return _redact_values("/".join(segments), secrets)
+
+
+def _redact_values(path: str, secrets: list[str]) -> str:
+    """
+    Replace each run of whole segments of ``path`` that spells a secret value.
+    """
+    if not secrets:
+        return path
+    segments = path.split("/")
+    for secret in sorted(secrets, key=len, reverse=True):
+        wanted = secret.split("/")
+        n = len(wanted)
+        out: list[str] = []
+        i = 0
+        while i < len(segments):
+            if segments[i : i + n] == wanted:
+                out.append(REDACTED)
+                i += n
+            else:
+                out.append(segments[i])
+                i += 1
+        segments = out
+    return "/".join(segments)
 
 
 def _route_template(scope: Scope, root_path: str) -> str | None:
