@@ -40,6 +40,7 @@ __all__ = ["expand_paths", "file_stats", "select_file_logs"]
 
 Warn = Callable[[str], None]
 _GLOB_CHARS = frozenset("*?[")
+_fromisoformat = _dt.datetime.fromisoformat
 _FOLD_EVERY = 4096  # lines between checks of the per-function buffers
 #: A file is split into byte ranges (one per CPU) of at least this size.
 PART_BYTES = 32 << 20
@@ -117,6 +118,7 @@ def _canonical(stamp: Any) -> str:
     Return ``started_at`` in the canonical UTC form, comparable as a string.
     """
     if type(stamp) is str and len(stamp) == 32 and stamp.endswith("+00:00"):
+        _fromisoformat(stamp)  # the shape alone is not a timestamp
         return stamp
     if not isinstance(stamp, str):
         raise TypeError("started_at must be a string")
@@ -313,6 +315,11 @@ def _scan(part: _Part) -> _Figures:
             started = obj["started_at"]
             if len(started) != 32 or not started.endswith("+00:00"):
                 started = _canonical(started)
+            else:
+                # The canonical shape alone is not a timestamp (" 026-12-07T…" has
+                # it): check it here, where a bad one skips the line, rather than
+                # when the report parses the first and last ones (#14).
+                _fromisoformat(started)
             calls = obj["calls"]
             if (since is not None and started < since) or (until is not None and started >= until):
                 if type(calls) is not list:
