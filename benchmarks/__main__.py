@@ -3,8 +3,9 @@ Run every benchmark group, each in its own process, and print one Markdown repor
 
 ``python -m benchmarks`` (what ``make bench`` runs) measures every group;
 ``--quick`` shortens each, ``--smoke`` only proves they run, ``--only calls,pipeline``
-picks groups, and ``--record`` adds the report to ``benchmarks/RESULTS.md`` as a new
-dated section above the previous ones (the history that makes regressions visible).
+picks groups, and ``--record`` writes the report into ``benchmarks/RESULTS.md``, which
+keeps the latest run of each group per machine (the history lives in git:
+``git log -p benchmarks/RESULTS.md``).
 
 A group whose module is not there (yet) is skipped with a note; a group that fails
 is reported and makes the exit status 1, the others still run.
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import subprocess
 import sys
 import time
@@ -25,10 +27,10 @@ from ._harness import machine_info, progress, table
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 RESULTS = HERE / "RESULTS.md"
-MARKER = "<!-- new results go below this line, newest first -->"
 
 #: (short name, module, what it measures); each module has ``main()``.
 GROUPS: tuple[tuple[str, str, str], ...] = (
+    ("instructions", "bench_instructions", "instructions per tracked nested call (callgrind)"),
     ("calls", "bench_calls", "per-call cost of probes and other tracers"),
     ("pipeline", "bench_pipeline", "hand-off, sink throughput, dispatcher CPU, memory"),
     ("sql", "bench_sql", "SQLSink rows/s vs raw sqlite3.executemany"),
@@ -120,23 +122,96 @@ def header(mode: str, groups: Sequence[str] | None = None) -> str:
     return "\n".join(lines)
 
 
-def record(report: str, path: Path = RESULTS) -> None:
+INTRO = """# Benchmark results
+
+The latest run of each benchmark group on each machine, written by
+`python -m benchmarks --record`; earlier runs are in git (`git log -p
+benchmarks/RESULTS.md`). `make bench` prints the same report without recording it.
+
+**Method.** Each group runs in its own process. Per-call and per-log costs are timed
+with pyperf (calibrated loops, warm-ups, several worker processes, median of the
+values); a group's variants run side by side in one run, so compare their ratios,
+which hold across machines better than nanoseconds. The `instructions` group counts
+instructions per tracked nested call with valgrind's callgrind, a figure that neither
+the load nor the CPU frequency moves (see `benchmarks/bench_instructions.py`). Target
+verdicts marked "(estimate)" scale this machine's figure by a reference operation
+measured in the same run (the reference machine of issue #9: plain call 17 ns,
+`functools.wraps` 80 ns, `deque.append` 12 ns, `json.dumps` 230,000 logs/s). Machines
+shared with other work give wide ranges: mind the load average of each run.
+"""
+
+_MACHINE = re.compile(r"^<!-- machine: (.*?) -->$", re.MULTILINE)
+_GROUP = re.compile(r"^<!-- group: (\S+) -->$", re.MULTILINE)
+
+
+def machine_key(info: Sequence[tuple[str, str]]) -> str:
     """
-    Insert ``report`` as the newest section of the results file, keeping the history.
+    Name a machine by its CPU, Python and OS (not the kernel release or the date).
+    """
+    d = dict(info)
+    system = d["os"].split(" ", 1)[0]
+    arch = d["os"].rsplit("(", 1)[-1].rstrip(")")
+    return f"{d['cpu']} | {d['python']} | {system} {arch}"
+
+
+def parse_results(text: str) -> dict[str, tuple[str, dict[str, str]]]:
+    """
+    Split a results file into machines: key -> (machine table, group -> section).
+    """
+    machines: dict[str, tuple[str, dict[str, str]]] = {}
+    starts = list(_MACHINE.finditer(text))
+    for i, m in enumerate(starts):
+        end = starts[i + 1].start() if i + 1 < len(starts) else len(text)
+        body = text[m.end() : end]
+        groups = list(_GROUP.finditer(body))
+        head = body[: groups[0].start() if groups else len(body)].strip()
+        sections = {}
+        for j, g in enumerate(groups):
+            g_end = groups[j + 1].start() if j + 1 < len(groups) else len(body)
+            sections[g.group(1)] = body[g.end() : g_end].strip()
+        machines[m.group(1)] = (head, sections)
+    return machines
+
+
+def render_results(machines: dict[str, tuple[str, dict[str, str]]]) -> str:
+    """
+    Write the results file: the introduction, then each machine and its groups.
+    """
+    parts = [INTRO.strip()]
+    for key, (head, sections) in machines.items():
+        parts.append(f"<!-- machine: {key} -->\n{head}")
+        for name in [g[0] for g in GROUPS] + sorted(set(sections) - {g[0] for g in GROUPS}):
+            if name in sections:
+                parts.append(f"<!-- group: {name} -->\n{sections[name]}")
+    return "\n\n".join(parts).rstrip() + "\n"
+
+
+def record(
+    info: Sequence[tuple[str, str]],
+    mode: str,
+    sections: dict[str, str],
+    path: Path = RESULTS,
+) -> None:
+    """
+    Put this run's group sections into the results file, replacing the same groups of
+    the same machine and keeping its other groups and the other machines.
     """
     old = path.read_text(encoding="utf-8") if path.exists() else ""
-    if MARKER in old:
-        head, _, history = old.partition(MARKER)
-        text = f"{head}{MARKER}\n\n{report.strip()}\n\n{history.lstrip()}"
-    else:
-        intro = (
-            "# Benchmark results\n\n"
-            "Produced by `python -m benchmarks --record` (`make bench` prints the same "
-            "report without recording it). Each section is one run on one machine; "
-            "compare ratios, not absolute figures, across machines.\n\n"
-        )
-        text = f"{intro}{MARKER}\n\n{report.strip()}\n\n{old.strip()}\n"
-    path.write_text(text.rstrip() + "\n", encoding="utf-8")
+    machines = parse_results(old)
+    key = machine_key(info)
+    date = dict(info)["date"]
+    head = "\n\n".join(
+        [
+            f"## {dict(info)['cpu']}, {dict(info)['python']}",
+            f"Machine of the latest recorded run ({date}):",
+            table(["machine", ""], [list(p) for p in info], right=False),
+        ]
+    )
+    _, kept = machines.get(key, ("", {}))
+    for name, text in sections.items():
+        kept[name] = f"{text}\n\n_Run of {date}, {mode}._"
+    machines[key] = (head, kept)
+    path.write_text(render_results(machines), encoding="utf-8")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -163,7 +238,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     mode_name = "smoke" if args.smoke else "quick" if args.quick else "full"
 
     subset = [n for n in names if n in chosen] if len(chosen) < len(names) else None
+    info = machine_info()
     parts = [header(mode_name, subset)]
+    sections: dict[str, str] = {}
     failed = False
     started = time.monotonic()
     for name, module, what in GROUPS:
@@ -173,12 +250,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         t0 = time.monotonic()
         text, status = run_group(module, mode_flags)
         failed |= status not in (0, None)
-        parts.append(f"### Group `{name}` — {what}\n\n{text}\n\n_{time.monotonic() - t0:.0f} s._")
+        section = f"### Group `{name}` — {what}\n\n{text}\n\n_{time.monotonic() - t0:.0f} s._"
+        parts.append(section)
+        if status == 0:
+            sections[name] = section
     parts.append(f"_Total: {time.monotonic() - started:.0f} s._")
-    report = "\n\n".join(parts)
-    print(report)
+    print("\n\n".join(parts))
     if args.record:
-        record(report)
+        record(info, mode_name, sections)
         progress(f"recorded in {RESULTS}")
     return 1 if failed else 0
 

@@ -13,6 +13,8 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 ROOT = Path(__file__).resolve().parent.parent
 NUMBER = re.compile(r"^-?[\d,]+(\.\d+)?$")
@@ -116,21 +118,75 @@ class TestRunner:
             bench.main(["--only", "nope"])
         assert info.value.code == 2
 
-    def test_record_puts_the_newest_run_first_and_keeps_history(
+    def test_record_keeps_the_latest_run_of_each_group_per_machine(
         self, bench: ModuleType, tmp_path: Path
     ) -> None:
         """
-        record() inserts each report above the previous ones, keeping them all.
+        record() replaces a group's section for the same machine, keeps the machine's
+        other groups, and keeps other machines apart.
         """
         path = tmp_path / "RESULTS.md"
-        bench.record("## first run\n\nold figures", path)
-        bench.record("## second run\n\nnew figures", path)
+
+        def info(cpu: str, date: str) -> list[tuple[str, str]]:
+            return [("date", date), ("cpu", cpu), ("python", "CPython 3.11.7"),
+                    ("os", "Linux 6.1 (x86_64)")]  # fmt: skip
+
+        bench.record(info("A", "d1"), "full", {"calls": "calls old", "sql": "sql old"}, path)
+        bench.record(info("B", "d2"), "full", {"calls": "calls on B"}, path)
+        bench.record(info("A", "d3"), "quick", {"calls": "calls new"}, path)
         text = path.read_text(encoding="utf-8")
         assert text.startswith("# Benchmark results")
-        assert text.count(bench.MARKER) == 1
-        assert text.index("## second run") < text.index("## first run")
-        assert "old figures" in text
-        assert "new figures" in text
+        machines = bench.parse_results(text)
+        assert len(machines) == 2
+        (a_key,) = [k for k in machines if k.startswith("A ")]
+        head, sections = machines[a_key]
+        assert "d3" in head and "d1" not in head
+        assert sections["calls"].startswith("calls new") and "quick" in sections["calls"]
+        assert sections["sql"].startswith("sql old") and "d1" in sections["sql"]
+        assert "calls old" not in text
+        assert "calls on B" in text
+
+    def test_machine_key_ignores_the_kernel_release_and_the_date(self, bench: ModuleType) -> None:
+        """
+        Two runs on one machine after a kernel update are the same machine.
+        """
+        a = [("date", "x"), ("cpu", "C"), ("python", "P"), ("os", "Linux 6.1 (x86_64)")]
+        b = [("date", "y"), ("cpu", "C"), ("python", "P"), ("os", "Linux 6.18 (x86_64)")]
+        assert bench.machine_key(a) == bench.machine_key(b)
+
+
+class TestInstructions:
+    @given(
+        base=st.integers(0, 10**9),
+        root=st.integers(0, 10**5),
+        nested=st.integers(0, 10**5),
+        depth_fixed=st.integers(0, 10**6),
+        n1=st.integers(1, 10**4),
+        extra=st.integers(1, 10**4),
+    )
+    def test_formula_recovers_the_nested_call_cost(
+        self, base: int, root: int, nested: int, depth_fixed: int, n1: int, extra: int
+    ) -> None:
+        """
+        For counts that grow linearly (start-up, a per-depth constant, per-root and
+        per-nested-call costs), the formula returns exactly the nested call's cost.
+        """
+        from benchmarks.bench_instructions import per_nested_call
+
+        def total(depth: int, n: int) -> int:
+            return base + depth * depth_fixed + n * (root + (depth - 1) * nested)
+
+        n2 = n1 + extra
+        counts = {(d, n): total(d, n) for d in (2, 3) for n in (n1, n2)}
+        assert per_nested_call(counts, n1, n2) == nested
+
+    @pytest.mark.slow
+    def test_smoke_runs_the_workload(self) -> None:
+        """
+        bench_instructions --smoke runs the counted workload once, without valgrind.
+        """
+        out = _run("-m", "benchmarks.bench_instructions", "--smoke")
+        assert "Smoke run" in out
 
 
 class TestHarness:
