@@ -125,8 +125,8 @@ class TestWarningsNameTheURL:
         The warning about a SQL sink that cannot open names its URL (password hidden),
         not only its hash name.
         """
-        db = tmp_path / "missing-dir" / "track.db"
-        sink = SQLSink(f"sqlite+aiosqlite:///{db}")
+        # A refused connection (asyncpg: no driver thread left behind, unlike aiosqlite).
+        sink = SQLSink(f"postgresql+asyncpg://app:{PASSWORD}@127.0.0.1:1/db", connect_timeout=2)
         tr = asynctrack.get_tracker("tests.misuse")
 
         @tr.probe
@@ -142,7 +142,8 @@ class TestWarningsNameTheURL:
             asynctrack.shutdown_sync(timeout=10)
         texts = [r.getMessage() for r in caplog.records if "failed to" in r.getMessage()]
         assert texts, [r.getMessage() for r in caplog.records]
-        assert f"sink sqlite+aiosqlite:///{db} ({sink.name})" in texts[0]
+        assert f"sink postgresql+asyncpg://app:***@127.0.0.1:1/db ({sink.name})" in texts[0]
+        assert all(PASSWORD not in r.getMessage() for r in caplog.records)
 
 
 def write_sqlite(path: Path) -> None:

@@ -135,6 +135,12 @@ def build_parser() -> argparse.ArgumentParser:
     which.add_argument("--id", metavar="ID", help="the log with this id")
     which.add_argument("--last", metavar="N", type=_positive, help="the N latest logs (10)")
     show.add_argument("--user", metavar="VALUE", help="only logs whose info 'user' is VALUE")
+    show.add_argument(
+        "--format",
+        choices=("text", "json"),
+        default="text",
+        help="call trees (default), or json: one log per line in the JSON form",
+    )
     show.add_argument("--table-prefix", metavar="P", default="track_", help="SQL table prefix")
 
     report = sub.add_parser(
@@ -204,7 +210,12 @@ def _show(args: argparse.Namespace) -> int:
         table_prefix=args.table_prefix,
     )
     logs = select_logs(args.source, selection, _warn)
-    sys.stdout.write(render_logs(logs))
+    if args.format == "json":
+        from asynctrack._core.encode import encode_logs
+
+        sys.stdout.write(encode_logs(logs).decode())
+    else:
+        sys.stdout.write(render_logs(logs))
     if args.id is not None and not logs:
         return 1
     return 0

@@ -16,7 +16,7 @@ import datetime as _dt
 import pathlib
 import re
 import sqlite3
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -65,6 +65,14 @@ class Database(abc.ABC):
         Raises:
             SourceError: the table does not exist.
         """
+
+    async def column_kinds(self, table: str) -> dict[str, str]:
+        """
+        Return ``{column: kind}`` for the columns of ``table`` whose values need
+        decoding to their JSON form: ``"bool"`` (SQLite and MariaDB give 0/1) and
+        ``"json"`` (JSON text).
+        """
+        return {}
 
     async def close(self) -> None:  # noqa: B027 - optional: only pooled backends close
         """Close the connection."""
@@ -133,6 +141,10 @@ class SQLiteDatabase(Database):
             raise SourceError(f"table {table} not found in {self.display}")
         return [str(row[1]) for row in rows]
 
+    async def column_kinds(self, table: str) -> dict[str, str]:
+        rows = self._conn.execute(f"PRAGMA table_info({self.quote(table)})").fetchall()
+        return _kinds((str(row[1]), str(row[2] or "")) for row in rows)
+
     async def close(self) -> None:
         self._conn.close()
 
@@ -193,6 +205,28 @@ class _Engine(Database):
         keys = list(result.keys())
         result.close()
         return keys
+
+    async def column_kinds(self, table: str) -> dict[str, str]:
+        # MariaDB stores BOOLEAN as TINYINT(1) and JSON as LONGTEXT checked by json_valid.
+        rows = await self.fetch(
+            "SELECT COLUMN_NAME, COLUMN_TYPE FROM information_schema.COLUMNS "
+            "WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = :t",
+            {"t": table},
+        )
+        kinds = _kinds((str(name), str(kind)) for name, kind in rows)
+        try:
+            checks = await self.fetch(
+                "SELECT CHECK_CLAUSE FROM information_schema.CHECK_CONSTRAINTS "
+                "WHERE CONSTRAINT_SCHEMA = DATABASE() AND TABLE_NAME = :t",
+                {"t": table},
+            )
+        except Exception:  # MySQL before 8.0.16 has no such view
+            checks = []
+        for (clause,) in checks:
+            found = re.fullmatch(r"\s*json_valid\(`((?:[^`]|``)+)`\)\s*", str(clause), re.I)
+            if found:
+                kinds[found[1].replace("``", "`")] = "json"
+        return kinds
 
     async def close(self) -> None:
         try:
@@ -264,9 +298,27 @@ class PostgresDatabase(Database):
             raise SourceError(f"table {table} not found in {self.display}") from None
         return [attribute.name for attribute in statement.get_attributes()]
 
+    async def column_kinds(self, table: str) -> dict[str, str]:
+        statement = await self._conn.prepare(f"SELECT * FROM {self.quote(table)} WHERE 1 = 0")
+        return _kinds((a.name, a.type.name) for a in statement.get_attributes())
+
     async def close(self) -> None:
         if self._conn is not None:
             await self._conn.close()
+
+
+def _kinds(columns: Iterable[tuple[str, str]]) -> dict[str, str]:
+    """
+    Classify ``(name, declared type)`` pairs: booleans and JSON columns.
+    """
+    out = {}
+    for name, declared in columns:
+        low = declared.strip().lower()
+        if low.startswith("bool") or low == "tinyint(1)":
+            out[name] = "bool"
+        elif low in ("json", "jsonb"):
+            out[name] = "json"
+    return out
 
 
 def _one_line(exc: BaseException) -> str:

@@ -14,6 +14,7 @@ import glob
 import heapq
 import itertools
 import os
+import re
 from array import array
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -30,6 +31,7 @@ from asynctrack.cli.stats.model import (
     Report,
     SourceError,
     StatsQuery,
+    decode_json,
     key_text,
     utc,
 )
@@ -40,6 +42,8 @@ __all__ = ["expand_paths", "file_stats", "select_file_logs"]
 
 Warn = Callable[[str], None]
 _GLOB_CHARS = frozenset("*?[")
+#: 19 digits or more: maybe an int beyond 64 bits, which orjson reads as a float.
+_LONG_DIGITS = re.compile(rb"\d{19}")
 _fromisoformat = _dt.datetime.fromisoformat
 _FOLD_EVERY = 4096  # lines between checks of the per-function buffers
 #: A file is split into byte ranges (one per CPU) of at least this size.
@@ -364,7 +368,7 @@ def _scan(part: _Part) -> _Figures:
                 n_calls = len(calls)
             else:
                 n_calls = sum(1 for call in calls if call["function"] in accs)
-            value = key_text(info.get(by)) if isinstance(info, dict) else None
+            value = info_key_text(line, info, by)
             group = groups.get(value)
             if group is None:
                 groups[value] = [1, n_calls, n_errors, started]
@@ -393,6 +397,26 @@ def _rollback(
         (acc.buf if acc is not None else scratch).pop()
         if acc is not None and call["status"] == "error":
             acc.errors -= 1
+
+
+def info_key_text(line: bytes, info: Any, key: str) -> str | None:
+    """
+    Return the canonical text of ``info[key]`` from a line orjson parsed into ``info``.
+
+    orjson reads ints beyond 64 bits as floats, which would merge distinct values
+    (#15): when the value holds a float and the line has a long run of digits, the
+    line is parsed again exactly.
+    """
+    if not isinstance(info, dict):
+        return None
+    value = info.get(key)
+    if value is not None and not isinstance(value, (str, bool, int)) and _LONG_DIGITS.search(line):
+        try:
+            exact = decode_json(line)["info"]
+            value = exact.get(key) if isinstance(exact, dict) else value
+        except (ValueError, KeyError, TypeError):
+            pass
+    return key_text(value)
 
 
 def select_file_logs(source: str, selection: LogSelection, warn: Warn) -> list[Log]:
@@ -428,8 +452,7 @@ def select_file_logs(source: str, selection: LogSelection, warn: Warn) -> list[L
                 skipped.bad(line, lineno)
                 continue
             if selection.user is not None:
-                value = key_text(info.get(selection.user_key)) if isinstance(info, dict) else None
-                if value != selection.user:
+                if info_key_text(line, info, selection.user_key) != selection.user:
                     continue
             entry = (started, ident, line)
             if len(heap) < selection.last:

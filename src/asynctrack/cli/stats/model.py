@@ -5,12 +5,11 @@ What a statistics query asks for and what it returns, independent of the backend
 from __future__ import annotations
 
 import datetime as _dt
+import json
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
-
-import orjson
 
 __all__ = [
     "FunctionRow",
@@ -19,7 +18,9 @@ __all__ = [
     "Report",
     "SourceError",
     "StatsQuery",
+    "decode_json",
     "glob_regex",
+    "json_key_text",
     "key_text",
 ]
 
@@ -162,16 +163,60 @@ def glob_regex(pattern: str) -> str:
 
 def key_text(value: Any) -> str | None:
     """
-    Return the text of an info value as every backend reports it (``--by`` groups).
+    Return the canonical text of an info value (``--by`` groups, ``show --user``).
 
-    Strings are themselves, ``None`` is None, anything else is its compact JSON.
+    One definition for every backend (#15): ``None`` (absent or JSON null) is None; a
+    string is itself; booleans are ``true``/``false``; ints are their exact decimal
+    digits (however large); floats their shortest round-trip form (``0.1``,
+    ``0.30000000000000004``, ``1e+20``); lists and objects their compact JSON with
+    keys sorted. Backends compute what they can in SQL and hand the rest here, so the
+    same logs give the same groups from a file, SQLite, PostgreSQL and MariaDB.
     """
     if value is None or isinstance(value, str):
         return value
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
     try:
-        return orjson.dumps(value).decode()
-    except TypeError:
+        return json.dumps(
+            value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=True
+        )
+    except (TypeError, ValueError, RecursionError):
+        # Not JSON (a driver's own type) or an int beyond CPython's digit limit.
+        return _fallback_text(value)
+
+
+def _fallback_text(value: Any) -> str:
+    if isinstance(value, int):
+        return f"<int of {value.bit_length()} bits>"
+    try:
         return str(value)
+    except Exception:
+        return f"<{type(value).__name__}>"
+
+
+def decode_json(text: str | bytes) -> Any:
+    """
+    Decode JSON text exactly (ints beyond 64 bits stay ints, unlike orjson's).
+
+    Raises:
+        ValueError: not JSON.
+    """
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
+
+
+def json_key_text(text: str | bytes) -> str | None:
+    """
+    Return the canonical text (:func:`key_text`) of a value given as JSON text.
+    """
+    try:
+        return key_text(decode_json(text))
+    except ValueError:
+        return text if isinstance(text, str) else text.decode("utf-8", "replace")
 
 
 def utc(value: _dt.datetime | str | None) -> _dt.datetime | None:

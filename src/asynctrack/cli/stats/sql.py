@@ -18,11 +18,14 @@ Counts, errors, sums and maxima are aggregated in SQL. Percentiles (see
 from __future__ import annotations
 
 import itertools
+import json
 import re
 import sqlite3
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
+
+import orjson
 
 from asynctrack.cli.stats.db import Database, PostgresDatabase, SQLiteDatabase, connect
 from asynctrack.cli.stats.model import (
@@ -30,6 +33,9 @@ from asynctrack.cli.stats.model import (
     Report,
     SourceError,
     StatsQuery,
+    decode_json,
+    json_key_text,
+    key_text,
     merge_groups,
     utc,
 )
@@ -43,6 +49,17 @@ from asynctrack.cli.stats.percentiles import (
 )
 
 __all__ = ["LOG_COLUMNS", "Tables", "sql_stats"]
+
+
+def dumps(value: Any) -> str:
+    """
+    Return JSON text as the SQL sink writes it (orjson; the stdlib for what orjson refuses).
+    """
+    try:
+        return orjson.dumps(value).decode()
+    except TypeError:
+        return json.dumps(value, ensure_ascii=False)
+
 
 _PREFIX_RE = re.compile(r"^[A-Za-z0-9_]*$")
 LOG_COLUMNS = ("id", "parent_id", "started_at", "duration_us", "complete", "dropped_calls", "info")
@@ -68,6 +85,7 @@ class Tables:
     logs: str
     calls: str
     log_columns: list[str]
+    kinds: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     async def load(cls, db: Database, prefix: str) -> Tables:
@@ -82,39 +100,48 @@ class Tables:
         logs, calls = f"{prefix}logs", f"{prefix}calls"
         columns = await db.columns(logs)
         await db.columns(calls)
-        return cls(db, logs, db.quote(logs), db.quote(calls), columns)
+        kinds = await db.column_kinds(logs)
+        return cls(db, logs, db.quote(logs), db.quote(calls), columns, kinds)
 
     def key_exprs(self, key: str, params: dict[str, Any]) -> list[str]:
         """
-        Return SQL expressions for the info ``key`` of log ``l``: the first non-NULL wins.
+        Return SQL expressions for the info ``key`` of log ``l``, decoded by :meth:`key_of`.
 
-        The key is read from the ``info`` JSON (as text), then from its own column if
-        the logs table has one: the SQL sink keeps a value in the JSON when its column
-        could not hold it exactly. JSON is parsed only where the key's text occurs in
-        it (a substring test), which spares almost every row when the key has a column.
+        The first is the key's value in the ``info`` JSON as JSON text, tagged ``F``
+        (``'F"alice"'``, ``'F18446744073709551617'``), or the whole document tagged
+        ``D`` where the database cannot extract the key exactly (a PostgreSQL document
+        holding ``\\u0000``, which its JSON functions refuse; an SQLite key its paths
+        cannot spell): JSON text keeps every value exact and apart (NUL, ints beyond 64
+        bits, floats, booleans), and Python renders it canonically (#15). The second,
+        if the logs table has a column for the key, is that column: the SQL sink keeps a
+        value in the JSON when its column could not hold it exactly. JSON is parsed
+        only where the key's text occurs in it (a substring test), which spares almost
+        every row when the key has a column.
         """
         dialect = self.db.dialect
+        simple = key.isascii() and key.isprintable() and '"' not in key and "\\" not in key
         if dialect == "postgresql":
             params["key"] = key
+            params["knul"] = "\\u0000"
             info = "CAST(l.info AS TEXT)"  # the column may be JSON, JSONB or TEXT
-            extract = "(CAST(l.info AS JSON) ->> CAST(:key AS TEXT))"
+            extract = (
+                f"(CASE WHEN strpos({info}, CAST(:knul AS TEXT)) > 0 THEN 'D' || {info} "
+                f"ELSE 'F' || CAST(CAST(l.info AS JSON) -> CAST(:key AS TEXT) AS TEXT) END)"
+            )
             contains = f"strpos({info}, CAST(:kneedle AS TEXT)) > 0"
+        elif dialect == "sqlite":
+            if key.isprintable() and '"' not in key and "\\" not in key:
+                params["kpath"] = f'$."{key}"'
+                extract = "('F' || (l.info -> :kpath))"
+            else:
+                extract = "('D' || l.info)"
+            contains = "instr(l.info, :kneedle) > 0"
         else:
             escaped = key.replace("\\", "\\\\").replace('"', '\\"')
             params["kpath"] = f'$."{escaped}"'
-            if dialect == "sqlite":
-                extract = (
-                    "(CASE json_type(l.info, :kpath) WHEN 'true' THEN 'true' "
-                    "WHEN 'false' THEN 'false' ELSE CAST(json_extract(l.info, :kpath) AS TEXT) END)"
-                )
-                contains = "instr(l.info, :kneedle) > 0"
-            else:
-                extract = (
-                    "(CASE WHEN JSON_TYPE(JSON_EXTRACT(l.info, :kpath)) = 'NULL' THEN NULL "
-                    "ELSE JSON_UNQUOTE(JSON_EXTRACT(l.info, :kpath)) END)"
-                )
-                contains = "LOCATE(:kneedle, l.info) > 0"
-        if key.isascii() and key.isprintable() and '"' not in key and "\\" not in key:
+            extract = "CONCAT('F', JSON_EXTRACT(l.info, :kpath))"
+            contains = "LOCATE(:kneedle, l.info) > 0"
+        if simple:
             # The sink writes keys verbatim ("user"); a key that could be escaped is not
             # pre-filtered.
             params["kneedle"] = f'"{key}"'
@@ -122,24 +149,91 @@ class Tables:
         else:
             exprs = [extract]
         if key in self.log_columns and key not in LOG_COLUMNS:
-            exprs.append("l." + self.db.quote(key))
+            column = "l." + self.db.quote(key)
+            if dialect == "postgresql" and self.kinds.get(key) == "json":
+                column = f"CAST({column} AS TEXT)"  # json has no equality operator
+            exprs.append(column)
         return exprs
+
+    def key_of(self, key: str, tagged: Any, column: Any = None) -> str | None:
+        """
+        Return the canonical text of the info ``key`` from the values of :meth:`key_exprs`.
+        """
+        if isinstance(tagged, bytes):
+            tagged = tagged.decode("utf-8", "replace")
+        if isinstance(tagged, str) and tagged:
+            if tagged[0] == "F":
+                return json_key_text(tagged[1:])
+            try:
+                doc = decode_json(tagged[1:])
+            except ValueError:
+                doc = None
+            if isinstance(doc, dict) and key in doc:
+                return key_text(doc[key])
+        return self.column_text(key, column)
+
+    def column_text(self, key: str, value: Any) -> str | None:
+        """
+        Return the canonical text of a value read from the key's own column.
+        """
+        if value is None:
+            return None
+        kind = self.kinds.get(key)
+        if kind == "bool" and isinstance(value, int):
+            return "true" if value else "false"
+        if kind == "json" and isinstance(value, (str, bytes)):
+            return json_key_text(value)
+        return key_text(value)
+
+    def keyed(self, key: str, rows: list[tuple[Any, ...]]) -> list[tuple[Any, Any, Any]]:
+        """
+        Reduce ``(tagged json, [column value,] a, b)`` rows to ``(canonical text, a, b)``.
+        """
+        if rows and len(rows[0]) == 4:
+            return [(self.key_of(key, j, c), a, b) for j, c, a, b in rows]
+        return [(self.key_of(key, row[0]), row[1], row[2]) for row in rows]
 
     def key_filter(self, key: str, value: str, params: dict[str, Any]) -> str:
         """
-        Return a SQL condition: the info ``key`` of log ``l`` is the text ``value``.
+        Return a SQL condition true for every log ``l`` whose info ``key`` is ``value``.
 
-        The comparison is exact on every backend (``BINARY`` on MariaDB, whose default
-        collations ignore case).
+        It may hold for a few more (documents the database cannot search, columns it
+        cannot compare exactly): callers check each row with :meth:`key_of`.
         """
-        params["kvalue"] = value
         exprs = self.key_exprs(key, params)
+        candidates = [dumps(value)]
+        try:
+            parsed = decode_json(value)
+        except ValueError:
+            parsed = None
+        if parsed is not None and not isinstance(parsed, str) and key_text(parsed) == value:
+            candidates.append(dumps(parsed))
+        names = []
+        for i, text in enumerate(candidates):
+            params[f"kj{i}"] = "F" + text
+            names.append(f":kj{i}")
         mysql = self.db.dialect == "mysql"
         binary = "BINARY " if mysql else ""
-        cond = f"{binary}{exprs[0]} = :kvalue"
+        also = "'D%'"
+        if isinstance(parsed, (dict, list)):
+            # Objects may have been written with their keys in another order.
+            also = "'D%' OR " + f"{exprs[0]} LIKE '{'F{' if isinstance(parsed, dict) else 'F['}%'"
+        cond = f"({binary}{exprs[0]} IN ({', '.join(names)}) OR {exprs[0]} LIKE {also})"
         if len(exprs) > 1:
+            if "\x00" not in value or self.db.dialect != "postgresql":
+                params["kvalue"] = value
             text = f"CAST({exprs[1]} AS {'CHAR' if mysql else 'TEXT'})"
-            cond = f"({cond} OR ({exprs[0]} IS NULL AND {binary}{text} = :kvalue))"
+            kind = self.kinds.get(key)
+            if "\x00" in value and self.db.dialect == "postgresql":
+                column = "1 = 0"  # PostgreSQL text holds no NUL (nor takes it as a parameter)
+            elif kind == "bool" and value in ("true", "false"):
+                params["kbit"] = "1" if value == "true" else "0"
+                column = f"{text} IN (:kvalue, :kbit)"
+            elif kind is None:
+                column = f"{binary}{text} = :kvalue"
+            else:
+                column = "1 = 1"  # JSON columns: compared in Python
+            cond = f"({cond} OR ({exprs[0]} IS NULL AND {column}))"
         return cond
 
     def grouped(self, exprs: list[str]) -> tuple[str, str]:
@@ -177,8 +271,15 @@ class Tables:
                 else:
                     like.append({"*": "%", "?": "_"}.get(ch, ch))
             params[name] = "".join(like)
-            op = "LIKE BINARY" if dialect == "mysql" else "LIKE"
-            parts.append(f"c.function {op} :{name}")
+            if dialect == "mysql":
+                # LIKE BINARY matches bytes: its _ would take one byte of a multi-byte
+                # character. A binary collation compares characters, case-sensitively.
+                parts.append(
+                    f"CONVERT(c.function USING utf8mb4) COLLATE utf8mb4_bin "
+                    f"LIKE CONVERT(:{name} USING utf8mb4) COLLATE utf8mb4_bin"
+                )
+            else:
+                parts.append(f"c.function LIKE :{name}")
         return "(" + " OR ".join(parts) + ")"
 
     async def log_filter(self, query: StatsQuery, params: dict[str, Any]) -> list[str]:
@@ -324,7 +425,7 @@ async def _stats(t: Tables, query: StatsQuery) -> Report:
                 f"GROUP BY {group}"
             )
         call_rows = await db.fetch(call_sql, params)
-        report.groups = merge_groups(_coalesce(log_rows), _coalesce(call_rows))
+        report.groups = merge_groups(t.keyed(query.by, log_rows), t.keyed(query.by, call_rows))
     if pending is not None:
         _function_rows(report, pending())
     return report
@@ -450,12 +551,3 @@ async def _start_sqlite_durations(
         return accs
 
     return collect
-
-
-def _coalesce(rows: list[tuple[Any, ...]]) -> list[tuple[Any, Any, Any]]:
-    """
-    Reduce ``(json value, [column value,] a, b)`` rows to ``(value, a, b)``.
-    """
-    if rows and len(rows[0]) == 4:
-        return [(j if j is not None else c, a, b) for j, c, a, b in rows]
-    return [(row[0], row[1], row[2]) for row in rows]

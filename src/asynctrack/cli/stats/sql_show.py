@@ -7,12 +7,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import orjson
-
 from asynctrack._core.records import Call, Log
 from asynctrack.cli.stats.db import connect
-from asynctrack.cli.stats.model import LogSelection, utc
-from asynctrack.cli.stats.sql import LOG_COLUMNS, Tables, where
+from asynctrack.cli.stats.model import LogSelection, decode_json, utc
+from asynctrack.cli.stats.sql import LOG_COLUMNS, Tables
 
 __all__ = ["logs_from_rows", "sql_select_logs"]
 
@@ -36,18 +34,50 @@ async def sql_select_logs(url: str, selection: LogSelection) -> list[Log]:
         if selection.id is not None:
             params["id"] = selection.id
             rows = await db.fetch(select + " WHERE l.id = :id", params)
-        else:
-            conds = []
-            if selection.user is not None:
-                conds.append(t.key_filter(selection.user_key, selection.user, params))
+        elif selection.user is None:
             rows = await db.fetch(
-                select + where(conds) + f" ORDER BY l.started_at DESC, l.id DESC "
-                f"LIMIT {int(selection.last)}",
+                select + f" ORDER BY l.started_at DESC, l.id DESC LIMIT {int(selection.last)}",
                 params,
             )
+        else:
+            rows = await _rows_of_user(t, selection, params)
         return await logs_from_rows(t, rows)
     finally:
         await db.close()
+
+
+async def _rows_of_user(
+    t: Tables, selection: LogSelection, params: dict[str, Any]
+) -> list[tuple[Any, ...]]:
+    """
+    Return the latest ``selection.last`` rows whose info key is ``selection.user``.
+
+    The SQL condition may let a few other rows through (see ``Tables.key_filter``):
+    each row is checked with the canonical key text, and the query is repeated with a
+    larger limit while rows were left out and more may follow.
+    """
+    key, value, want = selection.user_key, str(selection.user), int(selection.last)
+    cond = t.key_filter(key, value, params)
+    columns = t.log_columns
+    has_column = key in columns and key not in LOG_COLUMNS
+    limit = want
+    while True:
+        rows = await t.db.fetch(
+            f"SELECT * FROM {t.logs} l WHERE {cond} "
+            f"ORDER BY l.started_at DESC, l.id DESC LIMIT {limit}",
+            params,
+        )
+        kept = []
+        for row in rows:
+            record = dict(zip(columns, row, strict=True))
+            info = record.get("info")
+            doc = "D" + info.decode() if isinstance(info, bytes) else "D" + str(info or "{}")
+            column = record.get(key) if has_column else None
+            if t.key_of(key, doc, column) == value:
+                kept.append(row)
+        if len(kept) >= want or len(rows) < limit:
+            return kept[:want]
+        limit *= 4
 
 
 async def logs_from_rows(t: Tables, rows: list[tuple[Any, ...]]) -> list[Log]:
@@ -56,7 +86,7 @@ async def logs_from_rows(t: Tables, rows: list[tuple[Any, ...]]) -> list[Log]:
     oldest first.
     """
     columns = t.log_columns
-    logs = [_log_from_row(dict(zip(columns, row, strict=True))) for row in rows]
+    logs = [_log_from_row(t, dict(zip(columns, row, strict=True))) for row in rows]
     logs.sort(key=lambda log: (log.started_at, log.id))
     if not logs:
         return logs
@@ -106,8 +136,22 @@ def _json(value: Any) -> dict[str, Any]:
     if value is None:
         return {}
     if isinstance(value, str | bytes):
-        value = orjson.loads(value)
+        # Exact: orjson would read ints beyond 64 bits as floats (#15).
+        value = decode_json(value)
     return dict(value) if isinstance(value, Mapping) else {"value": value}
+
+
+def _column_value(kind: str | None, value: Any) -> Any:
+    # Columns give what the driver reads: 0/1 for SQLite and MariaDB booleans, the
+    # text of JSON columns. The logs show the values as the JSON form has them.
+    if kind == "bool" and isinstance(value, int):
+        return bool(value)
+    if kind == "json" and isinstance(value, str | bytes):
+        try:
+            return decode_json(value)
+        except ValueError:
+            return value
+    return value
 
 
 def _reserved(values: dict[str, Any]) -> dict[str, Any]:
@@ -122,12 +166,12 @@ def _reserved(values: dict[str, Any]) -> dict[str, Any]:
     return special
 
 
-def _log_from_row(row: dict[str, Any]) -> Log:
+def _log_from_row(t: Tables, row: dict[str, Any]) -> Log:
     info = _json(row.get("info"))
     special = _reserved(info)
     for key, value in row.items():
         if key not in LOG_COLUMNS and value is not None and key not in info:
-            info[key] = value
+            info[key] = _column_value(t.kinds.get(key), value)
     started = utc(row["started_at"])
     assert started is not None
     return Log(

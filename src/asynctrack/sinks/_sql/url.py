@@ -132,6 +132,14 @@ def _check_shape(url: URL, backend: str, safe: str) -> None:
                 f"SQLSink(url={safe}): {SQLITE_FORM}, with no host, port or user{hint}"
             )
         return
+    if url.database and "@" in url.database:
+        # postgresql:///user:pw@host/db: the credentials landed in the database name
+        # (so the URL is not quoted: it would show the password).
+        raise ConfigError(
+            f"SQLSink(url=...): the database name of the {backend} URL holds an '@': "
+            f"expected '{url.drivername}://user:pw@host:port/db', with two slashes before "
+            "the user"
+        )
     if backend in ("mysql", "mariadb") and not url.database:
         raise ConfigError(
             f"SQLSink(url={safe}): a {backend} URL must name its database after the host: "

@@ -231,6 +231,10 @@ def make_converter(kind: str, limit: TextLimit, bits: int, exact_float: bool, ts
 
         return to_datetime
     size = limit.bytes
+    # SQLite gives a column declared JSON numeric affinity: the text of a bare number
+    # is stored as a number (1.0 as 1, ints beyond 64 bits as floats), so a number's
+    # exact value stays in the info JSON too (#15).
+    numbers_lossy = ts == "sqlite"
 
     def to_json(v: Any) -> tuple[Any, bool]:
         if v is None:
@@ -238,6 +242,8 @@ def make_converter(kind: str, limit: TextLimit, bits: int, exact_float: bool, ts
         s = dumps(v)
         if size is not None and len(s) * 4 > size and len(s.encode()) > size:
             return None, False
+        if numbers_lossy and type(v) in (int, float):
+            return s, False
         return s, True
 
     return to_json
