@@ -22,7 +22,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from ._harness import machine_info, progress, table
+from ._report import machine_info, progress, table
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -75,8 +75,8 @@ def run_group(
         return f"_Skipped: `benchmarks/{module}.py` is not there._", None
     note = ""
     code = source.read_text(encoding="utf-8")
-    # Groups built on _harness.parse_args take every option; ask the others' source.
-    harness = "from ._harness import" in code and "parse_args" in code
+    # Groups built on _timing.parse_args take every option; ask the others' source.
+    harness = "from ._timing import" in code and "parse_args" in code
     unsupported = [f for f in flags if not harness and f'"{f}"' not in code]
     if "--smoke" in unsupported:
         return f"_Skipped: `{module}` has no `--smoke` mode._", None
@@ -130,10 +130,12 @@ benchmarks/RESULTS.md`). `make bench` prints the same report without recording i
 
 **Method.** Each group runs in its own process. Per-call and per-log costs are timed
 with pyperf (calibrated loops, warm-ups, several worker processes, median of the
-values); a group's variants run side by side in one run, so compare their ratios,
-which hold across machines better than nanoseconds. The `instructions` group counts
-instructions per tracked nested call with valgrind's callgrind, a figure that neither
-the load nor the CPU frequency moves (see `benchmarks/bench_instructions.py`). Target
+values; runs recorded before issue #16 used the earlier in-process harness, interleaved
+rounds with per-round ratios, as their notes say); a group's variants run in one run,
+so compare their ratios, which hold across machines better than nanoseconds. The
+`instructions` group counts instructions per tracked nested call with valgrind's
+callgrind, which the CPU frequency does not move and the load moves little (compare
+runs made back to back; see `benchmarks/bench_instructions.py`). Target
 verdicts marked "(estimate)" scale this machine's figure by a reference operation
 measured in the same run (the reference machine of issue #9: plain call 17 ns,
 `functools.wraps` 80 ns, `deque.append` 12 ns, `json.dumps` 230,000 logs/s). Machines

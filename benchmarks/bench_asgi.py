@@ -35,7 +35,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from ._harness import fmt_num, fmt_ratio, machine_info, progress, table, verdict
+from ._report import fmt_num, fmt_ratio, machine_info, progress, table, verdict
 
 SERVER_CORE = 0
 LOAD_CORE = 1

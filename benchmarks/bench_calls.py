@@ -6,7 +6,7 @@ included, sync and async (the async chain runs inside one event loop, many
 iterations per ``run_until_complete``). The figure is the chain's time divided by
 3, loop overhead included — the "plain" row is that floor.
 
-Run: ``python -m benchmarks.bench_calls [--quick | --smoke]``.
+Run: ``python -m benchmarks.bench_calls [--quick | --smoke] [pyperf options]``.
 """
 
 from __future__ import annotations
@@ -26,21 +26,8 @@ from typing import Any
 import asynctrack
 from asynctrack import DEBUG, INFO, Sink
 
-from ._harness import (
-    Measured,
-    Settings,
-    Variant,
-    clock_name,
-    fmt_ns,
-    fmt_ratio,
-    measure,
-    now,
-    paired_ratio,
-    parse_args,
-    progress,
-    table,
-    verdict,
-)
+from ._report import fmt_ns, fmt_ratio, progress, table, verdict
+from ._timing import Measured, Settings, Variant, clock_name, measure, now, parse_args, ratio
 
 _ns = now
 
@@ -387,6 +374,11 @@ class PipelineState:
         self.written += sum(stats.written.values())
         self.dropped += stats.dropped
         asynctrack.shutdown_sync(30.0)
+        # The runs happen in pyperf's worker processes, whose counters the report never
+        # sees: a dropped log fails the run there instead (a figure that dropped logs
+        # would be too cheap).
+        if stats.dropped:
+            raise RuntimeError(f"{stats.dropped} logs dropped during a tracked run")
 
 
 # -- variants ---------------------------------------------------------------------------------
@@ -523,9 +515,9 @@ def report(
                 name,
                 fmt_ns(m.median),
                 f"{fmt_ns(m.low)}–{fmt_ns(m.high)}",
-                fmt_ratio(paired_ratio(sync, name, TRACKED)) if tracked else "",
+                fmt_ratio(ratio(sync, name, TRACKED)) if tracked else "",
                 fmt_ns(a.median),
-                fmt_ratio(paired_ratio(asyn, name, TRACKED)) if tracked_a else "",
+                fmt_ratio(ratio(asyn, name, TRACKED)) if tracked_a else "",
             ]
         )
     out.append(
@@ -543,9 +535,9 @@ def report(
     )
     out.append("")
     out.append(
-        f"Medians of {settings.rounds} interleaved rounds × {settings.repeats} repeats; "
-        '"range" is the lowest–highest per-round median; "× probed" is the per-round '
-        "ratio to the tracked probe (median over rounds). ns/call = chain time / 3, loop "
+        f"Timed with {settings.describe()}; "
+        '"range" is the lowest–highest median of one worker process; "× probed" is the '
+        "ratio of medians to the tracked probe. ns/call = chain time / 3, loop "
         f"overhead included. Clock: {_CLOCK_TEXT.get(clock_name(), clock_name())}."
     )
     out.append("")
@@ -556,11 +548,11 @@ def report(
         if num not in sync or den not in sync:
             trows.append([label, "not measured", f"{'≥' if how == 'ge' else '≤'} {target}×", "n/a"])
             continue
-        r = paired_ratio(sync, num, den)
+        r = ratio(sync, num, den)
         ok = r >= target if how == "ge" else r <= target
         trows.append([label, fmt_ratio(r), f"{'≥' if how == 'ge' else '≤'} {target}×", verdict(ok)])
     if tracked and tracked_a:
-        r = paired_ratio_cross(asyn[TRACKED], sync[TRACKED])
+        r = ratio_cross(asyn[TRACKED], sync[TRACKED])
         trows.append(
             ["probed async call / probed sync call", fmt_ratio(r), "≤ 1.3×", verdict(r <= 1.3)]
         )
@@ -610,14 +602,15 @@ def report(
             "objects, joining across threads and tasks, and value checks."
         )
     if tracked and NOGC in sync:
-        share = 1 - paired_ratio(sync, NOGC, TRACKED)
+        share = 1 - ratio(sync, NOGC, TRACKED)
         out.append(
             f"Garbage collection accounts for about {share:.0%} of the tracked sync call "
             "(tracked vs the same with `gc.disable()`, side by side)."
         )
     out.append(
-        f"Pipeline during the tracked runs: {state.written:,} logs written to a discarding "
-        f"sink, {state.dropped:,} dropped."
+        "Pipeline during the tracked runs: every log was written to a discarding sink "
+        "(a worker process that drops one fails the run)"
+        + (f"; {state.written:,} logs in this process." if state.written else ".")
     )
     out.append("")
     out.append("Comparator configurations:")
@@ -663,25 +656,27 @@ def _comparator_scale(sync: dict[str, Measured]) -> list[str]:
     ]
 
 
-def paired_ratio_cross(a: Measured, b: Measured) -> float:
+def ratio_cross(a: Measured, b: Measured) -> float:
     """
-    Per-round ratio of two figures from different tables measured in the same rounds.
+    Ratio of the medians of two figures from different tables measured in the same run.
     """
-    return paired_ratio({"a": a, "b": b}, "a", "b")
+    return ratio({"a": a, "b": b}, "a", "b")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """
     Run the per-call group and print its Markdown report; returns the exit status.
     """
-    args = parse_args("Per-call cost of asynctrack probes and other tracers.", argv)
+    args = parse_args(
+        "Per-call cost of asynctrack probes and other tracers.", argv, module=__spec__.name
+    )
     settings: Settings = args.settings
     loop = asyncio.new_event_loop()
     with tempfile.TemporaryDirectory(prefix="asynctrack-bench-") as spill_dir:
         state = PipelineState(spill_dir)
         sync_variants, async_variants, notes = build(loop, state)
         progress(f"bench_calls: {len(sync_variants)} variants × sync/async, {settings.mode}")
-        # Sync and async variants are interleaved together: one measure() call.
+        # Sync and async variants are measured in one run: one measure() call.
         both = [*sync_variants, *_renamed(async_variants)]
         results = measure(both, settings)
         sync = {v.name: results[v.name] for v in sync_variants}

@@ -34,9 +34,9 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from ._harness import machine_info, table
+from ._report import machine_info, table
 
-#: The per-call figure measured before the package was split into layers (#16): a
+#: The per-call figure measured before the package was split into layers (#16); a
 #: change to the hot path should stay within 3 % of the latest recorded figure.
 REFERENCE = 13_826
 

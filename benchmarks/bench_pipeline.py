@@ -46,21 +46,8 @@ from asynctrack._core import calltree
 from asynctrack._core.encode import encode_logs
 from asynctrack.testing import capture
 
-from ._harness import (
-    Settings,
-    Variant,
-    clock_name,
-    fmt_num,
-    fmt_ratio,
-    measure,
-    now,
-    paired_ratio,
-    parse_args,
-    progress,
-    set_clock,
-    table,
-    verdict,
-)
+from ._report import fmt_num, fmt_ratio, progress, table, verdict
+from ._timing import Settings, Variant, clock_name, measure, now, parse_args, ratio
 from .bench_calls import DiscardSink, chain_sync
 
 #: Reference figures quoted by issue #9 (CPython 3.11): used only to scale estimates.
@@ -168,11 +155,23 @@ def handoff_variants(pool: Pool, spill_dir: str) -> tuple[list[Variant], dict[st
         counts["written"] += sum(stats.written.values())
         counts["dropped"] += stats.dropped
         asynctrack.shutdown_sync(30.0)
+        # Runs happen in pyperf's worker processes, whose counters the report never
+        # sees: a dropped log fails the run there.
+        if stats.dropped:
+            raise RuntimeError(f"{stats.dropped} logs dropped during a hand-off run")
 
+    # The producing thread's CPU: the dispatcher's work is in the end-to-end table.
     return [
-        Variant("deque.append (reference)", run_deque),
-        Variant("queue.SimpleQueue.put, no consumer (reference)", run_simplequeue),
-        Variant("asynctrack hand-off (Intake.put), live dispatcher", run_intake, 1, on, off),
+        Variant("deque.append (reference)", run_deque, clock="thread"),
+        Variant("queue.SimpleQueue.put, no consumer (reference)", run_simplequeue, clock="thread"),
+        Variant(
+            "asynctrack hand-off (Intake.put), live dispatcher",
+            run_intake,
+            1,
+            on,
+            off,
+            clock="thread",
+        ),
     ], counts
 
 
@@ -180,7 +179,7 @@ def handoff_variants(pool: Pool, spill_dir: str) -> tuple[list[Variant], dict[st
 
 
 def sink_variants(
-    templates: Sequence[Log], loop: asyncio.AbstractEventLoop, directory: Path, per_sample: int
+    templates: Sequence[Log], loop: asyncio.AbstractEventLoop, directory: Path
 ) -> list[Variant]:
     """
     Return the sink-throughput variants: FileSink.write, its parts, and JSON references.
@@ -197,9 +196,11 @@ def sink_variants(
         loop.run_until_complete(state.pop("sink").close())
         path.unlink(missing_ok=True)
 
+    # One iteration is one batch of BATCH fresh logs (pyperf divides by BATCH), so the
+    # figures are per log in batches of 512 however many iterations pyperf chooses.
     def batches(n: int) -> list[list[Log]]:
-        logs = fresh_logs(templates, n)
-        return [logs[i : i + BATCH] for i in range(0, n, BATCH)]
+        logs = fresh_logs(templates, n * BATCH)
+        return [logs[i : i + BATCH] for i in range(0, n * BATCH, BATCH)]
 
     def run_filesink(n: int) -> int:
         work = batches(n)
@@ -221,7 +222,7 @@ def sink_variants(
         return now() - t
 
     def run_to_dict(n: int) -> int:
-        logs = fresh_logs(templates, n)
+        logs = fresh_logs(templates, n * BATCH)
         t = now()
         for log in logs:
             log.to_dict()
@@ -229,7 +230,7 @@ def sink_variants(
 
     def dicts(n: int) -> list[dict[str, Any]]:
         # Prebuilt JSON forms: the references time the JSON library alone.
-        return [log.to_dict() for log in fresh_logs(templates, n)]
+        return [log.to_dict() for log in fresh_logs(templates, n * BATCH)]
 
     def run_json(n: int) -> int:
         work = dicts(n)
@@ -247,14 +248,12 @@ def sink_variants(
         return now() - t
 
     variants = [
-        Variant(FILESINK, run_filesink, 1, open_sink, close_sink),
-        Variant("asynctrack encode_logs only", run_encode),
-        Variant("Log.to_dict() only (materialise the calls)", run_to_dict),
-        Variant(JSON_REF, run_json),
-        Variant(ORJSON_REF, run_orjson),
+        Variant(FILESINK, run_filesink, BATCH, open_sink, close_sink),
+        Variant("asynctrack encode_logs only", run_encode, BATCH),
+        Variant("Log.to_dict() only (materialise the calls)", run_to_dict, BATCH),
+        Variant(JSON_REF, run_json, BATCH),
+        Variant(ORJSON_REF, run_orjson, BATCH),
     ]
-    for v in variants:
-        v.n = per_sample  # fixed: every sample needs fresh logs, made outside the timer
     return variants
 
 
@@ -450,16 +449,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     Run the pipeline group and print its Markdown report; returns the exit status.
     """
-    args = parse_args("Costs of asynctrack's pipeline.", argv, clock="wall")
+    args = parse_args("Costs of asynctrack's pipeline.", argv, module=__spec__.name, clock="wall")
     settings: Settings = args.settings
     sink_clock = clock_name()
     out: list[str] = []
     if settings.smoke:
-        e2e_n, e2e_rounds, mem_n, sink_n, pool_n = 2_000, 1, 20_000, 512, 500
+        e2e_n, e2e_rounds, mem_n, pool_n = 2_000, 1, 20_000, 500
     elif settings.quick:
-        e2e_n, e2e_rounds, mem_n, sink_n, pool_n = 30_000, 2, 200_000, 2_048, 5_000
+        e2e_n, e2e_rounds, mem_n, pool_n = 30_000, 2, 200_000, 5_000
     else:
-        e2e_n, e2e_rounds, mem_n, sink_n, pool_n = 100_000, 3, 1_000_000, 5_120, 20_000
+        e2e_n, e2e_rounds, mem_n, pool_n = 100_000, 3, 1_000_000, 20_000
 
     loop = asyncio.new_event_loop()
     work = Path(tempfile.mkdtemp(prefix="asynctrack-bench-"))
@@ -467,11 +466,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         progress(f"bench_pipeline: making {pool_n:,} template logs")
         templates = template_logs(pool_n)
 
-        # 1. hand-off: the producing thread's CPU per log.
-        progress("bench_pipeline: hand-off")
-        set_clock("thread")
-        variants, counts = handoff_variants(Pool(templates), str(work))
-        hand = measure(variants, settings)
+        # 1 and 2 in one pyperf run: hand-off (the producing thread's CPU per log) and
+        # sink throughput on fresh logs (every value encodes logs never encoded before,
+        # made outside the timer).
+        progress("bench_pipeline: hand-off and sink throughput")
+        variants = handoff_variants(Pool(templates), str(work))[0]
+        for_sinks = sink_variants(templates, loop, work)
+        for v in for_sinks:
+            v.clock = sink_clock
+        results = measure([*variants, *for_sinks], settings)
+        hand = {v.name: results[v.name] for v in variants}
+        sinks = {v.name: results[v.name] for v in for_sinks}
         put = "asynctrack hand-off (Intake.put), live dispatcher"
         ref = "deque.append (reference)"
         out += ["#### Hand-off of a completed log (producer side)", ""]
@@ -480,25 +485,20 @@ def main(argv: Sequence[str] | None = None) -> int:
                 name,
                 f"{m.median:.1f}",
                 f"{m.low:.1f}–{m.high:.1f}",
-                fmt_ratio(paired_ratio(hand, name, ref)),
+                fmt_ratio(ratio(hand, name, ref)),
             ]
             for name, m in hand.items()
         ]
         out.append(table(["operation", "ns/log", "range", "× deque.append"], rows))
         out.append("")
         out.append(
-            f"Clock: CPU time of the producing thread (the dispatcher's work is not counted "
-            f"here; see the end-to-end table). {counts['written']:,} logs reached the "
-            f"discarding sink, {counts['dropped']:,} dropped."
+            f"Timed with {settings.describe()}. Clock: CPU time of the producing thread "
+            f"(the dispatcher's work is not counted here; see the end-to-end table). Every "
+            f"log reached the discarding sink (a run that drops one fails)."
         )
         out.append("")
 
-        # 2. sink throughput on fresh logs.
-        progress("bench_pipeline: sink throughput")
-        set_clock(sink_clock)
-        # Every sample encodes fresh logs (made outside the timer): fewer, longer samples.
-        sink_settings = Settings(max(2, settings.rounds - 2), 2, settings.sample_s, settings.mode)
-        sinks = measure(sink_variants(templates, loop, work, sink_n), sink_settings)
+        # 2. sink throughput.
         # The template logs and pools are the harness's, not the application's: free
         # them so the collector's work below is the pipeline's alone.
         del templates, variants
@@ -515,7 +515,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ]
         out.append(table(["operation", "logs/s", "range", "µs/log"], rows))
         out.append("")
-        out.append(f"Clock: {sink_clock} (`--clock`); {sink_n:,} logs per sample.")
+        out.append(f"Clock: {sink_clock} (`--clock`).")
         out.append("")
 
         # 3. end to end, FileSink and a discarding sink alternating.
@@ -617,7 +617,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             statistics.median(x.dispatcher_cpu_s or 0.0 for x in file_runs) * 1e6 / file_med.logs
         )
         put_ns = hand[put].median
-        put_ratio = paired_ratio(hand, put, ref)
+        put_ratio = ratio(hand, put, ref)
         file_rate = 1e9 / sinks[FILESINK].median
         json_rate = 1e9 / sinks[JSON_REF].median
         orjson_rate = 1e9 / sinks[ORJSON_REF].median
