@@ -126,6 +126,19 @@ class TestScripts:
             skipped = [c for c in log.calls if c.data.get("skipped")]
             assert len(skipped) == 1
 
+    def test_sql_own_tables_writes_and_reads_back(self, tmp_path: Path) -> None:
+        """
+        The own-tables example writes one log into ORM-declared tables, with the user in
+        its own column, and reads it back through the sink.
+        """
+        stdout = run_example("sql_own_tables.py", cwd=tmp_path)
+        assert stdout.splitlines() == ["alice __main__.checkout"]
+        with sqlite3.connect(tmp_path / "own.db") as conn:
+            rows = conn.execute("SELECT user_name FROM activity").fetchall()
+            calls = conn.execute("SELECT function FROM activity_call").fetchall()
+        assert rows == [("alice",)]
+        assert calls == [("__main__.checkout",)]
+
 
 def load_fastapi_example() -> ModuleType:
     spec = importlib.util.spec_from_file_location("fastapi_app", EXAMPLES / "fastapi_app.py")
