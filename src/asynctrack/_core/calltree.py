@@ -39,7 +39,7 @@ from asynctrack._core.records import (
     _counter,
     reset_ids_after_fork,
 )
-from asynctrack._core.values import REDACTED, convert, current_limits, is_redacted, scrub
+from asynctrack._core.values import REDACTED, clip, convert, current_limits, is_redacted
 
 __all__ = [
     "FRAME",
@@ -298,11 +298,9 @@ def describe_error(exc: BaseException) -> str:
         message = str(exc)
     except Exception:
         message = "<str() failed>"
-    limit = current_limits().max_string
-    if len(message) > limit:
-        message = f"{message[:limit]}…[+{len(message) - limit} chars]"
-    if "://" in message:
-        message = scrub(message)  # a DSN with its password in an error message
+    # A DSN with its password in an error message: redacted before the cut, so no
+    # prefix of a password survives it.
+    message = clip(message, current_limits().max_string)
     return f"{name}: {message}" if message else name
 
 

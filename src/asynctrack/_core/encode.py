@@ -4,8 +4,9 @@ JSON-lines encoding and decoding of logs.
 Every line is strict JSON (no NaN: values were converted at call time) and one
 line under both ``str.split("\\n")`` and ``str.splitlines()``: U+2028, U+2029 and
 U+0085, which orjson writes raw, are escaped. Values orjson refuses (lone
-surrogates, integers beyond 64 bits) fall back to the stdlib encoder; lone
-surrogates are then replaced by U+FFFD.
+surrogates, integers beyond 64 bits, keys that are not ``str``) fall back to the
+stdlib encoder through :func:`jsonable`; lone surrogates are then replaced by U+FFFD.
+No value costs its log: what no encoder takes becomes a placeholder string.
 
 The dispatcher's path (issue #9): a completed log is encoded straight from its call
 records, one ``orjson.dumps`` per line into one buffer per batch, without building
@@ -20,13 +21,16 @@ path (``to_dict``); both give the same bytes.
 
 from __future__ import annotations
 
+import enum
 import json
+import math
 import re
 from collections.abc import Iterable
 from typing import Any
 
 from asynctrack._core import records
 from asynctrack._core.records import REC, Log, iso_second
+from asynctrack._core.values import convert, distinct_key, key_text
 
 try:  # pragma: no branch - orjson is a dependency; the fallback is for odd platforms
     import orjson
@@ -43,10 +47,11 @@ except ImportError:  # pragma: no cover
     _Fragment = None
     _NEWLINE = 0
 
-__all__ = ["decode_line", "encode_log", "encode_logs", "encode_obj"]
+__all__ = ["decode_line", "encode_log", "encode_logs", "encode_obj", "jsonable", "loads"]
 
 # 19+ digits: maybe an integer beyond 64 bits, which orjson reads back as a float.
 _LONG_DIGITS = re.compile(rb"\d{19}")
+_LONG_DIGITS_STR = re.compile(r"[0-9]{19}")
 
 # Characters that str.splitlines() treats as line breaks and JSON allows raw.
 _RAW_BREAKS = (
@@ -83,21 +88,113 @@ def _escape_breaks(data: bytes) -> bytes:
 
 def encode_obj(obj: Any) -> bytes:
     """
-    Encode one JSON value as a single line (without the newline); never NaN.
+    Encode one JSON value as a single line (without the newline); never NaN; never raises.
+
+    What orjson refuses goes through :func:`jsonable` first, so a value that no encoder
+    takes (an int beyond CPython's digit limit, a tuple key a processor added) costs
+    that value, never the line.
     """
     if _dumps is not None:
         try:
             return _escape_breaks(_dumps(obj))
-        except (TypeError, ValueError):
+        except Exception:  # orjson.JSONEncodeError: huge int, surrogate, key, type
             pass
     try:
-        return _stdlib(obj)
-    except (TypeError, ValueError):
-        # A value that is not JSON-safe slipped in (a user's processor): coerce it.
-        text = json.dumps(
-            obj, ensure_ascii=True, allow_nan=False, separators=(",", ":"), default=repr
-        )
-        return text.encode("utf-8")
+        return _stdlib(jsonable(obj))
+    except Exception:  # pragma: no cover - jsonable's output is always encodable
+        return _stdlib(_unencodable(obj))
+
+
+#: Integers with more digits than CPython's default int-to-str limit (4,300) cannot be
+#: written, nor read back by a reader under the default limit: they become placeholders.
+_INT_BOUND = 10**4300
+#: Nesting kept by jsonable (orjson refuses 255 levels; the stdlib recurses in C).
+_MAX_NEST = 200
+
+
+def _unencodable(value: Any, what: str = "unencodable") -> str:
+    return f"<{what} {type(value).__name__}>"
+
+
+def jsonable(obj: Any) -> Any:
+    """
+    Return ``obj`` made encodable by the stdlib encoder, as close to it as possible.
+
+    The last resort of the encoder (issue #14): lone surrogates become U+FFFD (as in
+    the line), ``str`` keys stay, other keys become
+    their text as the converter writes them, and a key whose text is taken gets a
+    ``" #2"`` suffix (distinct keys stay distinct); integers beyond 4,300 digits, NaN
+    and infinities, cycles, nesting beyond 200 levels and what lies past a budget of a
+    million values become placeholder strings; other objects become their converted
+    snapshot (as a probe records a parameter).
+    """
+    return _Jsonable().run(obj, 0)
+
+
+class _Jsonable:
+    __slots__ = ("budget", "path")
+
+    def __init__(self) -> None:
+        self.budget = 1_000_000
+        self.path: set[int] = set()  # ids of the containers being walked: cycles
+
+    def run(self, obj: Any, depth: int) -> Any:
+        t = type(obj)
+        if t is str:
+            return obj if obj.isascii() else _clean(obj)
+        if obj is None or t is bool:
+            return obj
+        if t is int:
+            return obj if -_INT_BOUND < obj < _INT_BOUND else f"<int of {obj.bit_length()} bits>"
+        if t is float:
+            if math.isfinite(obj):
+                return obj
+            return "NaN" if obj != obj else ("Infinity" if obj > 0 else "-Infinity")
+        self.budget -= 1
+        if depth >= _MAX_NEST or self.budget < 0:
+            return _unencodable(obj, "too deep:" if self.budget >= 0 else "size limit:")
+        if isinstance(obj, (dict, list, tuple)):
+            if id(obj) in self.path:
+                return _unencodable(obj, "cycle:")
+            self.path.add(id(obj))
+            try:
+                if isinstance(obj, dict):
+                    return self._dict(obj, depth)
+                return [self.run(value, depth + 1) for value in obj]
+            finally:
+                self.path.discard(id(obj))
+        if isinstance(obj, str):
+            return self.run(str.__str__(obj), depth)
+        if isinstance(obj, int) and not isinstance(obj, enum.Enum):
+            return self.run(int(obj), depth)
+        if isinstance(obj, float):
+            return self.run(float(obj), depth)
+        return self.run(convert(obj), depth + 1)
+
+    def _dict(self, obj: dict[Any, Any], depth: int) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        renamed = False  # set once a key was made text: a str key may then collide
+        for key, value in obj.items():
+            if type(key) is not str:
+                key = distinct_key(_clean(key_text(key)), out)
+                renamed = True
+            elif not key.isascii() and _clean(key) is not key:
+                # Lone surrogates become U+FFFD in the line: two keys could merge.
+                key = distinct_key(_clean(key), out)
+                renamed = True
+            elif renamed:
+                key = distinct_key(key, out)
+            out[key] = self.run(value, depth + 1)
+        return out
+
+
+def _clean(text: str) -> str:
+    # The text as the line will hold it: lone surrogates replaced by U+FFFD.
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    return text
 
 
 def encode_log(log: Log) -> bytes:
@@ -310,7 +407,7 @@ def _dump_dict(log: Log, dumps: Any, newline: int) -> bytes:
     d = log.to_dict()
     try:
         return bytes(dumps(d, option=newline))
-    except (TypeError, ValueError):
+    except Exception:  # orjson.JSONEncodeError
         return encode_obj(d) + b"\n"
 
 
@@ -336,15 +433,25 @@ def decode_line(line: bytes | str) -> Log:
 
 def _decode_line(line: bytes | str) -> Log:
     try:
-        data = line.encode("utf-8", "surrogatepass") if isinstance(line, str) else line
-        if _LONG_DIGITS.search(data):
-            raise ValueError("exact integers: let the stdlib parse the line")
-        obj = _loads(line)
-    except ValueError:
-        try:  # orjson refuses escaped lone surrogates that other writers may produce
-            obj = json.loads(line)
-        except ValueError as exc:
-            raise ValueError(f"not valid JSON: {str(exc)[:200]}") from None
+        obj = loads(line)
+    except ValueError as exc:
+        raise ValueError(f"not valid JSON: {str(exc)[:200]}") from None
     if type(obj) is not dict:
         raise ValueError("not a log record: not a JSON object")
     return Log.from_dict(obj)
+
+
+def loads(text: bytes | str) -> Any:
+    """
+    Decode JSON text with integers read exactly (orjson reads those past 64 bits as floats).
+
+    Raises:
+        ValueError: the text is not JSON.
+    """
+    try:
+        if _LONG_DIGITS.search(text) if isinstance(text, bytes) else _LONG_DIGITS_STR.search(text):
+            raise ValueError("exact integers: let the stdlib parse the text")
+        return _loads(text)
+    except ValueError:
+        # Also for escaped lone surrogates, which orjson refuses and other writers produce.
+        return json.loads(text)

@@ -6,6 +6,15 @@ Every value that a probe records (parameters, info, data) goes through
 ``None``, ``bool``, ``int``, finite ``float``, ``str``, ``list`` and ``dict`` with
 ``str`` keys only. Conversion never raises: a value that cannot be converted
 becomes a placeholder string.
+
+Secrets are kept out at every step (issue #14): a name is checked for redaction
+before it is cut to ``max_string``; URL passwords are redacted before a string is
+cut (:mod:`asynctrack._core.redact`); objects with declared fields (pydantic models,
+dataclasses, attrs classes, named tuples, ``SimpleNamespace``) are read field by field
+(:mod:`asynctrack._core.fields`) and converted like dicts, never by their ``repr``.
+Distinct keys stay distinct: keys that are not ``str`` become text (containers and
+objects as the compact JSON of their conversion), and a key whose text is already
+taken gets a ``" #2"`` suffix.
 """
 
 from __future__ import annotations
@@ -14,28 +23,32 @@ import dataclasses
 import datetime as _dt
 import decimal
 import enum
+import json
 import math
-import re
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import PurePath
 from typing import Any, TypeVar
 
+from asynctrack._core.fields import field_reader
+from asynctrack._core.redact import REDACTED, clip, scrub
+
 __all__ = [
     "DEFAULT_REDACT",
     "REDACTED",
     "Limits",
+    "clip",
     "convert",
     "convert_mapping",
     "current_limits",
+    "distinct_key",
     "is_redacted",
+    "key_text",
     "represent",
     "scrub",
     "set_limits",
 ]
-
-REDACTED = "[REDACTED]"
 
 #: Default redaction list: a name is redacted when it *contains* one of these,
 #: case-insensitively (so ``X-Api-Key``, ``user_password`` and ``sessionid`` are).
@@ -85,8 +98,20 @@ _REDACT_CACHE: dict[str, bool] = {}
 # but is listed for the exact ``type(x) in _ATOMS`` test used on the hot path.
 _ATOMS = frozenset({int, bool, type(None)})
 
+
+class _Fields:
+    """
+    The representation of a class with declared fields: read them, convert like a dict.
+    """
+
+    __slots__ = ("read",)
+
+    def __init__(self, read: Callable[[Any], dict[str, Any]]) -> None:
+        self.read = read
+
+
 _REPRESENT: dict[type, Callable[[Any], Any]] = {}
-_REPRESENT_CACHE: dict[type, Callable[[Any], Any] | None] = {}
+_REPRESENT_CACHE: dict[type, Callable[[Any], Any] | _Fields | None] = {}
 
 
 def current_limits() -> Limits:
@@ -119,7 +144,8 @@ def is_redacted(name: str) -> bool:
     if hit is None:
         low = name.lower()
         hit = any(p in low for p in _LIMITS.redact)
-        if len(_REDACT_CACHE) < 10_000:
+        # Long names (a huge key) are not kept: the cache must stay small.
+        if len(_REDACT_CACHE) < 10_000 and len(name) <= 256:
             _REDACT_CACHE[name] = hit
     return hit
 
@@ -150,12 +176,13 @@ def represent(cls: type[T], func: Callable[[T], Any]) -> None:
     _REPRESENT_CACHE.clear()
 
 
-def _lookup_representation(cls: type) -> Callable[[Any], Any] | None:
+def _lookup_representation(cls: type) -> Callable[[Any], Any] | _Fields | None:
+    # Per class, cached: a registered function (MRO order), __track__, declared fields.
     try:
         return _REPRESENT_CACHE[cls]
     except KeyError:
         pass
-    found: Callable[[Any], Any] | None = None
+    found: Callable[[Any], Any] | _Fields | None = None
     for base in cls.__mro__:
         if base in _REPRESENT:
             found = _REPRESENT[base]
@@ -164,27 +191,15 @@ def _lookup_representation(cls: type) -> Callable[[Any], Any] | None:
         track = getattr(cls, "__track__", None)
         if track is not None and callable(track):
             found = track
+    if found is None:
+        read = field_reader(cls)
+        if read is not None:
+            found = _Fields(read)
+    if len(_REPRESENT_CACHE) >= 10_000:
+        # Classes made at run time (pydantic.create_model per request) must not pile up.
+        _REPRESENT_CACHE.clear()
     _REPRESENT_CACHE[cls] = found
     return found
-
-
-# scheme://user:password@host — the password part of URL user-info.
-# Bounded quantifiers: no catastrophic backtracking on long hostile strings.
-_URL_USERINFO = re.compile(r"([A-Za-z][A-Za-z0-9+.-]{0,31}://[^/\s:@]{0,256}:)[^@\s/]{0,256}@")
-
-
-def _scrub(s: str) -> str:
-    """
-    Redact the password of URLs with user-info (``postgresql://u:pw@h`` → ``u:[REDACTED]@h``).
-    """
-    return _URL_USERINFO.sub(r"\1[REDACTED]@", s) if "://" in s else s
-
-
-scrub = _scrub
-
-
-def _truncate(s: str, limit: int) -> str:
-    return f"{s[:limit]}…[+{len(s) - limit} chars]"
 
 
 def _placeholder(value: object, what: str = "unrepresentable") -> str:
@@ -202,8 +217,9 @@ def convert(value: Any) -> Any:
     Rules: ``None``, ``bool``, ``int`` and ``str`` as they are (strings truncated, the
     password of URLs with user-info redacted);
     NaN and infinities as the strings ``"NaN"``, ``"Infinity"``, ``"-Infinity"``;
-    lists, tuples, sets and mappings recursively (mapping keys made ``str``, sensitive
-    keys redacted); dataclasses as dicts of their fields; datetimes, dates and times
+    lists, tuples, sets and mappings recursively (mapping keys made distinct ``str``,
+    sensitive keys redacted); pydantic models, dataclasses, attrs classes, named tuples
+    and ``SimpleNamespace`` as dicts of their fields; datetimes, dates and times
     in ISO 8601; ``Decimal``, ``UUID`` and paths as strings; enums as ``"Cls.NAME"``;
     bytes as their truncated ``repr``; objects by a registered representation or
     ``__track__``, else their truncated ``repr``; anything that fails as
@@ -261,10 +277,10 @@ def _convert(value: Any, depth: int, lim: _Run) -> Any:
     if t in _ATOMS:
         return value
     if t is str:
-        if len(value) > lim.max_string:
-            # Truncate first: scrubbing (a regex) then runs on a bounded string.
-            return _scrub(_truncate(value, lim.max_string))
-        return _scrub(value) if "://" in value else value
+        if len(value) > lim.max_string or "://" in value:
+            # Passwords are redacted before the cut, in time bounded by the cut.
+            return clip(value, lim.max_string)
+        return value
     if t is float:
         if math.isfinite(value):
             return value
@@ -273,6 +289,13 @@ def _convert(value: Any, depth: int, lim: _Run) -> Any:
     if rep is not None:
         if depth >= lim.max_depth:
             return _placeholder(value, "depth limit:")
+        if isinstance(rep, _Fields):
+            try:
+                fields = rep.read(value)
+            except Exception:
+                # Not the repr: it would show what the fields hide (a password).
+                return _placeholder(value)
+            return _convert_mapping(fields, depth, lim)
         try:
             produced = rep(value)
         except Exception:
@@ -301,14 +324,11 @@ def _convert(value: Any, depth: int, lim: _Run) -> Any:
     if isinstance(value, (bytes, bytearray, memoryview)):
         raw = bytes(value[: lim.max_string])
         text = repr(raw)
+        if b"://" in raw:
+            text = scrub(text)
         if len(value) > lim.max_string:
             text = f"{text}…[+{len(value) - lim.max_string} bytes]"
         return text
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        if depth >= lim.max_depth:
-            return _placeholder(value, "depth limit:")
-        fields = {f.name: getattr(value, f.name, None) for f in dataclasses.fields(value)}
-        return _convert_mapping(fields, depth, lim)
     return _repr(value, lim)
 
 
@@ -328,18 +348,71 @@ def _repr(value: Any, lim: _Run) -> str:
             _SLOW_REPR.add(cls)
     if type(text) is not str:  # pragma: no cover - repr always returns str
         return _placeholder(value)
-    if len(text) > lim.max_string:
-        return _scrub(_truncate(text, lim.max_string))
-    return _scrub(text) if "://" in text else text
+    return clip(text, lim.max_string)
 
 
-def _key(key: Any, lim: _Run) -> str:
+def _key(key: Any, lim: _Run) -> tuple[str, bool]:
+    """
+    Return the text of a mapping key that is not a short plain ``str``, and whether it
+    is a sensitive name (checked on the whole text, before it is cut).
+    """
+    try:
+        if isinstance(key, str):
+            text = str.__str__(key)
+        elif key is None or type(key) is bool or type(key) is float:
+            text = str(key)
+        elif type(key) is int:
+            text = _int_text(key)
+        else:
+            # Containers and objects are expanded (so (1, 2) and (1, 3) stay two keys)
+            # and converted like values (a field object's password is redacted).
+            converted = _convert(key, 0, lim)
+            text = converted if type(converted) is str else _compact(converted)
+        return clip(text, lim.max_string), is_redacted(text)
+    except Exception:
+        return _placeholder(key), False
+
+
+def key_text(key: Any) -> str:
+    """
+    Return the text a mapping key that is not a ``str`` is recorded under (never raises).
+
+    The same text the converter gives it: ``str()`` for ``None``, ``bool``, ``int`` and
+    ``float``; for containers and objects the compact JSON of their conversion (so
+    distinct tuples stay distinct); cut to ``max_string``.
+    """
     if type(key) is str:
-        return key if len(key) <= lim.max_string else _truncate(key, lim.max_string)
-    if key is None or type(key) in (int, float, bool):
-        return str(key)
-    converted = _convert(key, lim.max_depth, lim)  # keys are never expanded
-    return converted if type(converted) is str else str(converted)
+        return key
+    return _key(key, _Run(_LIMITS))[0]
+
+
+def distinct_key(key: str, taken: Mapping[str, Any]) -> str:
+    """
+    Return ``key``, or ``"key #2"`` (``#3``, …) if it is already in ``taken``.
+    """
+    return _fresh(key, taken) if key in taken else key
+
+
+def _int_text(n: int) -> str:
+    try:
+        return str(n)
+    except ValueError:  # beyond CPython's int-to-str digit limit
+        return f"<int of {n.bit_length()} bits>"
+
+
+def _compact(converted: Any) -> str:
+    try:
+        return json.dumps(converted, ensure_ascii=False, separators=(",", ":"))
+    except (TypeError, ValueError):  # an int beyond the digit limit
+        return _placeholder(converted)
+
+
+def _fresh(key: str, out: Mapping[str, Any]) -> str:
+    # The first free "key #k": distinct keys whose texts coincide stay distinct.
+    k = 2
+    while f"{key} #{k}" in out:
+        k += 1
+    return f"{key} #{k}"
 
 
 def _convert_mapping(value: Mapping[Any, Any], depth: int, lim: _Run) -> Any:
@@ -348,12 +421,24 @@ def _convert_mapping(value: Mapping[Any, Any], depth: int, lim: _Run) -> Any:
         return f"<{type(value).__name__} of {n} items>"
     out: dict[str, Any] = {}
     limit = lim.max_items
+    max_string = lim.max_string
+    # Set once a key was made text: a later plain key may then collide with it.
+    renamed = False
     for i, (k, v) in enumerate(value.items()):
         if i >= limit:
-            out["…"] = f"[+{n - limit} items]"
+            out[_fresh("…", out) if "…" in out else "…"] = f"[+{n - limit} items]"
             break
-        key = _key(k, lim)
-        if is_redacted(key):
+        if type(k) is str and len(k) <= max_string and "://" not in k:
+            key = k
+            if renamed and key in out:
+                key = _fresh(key, out)
+            hidden = is_redacted(key)
+        else:
+            key, hidden = _key(k, lim)
+            renamed = True
+            if key in out:
+                key = _fresh(key, out)
+        if hidden:
             out[key] = REDACTED
         else:
             try:

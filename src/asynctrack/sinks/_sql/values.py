@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
-import json
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -16,6 +15,7 @@ import orjson
 import sqlalchemy as sa
 
 from asynctrack._core.encode import encode_obj
+from asynctrack._core.encode import loads as exact_loads
 from asynctrack.sinks._sql.schema import MISSING, RESERVED_KEY, TextLimit
 
 __all__ = [
@@ -82,12 +82,9 @@ def dumps(obj: Any) -> str:
 
 def loads(text: str | bytes) -> Any:
     """
-    Decode the JSON text of a JSON column.
+    Decode the JSON text of a JSON column (integers beyond 64 bits read exactly).
     """
-    try:
-        return orjson.loads(text)
-    except orjson.JSONDecodeError:
-        return json.loads(text)
+    return exact_loads(text)
 
 
 # -- fitting values into columns --------------------------------------------------------

@@ -1,0 +1,133 @@
+"""
+Redaction of URL passwords in free text, in time linear in the text.
+
+``postgresql://app:s3cret@db/prod`` becomes ``postgresql://app:[REDACTED]@db/prod``
+wherever it appears in a recorded string, a ``repr`` or an error message, whatever the
+length of the password (cloud IAM tokens used as database passwords run to kilobytes).
+
+The user-info is read the way SQLAlchemy reads a URL: the user name runs up to the
+first ``:`` (it may hold ``@``, as in Azure's ``bob@server``), the password from there
+to the ``@`` before the host (it may hold ``/``, ``:``, ``?`` and ``@``). Two readings keep ordinary
+text intact: a password never spans whitespace (``see http://h:80 or mail a@b``), and
+``host:port/`` is a port (``https://h:443/path?mail=a@b``).
+
+:func:`clip` also cuts the text to a length, and never cuts first: a password that
+straddles the cut is redacted, so no prefix of it is written.
+"""
+
+from __future__ import annotations
+
+import re
+
+__all__ = ["REDACTED", "clip", "scrub"]
+
+REDACTED = "[REDACTED]"
+_R = len(REDACTED)
+
+# The user name: anything but "/", whitespace and ":", then the ":" that ends it.
+_USER = re.compile(r"[^/\s:]*:")
+# A port after "host:", which is not a password.
+_PORT = re.compile(r"\d{1,5}[/?#]")
+_SPACE = re.compile(r"\s")
+# The host part after "@": an unencoded "@" in it still belongs to the password
+# (``u:p@ss@host``), read as urllib does (up to the last "@" before the host's end).
+_HOST = re.compile(r"[^/?#\s]*")
+
+
+def scrub(text: str) -> str:
+    """
+    Return ``text`` with the password of every URL with user-info redacted.
+    """
+    if "://" not in text:
+        return text
+    # No cut: each redaction may lengthen the text (an empty password becomes ten
+    # characters), so the output is bounded by three times the input.
+    return _redact(text, 3 * len(text) + 16)[0]
+
+
+def clip(text: str, limit: int) -> str:
+    """
+    Return ``text`` with URL passwords redacted, cut to ``limit`` characters.
+
+    A cut string ends with ``"…[+N chars]"`` (N characters of the redacted text dropped).
+    Only the part of ``text`` that can reach the output is examined, so a huge string
+    costs little more than its first ``limit`` characters (and one search for ``@``).
+    """
+    if len(text) <= limit and "://" not in text:
+        return text
+    out, total = _redact(text, limit)
+    if total <= limit:
+        return out
+    return f"{out[:limit]}…[+{total - limit} chars]"
+
+
+def _redact(s: str, limit: int) -> tuple[str, int]:
+    """
+    Redact URL passwords among the first ``limit`` output characters.
+
+    Returns the redacted text (at least its first ``limit`` characters) and the length
+    the whole redacted text would have.
+    """
+    n = len(s)
+    parts: list[str] = []
+    pos = 0  # s[:pos] is handled: its output is in parts
+    room = limit  # output characters still visible
+    at = -2  # first "@" after the last place searched (-1: none, -2: not searched)
+    # Whitespace search state: none in s[ws_from:ws_to]; a space at ws_to if ws_hit.
+    ws_from = ws_to = 0
+    ws_hit = False
+    i = s.find("://", 0, room + 3)
+    while i >= 0:
+        cut = pos + room  # the source index where the output is cut
+        user = _USER.match(s, i + 3, cut)
+        if user is None:  # no ":" before "/", a space or the cut: no visible password
+            i = s.find("://", i + 3, cut + 3)
+            continue
+        colon = user.end() - 1
+        if at < colon:
+            if at == -1:
+                break  # no "@" anywhere after an earlier point: no password after it
+            at = s.find("@", colon + 1)
+            if at < 0:
+                break
+        # Is there whitespace in s[colon + 1 : end)? Beyond the cut it does not matter:
+        # a password that runs past the cut is redacted (nothing of it is visible).
+        end = min(at, cut)
+        start = colon + 1
+        if ws_hit and start <= ws_to:
+            spaced = ws_to < end
+        else:
+            if not (ws_from <= start <= ws_to):
+                ws_from = ws_to = start
+                ws_hit = False
+            if ws_to < end:
+                found = _SPACE.search(s, ws_to, end)
+                if found is None:
+                    ws_to = end
+                else:
+                    ws_to = found.start()
+                    ws_hit = True
+            spaced = ws_hit and ws_to < end
+        if spaced or _PORT.match(s, start, at) is not None:
+            i = s.find("://", start, cut + 3)
+            continue
+        parts.append(s[pos:start])
+        parts.append(REDACTED)
+        room -= start - pos + _R
+        host = _HOST.match(s, at + 1, cut + 1)
+        if host is None or host.end() > cut < n:
+            # The host part runs past the cut: an "@" beyond it may end the password,
+            # so nothing after the "@" found is shown.
+            pos = at
+            room = min(room, 0)
+            break
+        last = s.rfind("@", at + 1, host.end())
+        pos = at if last < 0 else last
+        if room <= 0:
+            break
+        i = s.find("://", at, at + room + 3)
+    total = (limit - room) + (n - pos)
+    if not parts:
+        return s[: limit + 1] if total > limit else s, total
+    parts.append(s[pos : pos + max(room, 0) + 1])
+    return "".join(parts), total
