@@ -1,25 +1,35 @@
 """
-Conversion of recorded values: JSON-safe, bounded, redacted, never raising.
+Conversion of recorded values: JSON-safe, bounded, redacted, never raising; objects
+with fields recorded field by field, keys kept distinct (issue #14).
 """
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import datetime as dt
 import decimal
 import enum
 import json
 import math
+import types
 import uuid
+import warnings
 from pathlib import PurePosixPath
 from typing import Any
 
+import attrs
+import pydantic
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import asynctrack
 from asynctrack._core.values import REDACTED, Limits, convert, set_limits
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")  # pydantic.v1 warns on Python versions it does not support
+    import pydantic.v1 as pydantic_v1
 
 
 class Color(enum.Enum):
@@ -172,3 +182,250 @@ class TestUrlUserInfo:
         with capture() as logs:
             connect("mysql://root:hunter2@127.0.0.1/test")
         assert logs[0].calls[0].params == {"dsn": "mysql://root:[REDACTED]@127.0.0.1/test"}
+
+    def test_passwords_of_any_length(self) -> None:
+        """
+        URL passwords are redacted whatever their length (kilobyte IAM tokens), also when
+        the string is cut: no prefix of the password is kept before the cut.
+        """
+        for n in (1, 256, 257, 5000, 100_000):
+            dsn = f"postgresql://app:{'p' * n}@db.internal:5432/prod"
+            assert convert(dsn) == "postgresql://app:[REDACTED]@db.internal:5432/prod"
+        set_limits(Limits(max_string=20))
+        assert convert("postgresql://app:secretsecret@db/x") == ("postgresql://app:[RE…[+12 chars]")
+        assert convert(b"mysql://root:hunter2@h/db") == "b'mysql://root:[REDACT'…[+8 bytes]"
+        assert convert(b"m://r:" + b"p" * 5000 + b"@h") == "b'm://r:[REDACTED]@h'"
+
+    @pytest.mark.parametrize(
+        ("text", "expected"),
+        [
+            pytest.param("a://u:p@ss@host/db", "a://u:[REDACTED]@host/db", id="at-in-password"),
+            pytest.param("a://u:pa/ss@h", "a://u:[REDACTED]@h", id="slash-in-password"),
+            pytest.param(
+                "pg://bob@corp.com:pw@h/db", "pg://bob@corp.com:[REDACTED]@h/db", id="at-in-user"
+            ),
+            pytest.param("x://u:1234@h", "x://u:[REDACTED]@h", id="digits"),
+            pytest.param(
+                "https://h:443/path?mail=a@b", "https://h:443/path?mail=a@b", id="port-then-at"
+            ),
+            pytest.param(
+                "see http://h:80 or mail a@b", "see http://h:80 or mail a@b", id="space-then-at"
+            ),
+            pytest.param("x://u:pw@host?to=a@b", "x://u:[REDACTED]@host?to=a@b", id="at-in-query"),
+            pytest.param(
+                "a://u:p@h b://v:q@h2", "a://u:[REDACTED]@h b://v:[REDACTED]@h2", id="two"
+            ),
+        ],
+    )
+    def test_url_forms(self, text: str, expected: str) -> None:
+        """
+        The user-info is read as SQLAlchemy and urllib read it, except across whitespace
+        and ports: members of the class, in both directions.
+        """
+        assert convert(text) == expected
+
+    @settings(max_examples=300, deadline=None)
+    @given(
+        before=st.text("ab :/@", max_size=20),
+        password=st.text("pq:/@?#", min_size=1, max_size=600).filter(
+            lambda p: "@" not in p[-1:] and not p[0].isdigit()
+        ),
+        limit=st.integers(1, 700),
+    )
+    def test_no_prefix_survives_a_cut(self, before: str, password: str, limit: int) -> None:
+        """
+        Whatever the text before the URL, the password and the cut: nothing of the
+        password's first character onwards is kept when it ends at the host's "@".
+        """
+        set_limits(Limits(max_string=limit))
+        text = f"{before} pg://app:Z{password}@db/prod"
+        assert "Z" not in convert(text)
+
+    def test_hostile_strings_finish(self) -> None:
+        """
+        Strings built to make a scanner quadratic (many URL starts, many "@") finish: the
+        scan is linear (pytest's timeout is the bound; no timing assert).
+        """
+        set_limits(Limits(max_string=2_000_000))
+        for text in (
+            "a://u:" * 200_000 + " @",
+            "a://u:" + "@" * 1_000_000,
+            "a://u:p@h " * 100_000,
+            "a://" + "u:1/" * 300_000 + "@",
+        ):
+            assert isinstance(convert(text), str)
+
+
+class LoginV2(pydantic.BaseModel):
+    username: str
+    password: str
+
+
+class LoginV1(pydantic_v1.BaseModel):
+    username: str
+    password: str
+
+
+class Extra(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="allow")
+    user: str
+
+
+@attrs.define
+class Creds:
+    user: str
+    api_key: str
+    cache: str = attrs.field(repr=False, default="c")
+
+
+@dataclasses.dataclass
+class Hidden:
+    user: str
+    blob: str = dataclasses.field(repr=False, default="b")
+
+
+Pair = collections.namedtuple("Pair", "name token")
+
+
+class TestFieldObjects:
+    @pytest.mark.parametrize(
+        ("value", "expected"),
+        [
+            pytest.param(
+                LoginV2(username="bob", password="hunter2"),
+                {"username": "bob", "password": REDACTED},
+                id="pydantic-v2",
+            ),
+            pytest.param(
+                LoginV1(username="bob", password="hunter2"),
+                {"username": "bob", "password": REDACTED},
+                id="pydantic-v1",
+            ),
+            pytest.param(
+                Extra(user="bob", auth_token="t", n=1),
+                {"user": "bob", "auth_token": REDACTED, "n": 1},
+                id="pydantic-extra",
+            ),
+            pytest.param(Creds("bob", "k"), {"user": "bob", "api_key": REDACTED}, id="attrs"),
+            pytest.param(Hidden("bob"), {"user": "bob"}, id="dataclass-repr-false"),
+            pytest.param(Pair("bob", "t"), {"name": "bob", "token": REDACTED}, id="namedtuple"),
+            pytest.param(
+                types.SimpleNamespace(user="bob", session_id="s"),
+                {"user": "bob", "session_id": REDACTED},
+                id="namespace",
+            ),
+            pytest.param(
+                [LoginV2(username="a", password="p")],
+                [{"username": "a", "password": REDACTED}],
+                id="nested",
+            ),
+        ],
+    )
+    def test_recorded_field_by_field(self, value: Any, expected: Any) -> None:
+        """
+        Objects with declared fields are recorded as dicts of their fields, through the
+        same redaction as dicts, never by a repr that would show the password.
+        """
+        assert convert(value) == expected
+
+    def test_limits_apply_as_to_dicts(self) -> None:
+        """
+        Item and depth limits cut field objects like dicts.
+        """
+        set_limits(Limits(max_depth=1, max_items=1))
+        assert convert(Creds("bob", "k")) == {"user": "bob", "…": "[+1 items]"}
+        assert convert([Creds("bob", "k")]) == ["<depth limit: Creds>"]
+
+    def test_representations_win_and_failures_are_placeholders(self) -> None:
+        """
+        represent() and __track__ still decide; a field that cannot be read gives a
+        placeholder, not the repr.
+        """
+
+        @dataclasses.dataclass
+        class Job:
+            id: int
+            password: str
+
+            def __track__(self) -> dict[str, int]:
+                return {"job": self.id}
+
+        assert convert(Job(1, "p")) == {"job": 1}
+
+        @dataclasses.dataclass
+        class Broken:
+            password: str
+
+        broken = Broken("hunter2")
+        del broken.password
+        out = convert(broken)
+        assert out.startswith("<unrepresentable ") and out.endswith("Broken>")
+
+    def test_other_objects_keep_their_repr(self) -> None:
+        """
+        Objects without declared fields are still recorded by their repr.
+        """
+
+        class Plain:
+            def __init__(self) -> None:
+                self.password = "hunter2"
+
+            def __repr__(self) -> str:
+                return "Plain()"
+
+        assert convert(Plain()) == "Plain()"
+
+
+class TestKeys:
+    def test_distinct_keys_stay_distinct(self) -> None:
+        """
+        Three tuple keys stay three keys; an int key and its str form both stay.
+        """
+        assert convert({(1, 2): "a", (1, 3): "b", (2, 3): "c"}) == {
+            "[1,2]": "a",
+            "[1,3]": "b",
+            "[2,3]": "c",
+        }
+        assert convert({1: "a", "1": "b", "1 #2": "c"}) == {"1": "a", "1 #2": "b", "1 #2 #2": "c"}
+        assert convert({"…": "mine", "a": 1, "b": 2}) != {"…": "[+1 items]"}
+
+    def test_keys_are_checked_before_the_cut(self) -> None:
+        """
+        With a small max_string a long secret-named key is still redacted, and a key
+        holding a URL has its password redacted.
+        """
+        set_limits(Limits(max_string=5))
+        out = convert({"x-amz-security-token": "t", "postgresql://u:pw@h": 1})
+        assert list(out.values()) == [REDACTED, 1]
+        assert "pw" not in json.dumps(out)
+        set_limits(Limits(max_string=1))
+        assert list(convert({("xpassword", 0): "p"}).values()) == [REDACTED]
+
+    def test_huge_int_keys(self) -> None:
+        """
+        An int key beyond the digit limit becomes a placeholder key, not an error.
+        """
+        assert convert({10**5000: 1}) == {"<int of 16610 bits>": 1}
+
+    @settings(max_examples=300, deadline=None)
+    @given(
+        keys=st.lists(
+            st.none()
+            | st.booleans()
+            | st.integers()
+            | st.text(max_size=5)
+            | st.tuples(st.integers(), st.text(max_size=3))
+            | st.frozensets(st.integers(), max_size=3),
+            unique=True,
+            max_size=30,
+        )
+    )
+    def test_key_count_is_kept(self, keys: list[Any]) -> None:
+        """
+        However many distinct keys of whatever types a dict has, its conversion has as
+        many (up to max_items).
+        """
+        d: dict[Any, int] = {}
+        for i, k in enumerate(keys):
+            d[k] = i
+        assert len(convert(d)) == len(d)

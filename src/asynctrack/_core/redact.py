@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["REDACTED", "clip", "scrub"]
+__all__ = ["REDACTED", "clip", "clip_bytes", "scrub"]
 
 REDACTED = "[REDACTED]"
 _R = len(REDACTED)
@@ -32,6 +32,7 @@ _SPACE = re.compile(r"\s")
 # The host part after "@": an unencoded "@" in it still belongs to the password
 # (``u:p@ss@host``), read as urllib does (up to the last "@" before the host's end).
 _HOST = re.compile(r"[^/?#\s]*")
+_HOST_END = re.compile(r"[/?#\s]")
 
 
 def scrub(text: str) -> str:
@@ -59,6 +60,27 @@ def clip(text: str, limit: int) -> str:
     if total <= limit:
         return out
     return f"{out[:limit]}…[+{total - limit} chars]"
+
+
+def clip_bytes(data: bytes | bytearray | memoryview, limit: int) -> str:
+    """
+    Return the ``repr`` of the first ``limit`` bytes, URL passwords redacted first.
+
+    A cut value ends with ``"…[+N bytes]"``.
+    """
+    if isinstance(data, memoryview):
+        data = data.tobytes()
+    n = len(data)
+    if b"://" not in data[: limit + 3]:
+        text = repr(bytes(data[:limit]))
+        return f"{text}…[+{n - limit} bytes]" if n > limit else text
+    # Bytes are read as latin-1 (one character per byte) up to the last "@" (the end
+    # of the last possible password) and enough after it to fill the output.
+    end = max(data.rfind(b"@") + 1, 0) + limit + 1
+    out, total = _redact(bytes(data[:end]).decode("latin-1"), limit)
+    total += max(0, n - end)
+    text = repr(out[:limit].encode("latin-1"))
+    return f"{text}…[+{total - limit} bytes]" if total > limit else text
 
 
 def _redact(s: str, limit: int) -> tuple[str, int]:
@@ -114,20 +136,25 @@ def _redact(s: str, limit: int) -> tuple[str, int]:
         parts.append(s[pos:start])
         parts.append(REDACTED)
         room -= start - pos + _R
-        host = _HOST.match(s, at + 1, cut + 1)
-        if host is None or host.end() > cut < n:
-            # The host part runs past the cut: an "@" beyond it may end the password,
-            # so nothing after the "@" found is shown.
-            pos = at
-            room = min(room, 0)
-            break
-        last = s.rfind("@", at + 1, host.end())
-        pos = at if last < 0 else last
+        pos = at
         if room <= 0:
             break
-        i = s.find("://", at, at + room + 3)
+        cut = at + room  # where the output is now cut, in the source
+        end = _HOST.match(s, at + 1, cut + 1).end()  # type: ignore[union-attr]
+        if end > cut and end < n:
+            # The host part runs past the cut: if an "@" follows in it, the password
+            # goes on (up to that "@"), so nothing after this "@" may be shown.
+            more = s.find("@", end)
+            if more >= 0 and _HOST_END.search(s, end, more) is None:
+                room = 0
+                break
+        last = s.rfind("@", at + 1, end)
+        if last >= 0:
+            pos = last
+        i = s.find("://", pos, pos + room + 3)
     total = (limit - room) + (n - pos)
     if not parts:
         return s[: limit + 1] if total > limit else s, total
-    parts.append(s[pos : pos + max(room, 0) + 1])
+    if room > 0:
+        parts.append(s[pos : pos + room + 1])
     return "".join(parts), total

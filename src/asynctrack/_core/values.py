@@ -32,7 +32,7 @@ from pathlib import PurePath
 from typing import Any, TypeVar
 
 from asynctrack._core.fields import field_reader
-from asynctrack._core.redact import REDACTED, clip, scrub
+from asynctrack._core.redact import REDACTED, clip, clip_bytes, scrub
 
 __all__ = [
     "DEFAULT_REDACT",
@@ -322,13 +322,7 @@ def _convert(value: Any, depth: int, lim: _Run) -> Any:
     if isinstance(value, (decimal.Decimal, uuid.UUID, PurePath)):
         return _convert(str(value), depth, lim)
     if isinstance(value, (bytes, bytearray, memoryview)):
-        raw = bytes(value[: lim.max_string])
-        text = repr(raw)
-        if b"://" in raw:
-            text = scrub(text)
-        if len(value) > lim.max_string:
-            text = f"{text}…[+{len(value) - lim.max_string} bytes]"
-        return text
+        return clip_bytes(value, lim.max_string)
     return _repr(value, lim)
 
 
@@ -366,7 +360,10 @@ def _key(key: Any, lim: _Run) -> tuple[str, bool]:
         else:
             # Containers and objects are expanded (so (1, 2) and (1, 3) stay two keys)
             # and converted like values (a field object's password is redacted).
-            converted = _convert(key, 0, lim)
+            # Strings in it are kept whole here: the redaction check sees every name.
+            whole = _Run(_LIMITS)
+            whole.max_string = 1 << 20
+            converted = _convert(key, 0, whole)
             text = converted if type(converted) is str else _compact(converted)
         return clip(text, lim.max_string), is_redacted(text)
     except Exception:
