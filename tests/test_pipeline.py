@@ -167,7 +167,8 @@ class TestShutdown:
 
     def test_shutdown_twice_and_probes_after(self, configured: Configure) -> None:
         """
-        Later shutdowns are no-ops; probes after shutdown work and record nothing.
+        Later shutdowns are no-ops; probes after shutdown work, and their logs are
+        counted as dropped (#15), not written.
         """
         sink = MemorySink()
         configured(sink)
@@ -176,6 +177,7 @@ class TestShutdown:
         assert asynctrack.shutdown_sync() is True
         assert work(2) == 2
         assert len(sink.logs) == 1
+        assert asynctrack.stats().dropped == 1
 
     @pytest.mark.anyio
     async def test_tracking_context_manager(self, tmp_path: Path) -> None:

@@ -48,6 +48,7 @@ __all__ = [
     "add_data",
     "add_info",
     "begin",
+    "claim_open",
     "enter",
     "fail",
     "info",
@@ -158,6 +159,30 @@ def settle(log: Log) -> None:
     Mark an open log as already written, so its later completion is not handed off.
     """
     _SETTLED.add(log._number)
+
+
+def claim_open(log: Log) -> bool:
+    """
+    Take the completion of an open log away from the threads still running its calls.
+
+    Returns True when the caller now owns the log (write it as an incomplete snapshot:
+    its completion will never be handed off), False when a thread is completing it
+    right now (it hands the complete log off itself). The single claim token decides,
+    so a log is never written both complete and as a snapshot (#14).
+    """
+    for _ in range(1000):
+        try:
+            log._claim.pop()
+        except IndexError:
+            if log._done:
+                return False  # completed, or being completed: its completer hands it off
+            # A completer holds the token for an instant and gives it back when a call
+            # joined meanwhile: ask again.
+            time.sleep(0)
+            continue
+        log._done = True  # calls starting from now open a continuation
+        return True
+    return False
 
 
 # -- the per-call path ------------------------------------------------------------

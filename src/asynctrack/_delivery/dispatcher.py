@@ -21,6 +21,7 @@ from asynctrack._core.records import Log, reanchor_wall_clock
 from asynctrack._core.selfwarn import report
 from asynctrack._delivery import intake as _intake
 from asynctrack._delivery.counters import Counters
+from asynctrack._delivery.executor import ExitProofExecutor
 from asynctrack._delivery.intake import Barrier, Intake
 from asynctrack._delivery.worker import SinkWorker, WorkerOptions
 from asynctrack.sinks._base import Sink
@@ -128,6 +129,7 @@ class Dispatcher:
         # back into the tracker (see docs/design.md, "Traps").
         calltree.FRAME.set(calltree.SILENT)
         loop = asyncio.new_event_loop()
+        loop.set_default_executor(ExitProofExecutor())
         try:
             main = loop.create_task(self._main(loop))
             while True:

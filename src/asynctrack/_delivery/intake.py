@@ -33,11 +33,15 @@ class Barrier:
     A marker put in the intake by ``flush``: done when every sink has passed it.
     """
 
-    __slots__ = ("_event", "_remaining")
+    __slots__ = ("_event", "_remaining", "close_sinks")
 
-    def __init__(self) -> None:
+    def __init__(self, *, close_sinks: bool = False) -> None:
         self._event = threading.Event()
         self._remaining = 0
+        #: Close each sink when its worker passes the barrier (the exit's first step:
+        #: threads a sink holds, such as an aiosqlite connection's, must not keep
+        #: the interpreter waiting; a sink reopens at its next write).
+        self.close_sinks = close_sinks
 
     def expect(self, n: int) -> None:
         self._remaining = n

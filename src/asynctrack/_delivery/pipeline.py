@@ -151,7 +151,8 @@ class Pipeline:
             now = time.perf_counter_ns()
             post = calltree._postprocess[0]
             for log in calltree.open_logs():
-                calltree.settle(log)
+                if not calltree.claim_open(log):
+                    continue  # a thread completed it meanwhile and hands it off itself
                 snapshot: Log | None = log._snapshot_incomplete(now)
                 if post is not None and snapshot is not None:
                     # Hooks and processors see incomplete logs too (a processor
@@ -161,6 +162,12 @@ class Pipeline:
                     self.intake.put_control(snapshot)
         self.intake.close()
         self.dispatcher.request_stop(deadline)
+        # Near the deadline, whatever the dispatcher has not delivered yet (it may get
+        # too little of the GIL under CPU-bound threads) is spilled to disk by this
+        # thread: one sequential write, replayed at the next start (#14).
+        margin = min(1.0, 0.2 * max(0.0, deadline - time.monotonic()))
+        if not self.dispatcher.join(max(0.0, deadline - margin - time.monotonic())):
+            self.rescue()
         if self.dispatcher.join(max(0.0, deadline - time.monotonic()) + 0.5):
             left = len(self.intake) + self.dispatcher.pending()
             if self.dispatcher.died is None and not left:
@@ -181,6 +188,34 @@ class Pipeline:
             "(a sink's write did not return in time)",
         )
         return False
+
+    def rescue(self) -> int:
+        """
+        Spill, from the calling thread, what is still queued for the sinks.
+
+        Returns:
+            The number of logs taken (each sink spills its copy).
+        """
+        items = self.intake.take_all()
+        logs = [x for x in items if isinstance(x, Log)]
+        for x in items:
+            if isinstance(x, Barrier):
+                x.release()
+        if logs:
+            self.counters.add("dispatched", len(logs))
+        taken = 0
+        for worker in self.dispatcher.workers:
+            batch = worker.take_queued() + logs  # the worker's queue holds older logs
+            if batch:
+                worker.spill_now(batch)
+                taken += len(batch)
+        if taken:
+            report(
+                "rescue",
+                f"asynctrack: {taken} logs not written by the exit deadline were spilled "
+                "to disk; the next start replays them",
+            )
+        return taken
 
     def ensure_running_for_close(self) -> None:
         if self._pid != os.getpid():
@@ -373,13 +408,9 @@ def _shutdown(timeout: float | None) -> bool:
         pipeline = _PIPELINE[0]
         if pipeline is None or pipeline.closed:
             return True
-    ok = pipeline.close(timeout, write_open_logs=True)
-    with _SWAP_LOCK:
-        if _ENABLED[0] and _PIPELINE[0] is pipeline:
-            # Probes after shutdown pass straight through again.
-            _ENABLED[0] = False
-            tracker.enable(-1)
-    return ok
+    # Tracking stays on: a log completed after the shutdown reaches the closed intake
+    # and is counted in stats().dropped, never lost silently (#15).
+    return pipeline.close(timeout, write_open_logs=True)
 
 
 def stats() -> Stats:
@@ -419,33 +450,69 @@ async def tracking(**config: Any) -> AsyncIterator[None]:
 # -- process life --------------------------------------------------------------------------
 
 
-def _at_exit() -> None:
+# The exit runs in two steps (#15). Logs keep completing after the main thread
+# returns: in non-daemon threads, in pool jobs still pending, in atexit handlers.
+#
+# 1. ``_exit_early`` runs among threading's exit hooks: before non-daemon threads are
+#    joined and before concurrent.futures shuts its pools down (its hook was
+#    registered first; they run in reverse order). It flushes what is complete and
+#    closes the sinks — a sink's thread, such as an aiosqlite connection's, would
+#    otherwise keep the interpreter waiting — but keeps the pipeline accepting.
+# 2. ``_exit_final`` is an atexit handler registered when this module is imported, so
+#    it runs after the atexit handlers registered later (those of the application,
+#    before or after configure()), once every non-daemon thread has ended. It shuts
+#    down: writes, then spills synchronously what cannot be written by the deadline.
+#    Sinks reopen for it; their blocking calls run on the dispatcher's own executor,
+#    which (unlike the default one) still accepts work once pools are shut down.
+#
+# A probe that completes after step 2 is counted in stats().dropped.
+_EXIT_SPENT = [0.0]
+
+
+def _exit_early() -> None:
     pipeline = _PIPELINE[0]
     if pipeline is None or pipeline.closed:
         return
+    started = time.monotonic()
+    try:
+        pipeline.ensure_running()
+        barrier = Barrier(close_sinks=True)
+        pipeline.intake.put_control(barrier)
+        pipeline.dispatcher.wake()
+        barrier.wait(pipeline.exit_timeout)
+    except Exception as exc:  # pragma: no cover - exit must go on
+        report("exit", f"asynctrack: flush at exit failed: {exc!r}")
+    _EXIT_SPENT[0] = time.monotonic() - started
+
+
+def _exit_final() -> None:
+    pipeline = _PIPELINE[0]
+    if pipeline is None or pipeline.closed:
+        return
+    # One deadline for the whole exit: what the first step used is taken off.
+    # Logs left when it is used up are spilled at once by the rescue in close().
+    timeout = max(0.0, pipeline.exit_timeout - _EXIT_SPENT[0])
     # A process id that differs means a fork without fork hooks (uWSGI): the close
     # below takes the pipeline over for this process, so its logs are written too.
     try:
-        _shutdown(pipeline.exit_timeout)
+        _shutdown(timeout)
     except Exception as exc:  # pragma: no cover - exit must go on
         report("exit", f"asynctrack: flush at exit failed: {exc!r}")
+
+
+atexit.register(_exit_final)
 
 
 def _register_exit_hook() -> None:
     if _EXIT_HOOK[0]:
         return
     _EXIT_HOOK[0] = True
-    # threading's exit hooks run before concurrent.futures shuts its pools down (it
-    # registers with the same mechanism, and they run in reverse order), and before
-    # non-daemon threads such as aiosqlite's are joined. A plain atexit hook runs
-    # after both: aiofiles would then fail and an open connection hang the exit.
     import concurrent.futures.thread  # noqa: F401  (registers its hook before ours)
 
     try:
-        threading._register_atexit(_at_exit)  # type: ignore[attr-defined]
+        threading._register_atexit(_exit_early)  # type: ignore[attr-defined]
     except (AttributeError, RuntimeError):  # pragma: no cover - interpreter shutting down
         pass
-    atexit.register(_at_exit)
 
 
 def install_signal_handlers(

@@ -156,8 +156,11 @@ class SpillFile:
         if self._backlogs:
             self._writer = self._backlogs[-1]
             return self._writer
+        pid = os.getpid()
         candidates = [self.directory / f"{self.base}.spill.jsonl"]
-        candidates.append(self.directory / f"{self.base}.{os.getpid()}.spill.jsonl")
+        candidates.append(self.directory / f"{self.base}.{pid}.spill.jsonl")
+        # More for this process: the exiting thread spills beside the dispatcher.
+        candidates += [self.directory / f"{self.base}.{pid}{k}.spill.jsonl" for k in range(1, 4)]
         for path in candidates:
             backlog = self._adopt(path)
             if backlog is not None:

@@ -193,6 +193,8 @@ class SinkWorker:
                 was_full = len(self.queue) >= self.options.max_pending_batches
                 item = self.queue.popleft()
                 if isinstance(item, Barrier):
+                    if item.close_sinks:
+                        await self._close_sink()
                     item.reached()
                     continue
                 if item is STOP:
@@ -414,6 +416,10 @@ class SinkWorker:
             await self._replay_chunk()
 
     async def _close(self) -> None:
+        await self._close_sink()
+        self.spill.close()
+
+    async def _close_sink(self) -> None:
         if self.opened:
             timeout = self.options.write_timeout
             if self.deadline is not None:
@@ -429,7 +435,54 @@ class SinkWorker:
                     f"asynctrack: sink {self.label} failed to close: {_brief(exc)}",
                 )
             self.opened = False
-        self.spill.close()
+
+    # -- called from another thread, when the exit deadline nears ---------------------------
+    def take_queued(self) -> list[Log]:
+        """
+        Take the batches waiting in this worker's queue (not the one being written).
+
+        Called by the exiting thread when the dispatcher cannot finish in time; each
+        item is popped once, by this thread or by the worker, never by both.
+        """
+        out: list[Log] = []
+        queue = self.queue
+        while True:
+            try:
+                item = queue.popleft()
+            except IndexError:
+                break
+            if item is STOP:
+                queue.appendleft(item)
+                break
+            if isinstance(item, Barrier):
+                item.release()
+                continue
+            self.queued_logs -= len(item)
+            out += item
+        return out
+
+    def spill_now(self, logs: Sequence[Log]) -> bool:
+        """
+        Append ``logs`` to a spill file of this sink from the calling thread.
+
+        The dispatcher's own spill file may be in use: a separate one (same sink name,
+        so the next start adopts and replays it) is opened, written and released.
+        """
+        spill = SpillFile(self.options.spill_dir, self.name, fsync=self.options.fsync_spill)
+        try:
+            spill.append(logs)
+        except Exception as exc:
+            self.counters.add("dropped", len(logs))
+            report(
+                f"spill:{self.name}",
+                f"asynctrack: cannot spill {len(logs)} logs of sink {self.label} at exit; "
+                f"dropped: {_brief(exc)}",
+            )
+            return False
+        finally:
+            spill.close()
+        self.counters.add("spilled", len(logs))
+        return True
 
     def _sync_corrupt(self) -> None:
         if self.spill.corrupt:
