@@ -1,19 +1,25 @@
 """
 The probe: wrappers built at decoration time, one kind per function kind.
 
-For plain and coroutine functions the wrapper is generated with the wrapped
-function's own parameter list, so the call is bound by CPython itself (no
-``inspect.Signature.bind``: 1.9 µs a call) and the parameters are recorded by a
-generated *builder* with one dict display and inline checks for primitive values.
-Generators and async generators get hand-written wrappers that set the call's
-frame around each resumption, never holding a ContextVar token across a ``yield``.
+For plain and coroutine functions the wrapper is generated (``wrapsrc``) with the
+parameter list the wrapped callable itself accepts, so the call is bound by CPython
+itself and the parameters are recorded by a generated dict display with inline
+checks for primitive values. Generators and async generators get hand-written
+wrappers that set the call's frame around each resumption, never holding a
+ContextVar token across a ``yield``.
+
+Parameters are recorded under the names of the signature the callable shows
+(``inspect.signature``). When that is not the one it accepts (a ``functools.wraps``
+decorator that injects, drops or renames arguments), each call is matched against
+the shown signature at call time: the arguments it binds are recorded by name, the
+ones it misses are left out, and a call that does not fit is recorded as
+``args``/``kwargs``.
 """
 
 from __future__ import annotations
 
 import functools
 import inspect
-import keyword
 import time
 import weakref
 from collections.abc import Callable, Iterable
@@ -24,11 +30,24 @@ from asynctrack._core.calltree import FRAME, SILENT, begin, fail, leave
 from asynctrack._core.levels import NONE, level_name, parse_level
 from asynctrack._core.records import Log
 from asynctrack._core.values import REDACTED, convert, current_limits, is_redacted
+from asynctrack._core.wrapsrc import (
+    ASYNC,
+    SYNC,
+    accepted_signature,
+    builtin_names,
+    compile_function,
+    forget_with,
+    prefix_for,
+    signature_source,
+    unique_filename,
+)
 
 __all__ = ["make_probe", "refresh_plans"]
 
 _ATOMS = frozenset({int, bool, type(None)})
 _P = inspect.Parameter
+#: Default of the parameters a call may leave to a decorator (see _Plan._loose).
+_MISSING: Any = type("_Missing", (), {"__repr__": lambda self: "<missing>"})()
 
 #: Every plan, so that new limits or a new redaction list rebuild the builders.
 _PLANS: weakref.WeakSet[_Plan] = weakref.WeakSet()
@@ -51,9 +70,24 @@ def _convert_seq(value: Any) -> Any:
 class _Plan:
     """
     How one probe records its parameters: rebuilt when limits or redaction change.
+
+    ``exact``: the recorded signature is the one the wrapper is generated with, so
+    the wrapper records its own parameters inline. Otherwise ``pb`` records them.
     """
 
-    __slots__ = ("__weakref__", "extra", "func", "kept", "pb", "regenerate", "signature")
+    __slots__ = (
+        "__weakref__",
+        "exact",
+        "extra",
+        "filename",
+        "func",
+        "implicit",
+        "kept",
+        "names",
+        "pb",
+        "regenerate",
+        "signature",
+    )
 
     def __init__(
         self,
@@ -61,12 +95,24 @@ class _Plan:
         signature: inspect.Signature | None,
         kept: frozenset[str] | None,
         extra: tuple[frozenset[str] | None, frozenset[str]],
+        names: tuple[frozenset[str] | None, frozenset[str]],
+        *,
+        exact: bool,
+        implicit: dict[str, Any] | None = None,
     ) -> None:
         self.func = func
         self.signature = signature
+        self.exact = exact
+        # Keyword-only parameters the callable accepts but does not show, with their
+        # defaults: the wrapper forwards them even when the caller did not pass them.
+        self.implicit = implicit or {}
         self.kept = kept
         # (inc, exc) applied to the keys of **kwargs
         self.extra = extra
+        # (inc, exc) as given, applied to the keyword arguments of a call that does
+        # not fit the signature
+        self.names = names
+        self.filename: str | None = None
         self.pb: Callable[..., dict[str, Any]] = self.rebuild_and_call
         #: Recompiles the generated wrapper (which inlines the parameter dict).
         self.regenerate: Callable[[], None] | None = None
@@ -79,17 +125,23 @@ class _Plan:
         except TypeError:
             return {}
 
+    def _compile(self, source: str, ns: dict[str, Any], name: str) -> Callable[..., Any]:
+        if self.filename is None:
+            self.filename = unique_filename("params", _qualname(self.func))
+            forget_with(self, self.filename)
+        return compile_function(source, self.filename, ns, name)
+
     def _build(self) -> Callable[..., dict[str, Any]]:
         sig = self.signature
         if sig is None:
             return self._generic
-        names = [p.name for p in sig.parameters.values()]
-        prefix = _prefix_for(names)
+        if not self.exact:
+            return self._loose(sig)
+        prefix = prefix_for(sig.parameters)
         ns: dict[str, Any] = {}
-        params_src, _call_src = _signature_source(sig, prefix, ns)
+        params_src, _call_src = signature_source(sig, prefix, ns)
         src = f"def {prefix}pb({params_src}):\n    return {self.items_src(prefix, ns)}\n"
-        exec(compile(src, f"<asynctrack params of {_qualname(self.func)}>", "exec"), ns)
-        built: Callable[..., dict[str, Any]] = ns[f"{prefix}pb"]
+        built: Callable[..., dict[str, Any]] = self._compile(src, ns, f"{prefix}pb")
         return built
 
     def items_src(self, prefix: str, ns: dict[str, Any]) -> str:
@@ -99,6 +151,7 @@ class _Plan:
         sig = self.signature
         assert sig is not None
         limit = current_limits().max_string
+        ns.update(builtin_names(prefix))
         ns.update(
             {
                 f"{prefix}A": _ATOMS,
@@ -124,11 +177,61 @@ class _Plan:
             else:
                 # Primitives and short plain strings are kept without a function call.
                 items.append(
-                    f"{name!r}: ({name} if ({prefix}ty := type({name})) in {prefix}A or "
-                    f"({prefix}ty is str and len({name}) <= {limit} and '://' not in {name})"
-                    f" else {prefix}c({name}))"
+                    f"{name!r}: ({name} if ({prefix}ty := {prefix}type({name})) in {prefix}A or "
+                    f"({prefix}ty is {prefix}str and {prefix}len({name}) <= {limit} "
+                    f"and '://' not in {name}) else {prefix}c({name}))"
                 )
         return "{" + ", ".join(items) + "}"
+
+    def _loose(self, sig: inspect.Signature) -> Callable[..., dict[str, Any]]:
+        # Match a call against the shown signature, every parameter optional: what a
+        # decorator supplies itself is simply not recorded.
+        loose = sig.replace(
+            parameters=[
+                p.replace(default=_MISSING)
+                if p.default is _P.empty and p.kind not in (_P.VAR_POSITIONAL, _P.VAR_KEYWORD)
+                else p
+                for p in sig.parameters.values()
+            ]
+        )
+        prefix = prefix_for(sig.parameters)
+        ns: dict[str, Any] = {}
+        params_src, _call_src = signature_source(loose, prefix, ns)
+        body = ", ".join(f"{name!r}: {name}" for name in sig.parameters)
+        bind = self._compile(
+            f"def {prefix}bind({params_src}):\n    return {{{body}}}\n", ns, f"{prefix}bind"
+        )
+        kinds = {p.name: p.kind for p in sig.parameters.values()}
+        kept, generic, convert_kwargs = self.kept, self._generic, self._convert_kwargs
+        implicit = self.implicit
+
+        def pb(*args: Any, **kwargs: Any) -> dict[str, Any]:
+            for name, default in implicit.items():
+                if kwargs.get(name, _MISSING) is default:
+                    del kwargs[name]
+            try:
+                raw = bind(*args, **kwargs)
+            except TypeError:
+                return generic(*args, **kwargs)
+            out: dict[str, Any] = {}
+            for name, value in raw.items():
+                kind = kinds[name]
+                if value is _MISSING or (
+                    kept is not None and name not in kept and kind is not _P.VAR_KEYWORD
+                ):
+                    continue
+                if kind is _P.VAR_KEYWORD:
+                    if kept is None or name in kept:
+                        out[name] = convert_kwargs(value)
+                elif is_redacted(name):
+                    out[name] = REDACTED
+                elif kind is _P.VAR_POSITIONAL:
+                    out[name] = convert(list(value))
+                else:
+                    out[name] = convert(value)
+            return out
+
+        return pb
 
     def _convert_kwargs(self, kwargs: dict[str, Any]) -> Any:
         inc, exc = self.extra
@@ -137,170 +240,22 @@ class _Plan:
         return convert(kwargs)
 
     def _generic(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
-        return {"args": convert(list(args)), "kwargs": self._convert_kwargs(kwargs)}
+        inc, exc = self.names
+        if inc is not None or exc:
+            kwargs = {k: v for k, v in kwargs.items() if (inc is None or k in inc) and k not in exc}
+        return {"args": convert(list(args)), "kwargs": convert(kwargs)}
 
 
 def _qualname(func: Any) -> str:
     return f"{getattr(func, '__module__', None) or '?'}.{getattr(func, '__qualname__', repr(func))}"
 
 
-def _prefix_for(names: Iterable[str]) -> str:
-    prefix = "_at_"
-    names = list(names)
-    while any(n.startswith(prefix) for n in names):
-        prefix = "_" + prefix
-    return prefix
-
-
-def _signature_source(sig: inspect.Signature, prefix: str, ns: dict[str, Any]) -> tuple[str, str]:
-    """
-    Return the source of the parameter list and of a call forwarding every argument.
-    """
-    params: list[str] = []
-    call: list[str] = []
-    params_list = list(sig.parameters.values())
-    has_posonly = any(q.kind is _P.POSITIONAL_ONLY for q in params_list)
-    slash_done = not has_posonly
-    star_done = False
-    for i, p in enumerate(params_list):
-        name = p.name
-        if not slash_done and p.kind is not _P.POSITIONAL_ONLY:
-            params.append("/")
-            slash_done = True
-        if p.kind is _P.VAR_POSITIONAL:
-            piece = f"*{name}"
-            star_done = True
-        elif p.kind is _P.VAR_KEYWORD:
-            piece = f"**{name}"
-        elif p.kind is _P.KEYWORD_ONLY and not star_done:
-            params.append("*")
-            star_done = True
-            piece = name
-        else:
-            piece = name
-        if p.default is not _P.empty:
-            dname = f"{prefix}d{i}"
-            ns[dname] = p.default
-            piece = f"{piece}={dname}"
-        params.append(piece)
-        if p.kind in (_P.POSITIONAL_ONLY, _P.POSITIONAL_OR_KEYWORD):
-            call.append(name)
-        elif p.kind is _P.VAR_POSITIONAL:
-            call.append(f"*{name}")
-        elif p.kind is _P.KEYWORD_ONLY:
-            call.append(f"{name}={name}")
-        else:
-            call.append(f"**{name}")
-    if not slash_done:
-        params.append("/")
-    return ", ".join(params), ", ".join(call)
-
-
-# The tracked path of the generated wrappers inlines joining an open log and leaving
-# the call (see calltree.enter/leave for the commented general versions): two Python
-# calls fewer per probed call.
-_TRACKED = """
-    {P}cur = {P}get()
-    if {P}cur is {P}S:
-        return {AWAIT}{P}f({call})
-    {P}p = {PARAMS}
-    {P}t = {P}ns()
-    if {P}cur is not None and not ({P}log := {P}cur[0])._done:
-        {P}a = {P}log._active
-        {P}a.append(None)
-        if {P}log._done:
-            {P}fr = {P}rejoin({P}log, {P}tr, {P}meta, {P}cur, {P}p, {P}t)
-            {P}log = {P}fr[0]
-            {P}a = {P}log._active
-            {P}raw = {P}fr[4]
-            {P}i = {P}fr[1] + 5
-        else:
-            {P}d = {P}cur[2] + 1
-            {P}raw = {P}log._raw
-            if ({P}i := len({P}raw)) < {MAX}:
-                {P}raw += ({P}meta, {P}d, {P}p, None, {P}t, 0, "ok", None)
-                if {P}raw[{P}i + 4] is not {P}t:  # another thread appended first
-                    {P}i = {P}slot({P}raw, {P}t)
-                {P}fr = ({P}log, {P}i, {P}d, {P}cur, {P}raw)
-                {P}i += 5
-            else:
-                {P}log.dropped_calls += 1
-                {P}raw = [{P}meta, {P}d, {P}p, None, {P}t, 0, "ok", None]
-                {P}fr = ({P}log, 0, {P}d, {P}cur, {P}raw)
-                {P}i = 5
-    else:
-        # calltree.open_root, inlined: once per log.
-        {P}raw = [{P}meta, 0, {P}p, None, {P}t, 0, "ok", None]
-        {P}log = {P}new({P}Log)
-        {P}log._id = None
-        {P}log._number = {P}next({P}counter)
-        {P}log._wall_ns = {P}wall[0] + {P}t
-        {P}log._t0 = {P}log._t1 = {P}t
-        {P}log.parent_id = None if {P}cur is None else {P}cur[0].id
-        {P}log.info = {P}info() or {}
-        {P}log._raw = {P}raw
-        {P}log._calls = None
-        {P}log.complete = True
-        {P}log.dropped_calls = 0
-        {P}log._active = {P}a = [None]
-        {P}log._claim = [None]
-        {P}log._done = False
-        {P}log._tracker = {P}tr
-        {P}reg({P}log)
-        if len({P}OPEN) > {P}sweep_at[0]:
-            {P}sweep()
-        {P}fr = ({P}log, 0, 0, None, {P}raw)
-        {P}i = 5
-    {P}tok = {P}set({P}fr)
-    try:
-        return {AWAIT}{P}f({call})
-    except BaseException as {P}e:
-        {P}fail({P}fr, {P}e)
-        raise
-    finally:
-        {RESET}
-        {P}raw[{P}i] = {P}ns()
-        {P}a.pop()
-        if not {P}a:
-            {P}complete({P}log)
-"""
-
-_SYNC = """
-def {name}({params}):
-    if {P}lvl < {P}tr._th:
-        if {P}tr._off:
-            return {P}f({call})
-        if {P}get() is {P}S:
-            return {P}f({call})
-        {P}tok = {P}set({P}S)
-        try:
-            return {P}f({call})
-        finally:
-            {P}reset({P}tok)
-""" + _TRACKED.replace("{AWAIT}", "").replace("{RESET}", "{P}reset({P}tok)")
-
-_ASYNC = """
-async def {name}({params}):
-    if {P}lvl < {P}tr._th:
-        if {P}tr._off:
-            return await {P}f({call})
-        if {P}get() is {P}S:
-            return await {P}f({call})
-        {P}tok = {P}set({P}S)
-        try:
-            return await {P}f({call})
-        finally:
-            try:
-                {P}reset({P}tok)
-            except ValueError:
-                pass
-""" + _TRACKED.replace("{AWAIT}", "await ").replace(
-    "{RESET}",
-    """try:
-            {P}reset({P}tok)
-        except ValueError:  # resumed in another context: leave that context alone
-            pass""",
-)
+def _same_parameters(a: inspect.Signature, b: inspect.Signature) -> bool:
+    pa, pb = list(a.parameters.values()), list(b.parameters.values())
+    return len(pa) == len(pb) and all(
+        p.name == q.name and p.kind is q.kind and p.default is q.default
+        for p, q in zip(pa, pb, strict=True)
+    )
 
 
 def _generate(
@@ -312,18 +267,15 @@ def _generate(
     level: int,
     plan: _Plan,
 ) -> Callable[..., Any]:
+    # ``sig`` is what ``func`` accepts: the wrapper takes exactly that and forwards it.
+    ns: dict[str, Any] = {}
     if sig is not None:
-        names = [p.name for p in sig.parameters.values()]
-        prefix = _prefix_for(names)
-        ns: dict[str, Any] = {}
-        params, call = _signature_source(sig, prefix, ns)
+        prefix = prefix_for(sig.parameters)
+        params, call = signature_source(sig, prefix, ns)
     else:
         prefix = "_at_"
-        ns = {}
-        params, call = "*args, **kwargs", "*args, **kwargs"
-    name = getattr(func, "__name__", "wrapper")
-    if not name.isidentifier() or keyword.iskeyword(name) or name.startswith(prefix):
-        name = f"{prefix}wrapper"
+        params = call = f"*{prefix}args, **{prefix}kw"
+    ns.update(builtin_names(prefix))
     ns.update(
         {
             f"{prefix}lvl": level,
@@ -354,22 +306,24 @@ def _generate(
     )
 
     def source() -> str:
-        if sig is not None:
+        if plan.exact:
             params_expr = plan.items_src(prefix, ns)
         else:
             params_expr = f"{prefix}plan.pb({call})"
         return (
             template.replace("{PARAMS}", params_expr)
             .replace("{MAX}", str(calltree._max_slots[0]))
-            .replace("{name}", name)
             .replace("{params}", params)
             .replace("{call}", call)
             .replace("{P}", prefix)
         )
 
-    filename = f"<asynctrack probe of {_qualname(func)}>"
-    exec(compile(source(), filename, "exec"), ns)
-    wrapper: Callable[..., Any] = ns[name]
+    name = getattr(func, "__name__", None)
+    rename = name if isinstance(name, str) else None
+    entry = f"{prefix}wrapper"
+    filename = unique_filename("probe", _qualname(func))
+    wrapper = compile_function(source(), filename, ns, entry, rename=rename)
+    forget_with(wrapper, filename)
     ref = weakref.ref(wrapper)
 
     def regenerate() -> None:
@@ -379,9 +333,9 @@ def _generate(
         if target is None:
             return
         scratch = dict(ns)
-        exec(compile(source(), filename, "exec"), scratch)
-        ns.update({k: v for k, v in scratch.items() if k != name and k != "__builtins__"})
-        target.__code__ = scratch[name].__code__
+        fresh = compile_function(source(), filename, scratch, entry, rename=rename)
+        ns.update({k: v for k, v in scratch.items() if k != entry and k != "__builtins__"})
+        target.__code__ = fresh.__code__
 
     plan.regenerate = regenerate
     return wrapper
@@ -540,15 +494,31 @@ def make_probe(
     if isinstance(func, (classmethod, staticmethod)):
         inner = make_probe(tracker, func.__func__, level=level, fname=fname, inc=inc, exc=exc)
         return type(func)(inner)
+    if isinstance(func, type):
+        # A probed class would become a function: isinstance, subclassing and class
+        # attributes would all break (#14).
+        raise TypeError(
+            f"probe() cannot probe the class {_qualname(func)}: it would turn it into a "
+            f"function. Probe its methods instead (decorate __init__, __call__ or the "
+            f"methods whose calls you want recorded)"
+        )
     if not callable(func):
         raise TypeError(f"probe() needs a callable, not {type(func).__name__}")
 
+    # What the callable accepts (the generated wrapper's parameters) and what it shows
+    # (kept as the wrapper's signature, and the names parameters are recorded under)
+    # differ for functools.wraps decorators that inject, drop or rename arguments.
+    accepted = accepted_signature(func)
     try:
         sig: inspect.Signature | None = inspect.signature(func)
     except (TypeError, ValueError):
         sig = None
+    shown = sig
     if sig is not None and any(not p.name.isidentifier() for p in sig.parameters.values()):
         sig = None  # pragma: no cover - exotic callables
+    if sig is None:
+        sig = accepted
+    exact = sig is not None and accepted is not None and _same_parameters(sig, accepted)
 
     has_var_kw = sig is None or any(p.kind is _P.VAR_KEYWORD for p in sig.parameters.values())
     param_names = set(sig.parameters) if sig is not None else set()
@@ -581,7 +551,22 @@ def make_probe(
     else:
         kept = None
         extra_inc = inc_names
-    plan = _Plan(func, sig, kept, (extra_inc, exc_names))
+    implicit = {}
+    if not exact and accepted is not None:
+        implicit = {
+            p.name: p.default
+            for p in accepted.parameters.values()
+            if p.kind is _P.KEYWORD_ONLY and p.default is not _P.empty and p.name not in param_names
+        }
+    plan = _Plan(
+        func,
+        sig,
+        kept,
+        (extra_inc, exc_names),
+        (inc_names, exc_names),
+        exact=exact,
+        implicit=implicit,
+    )
 
     function = fname if fname is not None else _qualname(func)
     meta = (function, tracker.name, level_name(lvl))
@@ -593,11 +578,11 @@ def make_probe(
     elif inspect.isgeneratorfunction(func):
         wrapper = _gen_wrapper(func, tracker, meta, eff, plan)
     elif inspect.iscoroutinefunction(func):
-        wrapper = _generate(_ASYNC, func, sig, tracker, meta, eff, plan)
+        wrapper = _generate(ASYNC, func, accepted, tracker, meta, eff, plan)
     else:
-        wrapper = _generate(_SYNC, func, sig, tracker, meta, eff, plan)
+        wrapper = _generate(SYNC, func, accepted, tracker, meta, eff, plan)
     functools.update_wrapper(wrapper, func)
-    if sig is not None:
-        wrapper.__signature__ = sig  # type: ignore[attr-defined]
+    if shown is not None:
+        wrapper.__signature__ = shown  # type: ignore[attr-defined]
     wrapper.__asynctrack_probe__ = meta  # type: ignore[attr-defined]
     return wrapper
