@@ -257,7 +257,7 @@ class TestGeneratedWrappersProperty:
     @pytest.mark.parametrize("mode", MODES)
     @pytest.mark.parametrize("kind", KINDS)
     @settings(
-        max_examples=120,
+        max_examples=60,
         deadline=None,
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
     )
