@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from asynctrack._core import selfwarn
 from asynctrack._core.records import (
     _WALL_OFFSET,
     DATA,
@@ -210,11 +211,31 @@ def enter(tracker: Any, meta: tuple[str, str, str], cur: Any, params: Any) -> tu
                         i = slot_of(raw, t)
                     return (log, i, depth, cur, raw)
                 log.dropped_calls += 1
+                if log.dropped_calls == 1:
+                    overflowed(log)
                 return (log, 0, depth, cur, [meta, depth, params, None, t, 0, "ok", None])
             # Lost a race with the log's completion: back out and open a new log.
             active.pop()
             _try_complete(log)
     return open_root(tracker, meta, cur, params, t)
+
+
+def overflowed(log: Log) -> None:
+    """
+    Warn, once per root function, that a log reached ``max_calls_per_log``.
+
+    A probe on a long-running function (a ``main()``, a worker loop) makes one log of
+    the whole run; without this the calls beyond the limit vanish into a counter.
+    """
+    raw = log._raw
+    root = raw[0][0] if raw else "?"
+    selfwarn.once(
+        f"max_calls_per_log:{root}",
+        f"asynctrack: a log of {root} reached max_calls_per_log "
+        f"({_max_slots[0] // REC} calls); later calls in it are only counted "
+        f"(Log.dropped_calls). Probe a function that runs once per request or job "
+        f"rather than a long-running one, or raise max_calls_per_log",
+    )
 
 
 def begin(tracker: Any, level: int, meta: tuple[str, str, str], params: Callable[[], Any]) -> Any:

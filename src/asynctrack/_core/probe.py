@@ -299,6 +299,7 @@ def _generate(
             f"{prefix}sweep": calltree._sweep,
             f"{prefix}complete": calltree._try_complete,
             f"{prefix}slot": calltree.slot_of,
+            f"{prefix}full": calltree.overflowed,
             f"{prefix}fail": fail,
             f"{prefix}meta": meta,
             f"{prefix}plan": plan,

@@ -11,7 +11,7 @@ import logging
 import threading
 import time
 
-__all__ = ["logger", "report"]
+__all__ = ["logger", "once", "report"]
 
 logger = logging.getLogger("asynctrack")
 
@@ -51,6 +51,28 @@ def report(key: str, message: str, *, level: int = logging.WARNING) -> bool:
     return True
 
 
+#: Keys already reported by once().
+_once: set[str] = set()
+
+
+def once(key: str, message: str, *, level: int = logging.WARNING) -> bool:
+    """
+    Log ``message`` the first time ``key`` is reported in this process; return True if
+    logged. Reporting never raises.
+    """
+    if key in _once:
+        return False
+    with _lock:
+        if key in _once:
+            return False
+        _once.add(key)
+    try:
+        logger.log(level, message)
+    except Exception:  # pragma: no cover - a broken handler must not break tracking
+        pass
+    return True
+
+
 def after_fork_in_child() -> None:
     """
     Replace the lock, which another thread of the parent may have held at the fork.
@@ -63,3 +85,4 @@ def reset() -> None:
     with _lock:
         _last.clear()
         _suppressed.clear()
+        _once.clear()

@@ -190,6 +190,16 @@ class Tracker:
 
         return await flush(timeout)
 
+    def flush_sync(self, timeout: float | None = 5.0) -> Any:
+        """
+        Same as ``asynctrack.flush_sync(timeout)``: blocking, for threads and sync code.
+
+        .. versionadded:: 0.2
+        """
+        from asynctrack._delivery.pipeline import flush_sync
+
+        return flush_sync(timeout)
+
     # -- hooks --------------------------------------------------------------------------
     def extend_log(self, log: Log) -> None:
         """
@@ -376,6 +386,13 @@ def set_levels(root: int | None = None, levels: dict[str, int] | None = None) ->
             _NAME_LEVELS.clear()
             _NAME_LEVELS.update(levels)
         _refresh()
+
+
+def tracking_on() -> bool:
+    """
+    True while anything turns tracking on: a configured pipeline or a capture().
+    """
+    return _ENABLED[0] > 0
 
 
 def enable(delta: int) -> None:

@@ -25,10 +25,10 @@ name                  what it is
 ``Pns``               ``time.perf_counter_ns``
 ``Prejoin``,          calltree helpers: join a log completed concurrently,
 ``Pslot``, ``Pfail``, find a call's slot, record an error, complete a log,
-``Pcomplete``,        the open-log registry and its sweep
-``POPEN``, ``Preg``,
+``Pcomplete``,        the open-log registry and its sweep, warn that a log is
+``POPEN``, ``Preg``,  full
 ``Psweep_at``,
-``Psweep``
+``Psweep``, ``Pfull``
 ``Pnew``, ``PLog``,   ``object.__new__``, ``Log``, ``next``, the log counter,
 ``Pnext``,            the wall-clock offset and ``INFO.get``
 ``Pcounter``,
@@ -257,6 +257,8 @@ _TRACKED = """
                 {P}i += 5
             else:
                 {P}log.dropped_calls += 1
+                if {P}log.dropped_calls == 1:
+                    {P}full({P}log)
                 {P}raw = [{P}meta, {P}d, {P}p, None, {P}t, 0, "ok", None]
                 {P}fr = ({P}log, 0, {P}d, {P}cur, {P}raw)
                 {P}i = 5

@@ -329,6 +329,7 @@ async def flush(timeout: float | None = None) -> FlushResult:
     _check_timeout(timeout)
     pipeline = _PIPELINE[0]
     if pipeline is None:
+        _warn_unconfigured("asynctrack.flush()")
         return FlushResult({}, 0, 0)
     before = pipeline.stats()
     done = await anyio.to_thread.run_sync(pipeline.wait_flushed, timeout, abandon_on_cancel=True)
@@ -349,6 +350,7 @@ def flush_sync(timeout: float | None = 5.0) -> FlushResult:
     _check_timeout(timeout)
     pipeline = _PIPELINE[0]
     if pipeline is None:
+        _warn_unconfigured("asynctrack.flush_sync()")
         return FlushResult({}, 0, 0)
     before = pipeline.stats()
     if not pipeline.wait_flushed(timeout):
@@ -366,6 +368,18 @@ def _result(before: Stats, after: Stats, backlog: bool) -> FlushResult:
     else:
         spilled = 0
     return FlushResult(written, spilled, after.dropped - before.dropped)
+
+
+def _warn_unconfigured(what: str) -> None:
+    # Flushing before configure() returns an empty result: say once why nothing was
+    # written (a capture() block records without a pipeline, so it stays quiet).
+    if not tracker.tracking_on():
+        selfwarn.once(
+            "flush-unconfigured",
+            f"asynctrack: {what} was called but nothing is configured, so nothing is "
+            f"recorded or written. Call asynctrack.configure(sinks=[...]) at start-up, "
+            f"or run the code inside 'async with asynctrack.tracking(...)'",
+        )
 
 
 def _check_timeout(timeout: float | None) -> None:

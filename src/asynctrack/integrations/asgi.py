@@ -149,10 +149,27 @@ class TrackMiddleware:
         self._exact, self._prefixes = _parse_excludes(exclude_paths)
         self._info = info
         self._route = route
+        #: Whether the first request checked that something is configured.
+        self._checked = False
         #: How many times the ``info`` or ``route`` hook raised or returned something unusable.
         self.info_errors = 0
         #: How many times the middleware's own bookkeeping failed (never raised).
         self.internal_errors = 0
+
+    def _check_configured(self) -> None:
+        # A middleware in front of an application that never configured asynctrack
+        # records nothing, silently (#14): say so once, at the first request (the
+        # application may configure between building the middleware and serving).
+        self._checked = True
+        tracker = self.tracker
+        # Not enabled with a level below NONE: nothing is configured or capturing (a
+        # level of NONE is a deliberate silence).
+        if not tracker.enabled and tracker.level < NONE:
+            _logger.warning(
+                "asynctrack: TrackMiddleware got a request but nothing is configured, so "
+                "nothing is recorded. Call asynctrack.configure(sinks=[...]) at start-up "
+                "(before serving), or serve inside 'async with asynctrack.tracking(...)'"
+            )
 
     def _excluded(self, path: str) -> bool:
         return path in self._exact or (bool(self._prefixes) and path.startswith(self._prefixes))
@@ -163,11 +180,15 @@ class TrackMiddleware:
         """
         kind = scope["type"]
         if kind == "websocket":
+            if not self._checked:
+                self._check_configured()
             await self._websocket(scope, receive, send)
             return
         if kind != "http":
             await self.app(scope, receive, send)
             return
+        if not self._checked:
+            self._check_configured()
         if self._excluded(_app_path(scope, scope.get("root_path", ""))):
             with self.tracker.call("excluded", level=NONE):
                 await self.app(scope, receive, send)
