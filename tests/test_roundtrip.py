@@ -201,7 +201,8 @@ class TestProcessorsCannotLoseLogs:
     async def test_non_str_info_keys_and_huge_ints_reach_the_file(self, tmp_path: Path) -> None:
         """
         A processor and an ``extend_log`` hook adding tuple, int and None info keys, and a
-        parameter beyond the digit limit: every log is written, every key kept.
+        parameter beyond the digit limit: every log is written to the file and to SQLite,
+        every key kept, and both read back the same.
         """
 
         class Extending(asynctrack.Tracker):
@@ -215,8 +216,9 @@ class TestProcessorsCannotLoseLogs:
             return log
 
         path = tmp_path / "track.jsonl"
+        url = f"sqlite+aiosqlite:///{tmp_path / 'track.db'}"
         asynctrack.configure(
-            sinks=[asynctrack.FileSink(path)],
+            sinks=[asynctrack.FileSink(path), asynctrack.SQLSink(url)],
             processors=[processor],
             tracker_class=Extending,
         )
@@ -231,7 +233,13 @@ class TestProcessorsCannotLoseLogs:
         handler(uuid.uuid4().int)
         assert await asynctrack.flush(timeout=30)
         await asynctrack.shutdown()
+        reader = asynctrack.SQLSink(url)
+        try:
+            stored = [log async for log in reader.read_logs()]
+        finally:
+            await reader.close()
         logs = list(read_logs(path))
+        assert [log.to_dict() for log in stored] == [log.to_dict() for log in logs]
         assert len(logs) == 4
         for log in logs:
             assert log.info == {

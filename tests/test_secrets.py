@@ -234,7 +234,8 @@ class TestNoSecretWritten:
         """
         The README's FastAPI pattern, a pydantic body with a password, and its v1, attrs,
         dataclass, namedtuple and namespace cousins, plus a 4 kB IAM token in a DSN and a
-        short ``max_string``: the FileSink output holds none of the secrets.
+        short ``max_string``: neither the FileSink file nor the SQLite database holds
+        any of the secrets.
         """
 
         @dataclasses.dataclass
@@ -245,7 +246,11 @@ class TestNoSecretWritten:
         Pair = collections.namedtuple("Pair", "name token")
         iam = "δ" * 4096
         path = tmp_path / "track.jsonl"
-        asynctrack.configure(sinks=[asynctrack.FileSink(path)], max_string=16)
+        db = tmp_path / "track.db"
+        asynctrack.configure(
+            sinks=[asynctrack.FileSink(path), asynctrack.SQLSink(f"sqlite+aiosqlite:///{db}")],
+            max_string=16,
+        )
         tr = asynctrack.get_tracker("tests.secrets")
 
         @tr.probe
@@ -272,5 +277,8 @@ class TestNoSecretWritten:
         text = path.read_text("utf-8")
         assert text.count("\n") == len(bodies)
         assert not any(c in GREEK for c in text)
+        stored = db.read_bytes().decode("utf-8", "ignore")
+        assert "cannot reach" in stored
+        assert not any(c in GREEK for c in stored)
         first = json.loads(text.splitlines()[0])["calls"][0]["params"]["body"]
         assert first == {"username": "bob", "password": "[REDACTED]"}
