@@ -240,6 +240,7 @@ class TestTiming:
         for option in ("--clock", "--rigorous", "--processes", "--output"):
             assert option in text, option
 
+
 class TestReport:
     def test_table_renders_markdown(self, bench: ModuleType) -> None:
         """

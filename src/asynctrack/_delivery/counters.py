@@ -29,6 +29,8 @@ class Stats(NamedTuple):
         corrupt: lines of spill files that could not be read back (a torn last line).
         pending: logs in the intake or waiting in a sink's in-memory queue.
         hook_errors: exceptions raised by hooks and processors (the log was kept).
+        reopened: files found deleted or moved underneath a sink while in use (its
+            ``FileSink`` file, its spill file) and opened again by name.
 
     .. versionadded:: 0.1
     """
@@ -44,6 +46,7 @@ class Stats(NamedTuple):
     corrupt: int = 0
     pending: int = 0
     hook_errors: int = 0
+    reopened: int = 0
 
 
 class FlushResult(NamedTuple):
@@ -124,7 +127,7 @@ class Counters:
         with self._lock:
             self.written[sink] = self.written.get(sink, 0) + n
 
-    def snapshot(self, queued: int, pending: int) -> Stats:
+    def snapshot(self, queued: int, pending: int, reopened: int = 0) -> Stats:
         with self._lock:
             return Stats(
                 enqueued=self.dispatched + queued,
@@ -138,4 +141,5 @@ class Counters:
                 corrupt=self.corrupt,
                 pending=queued + pending,
                 hook_errors=self.hook_errors,
+                reopened=reopened,
             )

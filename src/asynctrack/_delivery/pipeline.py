@@ -132,7 +132,8 @@ class Pipeline:
         return True
 
     def stats(self) -> Stats:
-        return self.counters.snapshot(len(self.intake), self.dispatcher.pending())
+        reopened = sum(w.reopened() for w in self.dispatcher.workers)
+        return self.counters.snapshot(len(self.intake), self.dispatcher.pending(), reopened)
 
     def close(self, timeout: float | None, *, write_open_logs: bool) -> bool:
         """
@@ -430,7 +431,7 @@ def _shutdown(timeout: float | None) -> bool:
 def stats() -> Stats:
     """
     Return the pipeline's counters: enqueued, written (per sink), dropped, retried,
-    spilled, replayed, failed, dead_lettered, corrupt, pending, hook_errors.
+    spilled, replayed, failed, dead_lettered, corrupt, pending, hook_errors, reopened.
 
     .. versionadded:: 0.1
     """

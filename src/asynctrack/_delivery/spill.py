@@ -6,8 +6,15 @@ locked (``flock``) by the process that owns it; a second process with the same
 sink uses ``asynctrack-<sink name>.<pid>.spill.jsonl``. Replay reads the file in
 order and records its progress in ``<file>.offset``, so a process that dies while
 replaying resumes where it stopped; files left by dead processes (unlocked) are
-adopted and replayed on the next start. A torn last line (a crash mid-write) is
-skipped and counted.
+adopted and replayed on the next start. A line that cannot be decoded (a torn last
+line left by a crash, a damaged file) is skipped and counted.
+
+Spill directories may be shared (``/tmp``): every file here is opened without
+following symlinks (``O_NOFOLLOW``) and temporaries are created exclusively, so a
+link planted under one of our names is never written through. A spill file deleted
+or moved while in use (by an operator, by ``logrotate``) is noticed by device and
+inode before each append: new batches go to a new file, and what the old one held is
+still replayed through the handle kept open.
 """
 
 from __future__ import annotations
@@ -15,7 +22,8 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-from collections.abc import Sequence
+import secrets
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import IO
 
@@ -40,9 +48,42 @@ def spill_name(sink_name: str) -> str:
     return _SAFE.sub("_", sink_name)[:120] or "sink"
 
 
+#: Never follow a symlink planted under one of our names (0 where unsupported).
+NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+
+
 def _open_private(path: Path) -> IO[bytes]:
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND | NOFOLLOW, 0o600)
     return os.fdopen(fd, "a+b", buffering=0)
+
+
+def _read_offset(path: Path) -> int:
+    try:
+        fd = os.open(path, os.O_RDONLY | NOFOLLOW)
+    except OSError:
+        return 0
+    with os.fdopen(fd, "rb") as f:
+        try:
+            return max(0, int(f.read(64).strip() or 0))
+        except ValueError:
+            return 0
+
+
+def write_private_atomically(path: Path, data: bytes) -> None:
+    """
+    Replace ``path`` by a file holding ``data`` (mode 0600), through a temporary
+    created exclusively under an unpredictable name, never through a symlink.
+    """
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(6)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | NOFOLLOW, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)  # replaces a planted link itself, not its target
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
 
 
 def _try_lock(f: IO[bytes]) -> bool:
@@ -64,6 +105,18 @@ class _Backlog:
         self.path = path
         self.handle = handle
         self.offset = offset
+        st = os.fstat(handle.fileno())
+        self.ident = (st.st_dev, st.st_ino)
+
+    def attached(self) -> bool:
+        """
+        Whether the path still names the file we hold (not deleted, moved or replaced).
+        """
+        try:
+            st = os.lstat(self.path)
+        except OSError:
+            return False
+        return (st.st_dev, st.st_ino) == self.ident
 
     @property
     def offset_path(self) -> Path:
@@ -85,6 +138,8 @@ class SpillFile:
         self._backlogs: list[_Backlog] = []
         self._writer: _Backlog | None = None
         self.corrupt = 0
+        #: Spill files found deleted or moved while in use (a new one was started).
+        self.reopened = 0
         self._opened = False
 
     # -- discovery -------------------------------------------------------------------------
@@ -99,8 +154,8 @@ class SpillFile:
             return
         pattern = re.compile(re.escape(self.base) + r"(\.\d+)?\.spill\.jsonl$")
         found = sorted(
-            (p for p in self.directory.iterdir() if pattern.match(p.name)),
-            key=lambda p: p.stat().st_mtime,
+            (p for p in self.directory.iterdir() if pattern.match(p.name) and not p.is_symlink()),
+            key=lambda p: p.lstat().st_mtime,
         )
         for path in found:
             backlog = self._adopt(path)
@@ -117,10 +172,7 @@ class SpillFile:
         if not _try_lock(handle):
             handle.close()
             return None
-        offset = 0
-        offset_path = path.with_name(path.name + ".offset")
-        with contextlib.suppress(OSError, ValueError):
-            offset = int(offset_path.read_text().strip() or 0)
+        offset = _read_offset(path.with_name(path.name + ".offset"))
         size = os.fstat(handle.fileno()).st_size
         if size and offset < size:
             # A crash may have left a torn last line: end it, so that what we append
@@ -143,6 +195,11 @@ class SpillFile:
             OSError: the disk refused the write (the caller counts the logs as dropped).
         """
         writer = self._writer
+        if writer is not None and not writer.attached():
+            # Deleted or moved underneath us: what it holds is replayed through the
+            # open handle; new batches go to a file that can be found again.
+            self._writer = writer = None
+            self.reopened += 1
         if writer is None:
             writer = self._new_writer()
         data = encode_logs(logs)
@@ -153,7 +210,7 @@ class SpillFile:
     def _new_writer(self) -> _Backlog:
         make_private_dirs(self.directory)
         # Keep appending to the newest file we already own, to keep one order.
-        if self._backlogs:
+        if self._backlogs and self._backlogs[-1].attached():
             self._writer = self._backlogs[-1]
             return self._writer
         pid = os.getpid()
@@ -184,27 +241,26 @@ class SpillFile:
                     return [], backlog.offset
                 self._finish(backlog)
                 continue
-            with open(backlog.path, "rb") as reader:
-                reader.seek(backlog.offset)
-                logs: list[Log] = []
-                offset = backlog.offset
-                while len(logs) < limit:
-                    line = reader.readline()
-                    if not line:
-                        break
-                    if not line.endswith(b"\n"):
-                        break  # being written right now (never by us: we are one thread)
-                    offset += len(line)
-                    if not line.strip():
-                        continue
-                    try:
-                        logs.append(decode_line(line))
-                    except Exception:  # any failure skips the line, never the replay
-                        self.corrupt += 1
-                if not logs and offset > backlog.offset:
-                    self.commit(offset)
+            # Read through the handle we hold, not the path: the file may have been
+            # deleted or replaced, and the path may now be someone's symlink.
+            logs: list[Log] = []
+            offset = backlog.offset
+            for line in _lines(backlog.handle.fileno(), offset, size):
+                if len(logs) >= limit:
+                    break
+                if not line.endswith(b"\n"):
+                    break  # being written right now (never by us: we are one thread)
+                offset += len(line)
+                if not line.strip():
                     continue
-                return logs, offset
+                try:
+                    logs.append(decode_line(line))
+                except Exception:  # any failure skips the line, never the replay
+                    self.corrupt += 1
+            if not logs and offset > backlog.offset:
+                self.commit(offset)
+                continue
+            return logs, offset
         return [], 0
 
     def commit(self, offset: int) -> None:
@@ -215,19 +271,18 @@ class SpillFile:
         backlog.offset = offset
         if offset >= backlog.size():
             self._finish(backlog)
-        else:
-            tmp = backlog.offset_path.with_suffix(".tmp")
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w") as f:
-                f.write(str(offset))
-            os.replace(tmp, backlog.offset_path)
+        elif backlog.attached():
+            # (A file no longer on disk cannot be resumed by a later run: no record.)
+            write_private_atomically(backlog.offset_path, str(offset).encode())
 
     def _finish(self, backlog: _Backlog) -> None:
-        # Fully replayed: remove the file and its offset, then release the lock.
-        with contextlib.suppress(OSError):
-            backlog.path.unlink()
-        with contextlib.suppress(OSError):
-            backlog.offset_path.unlink()
+        # Fully replayed: remove the file and its offset, then release the lock —
+        # unless the path names another file by now (ours was deleted or moved).
+        if backlog.attached():
+            with contextlib.suppress(OSError):
+                backlog.path.unlink()
+            with contextlib.suppress(OSError):
+                backlog.offset_path.unlink()
         with contextlib.suppress(OSError):
             backlog.handle.close()
         self._backlogs.remove(backlog)
@@ -254,3 +309,23 @@ class SpillFile:
 
     def paths(self) -> list[Path]:
         return [b.path for b in self._backlogs]
+
+
+def _lines(fd: int, start: int, end: int, block: int = 1 << 20) -> Iterator[bytes]:
+    """
+    Yield the lines of the byte range ``[start, end)`` of ``fd`` (the last one may lack
+    its newline), read with ``pread`` (the handle's position is left alone).
+    """
+    pending = b""
+    position = start
+    while position < end:
+        chunk = os.pread(fd, min(block, end - position), position)
+        if not chunk:
+            break
+        position += len(chunk)
+        pending += chunk
+        *complete, pending = pending.split(b"\n")
+        for line in complete:
+            yield line + b"\n"
+    if pending:
+        yield pending

@@ -28,7 +28,7 @@ from asynctrack._core.records import Log
 from asynctrack._core.selfwarn import report
 from asynctrack._delivery.counters import Counters
 from asynctrack._delivery.intake import Barrier
-from asynctrack._delivery.spill import SpillFile, spill_name
+from asynctrack._delivery.spill import NOFOLLOW, SpillFile, spill_name
 from asynctrack.sinks._base import Sink
 from asynctrack.sinks._file import make_private_dirs
 
@@ -366,10 +366,19 @@ class SinkWorker:
         self._poke()
 
     def _dead_letter(self, logs: Sequence[Log]) -> None:
-        path = self.options.spill_dir / f"asynctrack-{spill_name(self.name)}.dead.jsonl"
+        base = f"asynctrack-{spill_name(self.name)}"
+        path = self.options.spill_dir / f"{base}.dead.jsonl"
         try:
+            # Opened by name at each use: a file or directory deleted meanwhile is
+            # created again. Never through a symlink planted under our name: then a
+            # file of this process's own is used instead.
             make_private_dirs(self.options.spill_dir)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | NOFOLLOW
+            try:
+                fd = os.open(path, flags, 0o600)
+            except OSError:
+                path = self.options.spill_dir / f"{base}.{os.getpid()}.dead.jsonl"
+                fd = os.open(path, flags, 0o600)
             with os.fdopen(fd, "ab", buffering=0) as f:
                 f.write(encode_logs(logs))
         except Exception as exc:
@@ -483,6 +492,16 @@ class SinkWorker:
             spill.close()
         self.counters.add("spilled", len(logs))
         return True
+
+    def reopened(self) -> int:
+        """
+        Files of this sink found deleted or moved and opened again (sink and spill).
+        """
+        try:
+            own = int(getattr(self.sink, "reopened", 0) or 0)
+        except Exception:
+            own = 0
+        return own + self.spill.reopened
 
     def _sync_corrupt(self) -> None:
         if self.spill.corrupt:

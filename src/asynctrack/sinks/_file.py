@@ -88,6 +88,10 @@ class FileSink(Sink):
         self._file: Any = None
         self._size = 0
         self._torn = False
+        self._ident: tuple[int, int] | None = None
+        #: Times the file was found deleted or moved (``logrotate``, an operator) and
+        #: opened again by its path; counted in ``asynctrack.stats().reopened``.
+        self.reopened = 0
 
     @property
     def name(self) -> str:
@@ -105,9 +109,30 @@ class FileSink(Sink):
         # Unbuffered: one write() system call per batch, so appends never interleave.
         # Readable too ("a+"): a write cut short by a full disk is read back and undone.
         self._file = await aiofiles.open(self.path, "a+b", buffering=0, opener=opener)
-        self._size = os.fstat(self._file.fileno()).st_size
+        st = os.fstat(self._file.fileno())
+        self._size = st.st_size
+        self._ident = (st.st_dev, st.st_ino)
+
+    def _moved(self) -> bool:
+        # Does the path still name the file we hold? (As WatchedFileHandler checks.)
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return True
+        return (st.st_dev, st.st_ino) != self._ident
 
     async def write(self, logs: Sequence[Log]) -> None:
+        if self._file is not None and self._moved():
+            # Deleted or moved underneath us (#15): writing on would count logs as
+            # written into a file nobody can find. Reopen by path (recreating the
+            # directory); if that fails, the batch is retried and spilled.
+            await self.close()
+            self.reopened += 1
+            self._torn = False
+            report(
+                f"reopen:{self.path}",
+                f"asynctrack: {self.path} was deleted or moved; opened it again",
+            )
         if self._file is None:
             await self.open()
         data = encode_logs(logs)
