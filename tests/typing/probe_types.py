@@ -26,3 +26,8 @@ async def use() -> int:
     asynctrack.add_data("rows", total, depth=None)
     await tr.flush(timeout=1.0)
     return total
+
+
+def use_sync() -> None:
+    add(2)
+    tr.flush_sync(timeout=1.0)

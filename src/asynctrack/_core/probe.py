@@ -320,7 +320,8 @@ def _generate(
         )
 
     name = getattr(func, "__name__", None)
-    rename = name if isinstance(name, str) else None
+    qualname = getattr(func, "__qualname__", name)
+    rename = (name, qualname) if isinstance(name, str) and isinstance(qualname, str) else None
     entry = f"{prefix}wrapper"
     filename = unique_filename("probe", _qualname(func))
     wrapper = compile_function(source(), filename, ns, entry, rename=rename)

@@ -203,19 +203,24 @@ def _forget(filename: str) -> None:
 
 
 def compile_function(
-    source: str, filename: str, ns: dict[str, Any], name: str, *, rename: str | None = None
+    source: str,
+    filename: str,
+    ns: dict[str, Any],
+    name: str,
+    *,
+    rename: tuple[str, str] | None = None,
 ) -> types.FunctionType:
     """
     Execute ``source`` in ``ns`` and return its function ``name``, its source lines
     registered with ``linecache`` under ``filename`` (replacing earlier ones).
 
-    ``rename`` becomes the code's name, which tracebacks show.
+    ``rename`` is the (name, qualname) the code takes, which tracebacks show.
     """
     code = compile(source, filename, "exec")
     exec(code, ns)
     func: types.FunctionType = ns[name]
-    if rename is not None and rename != func.__code__.co_name:
-        func.__code__ = func.__code__.replace(co_name=rename, co_qualname=rename)
+    if rename is not None:
+        func.__code__ = func.__code__.replace(co_name=rename[0], co_qualname=rename[1])
     # mtime None: linecache.checkcache leaves the entry alone (no file to stat).
     linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
     return func
