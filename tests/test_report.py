@@ -377,6 +377,21 @@ def hostile_logs() -> list[Log]:
 
 
 class TestBounds:
+    def test_page_embeds_aggregates_not_logs(self, tmp_path: Path) -> None:
+        """
+        Ten times the logs give the same number of embedded requests (the selected
+        ones) and a page of about the same size.
+        """
+        sizes = []
+        for n in (1000, 10000):
+            path = tmp_path / f"{n}.jsonl"
+            path.write_bytes(encode_logs(make_logs(n)))
+            data = build_report(str(path), query(), warnings()[1])
+            assert len(data["slowest"]) == 50
+            assert len(data["failedRequests"]) == 50
+            sizes.append(len(render_page(data)))
+        assert sizes[1] < 1.5 * sizes[0]
+
     def test_large_logs_are_trimmed(self) -> None:
         """A selected log keeps at most MAX_CALLS calls and MAX_LOG_BYTES of JSON."""
         calls = [

@@ -19,6 +19,13 @@
     return node;
   }
   function clear(node) { while (node.firstChild) node.removeChild(node.firstChild); }
+  function pickable(row, action) {
+    row.setAttribute("tabindex", "0");
+    row.addEventListener("click", action);
+    row.addEventListener("keydown", function (e) {
+      if (e.key === "Enter" || e.key === " ") { e.preventDefault(); action(); }
+    });
+  }
   function num(n) { return n === null || n === undefined ? "–" : Number(n).toLocaleString("en-US"); }
   var UNITS = [[1e3, 1, " µs"], [1e6, 1e3, " ms"], [6e7, 1e6, " s"], [3.6e9, 6e7, " min"],
     [8.64e10, 3.6e9, " h"], [Infinity, 8.64e10, " d"]];
@@ -186,7 +193,7 @@
         if (i === 3 && row[2]) cell.className = "err";
         r.appendChild(cell);
       });
-      r.addEventListener("click", function () { selectFunction(row[0]); });
+      pickable(r, function () { selectFunction(row[0]); });
       tbody.appendChild(r);
     });
     node.appendChild(tbody);
@@ -266,6 +273,7 @@
   function requestTable(id, logs) {
     var node = document.getElementById(id);
     var tbody = table(node, ["started (UTC)", "duration", "request", byLabel, "status"], []);
+    node.querySelectorAll("th").forEach(function (th, i) { if (i >= 2) th.className = "text"; });
     logs.forEach(function (log, i) {
       var root = rootOf(log);
       var info = log.info && typeof log.info === "object" ? log.info : {};
@@ -276,7 +284,7 @@
       r.appendChild(el("td", { "class": "text" }, info[byLabel] === undefined ? "" : text(info[byLabel])));
       var status = root ? text(root.status) : "";
       r.appendChild(el("td", status === "error" ? { "class": "err" } : null, status));
-      r.addEventListener("click", function () {
+      pickable(r, function () {
         document.querySelectorAll("#requests tbody tr.selected").forEach(function (x) { x.classList.remove("selected"); });
         r.classList.add("selected");
         showWaterfall(log);
@@ -362,7 +370,7 @@
     rows.forEach(function (r) {
       if (r.sep) { chart.appendChild(el("div", { "class": "wf-sep" }, r.sep)); return; }
       var c = r.call;
-      var row = el("div", { "class": "wf-row", role: "listitem", tabindex: "0" });
+      var row = el("div", { "class": "wf-row", role: "listitem" });
       var label = el("div", { "class": "wf-label", title: text(c.function) }, text(c.function) + "  " + dur(c.duration_us));
       label.style.paddingLeft = (r.level * 0.9) + "rem";
       var track = el("div", { "class": "wf-track" });
@@ -378,8 +386,7 @@
         row.classList.add("selected");
         showCall(detail, c, r.log);
       }
-      row.addEventListener("click", pick);
-      row.addEventListener("keydown", function (e) { if (e.key === "Enter" || e.key === " ") pick(); });
+      pickable(row, pick);
       chart.appendChild(row);
     });
     box.appendChild(chart);
