@@ -31,6 +31,7 @@ from asynctrack.cli.report.build import MAX_CALLS, MAX_LOG_BYTES, trim_log
 from asynctrack.cli.report.model import STEPS, Series, step_for
 from asynctrack.cli.report.page import embed_json
 from asynctrack.cli.stats import StatsQuery
+from asynctrack.cli.stats.model import key_text
 from asynctrack.cli.stats.percentiles import PERCENTILES
 from tests.helpers import drop_tables
 from tests.test_stats import make_logs
@@ -166,6 +167,17 @@ def brute_force(logs: list[Log]) -> dict[str, Any]:
         "slowest": [log.id for log in slowest],
         "failedRequests": [log.id for log in failures],
         "users": len({json.dumps(log.info.get("user")) for log in logs}),
+        "groups": {
+            key_text(log.info.get("user")): [
+                sum(1 for x in logs if x.info.get("user") == log.info.get("user")),
+                sum(
+                    1
+                    for x in logs
+                    if x.info.get("user") == log.info.get("user") and x.calls[0].status == "error"
+                ),
+            ]
+            for log in logs
+        },
     }
 
 
@@ -186,6 +198,10 @@ class TestData:
         assert data["overview"]["requests"] == len(LOGS)
         assert data["overview"]["failed"] == sum(series["failed"])
         assert data["overview"]["keys"] == expect["users"]
+        assert {g[0]: g[1:3] for g in data["groups"]} == expect["groups"]
+        assert [g[1] for g in data["groups"]] == sorted(
+            (g[1] for g in data["groups"]), reverse=True
+        )
         slowest = expect["slowest"][0]
         assert [log["id"] for log in data["continuations"][slowest]] == ["c" + "0" * 31]
         assert [log["id"] for log in data["continuations"]["c" + "0" * 31]] == [

@@ -23,7 +23,7 @@ from asynctrack.cli.report.files import Found, scan_files
 from asynctrack.cli.report.model import ReportQuery
 from asynctrack.cli.report.page import render_page
 from asynctrack.cli.stats import is_url
-from asynctrack.cli.stats.model import FunctionRow, GroupRow, Report, utc
+from asynctrack.cli.stats.model import FunctionRow, Report, utc
 from asynctrack.cli.stats.percentiles import PERCENTILES
 
 __all__ = ["ReportQuery", "build_report", "render_page", "write_report"]
@@ -69,7 +69,6 @@ def _file_report(source: str, query: ReportQuery, warn: Callable[[str], None]) -
         if calls:
             row = FunctionRow(function, calls, acc.errors, total, maximum, values)
             report.functions.append(row)
-    report.groups = [GroupRow(v, g[0], g[1], g[2], utc(g[3])) for v, g in found.groups.items()]
     report.finish(None)
     slowest = [orjson.loads(item[-1]) for item in sorted(found.picks.slowest, reverse=True)]
     failures = [orjson.loads(item[-1]) for item in sorted(found.picks.failed, reverse=True)]
@@ -88,7 +87,7 @@ def _file_report(source: str, query: ReportQuery, warn: Callable[[str], None]) -
         series=found.series,
         heat=found.heat,
         functions=report.functions,
-        groups=report.groups,
+        groups=[(v, g[0], g[1], utc(g[2])) for v, g in found.groups.items()],
         slowest=[trim_log(log) for log in slowest],
         failures=[trim_log(log) for log in failures],
         continuations=continuations,

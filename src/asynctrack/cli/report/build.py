@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 
 from asynctrack.cli.report.model import ReportQuery, Series, step_for
-from asynctrack.cli.stats.model import FunctionRow, GroupRow
+from asynctrack.cli.stats.model import FunctionRow
 from asynctrack.cli.stats.percentiles import PERCENTILES, DurationAccumulator
 
 __all__ = ["MAX_CALLS", "assemble", "trim_log"]
@@ -147,16 +147,19 @@ def assemble(
     series: Series,
     heat: list[int],
     functions: list[FunctionRow],
-    groups: list[GroupRow],
+    groups: list[tuple[str | None, int, int, _dt.datetime | None]],
     slowest: list[dict[str, Any]],
     failures: list[dict[str, Any]],
     continuations: dict[str, list[dict[str, Any]]],
     notes: list[str],
 ) -> dict[str, Any]:
     """
-    Return the page's data (see the module docstring); ``functions`` and ``groups``
-    are sorted busiest first.
+    Return the page's data (see the module docstring).
+
+    ``functions`` are sorted busiest first; ``groups`` are ``(--by value, requests,
+    failed requests, last start)``, in any order.
     """
+    groups = sorted(groups, key=lambda g: (-g[1], -g[2], g[0] is None, g[0] or ""))
     durations.fold()
     request_p = durations.hist.percentiles(PERCENTILES) if durations.calls else [0, 0, 0]
     t0, t1 = _epoch(first), _epoch(last)
@@ -197,7 +200,8 @@ def assemble(
             series, t0, t1, [row.function for row in shown[:SERIES_FUNCTIONS]]
         ),
         "groups": [
-            [g.value, g.logs, g.calls, g.errors, _epoch(g.last_seen)] for g in groups[:MAX_GROUPS]
+            [value, requests, failed, _epoch(last)]
+            for value, requests, failed, last in groups[:MAX_GROUPS]
         ],
         "heat": heat,
         "slowest": slowest,

@@ -50,6 +50,7 @@ class Found:
     series: Series = field(default_factory=Series)
     heat: list[int] = field(default_factory=lambda: [0] * 168)
     accs: dict[str, DurationAccumulator] = field(default_factory=dict)
+    #: ``--by`` value -> ``[requests, failed requests, last start]``.
     groups: dict[str | None, list[Any]] = field(default_factory=dict)
     picks: Picks = field(default_factory=Picks)
     continuation_bytes: int = 0
@@ -78,10 +79,10 @@ class Found:
             if mine_g is None:
                 self.groups[value] = group
             else:
-                for i in range(3):
-                    mine_g[i] += group[i]
-                if group[3] > mine_g[3]:
-                    mine_g[3] = group[3]
+                mine_g[0] += group[0]
+                mine_g[1] += group[1]
+                if group[2] > mine_g[2]:
+                    mine_g[2] = group[2]
         self.picks.merge(part.picks)
         self.continuation_bytes += part.continuation_bytes
 
@@ -177,7 +178,6 @@ def _scan(rpart: _ReportPart) -> Found:
             if type(duration) is not int:
                 raise TypeError("duration_us must be an integer")
             failed = bool(calls) and calls[0]["status"] == "error"
-            n_errors = 0
             for call in calls:
                 function = call["function"]
                 append = appends.get(function)
@@ -193,7 +193,6 @@ def _scan(rpart: _ReportPart) -> Found:
                 done += 1
                 if call["status"] == "error" and function in accs:
                     accs[function].errors += 1
-                    n_errors += 1
             info = obj.get("info")
             ident = str(obj.get("id"))
             parent = obj.get("parent_id")
@@ -225,12 +224,10 @@ def _scan(rpart: _ReportPart) -> Found:
             bucket.failed += 1
             failed_logs += 1
         figures = bucket.functions
-        n_calls = 0
         for call in calls:
             function = call["function"]
             if function not in accs:
                 continue
-            n_calls += 1
             took = call["duration_us"]
             entry = figures.get(function)
             if entry is None:
@@ -246,13 +243,12 @@ def _scan(rpart: _ReportPart) -> Found:
             value = key_text(info.get(by)) if isinstance(info, dict) else None
             group = groups.get(value)
             if group is None:
-                groups[value] = [1, n_calls, n_errors, started]
+                groups[value] = [1, int(failed), started]
             else:
                 group[0] += 1
-                group[1] += n_calls
-                group[2] += n_errors
-                if started > group[3]:
-                    group[3] = started
+                group[1] += failed
+                if started > group[2]:
+                    group[2] = started
         # Ties are broken by start, then id, the same order as the SQL reader's.
         if len(slowest) < limit:
             heapq.heappush(slowest, (duration, started, ident, line))

@@ -1,21 +1,25 @@
 """
 The report's figures from the SQL sink's tables, aggregated in the database.
 
-``asynctrack stats`` computes the function and user tables (same queries, same
-percentile histograms). Four more grouped queries add what the page draws: request
-durations per time bucket (histogram buckets, as ``stats`` computes them), requests
-per hour (the weekday x hour heatmap), call figures per function and time bucket,
-and the few requests shown whole with their calls.
+``asynctrack stats`` computes the function table (same queries, same percentile
+histograms). More grouped queries add what the page draws: request durations per
+time bucket (histogram buckets, as ``stats`` computes them) from the logs alone;
+failed requests per bucket and per user from a join of the failed first calls only
+(a few percent of the calls); requests per user; requests per hour for the heatmap
+(from the buckets when they fit in hours); call figures per function and time
+bucket; and the few requests shown whole with their calls.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 from typing import Any
 
 from asynctrack.cli.report.build import CONTINUATION_DEPTH, SERIES_FUNCTIONS, assemble, trim_log
 from asynctrack.cli.report.model import Bucket, ReportQuery, Series, step_for, weekday_hour
 from asynctrack.cli.stats.db import Database, PostgresDatabase, connect
+from asynctrack.cli.stats.model import key_text, utc
 from asynctrack.cli.stats.percentiles import DurationAccumulator, bucket_sql, bucket_sql_float
 from asynctrack.cli.stats.sql import Tables, _stats, where
 from asynctrack.cli.stats.sql_show import logs_from_rows
@@ -58,7 +62,8 @@ async def sql_report(url: str, query: ReportQuery) -> dict[str, Any]:
 
 async def _report(t: Tables, query: ReportQuery) -> dict[str, Any]:
     db = t.db
-    stats = (await _stats(t, query.stats)).finish(None)
+    # The function figures are stats' own; the users' figures are per request (below).
+    stats = (await _stats(t, dataclasses.replace(query.stats, by=None))).finish(None)
     params: dict[str, Any] = {}
     log_conds = await t.log_filter(query.stats, params)
     epoch = _epoch(db)
@@ -66,7 +71,6 @@ async def _report(t: Tables, query: ReportQuery) -> dict[str, Any]:
     span = (last - first).total_seconds() if first is not None and last is not None else 0
     series = Series(step_for(span + 1))
     step = series.step
-    root = f"LEFT JOIN {t.calls} r ON r.log_id = l.id AND r.seq = 0"
     postgres = db if isinstance(db, PostgresDatabase) else None
     if postgres is not None:
         # PostgreSQL cannot estimate how few groups these expressions make (it plans
@@ -78,13 +82,15 @@ async def _report(t: Tables, query: ReportQuery) -> dict[str, Any]:
     bucket_expr = (bucket_sql if postgres is None else bucket_sql_float)("l.duration_us")
     durations = DurationAccumulator(False)
     failed_total = 0
+    # Request durations per bucket from the logs alone; failed requests (their first
+    # call ended in an error, a few percent) by a join of those calls only.
     rows = await db.fetch(
-        f"SELECT {_div(db, epoch, step)}, {bucket_expr}, COUNT(*), SUM({_ERR.format('r')}), "
+        f"SELECT {_div(db, epoch, step)}, {bucket_expr}, COUNT(*), "
         f"MIN(l.duration_us), MAX(l.duration_us), SUM(l.duration_us) "
-        f"FROM {t.logs} l {root}{where(log_conds)} GROUP BY 1, 2",
+        f"FROM {t.logs} l{where(log_conds)} GROUP BY 1, 2",
         params,
     )
-    for key, lower, count, failed, minimum, maximum, total in rows:
+    for key, lower, count, minimum, maximum, total in rows:
         bucket = series.buckets.get(int(key))
         if bucket is None:
             bucket = series.buckets[int(key)] = Bucket()
@@ -93,8 +99,16 @@ async def _report(t: Tables, query: ReportQuery) -> dict[str, Any]:
             acc.calls += int(count)
             acc.total += int(total)
             acc.maximum = max(acc.maximum, int(maximum))
-        bucket.failed += int(failed or 0)
-        failed_total += int(failed or 0)
+    failed_conds = [*log_conds, "r.seq = 0", "r.status = 'error'"]
+    for key, failed in await db.fetch(
+        f"SELECT {_div(db, epoch, step)}, COUNT(*) FROM {t.calls} r "
+        f"JOIN {t.logs} l ON l.id = r.log_id{where(failed_conds)} GROUP BY 1",
+        params,
+    ):
+        bucket = series.buckets.get(int(key))
+        if bucket is not None:
+            bucket.failed += int(failed)
+            failed_total += int(failed)
 
     heat = [0] * 168
     if 3600 % step == 0:
@@ -115,7 +129,8 @@ async def _report(t: Tables, query: ReportQuery) -> dict[str, Any]:
         await postgres.settings(
             "RESET parallel_setup_cost; RESET parallel_tuple_cost; RESET enable_sort"
         )
-    slowest, failures, continuations = await _selected(t, query, log_conds, params, root)
+    groups = await _groups(t, query, log_conds, dict(params))
+    slowest, failures, continuations = await _selected(t, query, log_conds, params)
     return assemble(
         source=db.display,
         query=query,
@@ -127,12 +142,51 @@ async def _report(t: Tables, query: ReportQuery) -> dict[str, Any]:
         series=series,
         heat=heat,
         functions=stats.functions,
-        groups=stats.groups,
+        groups=groups,
         slowest=slowest,
         failures=failures,
         continuations=continuations,
         notes=[],
     )
+
+
+async def _groups(
+    t: Tables, query: ReportQuery, log_conds: list[str], params: dict[str, Any]
+) -> list[tuple[str | None, int, int, _dt.datetime | None]]:
+    """
+    Return ``(--by value, requests, failed requests, last start)`` per value.
+
+    Values are grouped as ``stats --by`` groups them (the info JSON, or a column named
+    like the key), with the same text for non-string values.
+    """
+    by = query.stats.by
+    if by is None:
+        return []
+    db = t.db
+    exprs = t.key_exprs(by, params)
+    keys, group = t.grouped(exprs)
+    n = len(exprs)
+    out: dict[str | None, list[Any]] = {}
+    for row in await db.fetch(
+        f"SELECT {keys}, COUNT(*), MAX(l.started_at) FROM {t.logs} l{where(log_conds)} "
+        f"GROUP BY {group}",
+        params,
+    ):
+        value = key_text(next((v for v in row[:n] if v is not None), None))
+        entry = out.setdefault(value, [0, 0, None])
+        entry[0] += int(row[n])
+        last = utc(row[n + 1])
+        if last is not None and (entry[2] is None or last > entry[2]):
+            entry[2] = last
+    failed_conds = [*log_conds, "r.seq = 0", "r.status = 'error'"]
+    for row in await db.fetch(
+        f"SELECT {keys}, COUNT(*) FROM {t.calls} r JOIN {t.logs} l ON l.id = r.log_id"
+        f"{where(failed_conds)} GROUP BY {group}",
+        params,
+    ):
+        value = key_text(next((v for v in row[:n] if v is not None), None))
+        out.setdefault(value, [0, 0, None])[1] += int(row[n])
+    return [(value, e[0], e[1], e[2]) for value, e in out.items()]
 
 
 async def _function_series(
@@ -173,7 +227,7 @@ async def _function_series(
 
 
 async def _selected(
-    t: Tables, query: ReportQuery, log_conds: list[str], params: dict[str, Any], root: str
+    t: Tables, query: ReportQuery, log_conds: list[str], params: dict[str, Any]
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, list[dict[str, Any]]]]:
     """
     Return the slowest requests, the most recent failed ones, and their continuations.
@@ -187,7 +241,8 @@ async def _selected(
     )
     failed_where = where([*log_conds, "r.status = 'error'"])
     failed_rows = await db.fetch(
-        f"SELECT l.* FROM {t.logs} l {root}{failed_where} "
+        f"SELECT l.* FROM {t.logs} l JOIN {t.calls} r ON r.log_id = l.id AND r.seq = 0"
+        f"{failed_where} "
         f"ORDER BY l.started_at DESC, l.id DESC LIMIT {limit}",
         params,
     )

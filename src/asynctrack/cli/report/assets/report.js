@@ -240,9 +240,9 @@
 
   // -- users ----------------------------------------------------------------------------------
   table(document.getElementById("table-groups"),
-    [byLabel, "requests", "calls", "errors", "error %", "last seen"],
+    [byLabel, "requests", "failed", "failed %", "last seen"],
     D.groups.map(function (g) {
-      return [g[0] === null ? "(none)" : String(g[0]), num(g[1]), num(g[2]), num(g[3]), pct(g[3], g[2]), utc(g[4])];
+      return [g[0] === null ? "(none)" : String(g[0]), num(g[1]), num(g[2]), pct(g[2], g[1]), utc(g[3])];
     }));
   (function heatmap() {
     var node = document.getElementById("table-heat");
