@@ -245,6 +245,23 @@ class TestData:
         assert comparable(split) == comparable(whole)
         assert seen_split == seen_whole == [f"{path}: skipped 2 malformed lines (first at line 6)"]
 
+    def test_malformed_lines_are_skipped_and_counted(self, tmp_path: Path) -> None:
+        """
+        A line with a timestamp of the right shape but no date, a torn line or a call
+        without a duration is skipped and reported, never the end of the report.
+        """
+        lines = encode_logs(LOGS[:10]).splitlines(keepends=True)
+        lines[2] = lines[2].replace(b'"started_at":"2', b'"started_at":" ', 1)
+        lines[4] = lines[4][:40] + b"\n"
+        lines[6] = lines[6].replace(b'"duration_us":', b'"duration":')
+        path = tmp_path / "bad.jsonl"
+        path.write_bytes(b"".join(lines))
+        seen, warn = warnings()
+        data = build_report(str(path), query(), warn)
+        assert data["overview"]["requests"] == 7
+        assert seen == [f"{path}: skipped 3 malformed lines (first at line 3)"]
+        assert "3 malformed lines skipped" in data["notes"]
+
     def test_filters(self, jsonl: str) -> None:
         """--since/--until keep logs by start; --function keeps function figures only."""
         since = LOGS[40].started_at

@@ -19,8 +19,16 @@ from typing import Any
 import orjson
 
 from asynctrack.cli.report.model import Picks, ReportQuery, Series, weekday_hour
-from asynctrack.cli.stats.files import _bound, _canonical, _lines, _Part, _parts, expand_paths
-from asynctrack.cli.stats.model import key_text
+from asynctrack.cli.stats.files import (
+    _bound,
+    _canonical,
+    _fromisoformat,
+    _lines,
+    _Part,
+    _parts,
+    expand_paths,
+    info_key_text,
+)
 from asynctrack.cli.stats.parallel import run_parts
 from asynctrack.cli.stats.percentiles import DurationAccumulator
 
@@ -169,6 +177,8 @@ def _scan(rpart: _ReportPart) -> Found:
             started = obj["started_at"]
             if len(started) != 32 or not started.endswith("+00:00"):
                 started = _canonical(started)
+            else:
+                _fromisoformat(started)  # the canonical shape alone is not a timestamp
             calls = obj["calls"]
             if (since is not None and started < since) or (until is not None and started >= until):
                 if type(calls) is not list:
@@ -194,6 +204,12 @@ def _scan(rpart: _ReportPart) -> Found:
                 if call["status"] == "error" and function in accs:
                     accs[function].errors += 1
             info = obj.get("info")
+            key = started[:19]
+            second = seconds.get(key)
+            if second is None:
+                if len(seconds) >= _SECONDS_CACHE:
+                    seconds.clear()
+                second = seconds[key] = _second(key)
             ident = str(obj.get("id"))
             parent = obj.get("parent_id")
             if type(parent) is not str:
@@ -210,12 +226,6 @@ def _scan(rpart: _ReportPart) -> Found:
             first = started
         if last is None or started > last:
             last = started
-        key = started[:19]
-        second = seconds.get(key)
-        if second is None:
-            if len(seconds) >= _SECONDS_CACHE:
-                seconds.clear()
-            second = seconds[key] = _second(key)
         bucket = series.bucket(second[0])
         bucket.durations.buf.append(duration)
         all_durations(duration)
@@ -240,7 +250,7 @@ def _scan(rpart: _ReportPart) -> Found:
             if took > entry[3]:
                 entry[3] = took
         if by is not None:
-            value = key_text(info.get(by)) if isinstance(info, dict) else None
+            value = info_key_text(line, info, by)
             group = groups.get(value)
             if group is None:
                 groups[value] = [1, int(failed), started]

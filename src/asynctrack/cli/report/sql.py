@@ -19,7 +19,7 @@ from typing import Any
 from asynctrack.cli.report.build import CONTINUATION_DEPTH, SERIES_FUNCTIONS, assemble, trim_log
 from asynctrack.cli.report.model import Bucket, ReportQuery, Series, step_for, weekday_hour
 from asynctrack.cli.stats.db import Database, PostgresDatabase, connect
-from asynctrack.cli.stats.model import key_text, utc
+from asynctrack.cli.stats.model import utc
 from asynctrack.cli.stats.percentiles import DurationAccumulator, bucket_sql, bucket_sql_float
 from asynctrack.cli.stats.sql import Tables, _stats, where
 from asynctrack.cli.stats.sql_show import logs_from_rows
@@ -156,36 +156,34 @@ async def _groups(
     """
     Return ``(--by value, requests, failed requests, last start)`` per value.
 
-    Values are grouped as ``stats --by`` groups them (the info JSON, or a column named
-    like the key), with the same text for non-string values.
+    Values are grouped and rendered as ``stats --by`` does (the same canonical text
+    from every backend).
     """
     by = query.stats.by
     if by is None:
         return []
     db = t.db
-    exprs = t.key_exprs(by, params)
-    keys, group = t.grouped(exprs)
-    n = len(exprs)
+    keys, group = t.grouped(t.key_exprs(by, params))
     out: dict[str | None, list[Any]] = {}
-    for row in await db.fetch(
+    log_rows = await db.fetch(
         f"SELECT {keys}, COUNT(*), MAX(l.started_at) FROM {t.logs} l{where(log_conds)} "
         f"GROUP BY {group}",
         params,
-    ):
-        value = key_text(next((v for v in row[:n] if v is not None), None))
+    )
+    for value, count, last_text in t.keyed(by, log_rows):
         entry = out.setdefault(value, [0, 0, None])
-        entry[0] += int(row[n])
-        last = utc(row[n + 1])
+        entry[0] += int(count)
+        last = utc(last_text)
         if last is not None and (entry[2] is None or last > entry[2]):
             entry[2] = last
     failed_conds = [*log_conds, "r.seq = 0", "r.status = 'error'"]
-    for row in await db.fetch(
-        f"SELECT {keys}, COUNT(*) FROM {t.calls} r JOIN {t.logs} l ON l.id = r.log_id"
+    failed_rows = await db.fetch(
+        f"SELECT {keys}, COUNT(*), 0 FROM {t.calls} r JOIN {t.logs} l ON l.id = r.log_id"
         f"{where(failed_conds)} GROUP BY {group}",
         params,
-    ):
-        value = key_text(next((v for v in row[:n] if v is not None), None))
-        out.setdefault(value, [0, 0, None])[1] += int(row[n])
+    )
+    for value, count, _ in t.keyed(by, failed_rows):
+        out.setdefault(value, [0, 0, None])[1] += int(count)
     return [(value, e[0], e[1], e[2]) for value, e in out.items()]
 
 
