@@ -227,6 +227,28 @@ class TestData:
         assert 3600 % from_file["series"]["step"] == 0
         assert comparable(from_sql) == comparable(from_file)
 
+    def test_sqlite_split_into_rowid_ranges(
+        self, jsonl: str, tmp_path: Path, table_prefix: str, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """SQLite tables read in rowid ranges by worker processes give the file's data."""
+        from asynctrack.cli.report import sqlite as _sqlite
+
+        url = f"sqlite+aiosqlite:///{tmp_path / 'track.db'}"
+        asyncio.run(_fill(url, table_prefix, None))
+        parts: list[int] = []
+        start_parts = _sqlite.start_parts
+
+        def spy(func: Any, items: list[Any]) -> Any:
+            parts.append(len(items))
+            return start_parts(func, items)
+
+        monkeypatch.setattr(_sqlite, "start_parts", spy)
+        monkeypatch.setattr(_sqlite, "cpu_count", lambda: 3)
+        monkeypatch.setattr(_sqlite, "PART_ROWS", 50)
+        split = build_report(url, query(table_prefix=table_prefix), warnings()[1])
+        assert parts == [6]  # three ranges of logs, three of calls
+        assert comparable(split) == comparable(build_report(jsonl, query(), warnings()[1]))
+
     def test_split_into_byte_ranges(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         """A file read in byte ranges by worker processes gives the same data and warnings."""
         from asynctrack.cli.stats import files as _files

@@ -18,7 +18,8 @@ from typing import Any
 
 from asynctrack.cli.report.build import CONTINUATION_DEPTH, SERIES_FUNCTIONS, assemble, trim_log
 from asynctrack.cli.report.model import Bucket, ReportQuery, Series, step_for, weekday_hour
-from asynctrack.cli.stats.db import Database, PostgresDatabase, connect
+from asynctrack.cli.report.sqlite import sqlite_scan
+from asynctrack.cli.stats.db import Database, PostgresDatabase, SQLiteDatabase, connect
 from asynctrack.cli.stats.model import utc
 from asynctrack.cli.stats.percentiles import DurationAccumulator, bucket_sql, bucket_sql_float
 from asynctrack.cli.stats.sql import Tables, _stats, where
@@ -79,26 +80,34 @@ async def _report(t: Tables, query: ReportQuery) -> dict[str, Any]:
         await postgres.settings(
             "SET parallel_setup_cost = 0; SET parallel_tuple_cost = 0; SET enable_sort = off"
         )
-    bucket_expr = (bucket_sql if postgres is None else bucket_sql_float)("l.duration_us")
     durations = DurationAccumulator(False)
+    log_group_rows: list[tuple[Any, ...]] | None = None
+    call_conds = _call_conds(t, query, stats.functions, log_conds, params)
+    if isinstance(db, SQLiteDatabase):
+        by = query.stats.by
+        exprs = t.key_exprs(by, params) if by is not None else []
+        durations, hour_counts, log_group_rows = await sqlite_scan(
+            t, series, log_conds, call_conds, params, exprs
+        )
+        hours: list[tuple[Any, ...]] = list(hour_counts.items())
+    else:
+        await _grouped_series(t, series, durations, log_conds, call_conds, params)
+        if 3600 % step == 0:
+            # Each bucket lies within one hour: the heatmap needs no query of its own.
+            hours = [(key * step // 3600, b.requests()) for key, b in series.buckets.items()]
+        else:
+            hours = await db.fetch(
+                f"SELECT {_div(db, epoch, 3600)}, COUNT(*) FROM {t.logs} l{where(log_conds)} "
+                "GROUP BY 1",
+                params,
+            )
+    heat = [0] * 168
+    for hour, count in hours:
+        moment = _dt.datetime.fromtimestamp(int(hour) * 3600, _dt.UTC)
+        heat[weekday_hour(moment)] += int(count)
+    # Failed requests (their first call ended in an error, a few percent of the calls)
+    # by a join of those calls only.
     failed_total = 0
-    # Request durations per bucket from the logs alone; failed requests (their first
-    # call ended in an error, a few percent) by a join of those calls only.
-    rows = await db.fetch(
-        f"SELECT {_div(db, epoch, step)}, {bucket_expr}, COUNT(*), "
-        f"MIN(l.duration_us), MAX(l.duration_us), SUM(l.duration_us) "
-        f"FROM {t.logs} l{where(log_conds)} GROUP BY 1, 2",
-        params,
-    )
-    for key, lower, count, minimum, maximum, total in rows:
-        bucket = series.buckets.get(int(key))
-        if bucket is None:
-            bucket = series.buckets[int(key)] = Bucket()
-        for acc in (bucket.durations, durations):
-            acc.hist.add_bucket(int(lower), int(count), int(minimum), int(maximum))
-            acc.calls += int(count)
-            acc.total += int(total)
-            acc.maximum = max(acc.maximum, int(maximum))
     failed_conds = [*log_conds, "r.seq = 0", "r.status = 'error'"]
     for key, failed in await db.fetch(
         f"SELECT {_div(db, epoch, step)}, COUNT(*) FROM {t.calls} r "
@@ -109,27 +118,11 @@ async def _report(t: Tables, query: ReportQuery) -> dict[str, Any]:
         if bucket is not None:
             bucket.failed += int(failed)
             failed_total += int(failed)
-
-    heat = [0] * 168
-    if 3600 % step == 0:
-        # Each bucket lies within one hour: the heatmap needs no query of its own.
-        hours = [(key * step // 3600, b.requests()) for key, b in series.buckets.items()]
-    else:
-        hours = await db.fetch(
-            f"SELECT {_div(db, epoch, 3600)}, COUNT(*) FROM {t.logs} l{where(log_conds)} "
-            "GROUP BY 1",
-            params,
-        )
-    for hour, count in hours:
-        moment = _dt.datetime.fromtimestamp(int(hour) * 3600, _dt.UTC)
-        heat[weekday_hour(moment)] += int(count)
-
-    await _function_series(t, query, series, stats.functions, log_conds, dict(params))
     if postgres is not None:
         await postgres.settings(
             "RESET parallel_setup_cost; RESET parallel_tuple_cost; RESET enable_sort"
         )
-    groups = await _groups(t, query, log_conds, dict(params))
+    groups = await _groups(t, query, log_conds, dict(params), log_group_rows)
     slowest, failures, continuations = await _selected(t, query, log_conds, params)
     return assemble(
         source=db.display,
@@ -151,13 +144,17 @@ async def _report(t: Tables, query: ReportQuery) -> dict[str, Any]:
 
 
 async def _groups(
-    t: Tables, query: ReportQuery, log_conds: list[str], params: dict[str, Any]
+    t: Tables,
+    query: ReportQuery,
+    log_conds: list[str],
+    params: dict[str, Any],
+    log_rows: list[tuple[Any, ...]] | None,
 ) -> list[tuple[str | None, int, int, _dt.datetime | None]]:
     """
     Return ``(--by value, requests, failed requests, last start)`` per value.
 
     Values are grouped and rendered as ``stats --by`` does (the same canonical text
-    from every backend).
+    from every backend). ``log_rows``: the requests per raw key value, if already read.
     """
     by = query.stats.by
     if by is None:
@@ -165,11 +162,12 @@ async def _groups(
     db = t.db
     keys, group = t.grouped(t.key_exprs(by, params))
     out: dict[str | None, list[Any]] = {}
-    log_rows = await db.fetch(
-        f"SELECT {keys}, COUNT(*), MAX(l.started_at) FROM {t.logs} l{where(log_conds)} "
-        f"GROUP BY {group}",
-        params,
-    )
+    if log_rows is None:
+        log_rows = await db.fetch(
+            f"SELECT {keys}, COUNT(*), MAX(l.started_at) FROM {t.logs} l{where(log_conds)} "
+            f"GROUP BY {group}",
+            params,
+        )
     for value, count, last_text in t.keyed(by, log_rows):
         entry = out.setdefault(value, [0, 0, None])
         entry[0] += int(count)
@@ -187,20 +185,17 @@ async def _groups(
     return [(value, e[0], e[1], e[2]) for value, e in out.items()]
 
 
-async def _function_series(
+def _call_conds(
     t: Tables,
     query: ReportQuery,
-    series: Series,
     functions: list[Any],
     log_conds: list[str],
     params: dict[str, Any],
-) -> None:
+) -> list[str]:
     """
-    Add call figures per function and time bucket for the busiest functions.
+    Return the conditions on calls ``c`` (and their logs ``l``) for the function series:
+    the filters, and the busiest functions when there are more than the page keeps.
     """
-    if not functions:
-        return
-    db = t.db
     conds = list(log_conds)
     fn_cond = t.function_filter(query.stats.functions, params)
     if fn_cond:
@@ -209,11 +204,45 @@ async def _function_series(
         names = {f"sf{i}": row.function for i, row in enumerate(functions[:SERIES_FUNCTIONS])}
         params.update(names)
         conds.append(f"c.function IN ({', '.join(':' + n for n in names)})")
+    return conds
+
+
+async def _grouped_series(
+    t: Tables,
+    series: Series,
+    durations: DurationAccumulator,
+    log_conds: list[str],
+    call_conds: list[str],
+    params: dict[str, Any],
+) -> None:
+    """
+    Fill ``series`` with request durations and call figures, grouped in the database.
+    """
+    db = t.db
+    epoch, step = _epoch(db), series.step
+    bucket_expr = (bucket_sql_float if isinstance(db, PostgresDatabase) else bucket_sql)(
+        "l.duration_us"
+    )
+    rows = await db.fetch(
+        f"SELECT {_div(db, epoch, step)}, {bucket_expr}, COUNT(*), "
+        f"MIN(l.duration_us), MAX(l.duration_us), SUM(l.duration_us) "
+        f"FROM {t.logs} l{where(log_conds)} GROUP BY 1, 2",
+        params,
+    )
+    for key, lower, count, minimum, maximum, total in rows:
+        bucket = series.buckets.get(int(key))
+        if bucket is None:
+            bucket = series.buckets[int(key)] = Bucket()
+        for acc in (bucket.durations, durations):
+            acc.hist.add_bucket(int(lower), int(count), int(minimum), int(maximum))
+            acc.calls += int(count)
+            acc.total += int(total)
+            acc.maximum = max(acc.maximum, int(maximum))
     fn_select, fn_group = t.grouped(["c.function"])
     rows = await db.fetch(
-        f"SELECT {fn_select}, {_div(db, _epoch(db), series.step)}, COUNT(*), "
+        f"SELECT {fn_select}, {_div(db, epoch, step)}, COUNT(*), "
         f"SUM({_ERR.format('c')}), SUM(c.duration_us), MAX(c.duration_us) "
-        f"FROM {t.calls} c JOIN {t.logs} l ON l.id = c.log_id{where(conds)} "
+        f"FROM {t.calls} c JOIN {t.logs} l ON l.id = c.log_id{where(call_conds)} "
         f"GROUP BY {fn_group}, 2",
         params,
     )
