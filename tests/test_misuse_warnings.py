@@ -243,3 +243,27 @@ class TestMaxCallsWarning:
                     list(numbers())
         (message,) = _warnings(caplog, "max_calls_per_log")
         assert "worker loop" in message
+
+    def test_warnings_stay_bounded_for_many_roots(
+        self, caplog: pytest.LogCaptureFixture, tmp_path: Path
+    ) -> None:
+        """
+        Root names can come from requests (a raw path): however many distinct roots
+        reach the limit, the warnings and the memory behind "once" stay bounded.
+        """
+        from asynctrack._core import selfwarn
+
+        @tr.probe
+        def leaf() -> None: ...
+
+        asynctrack.configure(
+            sinks=[asynctrack.MemorySink()], max_calls_per_log=1, spill_dir=tmp_path
+        )
+        with caplog.at_level(logging.WARNING, logger="asynctrack"):
+            for i in range(400):
+                with tr.call(f"GET /{i}" + "x" * 1000):
+                    leaf()
+        messages = _warnings(caplog, "max_calls_per_log")
+        assert 250 <= len(messages) <= selfwarn._ONCE_MAX + 1
+        assert len(selfwarn._once) <= selfwarn._ONCE_MAX
+        assert max(len(m) for m in messages) < 1000

@@ -17,6 +17,7 @@ import inspect
 import keyword
 import linecache
 import traceback
+import unicodedata
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
@@ -69,9 +70,23 @@ BUILTINS = sorted(
     for n in dir(builtins)
     if n.isidentifier() and not keyword.iskeyword(n) and n != "__debug__"  # not assignable
 )
-IDENTIFIERS = st.from_regex(r"[A-Za-z_][A-Za-z0-9_]{0,7}", fullmatch=True).filter(
-    lambda n: not keyword.iskeyword(n) and n != "__debug__" and not n.startswith("_fx_")
-)
+
+
+def _usable(name: str) -> bool:
+    # Python compares identifiers after NFKC normalisation.
+    norm = unicodedata.normalize("NFKC", name)
+    return (
+        norm.isidentifier()
+        and not keyword.iskeyword(norm)
+        and norm != "__debug__"
+        and not norm.startswith("_fx_")
+    )
+
+
+IDENTIFIERS = st.one_of(
+    st.from_regex(r"[A-Za-z_][A-Za-z0-9_]{0,7}", fullmatch=True),
+    st.text(min_size=1, max_size=4),  # non-ASCII identifiers, ligatures (NFKC) included
+).filter(lambda n: n.isidentifier() and _usable(n))
 NAMES = st.one_of(st.sampled_from(BUILTINS), st.sampled_from(GENERATED), IDENTIFIERS)
 VALUES = st.one_of(
     st.integers(),
@@ -137,7 +152,14 @@ def specs(draw: st.DrawFn) -> Spec:
     """
     Signatures with every parameter kind, defaults, *args and **kwargs.
     """
-    names = draw(st.lists(NAMES, min_size=0, max_size=7, unique=True))
+    names = draw(
+        st.lists(
+            NAMES,
+            min_size=0,
+            max_size=7,
+            unique_by=lambda n: unicodedata.normalize("NFKC", n),
+        )
+    )
     params: list[tuple[str, Any, bool]] = []
     kinds = [_P.POSITIONAL_ONLY, _P.POSITIONAL_OR_KEYWORD, _P.KEYWORD_ONLY]
     order = sorted(draw(st.sampled_from(kinds)) for _ in names)
@@ -476,6 +498,39 @@ class TestDecoratorStyles:
         with capture() as logs:
             assert probed(1) == ((1,), {})
         assert len(logs) == 1 and [c.params for c in logs[0].calls] == [{"user_id": 1}] * 2
+
+    def test_partial_of_an_advertising_function(self) -> None:
+        """
+        A partial of a function advertising another signature is called with what it
+        accepts.
+        """
+
+        def handler(*args: Any, **kwargs: Any) -> tuple[Any, ...]:
+            return (args, kwargs)
+
+        handler.__signature__ = inspect.signature(_inner)  # type: ignore[attr-defined]
+        probed = tr.probe(fname="partial")(functools.partial(handler, 1))
+        with capture() as logs:
+            assert probed(2, x=3) == ((1, 2), {"x": 3})
+        assert len(logs) == 1
+
+    def test_broken_signature_attribute(self) -> None:
+        """
+        A callable whose ``__signature__`` raises is still probed and called unchanged.
+        """
+
+        class Odd:
+            @property
+            def __signature__(self) -> Any:
+                raise RuntimeError("no signature")
+
+            def __call__(self, a: int) -> int:
+                return a + 1
+
+        probed = tr.probe(fname="odd")(Odd())
+        with capture() as logs:
+            assert probed(1) == 2
+        assert logs[0].calls[0].params == {"args": [1], "kwargs": {}}
 
 
 class TestTracebacks:

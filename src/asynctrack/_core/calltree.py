@@ -228,7 +228,9 @@ def overflowed(log: Log) -> None:
     the whole run; without this the calls beyond the limit vanish into a counter.
     """
     raw = log._raw
-    root = raw[0][0] if raw else "?"
+    root = str(raw[0][0]) if raw else "?"
+    if len(root) > 200:  # a raw request path can be long
+        root = root[:200] + "…"
     selfwarn.once(
         f"max_calls_per_log:{root}",
         f"asynctrack: a log of {root} reached max_calls_per_log "

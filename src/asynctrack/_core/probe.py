@@ -513,7 +513,7 @@ def make_probe(
     accepted = accepted_signature(func)
     try:
         sig: inspect.Signature | None = inspect.signature(func)
-    except (TypeError, ValueError):
+    except Exception:  # a broken __signature__ or __wrapped__ loop: record generically
         sig = None
     shown = sig
     if sig is not None and any(not p.name.isidentifier() for p in sig.parameters.values()):

@@ -51,8 +51,10 @@ def report(key: str, message: str, *, level: int = logging.WARNING) -> bool:
     return True
 
 
-#: Keys already reported by once().
+#: Keys already reported by once(), up to _ONCE_MAX (keys may come from user input,
+#: such as a request path naming a root call: the set must stay bounded).
 _once: set[str] = set()
+_ONCE_MAX = 256
 
 
 def once(key: str, message: str, *, level: int = logging.WARNING) -> bool:
@@ -65,7 +67,13 @@ def once(key: str, message: str, *, level: int = logging.WARNING) -> bool:
     with _lock:
         if key in _once:
             return False
-        _once.add(key)
+        if len(_once) >= _ONCE_MAX:
+            full = True
+        else:
+            full = False
+            _once.add(key)
+    if full:
+        return report("once-overflow", message, level=level)
     try:
         logger.log(level, message)
     except Exception:  # pragma: no cover - a broken handler must not break tracking

@@ -51,6 +51,7 @@ name                  what it is
 
 from __future__ import annotations
 
+import functools
 import inspect
 import itertools
 import linecache
@@ -110,6 +111,11 @@ def accepted_signature(func: Any) -> inspect.Signature | None:
     """
     target = func
     try:
+        inner = func
+        while isinstance(inner, functools.partial):
+            inner = inner.func
+        if inner is not func and _advertises(inner):
+            return None  # the partial's signature would be computed from the advert
         if isinstance(func, types.FunctionType):
             if "__signature__" in vars(func):
                 target = types.FunctionType(
@@ -128,6 +134,12 @@ def accepted_signature(func: Any) -> inspect.Signature | None:
     if any(not p.name.isidentifier() for p in sig.parameters.values()):
         return None  # pragma: no cover - exotic callables
     return sig
+
+
+def _advertises(func: Any) -> bool:
+    if isinstance(func, types.FunctionType):
+        return "__signature__" in vars(func)
+    return getattr(func, "__signature__", None) is not None
 
 
 def signature_source(sig: inspect.Signature, prefix: str, ns: dict[str, Any]) -> tuple[str, str]:
