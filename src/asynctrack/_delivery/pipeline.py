@@ -166,9 +166,12 @@ class Pipeline:
         # Near the deadline, whatever the dispatcher has not delivered yet (it may get
         # too little of the GIL under CPU-bound threads) is spilled to disk by this
         # thread: one sequential write, replayed at the next start (#14).
-        margin = min(1.0, 0.2 * max(0.0, deadline - time.monotonic()))
+        budget = max(0.0, deadline - time.monotonic())
+        margin = min(1.0, 0.2 * budget)
         if not self.dispatcher.join(max(0.0, deadline - margin - time.monotonic())):
-            self.rescue()
+            # The disk gets its own bounded time: at most the deadline again (1 s at
+            # least), then what is left is counted as dropped, never left pending.
+            self.rescue(deadline + max(1.0, budget))
         if self.dispatcher.join(max(0.0, deadline - time.monotonic()) + 0.5):
             left = len(self.intake) + self.dispatcher.pending()
             if self.dispatcher.died is None and not left:
@@ -190,12 +193,15 @@ class Pipeline:
         )
         return False
 
-    def rescue(self) -> int:
+    def rescue(self, until: float) -> int:
         """
         Spill, from the calling thread, what is still queued for the sinks.
 
+        Args:
+            until: monotonic time after which what is left is counted as dropped.
+
         Returns:
-            The number of logs taken (each sink spills its copy).
+            The number of logs spilled (each sink spills its copy).
         """
         items = self.intake.take_all()
         logs = [x for x in items if isinstance(x, Log)]
@@ -208,8 +214,7 @@ class Pipeline:
         for worker in self.dispatcher.workers:
             batch = worker.take_queued() + logs  # the worker's queue holds older logs
             if batch:
-                worker.spill_now(batch)
-                taken += len(batch)
+                taken += worker.spill_now(batch, until)
         if taken:
             report(
                 "rescue",

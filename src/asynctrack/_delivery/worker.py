@@ -51,6 +51,10 @@ class WorkerOptions:
     fsync_spill: bool = False
 
 
+#: Logs per write when the exiting thread spills (bounded steps, so it stops on time).
+_RESCUE_CHUNK = 4096
+
+
 class _Stop:
     pass
 
@@ -470,28 +474,40 @@ class SinkWorker:
             out += item
         return out
 
-    def spill_now(self, logs: Sequence[Log]) -> bool:
+    def spill_now(self, logs: Sequence[Log], until: float) -> int:
         """
-        Append ``logs`` to a spill file of this sink from the calling thread.
+        Append ``logs`` to a spill file of this sink from the calling thread, in
+        chunks, until the monotonic time ``until``; count the rest as dropped.
 
         The dispatcher's own spill file may be in use: a separate one (same sink name,
         so the next start adopts and replays it) is opened, written and released.
+
+        Returns:
+            The number of logs spilled.
         """
         spill = SpillFile(self.options.spill_dir, self.name, fsync=self.options.fsync_spill)
+        done = 0
         try:
-            spill.append(logs)
+            while done < len(logs) and time.monotonic() < until:
+                chunk = logs[done : done + _RESCUE_CHUNK]
+                spill.append(chunk)
+                done += len(chunk)
+                self.counters.add("spilled", len(chunk))
         except Exception as exc:
-            self.counters.add("dropped", len(logs))
             report(
                 f"spill:{self.name}",
-                f"asynctrack: cannot spill {len(logs)} logs of sink {self.label} at exit; "
-                f"dropped: {_brief(exc)}",
+                f"asynctrack: cannot spill the logs of sink {self.label} at exit: {_brief(exc)}",
             )
-            return False
         finally:
             spill.close()
-        self.counters.add("spilled", len(logs))
-        return True
+        if done < len(logs):
+            self.counters.add("dropped", len(logs) - done)
+            report(
+                f"rescue-dropped:{self.name}",
+                f"asynctrack: {len(logs) - done} logs of sink {self.label} could be neither "
+                "written nor spilled before the exit deadline; dropped",
+            )
+        return done
 
     def reopened(self) -> int:
         """
