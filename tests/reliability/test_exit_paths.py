@@ -243,3 +243,43 @@ class TestStarvedDispatcher:
         assert len(logs) == stats["written"].get("file", 0)
         assert spilled == stats["spilled"] - stats["replayed"]
         assert stats["dropped"] >= 1
+
+
+SQLITE = """
+db = Path(sys.argv[1]).with_suffix(".db")
+asynctrack.configure(
+    sinks=[asynctrack.SQLSink(f"sqlite+aiosqlite:///{db}")], spill_dir=db.parent / "spill"
+)
+
+
+def job(n):
+    for i in range(10):
+        time.sleep(0.05)
+        work(n * 100 + i)
+
+
+for n in range(3):
+    threading.Thread(target=job, args=(n,)).start()
+
+import atexit
+
+
+@atexit.register
+def late():
+    for i in range(5):
+        work(1000 + i)
+"""
+
+
+class TestSQLiteAtExit:
+    def test_late_logs_reach_sqlite_and_the_connection_does_not_hang(self, tmp_path: Path) -> None:
+        """
+        SQLSink (aiosqlite, whose connection thread would keep the interpreter
+        waiting): the logs of non-daemon threads and of an atexit handler, all
+        completed after the main thread returned, are in the table; the process exits.
+        """
+        returncode, _, stats = _run(tmp_path, "", setup=SQLITE)
+        assert returncode == 0
+        ids = s.sqlite_ids(tmp_path / "track.db")
+        assert len(ids) == len(set(ids)) == 35
+        assert stats["pending"] == 0 and stats["spilled"] == 0
