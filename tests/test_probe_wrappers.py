@@ -368,9 +368,37 @@ class TestDecoratorStyles:
         with capture() as logs:
             assert probed(1, 2, verbose=True) == 3
             assert probed(1, b=3) == 4
+        # the decorator's own keyword is left out, like an argument it supplies
+        assert [log.calls[0].params for log in logs] == [{"a": 1, "b": 2}, {"a": 1, "b": 3}]
+
+    def test_calls_that_fit_no_way_never_show_secrets(self) -> None:
+        """
+        A call that does not fit the shown signature even without the decorator's own
+        keywords is recorded as args/kwargs, its positional values hidden when the
+        shown signature has a secret or excluded positional parameter.
+        """
+
+        def shift(f: Callable[..., Any]) -> Callable[..., Any]:
+            @functools.wraps(f)
+            def wrapper(prefix: str, *args: Any, **kwargs: Any) -> Any:
+                return f(*args, **kwargs)
+
+            return wrapper
+
+        def login(user: str, password: str) -> str:
+            return user
+
+        def note(user: str, text: str) -> str:
+            return text
+
+        with capture() as logs:
+            assert tr.probe(shift(login))("x", "bob", "hunter2") == "bob"
+            assert tr.probe(exc=("text",))(shift(note))("x", "bob", "hi") == "hi"
+            assert tr.probe(shift(note))("x", "bob", "hi") == "hi"
         assert [log.calls[0].params for log in logs] == [
-            {"args": [1, 2], "kwargs": {"verbose": True}},
-            {"a": 1, "b": 3},
+            {"args": "[REDACTED]", "kwargs": {}},
+            {"args": "[REDACTED]", "kwargs": {}},
+            {"args": ["x", "bob", "hi"], "kwargs": {}},
         ]
 
     def test_decorator_renaming_an_argument(self) -> None:

@@ -202,8 +202,20 @@ class _Plan:
             f"def {prefix}bind({params_src}):\n    return {{{body}}}\n", ns, f"{prefix}bind"
         )
         kinds = {p.name: p.kind for p in sig.parameters.values()}
-        kept, generic, convert_kwargs = self.kept, self._generic, self._convert_kwargs
+        kept, convert_kwargs = self.kept, self._convert_kwargs
         implicit = self.implicit
+        # Keyword arguments the shown signature cannot take are the decorator's own
+        # (it consumes them): a call is matched again without them.
+        takes_any_keyword = any(k is _P.VAR_KEYWORD for k in kinds.values())
+        keywords = {n for n, k in kinds.items() if k not in (_P.POSITIONAL_ONLY, _P.VAR_POSITIONAL)}
+        # A call that fits no way is recorded as args/kwargs; its positional values
+        # cannot be told apart, so they are hidden when one of them may be a secret.
+        exc = self.names[1]
+        hide_args = any(
+            (is_redacted(n) or n in exc)
+            for n, k in kinds.items()
+            if k in (_P.POSITIONAL_ONLY, _P.POSITIONAL_OR_KEYWORD, _P.VAR_POSITIONAL)
+        )
 
         def pb(*args: Any, **kwargs: Any) -> dict[str, Any]:
             for name, default in implicit.items():
@@ -212,7 +224,18 @@ class _Plan:
             try:
                 raw = bind(*args, **kwargs)
             except TypeError:
-                return generic(*args, **kwargs)
+                known = kwargs
+                if not takes_any_keyword:
+                    known = {k: v for k, v in kwargs.items() if k in keywords}
+                try:
+                    if len(known) == len(kwargs):
+                        raise
+                    raw = bind(*args, **known)
+                except TypeError:
+                    generic = self._generic(*args, **kwargs)
+                    if hide_args and args:
+                        generic["args"] = REDACTED
+                    return generic
             out: dict[str, Any] = {}
             for name, value in raw.items():
                 kind = kinds[name]
