@@ -12,6 +12,7 @@ import decimal
 import enum
 import json
 import math
+import re
 import types
 import uuid
 import warnings
@@ -25,6 +26,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import asynctrack
+from asynctrack._core.redact import clip, scrub
 from asynctrack._core.values import REDACTED, Limits, convert, set_limits
 
 with warnings.catch_warnings():
@@ -241,6 +243,33 @@ class TestUrlUserInfo:
         text = f"{before} pg://app:Z{password}@db/prod"
         assert "Z" not in convert(text)
 
+    @settings(max_examples=500, deadline=None)
+    @given(parts=st.lists(st.sampled_from(["://", "a", "b:", "1", "@", "/", " ", "?", "#", ":"])))
+    def test_scrub_follows_its_rules(self, parts: list[str]) -> None:
+        """
+        The linear scrubber redacts exactly what a naive reading of its rules does, on
+        any text made of URL punctuation.
+        """
+        text = "".join(parts)
+        assert scrub(text) == naive_scrub(text)
+
+    @settings(max_examples=500, deadline=None)
+    @given(
+        parts=st.lists(st.sampled_from(["://", "a", "b:", "@", "/", " ", "?", ":", "p" * 20])),
+        limit=st.integers(1, 200),
+    )
+    def test_clip_is_scrub_then_cut(self, parts: list[str], limit: int) -> None:
+        """
+        Cutting never changes what is redacted: a text whose redacted form fits is the
+        redacted form; a longer one keeps at most ``limit`` characters and a marker.
+        """
+        text = "".join(parts)
+        full, cut = scrub(text), clip(text, limit)
+        if len(full) <= limit:
+            assert cut == full
+        else:
+            assert len(cut[: cut.rindex("…[+")]) <= limit
+
     def test_hostile_strings_finish(self) -> None:
         """
         Strings built to make a scanner quadratic (many URL starts, many "@") finish: the
@@ -254,6 +283,36 @@ class TestUrlUserInfo:
             "a://" + "u:1/" * 300_000 + "@",
         ):
             assert isinstance(convert(text), str)
+
+
+def naive_scrub(s: str) -> str:
+    """
+    The scrubber's rules, read naively (quadratic): the user name runs to a ":", the
+    password to the next "@" and on to the last "@" of the host part; not across
+    whitespace, not when it starts with a port.
+    """
+    out: list[str] = []
+    pos = 0
+    i = s.find("://")
+    while i >= 0:
+        user = re.match(r"[^/\s:]*:", s[i + 3 :])
+        if user is None:
+            i = s.find("://", i + 3)
+            continue
+        start = i + 3 + user.end()
+        at = s.find("@", start)
+        if at < 0:
+            break
+        if re.search(r"\s", s[start:at]) or re.match(r"\d{1,5}[/?#]", s[start:at]):
+            i = s.find("://", start)
+            continue
+        host = re.match(r"[^/?#\s]*", s[at + 1 :])
+        assert host is not None
+        last = s.rfind("@", at + 1, at + 1 + host.end())
+        out += [s[pos:start], REDACTED]
+        pos = last if last >= 0 else at
+        i = s.find("://", pos)
+    return "".join(out) + s[pos:]
 
 
 class LoginV2(pydantic.BaseModel):
@@ -338,8 +397,8 @@ class TestFieldObjects:
 
     def test_representations_win_and_failures_are_placeholders(self) -> None:
         """
-        represent() and __track__ still decide; a field that cannot be read gives a
-        placeholder, not the repr.
+        represent() and __track__ still decide; a field never set is left out; a field
+        whose reading fails gives a placeholder, not the repr.
         """
 
         @dataclasses.dataclass
@@ -353,12 +412,24 @@ class TestFieldObjects:
         assert convert(Job(1, "p")) == {"job": 1}
 
         @dataclasses.dataclass
+        class Unset:
+            user: str
+            password: str
+
+        unset = Unset("bob", "hunter2")
+        del unset.user
+        assert convert(unset) == {"password": REDACTED}
+
+        @dataclasses.dataclass
         class Broken:
             password: str
 
-        broken = Broken("hunter2")
-        del broken.password
-        out = convert(broken)
+            def __getattribute__(self, name: str) -> Any:
+                if name == "password":
+                    raise RuntimeError("no")
+                return object.__getattribute__(self, name)
+
+        out = convert(Broken("hunter2"))
         assert out.startswith("<unrepresentable ") and out.endswith("Broken>")
 
     def test_other_objects_keep_their_repr(self) -> None:

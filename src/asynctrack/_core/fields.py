@@ -77,9 +77,18 @@ def _reader(cls: type) -> Reader | None:
     return None
 
 
+_UNSET = object()
+
+
 def _attributes(names: tuple[str, ...], extra: str | None = None) -> Reader:
     def read(value: Any) -> dict[str, Any]:
-        out = {name: getattr(value, name) for name in names}
+        # A field never set (attrs or dataclass init=False, a deleted attribute) is
+        # left out, as it has no value to record.
+        out = {}
+        for name in names:
+            item = getattr(value, name, _UNSET)
+            if item is not _UNSET:
+                out[name] = item
         if extra is not None:
             more = getattr(value, extra, None)
             if isinstance(more, dict):

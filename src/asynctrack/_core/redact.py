@@ -62,6 +62,21 @@ def clip(text: str, limit: int) -> str:
     return f"{out[:limit]}…[+{total - limit} chars]"
 
 
+_ASCII_SPACES = " \t\n\r\x0b\x0c\x1c\x1d\x1e\x1f"
+
+
+def _has_space(s: str, start: int, end: int) -> bool:
+    # Whitespace in s[start:end], at memchr speed when the text is ASCII (a flag
+    # CPython keeps): this may run over a long password past the cut.
+    if s.isascii():
+        return any(s.find(c, start, end) >= 0 for c in _ASCII_SPACES)
+    part = s[start:end]
+    if not part:
+        return False
+    words = part.split(None, 1)  # C speed, unlike a regex scan of wide characters
+    return len(words) != 1 or len(words[0]) != len(part)
+
+
 def clip_bytes(data: bytes | bytearray | memoryview, limit: int) -> str:
     """
     Return the ``repr`` of the first ``limit`` bytes, URL passwords redacted first.
@@ -98,6 +113,7 @@ def _redact(s: str, limit: int) -> tuple[str, int]:
     # Whitespace search state: none in s[ws_from:ws_to]; a space at ws_to if ws_hit.
     ws_from = ws_to = 0
     ws_hit = False
+    far = (-1, -1, False)  # (cut, at, whitespace in s[cut:at]) last computed
     i = s.find("://", 0, room + 3)
     while i >= 0:
         cut = pos + room  # the source index where the output is cut
@@ -112,8 +128,8 @@ def _redact(s: str, limit: int) -> tuple[str, int]:
             at = s.find("@", colon + 1)
             if at < 0:
                 break
-        # Is there whitespace in s[colon + 1 : end)? Beyond the cut it does not matter:
-        # a password that runs past the cut is redacted (nothing of it is visible).
+        # Is there whitespace in s[colon + 1 : end)? Searched up to the cut only, with
+        # one pointer for all URLs (linear): beyond the cut see below.
         end = min(at, cut)
         start = colon + 1
         if ws_hit and start <= ws_to:
@@ -130,6 +146,12 @@ def _redact(s: str, limit: int) -> tuple[str, int]:
                     ws_to = found.start()
                     ws_hit = True
             spaced = ws_hit and ws_to < end
+        if not spaced and at > cut and room > start - pos + _R:
+            # The password runs past the cut, and text after it would be shown: it is
+            # a password only if no whitespace lies beyond the cut either.
+            if far[0] != cut or far[1] != at:
+                far = (cut, at, _has_space(s, cut, at))
+            spaced = far[2]
         if spaced or _PORT.match(s, start, at) is not None:
             i = s.find("://", start, cut + 3)
             continue
@@ -139,18 +161,22 @@ def _redact(s: str, limit: int) -> tuple[str, int]:
         pos = at
         if room <= 0:
             break
-        cut = at + room  # where the output is now cut, in the source
-        end = _HOST.match(s, at + 1, cut + 1).end()  # type: ignore[union-attr]
-        if end > cut and end < n:
-            # The host part runs past the cut: if an "@" follows in it, the password
-            # goes on (up to that "@"), so nothing after this "@" may be shown.
-            more = s.find("@", end)
-            if more >= 0 and _HOST_END.search(s, end, more) is None:
-                room = 0
-                break
-        last = s.rfind("@", at + 1, end)
-        if last >= 0:
-            pos = last
+        # An "@" further in the host part still belongs to the password (urllib's
+        # reading): move to the last one. Each pass scans at most the visible text
+        # after pos, or jumps to the next "@" of the same host part: linear.
+        while True:
+            cut = pos + room  # where the output is now cut, in the source
+            end = _HOST.match(s, pos + 1, cut + 1).end()  # type: ignore[union-attr]
+            last = s.rfind("@", pos + 1, end)
+            if last >= 0:
+                pos = last
+                continue
+            if end > cut and end < n:
+                more = s.find("@", end)
+                if more >= 0 and _HOST_END.search(s, end, more) is None:
+                    pos = more
+                    continue
+            break
         i = s.find("://", pos, pos + room + 3)
     total = (limit - room) + (n - pos)
     if not parts:
