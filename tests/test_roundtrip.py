@@ -10,7 +10,7 @@ import datetime as dt
 import enum
 import json
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -250,6 +250,49 @@ class TestProcessorsCannotLoseLogs:
             }
         assert [log.calls[0].params["n"] for log in logs[:3]] == ["<int of 16610 bits>"] * 3
         assert isinstance(logs[3].calls[0].params["n"], int)
+
+
+class NaiveJSONSink(asynctrack.Sink):
+    """
+    A user's sink that encodes with ``json.dumps``: it refuses ints past the digit limit.
+    """
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    @property
+    def name(self) -> str:
+        return "naive"
+
+    async def write(self, logs: Sequence[Log]) -> None:
+        self.lines += [json.dumps(log.to_dict()) for log in logs]
+
+
+class TestDeadLetters:
+    def test_a_log_refused_for_a_huge_int_is_dead_lettered(
+        self, configured: Any, tmp_path: Path
+    ) -> None:
+        """
+        A sink that cannot take an int beyond the digit limit refuses its log: the log
+        goes to the dead-letter file (whose writing used to fail the same way), the
+        others are written.
+        """
+        sink = NaiveJSONSink()
+        configured(sink, retry_attempts=1, max_backoff=0.01)
+        tr = asynctrack.get_tracker("tests.roundtrip.dead")
+
+        @tr.probe
+        def work(n: int) -> int:
+            return 0
+
+        for i in range(20):
+            work(10**5000 if i == 7 else i)
+        asynctrack.flush_sync(timeout=10)
+        assert len(sink.lines) == 19
+        (dead,) = tmp_path.glob("asynctrack-naive*.dead.jsonl")
+        (line,) = dead.read_bytes().splitlines()
+        assert decode_line(line).calls[0].params == {"n": "<int of 16610 bits>"}
+        assert asynctrack.stats().dead_lettered == 1
 
 
 @pytest.fixture
