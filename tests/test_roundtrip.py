@@ -405,6 +405,19 @@ class TestSQLRoundTrip:
         assert type(back.calls[0].params["v"]) is int
         assert type(back.info["n"]) is int
 
+    async def test_keys_differing_by_lone_surrogates_stay_distinct(
+        self, sql_sink: Callable[[], Any]
+    ) -> None:
+        """
+        Keys that differ only by lone surrogates (which every database refuses) are stored
+        as two keys, on every database.
+        """
+        keys = dict([("\ud800", 1), ("\ud801", 2)])
+        log = made_log(8, keys, keys, {"k": keys})
+        (back,) = await sql_round_trip(sql_sink, [log])
+        assert back.to_dict() == jsonable(log.to_dict())
+        assert back.calls[0].params == {"v": {"\ufffd": 1, "\ufffd #2": 2}}
+
     @settings(
         max_examples=25,
         deadline=None,

@@ -60,16 +60,6 @@ def clean_text(text: str) -> str:
     return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
 
 
-def _scrub(obj: Any) -> Any:
-    if isinstance(obj, str):
-        return clean_text(obj)
-    if isinstance(obj, dict):
-        return {(clean_text(k) if isinstance(k, str) else k): _scrub(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_scrub(v) for v in obj]
-    return obj
-
-
 def dumps(obj: Any) -> str:
     """
     Encode a value as JSON text for a JSON column (orjson; never fails).
@@ -77,7 +67,9 @@ def dumps(obj: Any) -> str:
     try:
         return orjson.dumps(obj).decode()
     except TypeError:  # surrogates, integers beyond 64 bits, non-str keys
-        return encode_obj(_scrub(obj)).decode()
+        # The encoder's last resort replaces lone surrogates (which MariaDB's JSON check
+        # rejects, even escaped) and keeps keys that only differed by them distinct.
+        return encode_obj(obj).decode()
 
 
 def loads(text: str | bytes) -> Any:
