@@ -124,3 +124,19 @@ class TestManual:
         """
         for link in re.findall(r"\]\((docs/[^)#]+)", README.read_text(encoding="utf-8")):
             assert (ROOT / link).is_file(), link
+
+    def test_code_cites_pages_of_the_manual_only(self) -> None:
+        """
+        Comments and docstrings cite pages of docs/ that exist, never files outside the
+        repository (the design notes and trap lists the project started from).
+        """
+        outside = re.compile(r"\b(DESIGN|TRAPS)(\.md)?\b")
+        cited = re.compile(r"docs/([\w-]+\.md)")
+        for folder in ("src", "benchmarks", "examples", "tests"):
+            for path in (ROOT / folder).rglob("*.py"):
+                if path == Path(__file__).resolve():
+                    continue
+                text = path.read_text(encoding="utf-8")
+                assert not outside.search(text), path
+                for page in cited.findall(text):
+                    assert (DOCS / page).is_file(), (path, page)
