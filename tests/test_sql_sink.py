@@ -86,9 +86,11 @@ async def _drop_tables(url: str, prefix: str) -> None:
 
             def drop(sync_conn: sa.Connection) -> None:
                 metadata = sa.MetaData()
-                metadata.reflect(sync_conn)
-                mine = [t for t in metadata.sorted_tables if t.name.startswith(prefix)]
-                metadata.drop_all(sync_conn, tables=mine)
+                # Reflect this test's tables only: other tests (and other checkouts)
+                # create and drop tables in the same database meanwhile, and a table
+                # listed then dropped by them would fail the reflection.
+                metadata.reflect(sync_conn, only=lambda name, _: name.startswith(prefix))
+                metadata.drop_all(sync_conn, tables=metadata.sorted_tables)
 
             await conn.run_sync(drop)
     finally:
