@@ -37,6 +37,7 @@ __all__ = ["Found", "scan_files"]
 Warn = Callable[[str], None]
 _FOLD_EVERY = 4096
 _SECONDS_CACHE = 100_000
+_BUCKET_CHUNK = 4096
 #: Bytes of continuation logs a part keeps (they are attached to the selected requests).
 CONTINUATION_BYTES = 8 << 20
 
@@ -169,8 +170,11 @@ def _scan(rpart: _ReportPart) -> Found:
                 acc.maybe_fold()
             del scratch[:]
             out.durations.maybe_fold()
+            # Many buckets: fold theirs early, so they hold little (stats' CHUNK each
+            # would be 45 MB for 87 buckets).
             for bucket in series.buckets.values():
-                bucket.durations.maybe_fold()
+                if len(bucket.durations.buf) >= _BUCKET_CHUNK:
+                    bucket.durations.fold()
         done = 0
         try:
             obj = loads(line)
@@ -236,12 +240,11 @@ def _scan(rpart: _ReportPart) -> Found:
         figures = bucket.functions
         for call in calls:
             function = call["function"]
-            if function not in accs:
-                continue
-            took = call["duration_us"]
             entry = figures.get(function)
+            took = call["duration_us"]
             if entry is None:
-                figures[function] = [1, int(call["status"] == "error"), took, took]
+                if function in accs:
+                    figures[function] = [1, int(call["status"] == "error"), took, took]
                 continue
             entry[0] += 1
             if call["status"] == "error":
