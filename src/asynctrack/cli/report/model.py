@@ -41,7 +41,7 @@ STEPS: tuple[int, ...] = (
 #: Time buckets on the page, at most.
 MAX_POINTS = 150
 #: Buckets a reader keeps before it widens them (bounded memory on any time span).
-HELD_POINTS = 1200
+HELD_POINTS = 2 * MAX_POINTS
 #: Slowest requests and most recent failed requests embedded in the page.
 SELECTED = 50
 
