@@ -198,7 +198,10 @@ class TestPage:
         assert opened.problems == []
 
     def test_parent_links_nest_the_waterfall(self, browser: Any, tmp_path: Path) -> None:
-        """Calls nest by their ``parent`` link; the failing call's traceback is shown."""
+        """
+        Calls nest by their ``parent`` link, a continuation under the call it was spawned
+        from; the failing call's traceback is shown.
+        """
         started = dt.datetime(2026, 6, 1, 12, tzinfo=dt.UTC).isoformat(timespec="microseconds")
 
         def call(seq: int, parent: int | None, depth: int, **extra: Any) -> dict[str, Any]:
@@ -221,14 +224,25 @@ class TestPage:
             "started_at": started, "duration_us": 100, "complete": True,
             "info": {"user": "u"}, "calls": calls,
         }  # fmt: skip
-        opened = Opened(browser, write_page(tmp_path, orjson.dumps(log) + b"\n"))
+        later = dt.datetime(2026, 6, 1, 12, 0, 1, tzinfo=dt.UTC).isoformat(timespec="microseconds")
+        continuation = {
+            **log, "id": "c" * 32, "parent_id": log["id"], "parent_seq": 1,
+            "started_at": later, "duration_us": 50, "calls": [call(0, None, 0)],
+        }  # fmt: skip
+        continuation["calls"][0]["function"] = "g0"
+        lines = orjson.dumps(log) + b"\n" + orjson.dumps(continuation) + b"\n"
+        opened = Opened(browser, write_page(tmp_path, lines))
         page = opened.page
-        page.click("#table-slowest tbody tr[data-index='0']")
+        page.click(f"#table-slowest tbody tr[data-id='{'a' * 32}']")
         labels = page.eval_on_selector_all(
             "#waterfall .wf-label", "ls => ls.map(l => [l.textContent, l.style.paddingLeft])"
         )
         order = [(text.split()[0], pad) for text, pad in labels]
-        assert order == [("f0", "0rem"), ("f1", "0.9rem"), ("f3", "1.8rem"), ("f2", "0.9rem")]
+        # f2 and f1 are siblings; the continuation spawned from f1 follows f1's subtree.
+        assert order == [
+            ("f0", "0rem"), ("f1", "0.9rem"), ("f3", "1.8rem"), ("g0", "1.8rem"), ("f2", "0.9rem")
+        ]  # fmt: skip
+        assert page.locator("#waterfall .wf-sep").count() == 1
         assert "app/x.py:12 in f3" in page.text_content("#waterfall .wf-detail")
         assert opened.problems == []
 

@@ -343,18 +343,42 @@
         [["omitted calls", num(log.omitted_calls) + " (only the first are drawn)"]] : []));
     var t0 = Date.parse(log.started_at);
     var rows = [];
-    function add(entry, shiftUs, label) {
+    // A continuation is drawn under the call it was spawned from (its parent_seq),
+    // after that call's own subtree; one without that link after all the calls.
+    function add(entry, shiftUs, label, base) {
       var calls = Array.isArray(entry.calls) ? entry.calls : [];
-      if (label) rows.push({ sep: label });
-      treeOrder(calls).forEach(function (p) {
-        rows.push({ call: calls[p[0]], level: p[1], shift: shiftUs, log: entry });
-      });
+      if (label) rows.push({ sep: label, level: base });
+      var spawned = {}, loose = [];
       (D.continuations[entry.id] || []).forEach(function (cont) {
-        var shift = (Date.parse(cont.started_at) - t0) * 1000;
-        add(cont, isFinite(shift) ? shift : 0, "continuation " + text(cont.id) + " (started " + dur(shift) + " after the request)");
+        if (typeof cont.parent_seq === "number") (spawned[cont.parent_seq] = spawned[cont.parent_seq] || []).push(cont);
+        else loose.push(cont);
       });
+      function emit(list, level) {
+        (list || []).forEach(function (cont) {
+          var shift = (Date.parse(cont.started_at) - t0) * 1000;
+          add(cont, isFinite(shift) ? shift : 0,
+            "continuation " + text(cont.id) + " (started " + dur(shift) + " after the request)", level);
+        });
+      }
+      var open = [];
+      function close(level) {
+        while (open.length && open[open.length - 1][0] >= level) {
+          var done = open.pop();
+          emit(spawned[done[1]], done[0] + 1 + base);
+          delete spawned[done[1]];
+        }
+      }
+      treeOrder(calls).forEach(function (p) {
+        var c = calls[p[0]];
+        close(p[1]);
+        rows.push({ call: c, level: p[1] + base, shift: shiftUs, log: entry });
+        if (spawned[c.seq]) open.push([p[1], c.seq]);
+      });
+      close(0);
+      Object.keys(spawned).forEach(function (seq) { emit(spawned[seq], base); });
+      emit(loose, base);
     }
-    add(log, 0, null);
+    add(log, 0, null, 0);
     var end = 1;
     rows.forEach(function (r) {
       if (r.call) end = Math.max(end, r.shift + (r.call.offset_us || 0) + (r.call.duration_us || 0));
@@ -368,7 +392,12 @@
     var chart = el("div", { "class": "wf", role: "list", "aria-label": "Calls on a shared time axis" });
     var detail = el("div", { "class": "wf-detail" });
     rows.forEach(function (r) {
-      if (r.sep) { chart.appendChild(el("div", { "class": "wf-sep" }, r.sep)); return; }
+      if (r.sep) {
+        var sep = el("div", { "class": "wf-sep" }, r.sep);
+        sep.style.paddingLeft = (r.level * 0.9) + "rem";
+        chart.appendChild(sep);
+        return;
+      }
       var c = r.call;
       var row = el("div", { "class": "wf-row", role: "listitem" });
       var label = el("div", { "class": "wf-label", title: text(c.function) }, text(c.function) + "  " + dur(c.duration_us));
