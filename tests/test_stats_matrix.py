@@ -306,3 +306,108 @@ class TestFourBackends:
         assert expected
         for name, lines in shown.items():
             assert lines == expected, name
+
+
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**80), max_value=2**80)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=12),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3)
+    ),
+    max_leaves=6,
+)
+key_names = st.just("user") | st.text(min_size=1, max_size=8).filter(lambda k: k != "app")
+
+
+@pytest.mark.slow
+class TestGeneratedValues:
+    @given(
+        key=key_names,
+        values=st.lists(json_values, min_size=1, max_size=8),
+        columns=st.booleans(),
+    )
+    @pytest.mark.parametrize("backend", ["sqlite", "postgres", "mariadb"])
+    @settings(max_examples=10, deadline=None)
+    def test_file_and_each_database_group_alike(
+        self,
+        tmp_path_factory: pytest.TempPathFactory,
+        backend: str,
+        key: str,
+        values: list[Any],
+        columns: bool,
+    ) -> None:
+        """
+        For generated info keys and values (any text, ints beyond 64 bits, floats,
+        nested lists and objects), ``stats --by KEY`` and ``show --user`` agree between
+        the file and each database.
+        """
+        from .conftest import MYSQL_URL, POSTGRES_URL, REQUIRE_SERVERS, _reachable
+
+        tmp = tmp_path_factory.mktemp("gen")
+        if backend == "sqlite":
+            urls = [f"sqlite+aiosqlite:///{tmp / 'g.db'}"]
+        else:
+            url = POSTGRES_URL if backend == "postgres" else MYSQL_URL
+            if not _reachable(url):
+                if REQUIRE_SERVERS:
+                    pytest.fail(f"{backend} at {url} is not reachable")
+                pytest.skip(f"{backend} is not reachable")
+            urls = [url]
+        logs = [
+            Log(
+                id=f"{i + 1:032x}",
+                started_at=T0 + dt.timedelta(seconds=i),
+                duration_us=10,
+                info={"app": "1", key: value},
+                calls=[Call(seq=0, depth=0, function="f", tracker="t", duration_us=5 + i)],
+            )
+            for i, value in enumerate(values)
+        ]
+        path = tmp / "g.jsonl"
+        path.write_bytes(encode_logs(logs))
+        simple = key.isascii() and key.isidentifier() and len(key) < 30
+        cols = {key: "string(64)"} if columns and simple else None
+        prefix = f"g{abs(hash(str(tmp))) % 10**8}_"
+
+        async def fill(url: str) -> None:
+            sink = asynctrack.SQLSink(url, table_prefix=prefix, columns=cols)
+            await sink.open()
+            try:
+                await sink.write(logs)
+            finally:
+                await sink.close()
+
+        def both(argv: list[str]) -> tuple[str, str]:
+            with pytest.MonkeyPatch.context():
+                import contextlib
+                import io
+
+                out = []
+                for source in ([str(path)], [url, "--table-prefix", prefix]):
+                    buffer = io.StringIO()
+                    with (
+                        contextlib.redirect_stdout(buffer),
+                        contextlib.redirect_stderr(io.StringIO()),
+                    ):
+                        assert main([argv[0], *source, *argv[1:]]) == 0
+                    out.append(buffer.getvalue())
+                return out[0], out[1]
+
+        for url in urls:
+            asyncio.run(fill(url))
+            try:
+                a, b = both(["stats", "--by", key, "--format", "json"])
+                left, right = json.loads(a), json.loads(b)
+                for report in (left, right):
+                    report.pop("source")
+                assert right == left, url
+                wanted = key_text(values[0])
+                if wanted is not None and "\x00" not in wanted and key == "user":
+                    a, b = both(["show", "--user", wanted, "--format", "json"])
+                    assert canonical_lines(b) == canonical_lines(a), url
+            finally:
+                if not url.startswith("sqlite"):
+                    asyncio.run(_drop(url, prefix))

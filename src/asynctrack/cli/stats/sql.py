@@ -121,13 +121,16 @@ class Tables:
         dialect = self.db.dialect
         simple = key.isascii() and key.isprintable() and '"' not in key and "\\" not in key
         if dialect == "postgresql":
-            params["key"] = key
-            params["knul"] = "\\u0000"
             info = "CAST(l.info AS TEXT)"  # the column may be JSON, JSONB or TEXT
-            extract = (
-                f"(CASE WHEN strpos({info}, CAST(:knul AS TEXT)) > 0 THEN 'D' || {info} "
-                f"ELSE 'F' || CAST(CAST(l.info AS JSON) -> CAST(:key AS TEXT) AS TEXT) END)"
-            )
+            if "\x00" in key:  # PostgreSQL takes no NUL in a text parameter
+                extract = f"('D' || {info})"
+            else:
+                params["key"] = key
+                params["knul"] = "\\u0000"
+                extract = (
+                    f"(CASE WHEN strpos({info}, CAST(:knul AS TEXT)) > 0 THEN 'D' || {info} "
+                    f"ELSE 'F' || CAST(CAST(l.info AS JSON) -> CAST(:key AS TEXT) AS TEXT) END)"
+                )
             contains = f"strpos({info}, CAST(:kneedle AS TEXT)) > 0"
         elif dialect == "sqlite":
             if key.isprintable() and '"' not in key and "\\" not in key:
@@ -137,9 +140,13 @@ class Tables:
                 extract = "('D' || l.info)"
             contains = "instr(l.info, :kneedle) > 0"
         else:
-            escaped = key.replace("\\", "\\\\").replace('"', '\\"')
-            params["kpath"] = f'$."{escaped}"'
-            extract = "CONCAT('F', JSON_EXTRACT(l.info, :kpath))"
+            if key.isidentifier():
+                params["kpath"] = f'$."{key}"'
+                extract = "CONCAT('F', JSON_EXTRACT(l.info, :kpath))"
+            else:
+                # MariaDB's JSON paths refuse many quoted keys ("-", "a b"): a syntax
+                # error is a warning and NULL, so such keys are read in Python.
+                extract = "CONCAT('D', l.info)"
             contains = "LOCATE(:kneedle, l.info) > 0"
         if simple:
             # The sink writes keys verbatim ("user"); a key that could be escaped is not
