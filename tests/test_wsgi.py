@@ -77,6 +77,10 @@ def flask_app(**options: Any) -> Flask:
     def health() -> str:
         return health_check()
 
+    @app.get("/reset-password/<token>")
+    def reset(token: str) -> str:
+        return "reset"
+
     app.wsgi_app = TrackMiddleware(app.wsgi_app, **options)  # type: ignore[method-assign]
     return app
 
@@ -132,6 +136,24 @@ class TestFlask:
         log = only(logs)
         assert [c.function for c in log.calls][1:] == ["tests.test_wsgi.chunk"] * 3
         assert all(c.depth == 1 for c in log.calls[1:])
+
+    def test_unmatched_and_secret_paths(self) -> None:
+        """
+        A request matching no route is named ``GET <unmatched>`` (one name, whatever
+        the path), with its path in info; a path parameter named like a secret is
+        redacted in the recorded path.
+        """
+        with capture() as logs:
+            client = flask_app().test_client()
+            assert client.get("/scan/1234/wp-login.php", buffered=True).status_code == 404
+            assert client.get("/reset-password/S3CR3T", buffered=True).data == b"reset"
+        missing, reset = logs
+        assert missing.calls[0].function == "GET <unmatched>"
+        assert missing.info["path"] == "/scan/1234/wp-login.php"
+        assert missing.info["status"] == 404
+        assert reset.calls[0].function == "GET /reset-password/<token>"
+        assert reset.info["path"] == "/reset-password/[REDACTED]"
+        assert "S3CR3T" not in str(reset.to_dict())
 
     def test_excluded_path_records_nothing(self) -> None:
         """
@@ -259,7 +281,10 @@ class TestPlainWSGI:
             health_check()  # the request's call is not current here
             result.close()
         assert body.closed
-        assert [log.calls[0].function for log in logs] == ["tests.test_wsgi.health_check", "GET /x"]
+        assert [log.calls[0].function for log in logs] == [
+            "tests.test_wsgi.health_check",
+            "GET <unmatched>",
+        ]
         log = logs[1]
         assert log.calls[0].data == {"disconnected": True}
         assert log.info["status"] == 201
@@ -297,6 +322,31 @@ class TestPlainWSGI:
         log = only(logs)
         assert log.info["status"] == 500 and log.calls[0].status == "error"
 
+    def test_route_hook_names_requests(self) -> None:
+        """
+        The ``route`` hook names requests of frameworks that do not expose their
+        route; a failing hook is counted and the request is ``<unmatched>``.
+        """
+
+        def app(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+            start_response("200 OK", [])
+            return [b"ok"]
+
+        def route(environ: dict[str, Any]) -> str | None:
+            if environ["PATH_INFO"] == "/fail":
+                raise RuntimeError("no")
+            return "/users/{id}" if environ["PATH_INFO"].startswith("/users/") else None
+
+        mw = TrackMiddleware(app, route=route)
+        with capture() as logs:
+            for path in ("/users/7", "/other", "/fail"):
+                body = mw(environ(path), start_response)
+                list(body)
+                body.close()  # type: ignore[attr-defined]
+        names = [log.calls[0].function for log in logs]
+        assert names == ["GET /users/{id}", "GET <unmatched>", "GET <unmatched>"]
+        assert mw.info_errors == 1
+
     def test_bad_arguments_fail_at_construction(self) -> None:
         """
         Wrong argument types raise TypeError naming the argument.
@@ -307,6 +357,8 @@ class TestPlainWSGI:
             TrackMiddleware(lambda e, s: [], info=3)  # type: ignore[arg-type]
         with pytest.raises(ValueError, match="level"):
             TrackMiddleware(lambda e, s: [], level="LOUD")
+        with pytest.raises(TypeError, match="route"):
+            TrackMiddleware(lambda e, s: [], route="x")  # type: ignore[arg-type]
 
 
 GUNICORN_APP = """

@@ -26,7 +26,14 @@ from typing import Any
 
 import asynctrack
 from asynctrack import DEFAULT, NONE, CallScope, Tracker
-from asynctrack.integrations.asgi import _parse_excludes, _query
+from asynctrack.integrations.asgi import (
+    PENDING,
+    UNMATCHED,
+    _method_name,
+    _parse_excludes,
+    _query,
+    _redact_values,
+)
 
 __all__ = ["TrackMiddleware"]
 
@@ -35,6 +42,7 @@ ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None]
 StartResponse = Callable[..., Callable[[bytes], object]]
 WSGIApp = Callable[[Environ, StartResponse], Iterable[bytes]]
 InfoHook = Callable[[Environ], Mapping[str, Any] | None]
+RouteHook = Callable[[Environ], str | None]
 
 _logger = logging.getLogger("asynctrack")
 
@@ -44,12 +52,15 @@ class TrackMiddleware:
     Record each WSGI request as one log.
 
     The root call is named after the method and the route template when the framework
-    exposes it (Flask/Werkzeug's ``url_rule``, Pyramid's matched route), e.g.
-    ``"GET /items/<int:item_id>"``, else after the raw path. Its params hold the parsed
-    query string (so names like ``token`` are redacted), never the body. The log's info
-    gets ``method``, ``path``, ``status`` (500 when the application raised before
-    responding) and ``client`` (``REMOTE_ADDR``), plus whatever ``info(environ)``
-    returns.
+    exposes it (Flask/Werkzeug's ``url_rule``, Pyramid's matched route, or the
+    ``route`` hook), e.g. ``"GET /items/<int:item_id>"``; a request that matched no
+    route is ``"GET <unmatched>"``, so scanners cannot create unbounded names. Its
+    params hold the parsed query string (so names like ``token`` are redacted), never
+    the body. The log's info gets ``method``, ``path`` (``SCRIPT_NAME`` +
+    ``PATH_INFO``, with the values of path parameters whose names are on the
+    redaction list replaced by ``[REDACTED]``), ``status`` (500 when the application
+    raised before responding) and ``client`` (``REMOTE_ADDR``), plus whatever
+    ``info(environ)`` returns.
 
     An exception from the application, or from its body while the server reads it,
     marks the root call ``status="error"`` and propagates unchanged. A body closed
@@ -65,9 +76,13 @@ class TrackMiddleware:
             application returned; its items are added to the log's info. Its
             exceptions are counted in :attr:`info_errors` and reported once.
         level: the level of the root call (``DEFAULT``).
+        route: a hook ``route(environ) -> str | None`` returning the route template of
+            a request, for frameworks that do not expose it (Django:
+            ``lambda environ: …``); ``None`` means no route matched. Called when the
+            response starts; its exceptions are counted in :attr:`info_errors`.
 
     Raises:
-        TypeError: ``app`` or ``info`` is not callable, ``tracker`` is neither a str
+        TypeError: ``app``, ``info`` or ``route`` is not callable, ``tracker`` is neither a str
             nor a ``Tracker``, ``exclude_paths`` is not a list of str, or ``level``
             has a wrong type.
         ValueError: a bad ``exclude_paths`` entry or an unknown ``level``.
@@ -88,6 +103,7 @@ class TrackMiddleware:
         exclude_paths: Iterable[str] = (),
         info: InfoHook | None = None,
         level: int | str = DEFAULT,
+        route: RouteHook | None = None,
     ) -> None:
         if not callable(app):
             raise TypeError(f"TrackMiddleware(): app must be a WSGI application, not {app!r}")
@@ -102,6 +118,10 @@ class TrackMiddleware:
             raise TypeError(
                 f"TrackMiddleware(): info must be a callable(environ) -> dict, not {info!r}"
             )
+        if route is not None and not callable(route):
+            raise TypeError(
+                f"TrackMiddleware(): route must be a callable(environ) -> str, not {route!r}"
+            )
         try:
             tracker.call("TrackMiddleware", level=level)
         except (TypeError, ValueError) as exc:
@@ -111,9 +131,10 @@ class TrackMiddleware:
         self.level = level
         self._exact, self._prefixes = _parse_excludes(exclude_paths)
         self._info = info
+        self._route = route
         #: Whether the first request checked that something is configured.
         self._checked = False
-        #: How many times the ``info`` hook raised or returned something unusable.
+        #: How many times the ``info`` or ``route`` hook raised or returned something unusable.
         self.info_errors = 0
         #: How many times the middleware's own bookkeeping failed (never raised).
         self.internal_errors = 0
@@ -151,7 +172,7 @@ class TrackMiddleware:
             method: str = environ.get("REQUEST_METHOD", "GET")
             query = environ.get("QUERY_STRING")
             call = self.tracker.call(
-                f"{method} {path}",
+                f"{_method_name(method)} {PENDING}",
                 level=self.level,
                 params={"query": _query(query)} if query else None,
             )
@@ -161,25 +182,51 @@ class TrackMiddleware:
         return request.ctx.run(request.start, start_response)
 
     # -- bookkeeping: never raises into the application ------------------------------------
-    def _start_info(self, call: CallScope, environ: Environ, path: str) -> None:
+    def _start_info(self, call: CallScope, environ: Environ) -> None:
         try:
             method = environ.get("REQUEST_METHOD", "GET")
             client = environ.get("REMOTE_ADDR")
             if client:
-                call.add_info(method=method, path=path, client=client)
+                call.add_info(method=method, client=client)
             else:
-                call.add_info(method=method, path=path)
+                call.add_info(method=method)
         except Exception:
             self.internal_errors += 1
 
-    def _finish(
-        self, call: CallScope, environ: Environ, status: int | None, template: str | None
-    ) -> None:
+    def _route_of(self, environ: Environ) -> tuple[str | None, list[str]]:
+        """
+        Return the route template (None: no route matched) and the secret path values.
+        """
+        template, params = _route_template(environ)
+        hook = self._route
+        if template is None and hook is not None:
+            try:
+                found = hook(environ)
+                if found is not None and not isinstance(found, str):
+                    raise TypeError(f"returned {type(found).__name__}, not str")
+                template = found or None
+            except Exception as exc:
+                self._hook_failed("route", hook, exc)
+        return template, _secrets(params)
+
+    def _name(self, call: CallScope, environ: Environ, route: tuple[str | None, list[str]]) -> None:
+        """
+        Name the root call after its route (or ``<unmatched>``); record the redacted path.
+        """
         try:
+            template, secrets = route
+            method = _method_name(environ.get("REQUEST_METHOD", "GET"))
             if template is None:
-                template = _route_template(environ)
-            if template is not None:
-                call.rename(f"{environ.get('REQUEST_METHOD', 'GET')} {template}")
+                call.rename(f"{method} {UNMATCHED}")
+            else:
+                call.rename(f"{method} {_redact_values(template, secrets)}")
+            path = environ.get("SCRIPT_NAME", "") + (environ.get("PATH_INFO", "") or "/")
+            call.add_info(path=_redact_values(path, secrets))
+        except Exception:
+            self.internal_errors += 1
+
+    def _finish(self, call: CallScope, environ: Environ, status: int | None) -> None:
+        try:
             if status is not None:
                 call.add_info(status=status)
         except Exception:
@@ -191,14 +238,18 @@ class TrackMiddleware:
                 if extra is not None:
                     call.add_info(**extra)
             except Exception as exc:
-                self.info_errors += 1
-                if self.info_errors == 1:
-                    _logger.warning(
-                        "asynctrack: TrackMiddleware info hook %r failed: %r "
-                        "(counted in info_errors; reported once)",
-                        hook,
-                        exc,
-                    )
+                self._hook_failed("info", hook, exc)
+
+    def _hook_failed(self, kind: str, hook: Any, exc: Exception) -> None:
+        self.info_errors += 1
+        if self.info_errors == 1:
+            _logger.warning(
+                "asynctrack: TrackMiddleware %s hook %r failed: %r "
+                "(counted in info_errors; reported once)",
+                kind,
+                hook,
+                exc,
+            )
 
 
 class _Request:
@@ -206,7 +257,7 @@ class _Request:
     One request's state: its context, call, status and whether its body ended.
     """
 
-    __slots__ = ("call", "ctx", "environ", "middleware", "path", "status", "template")
+    __slots__ = ("call", "ctx", "environ", "middleware", "named", "path", "status")
 
     def __init__(
         self, middleware: TrackMiddleware, call: CallScope, environ: Environ, path: str
@@ -216,7 +267,7 @@ class _Request:
         self.environ = environ
         self.path = path
         self.status: int | None = None
-        self.template: str | None = None
+        self.named = False
         self.ctx = contextvars.copy_context()
 
     def start(self, start_response: StartResponse) -> Iterable[bytes]:
@@ -229,16 +280,18 @@ class _Request:
                 call.__exit__(type(exc), exc, exc.__traceback__)
                 raise
             return _Body(self, body)
-        self.middleware._start_info(call, self.environ, self.path)
+        self.middleware._start_info(call, self.environ)
 
         def observe(status: str, headers: Any, exc_info: ExcInfo | None = None) -> Any:
             try:
                 self.status = int(status.split(" ", 1)[0])
-                # Flask forgets its request object once the view returned: the route
-                # is read while the response starts.
-                self.template = _route_template(self.environ)
             except Exception:
                 self.middleware.internal_errors += 1
+            if not self.named:
+                # Flask forgets its request object once the view returned: the route
+                # is read while the response starts.
+                self.named = True
+                self.middleware._name(call, self.environ, self.middleware._route_of(self.environ))
             if exc_info is None:
                 return start_response(status, headers)
             return start_response(status, headers, exc_info)
@@ -258,7 +311,10 @@ class _Request:
         if call.tracked:
             if exc is not None and self.status is None:
                 self.status = 500
-            self.middleware._finish(call, self.environ, self.status, self.template)
+            if not self.named:
+                self.named = True
+                self.middleware._name(call, self.environ, self.middleware._route_of(self.environ))
+            self.middleware._finish(call, self.environ, self.status)
             if early:
                 try:
                     call.add_data("disconnected", True)
@@ -329,21 +385,38 @@ class _Body:
         self._request.ctx.run(self._request.end, exc, early=early)
 
 
-def _route_template(environ: Environ) -> str | None:
+def _route_template(environ: Environ) -> tuple[str | None, Any]:
     """
-    Return the matched route's template when the framework left it in the environ.
+    Return the matched route's template and path parameters, when the framework left
+    them in the environ.
     """
     request = environ.get("werkzeug.request")  # Flask and Werkzeug apps
     if request is not None:
         rule = getattr(request, "url_rule", None)
         template = getattr(rule, "rule", None)
         if isinstance(template, str) and template:
-            return template
+            return template, getattr(request, "view_args", None)
     route = environ.get("bfg.routes.matched_route")  # Pyramid
     pattern = getattr(route, "pattern", None)
     if isinstance(pattern, str) and pattern:
-        return pattern if pattern.startswith("/") else "/" + pattern
-    return None
+        template = pattern if pattern.startswith("/") else "/" + pattern
+        return template, environ.get("bfg.routes.matchdict")
+    return None, None
+
+
+def _secrets(params: Any) -> list[str]:
+    """
+    Return the text of the path parameters whose names are on the redaction list.
+    """
+    if not isinstance(params, Mapping):
+        return []
+    out = []
+    for name, value in params.items():
+        if isinstance(name, str) and asynctrack.is_redacted(name):
+            text = str(value).strip("/")
+            if text:
+                out.append(text)
+    return out
 
 
 TrackMiddleware.__module__ = "asynctrack.integrations.wsgi"
