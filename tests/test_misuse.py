@@ -203,3 +203,36 @@ class TestSQLiteFileAsSource:
         path.write_bytes(encode_logs(LOGS))
         assert main(["stats", str(path), "--format", "json"]) == 0
         assert json.loads(capsys.readouterr().out)["logs"] == len(LOGS)
+
+    def test_the_sqlite_magic_alone_does_not_make_a_database(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """
+        A JSON-lines file whose first line is the 16-byte SQLite magic is still read
+        as JSON lines (that line skipped); a whole database header with a broken
+        database behind it is refused with a one-line error.
+        """
+        path = tmp_path / "logs.jsonl"
+        path.write_bytes(b"SQLite format 3\x00\n" + encode_logs(LOGS))
+        assert main(["stats", str(path), "--format", "json"]) == 0
+        report = json.loads(capsys.readouterr().out)
+        assert (report["logs"], report["skipped_lines"]) == (len(LOGS), 1)
+        write_sqlite(tmp_path / "real.db")
+        broken = tmp_path / "broken.db"
+        broken.write_bytes((tmp_path / "real.db").read_bytes()[:100] + b"\n" + encode_logs(LOGS))
+        for command in ("stats", "show", "report"):
+            assert main([command, str(broken)]) in (1, 2)
+            err = capsys.readouterr().err
+            assert err.startswith("asynctrack: error: ") and err.count("\n") == 1, err
+
+    def test_report_reads_an_sqlite_file_given_as_a_path(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """
+        ``report track.db`` reads the database, like ``stats`` and ``show``.
+        """
+        write_sqlite(tmp_path / "track.db")
+        page = tmp_path / "page.html"
+        assert main(["report", str(tmp_path / "track.db"), "-o", str(page)]) == 0
+        assert "malformed" not in capsys.readouterr().err
+        assert "malformed lines" not in page.read_text()

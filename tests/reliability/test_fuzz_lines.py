@@ -23,6 +23,7 @@ from asynctrack import MemorySink
 from asynctrack._core.encode import decode_line, encode_logs
 from asynctrack._delivery import pipeline as _pipeline
 from asynctrack.cli.commands import main
+from asynctrack.cli.stats import is_sqlite_header
 from asynctrack.testing import capture
 
 tr = asynctrack.get_tracker("rel.fuzz_lines")
@@ -62,6 +63,10 @@ HOSTILE = [
     b"{}",
     b"\xff\xfe\x00",
     b'{"id": "\\ud800"}',
+    # The SQLite magic alone (a JSON-lines file, read as one), and a whole database
+    # header with nothing after it (a broken database, refused in one line).
+    b"SQLite format 3\x00",
+    b"SQLite format 3\x00" + bytes.fromhex("1000010100402020") + bytes(76),
 ]
 
 _NUMBER = re.compile(rb"-?\d+(\.\d+)?")
@@ -196,12 +201,23 @@ class TestReaders:
         ``asynctrack stats`` and ``show`` exit 0 on any file: every non-blank line
         is either counted as a log or as a skipped line, every line FileSink wrote
         counted as a log (a line that only the lenient reader accepts, such as a
-        duration beyond 64 bits, may be skipped by the statistics).
+        duration beyond 64 bits, may be skipped by the statistics). The one
+        exception is a file that begins with a whole SQLite header (the magic alone
+        is not enough): it is read as a database, and a broken one is refused in
+        one line.
         """
         path, content = _write(tmp_path / "cli", "track.jsonl", chosen)
+        capsys.readouterr()
+        if is_sqlite_header(content[:100]):
+            # A file that begins with a whole SQLite header is a database: one that
+            # SQLite cannot read is refused with a one-line error.
+            for argv in (["stats", str(path)], ["show", str(path)]):
+                assert main(argv) in (1, 2)
+                err = capsys.readouterr().err
+                assert err.startswith("asynctrack: error: ") and err.count("\n") == 1, err
+            return
         good = [x for x in content.split(b"\n") if x in VALID]
         nonblank = sum(1 for x in content.split(b"\n") if x.strip())
-        capsys.readouterr()
         assert main(["stats", str(path), "--format", "json", "--by", "user"]) == 0
         report = json.loads(capsys.readouterr().out)
         assert report["logs"] + report["skipped_lines"] == nonblank

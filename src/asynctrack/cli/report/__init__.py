@@ -22,7 +22,7 @@ from asynctrack.cli.report.build import CONTINUATION_DEPTH, assemble, trim_log
 from asynctrack.cli.report.files import Found, scan_files
 from asynctrack.cli.report.model import ReportQuery
 from asynctrack.cli.report.page import render_page
-from asynctrack.cli.stats import is_url
+from asynctrack.cli.stats import as_source, is_url
 from asynctrack.cli.stats.model import FunctionRow, Report, utc
 from asynctrack.cli.stats.percentiles import PERCENTILES
 
@@ -36,6 +36,8 @@ def build_report(source: str, query: ReportQuery, warn: Callable[[str], None]) -
     Raises:
         SourceError: the source cannot be read (missing file, bad URL, no tables).
     """
+    # An SQLite file given as a path is read as the database it is, as by stats/show.
+    source = as_source(source)
     if is_url(source):
         from asynctrack.cli.report.sql import sql_report
 

@@ -26,13 +26,15 @@ __all__ = [
     "as_source",
     "compute_stats",
     "format_report",
+    "is_sqlite_header",
     "is_url",
     "render_logs",
     "select_logs",
 ]
 
 
-_SQLITE_HEADER = b"SQLite format 3\x00"
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+_SQLITE_HEADER_SIZE = 100
 
 
 def is_url(source: str) -> bool:
@@ -72,9 +74,29 @@ def as_source(source: str) -> str:
 def _is_sqlite(path: str) -> bool:
     try:
         with open(path, "rb") as f:
-            return f.read(len(_SQLITE_HEADER)) == _SQLITE_HEADER
+            return is_sqlite_header(f.read(_SQLITE_HEADER_SIZE))
     except OSError:
         return False  # reported by the file reader
+
+
+def is_sqlite_header(head: bytes) -> bool:
+    """
+    Return True when ``head`` (a file's first 100 bytes) is an SQLite database header.
+
+    The 16-byte magic alone is not enough: a JSON-lines file may begin with those
+    bytes too (a stray line, a fuzzer's input), and reading it as a database would
+    refuse the whole file. The fields SQLite itself checks before reading a file are
+    checked here as well: a power-of-two page size, file format versions 1 or 2 and
+    the fixed payload fractions 64, 32, 32.
+    """
+    if len(head) < _SQLITE_HEADER_SIZE or not head.startswith(_SQLITE_MAGIC):
+        return False
+    page = int.from_bytes(head[16:18], "big")
+    if page == 1:
+        page = 65_536
+    if page < 512 or page & (page - 1):
+        return False
+    return head[18] in (1, 2) and head[19] in (1, 2) and head[21:24] == b"\x40\x20\x20"
 
 
 def compute_stats(
