@@ -165,3 +165,57 @@ class TestAnyExceptionIsAFailedWrite:
         assert len(sink.ids) == len(set(sink.ids))
         assert len(set(sink.ids) | set(spilled_ids)) == n
         assert ok is True
+
+
+class TestDeadDispatcher:
+    def test_flush_restarts_a_dispatcher_that_died(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """
+        Should the dispatcher's thread end anyway (a bug of ours, simulated here),
+        ``flush`` notices, restarts it and returns with every log written.
+        """
+        from asynctrack._delivery.dispatcher import Dispatcher
+
+        sink = ScriptedSink({})
+        _configure(sink, tmp_path)
+        pipe = _pipeline.current()
+        assert pipe is not None
+        original = Dispatcher._drain
+        calls = [0]
+
+        def broken(self: Dispatcher, force: bool = False) -> None:
+            calls[0] += 1
+            if calls[0] == 1:
+                raise RuntimeError("simulated bug")
+            original(self, force)
+
+        monkeypatch.setattr(Dispatcher, "_drain", broken)
+        for i in range(30):
+            work(i)
+        pipe.dispatcher.wake()
+        assert pipe.dispatcher.join(30)  # the thread ended on the bug
+        asynctrack.flush_sync(timeout=30)
+        assert pipe.dispatcher.alive
+        assert len(set(sink.ids)) == 30
+        assert asynctrack.shutdown_sync(timeout=30) is True
+
+    def test_shutdown_says_so_when_logs_are_left(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """
+        A dispatcher that dies during shutdown with logs still queued: ``shutdown``
+        returns False (with a warning) instead of reporting success.
+        """
+        from asynctrack._delivery.dispatcher import Dispatcher
+
+        sink = ScriptedSink({})
+        _configure(sink, tmp_path)
+
+        def broken(self: Dispatcher, force: bool = False) -> None:
+            raise RuntimeError("simulated bug")
+
+        monkeypatch.setattr(Dispatcher, "_drain", broken)
+        for i in range(30):
+            work(i)
+        assert asynctrack.shutdown_sync(timeout=2) is False

@@ -111,6 +111,7 @@ class SinkWorker:
         except OSError as exc:
             report(f"spill-open:{self.name}", f"asynctrack: cannot open spill files: {exc}")
         self.task = asyncio.get_running_loop().create_task(self.run(), name=f"sink:{self.name}")
+        self.task._asynctrack_worker = True  # type: ignore[attr-defined]
 
     def submit(self, batch: list[Log], *, when_full: str = "spill") -> None:
         full = len(self.queue) >= self.options.max_pending_batches
@@ -588,11 +589,19 @@ def _sink_label(sink: Sink, name: str) -> str:
 
 def _cancelled_by_us(exc: BaseException) -> bool:
     """
-    Whether ``exc`` is the cancellation of the running task (not one a sink raised).
+    Whether ``exc`` ends the running task itself (not an exception a sink raised).
 
-    A sink that raises ``CancelledError`` by itself leaves the task's cancellation
-    count at zero; ``asyncio.timeout`` turns its own cancellation into ``TimeoutError``.
+    That is the cancellation of the task — a sink that raises ``CancelledError`` by
+    itself leaves the task's cancellation count at zero, and ``asyncio.timeout`` turns
+    its own cancellation into ``TimeoutError`` — or ``GeneratorExit`` thrown into a
+    coroutine that is being closed (its loop is gone: it runs in no task).
     """
+    if isinstance(exc, GeneratorExit):
+        try:
+            current = asyncio.current_task()
+        except RuntimeError:  # no running loop: being closed, not run
+            return True
+        return current is None or getattr(current, "_asynctrack_worker", False) is False
     if not isinstance(exc, asyncio.CancelledError):
         return False
     task = asyncio.current_task()
