@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 import asynctrack
@@ -207,3 +207,39 @@ class TestFiles:
             asynctrack.configure_from_file("track.toml")
         assert short(info.value).startswith("track.toml")
         assert os.path.exists("track.toml")
+
+
+class TestSinkArguments:
+    @pytest.mark.parametrize(
+        ("build", "name"),
+        [
+            pytest.param(
+                lambda v: asynctrack.FileSink("t.jsonl", fsync=v), "fsync", id="file-fsync"
+            ),
+            pytest.param(lambda v: asynctrack.FileSink("t.jsonl", mode=v), "mode", id="file-mode"),
+            pytest.param(lambda v: asynctrack.LoggingSink(extra_key=v), "extra_key", id="logging"),
+            pytest.param(lambda v: asynctrack.LoggingSink(level=v), "level", id="logging-level"),
+            pytest.param(
+                lambda v: asynctrack.SQLSink(columns={v: "text"}), "info key", id="sql-key"
+            ),
+            pytest.param(lambda v: asynctrack.SQLSink(columns={"u": v}), "info key", id="sql-type"),
+            pytest.param(lambda v: asynctrack.SQLSink(pool_size=v), "pool_size", id="sql-pool"),
+            pytest.param(lambda v: asynctrack.SQLSink(v), "url", id="sql-url"),
+        ],
+    )
+    @given(value=hostile)
+    @settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    def test_huge_sink_arguments_give_short_errors(self, build: Any, name: str, value: Any) -> None:
+        """
+        A sink constructor given a huge or deeply nested bad value raises a short
+        ConfigError naming the argument (or TypeError for a value of the wrong kind).
+        """
+        if isinstance(value, str):
+            value = "not valid " + value  # a long identifier or level name is fine
+        elif name == "info key":
+            value = "not an identifier " + quote(value)
+        elif name in ("level", "pool_size") and isinstance(value, int):
+            assume(False)  # any int is a logging level; any positive one a pool size
+        with pytest.raises((ConfigError, TypeError)) as info:
+            build(value)
+        assert name in short(info.value)

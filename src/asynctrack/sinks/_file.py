@@ -15,7 +15,7 @@ from typing import Any
 from asynctrack._core.encode import decode_line, encode_logs
 from asynctrack._core.records import Log
 from asynctrack._core.selfwarn import report
-from asynctrack._exceptions import ConfigError
+from asynctrack._exceptions import ConfigError, quote
 from asynctrack.sinks._base import Sink
 
 __all__ = ["FileSink", "make_private_dirs", "read_logs"]
@@ -68,13 +68,15 @@ class FileSink(Sink):
         if not isinstance(path, (str, os.PathLike)) or not os.fspath(path):
             raise ConfigError("FileSink: path must be a non-empty str or path")
         if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 0:
-            raise ConfigError(f"FileSink: max_bytes must be an int >= 0, got {max_bytes!r}")
+            raise ConfigError(f"FileSink: max_bytes must be an int >= 0, got {quote(max_bytes)}")
         if isinstance(backup_count, bool) or not isinstance(backup_count, int) or backup_count < 0:
-            raise ConfigError(f"FileSink: backup_count must be an int >= 0, got {backup_count!r}")
+            raise ConfigError(
+                f"FileSink: backup_count must be an int >= 0, got {quote(backup_count)}"
+            )
         if fsync not in ("never", "batch"):
-            raise ConfigError(f"FileSink: fsync must be 'never' or 'batch', got {fsync!r}")
+            raise ConfigError(f"FileSink: fsync must be 'never' or 'batch', got {quote(fsync)}")
         if isinstance(mode, bool) or not isinstance(mode, int) or not 0 <= mode <= 0o777:
-            raise ConfigError(f"FileSink: mode must be an int like 0o600, got {mode!r}")
+            raise ConfigError(f"FileSink: mode must be an int like 0o600, got {quote(mode)}")
         # Imported here, in the application's thread, not lazily in the dispatcher's:
         # a fork while the dispatcher imports would leave the child a half-imported
         # module (seen: "partially initialized module 'aiofiles'" in 1 child of 200).

@@ -12,7 +12,7 @@ from typing import Any
 
 from asynctrack._core.records import Log
 from asynctrack._core.selfwarn import report
-from asynctrack._exceptions import ConfigError
+from asynctrack._exceptions import ConfigError, quote
 from asynctrack.sinks._base import Sink
 
 __all__ = ["LoggingSink"]
@@ -99,7 +99,8 @@ class LoggingSink(Sink):
             self.logger = logger
         else:
             raise ConfigError(
-                f"LoggingSink: logger must be a logger name or a logging.Logger, got {logger!r}"
+                "LoggingSink: logger must be a logger name or a logging.Logger, "
+                f"got {quote(logger)}"
             )
         self.level = _level("level", level)
         self.error_level = self.level if error_level is None else _level("error_level", error_level)
@@ -107,14 +108,17 @@ class LoggingSink(Sink):
             _check_template(message)
         self.message = message
         if not isinstance(extra_key, str) or not extra_key.isidentifier():
-            raise ConfigError(f"LoggingSink: extra_key must be an identifier, got {extra_key!r}")
+            raise ConfigError(
+                f"LoggingSink: extra_key must be an identifier, got {quote(extra_key)}"
+            )
         if extra_key in _RESERVED:
             raise ConfigError(
-                f"LoggingSink: extra_key {extra_key!r} is a LogRecord attribute; choose another"
+                f"LoggingSink: extra_key {quote(extra_key)} is a LogRecord attribute; "
+                "choose another"
             )
         self.extra_key = extra_key
         if name is not None and (not isinstance(name, str) or not name):
-            raise ConfigError(f"LoggingSink: name must be a non-empty str, got {name!r}")
+            raise ConfigError(f"LoggingSink: name must be a non-empty str, got {quote(name)}")
         self._name = name or f"logging-{self.logger.name}"
 
     @property
@@ -196,7 +200,7 @@ class LoggingSink(Sink):
 
 def _level(what: str, value: Any) -> int:
     if isinstance(value, bool):
-        raise ConfigError(f"LoggingSink: {what} must be a logging level, got {value!r}")
+        raise ConfigError(f"LoggingSink: {what} must be a logging level, got {quote(value)}")
     if isinstance(value, int):
         return value
     if isinstance(value, str):
@@ -205,13 +209,13 @@ def _level(what: str, value: Any) -> int:
             return mapping[value.upper()]
     raise ConfigError(
         f"LoggingSink: {what} must be a logging level (an int or one of "
-        f"{', '.join(logging.getLevelNamesMapping())}), got {value!r}"
+        f"{', '.join(logging.getLevelNamesMapping())}), got {quote(value)}"
     )
 
 
 def _check_template(message: Any) -> None:
     if not isinstance(message, str):
-        raise ConfigError(f"LoggingSink: message must be a str template, got {message!r}")
+        raise ConfigError(f"LoggingSink: message must be a str template, got {quote(message)}")
     try:
         parsed = list(string.Formatter().parse(message))
     except ValueError as exc:

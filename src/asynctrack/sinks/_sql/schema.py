@@ -27,7 +27,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import mysql
 from sqlalchemy.types import TypeEngine
 
-from asynctrack._exceptions import ConfigError
+from asynctrack._exceptions import ConfigError, quote
 
 __all__ = [
     "CALL_FIELDS",
@@ -149,7 +149,7 @@ def check_identifier(value: Any, what: str) -> str:
     """
     if not isinstance(value, str) or not IDENTIFIER.match(value):
         raise ConfigError(
-            f"{what} {value!r} is not a valid identifier (letters, digits and _, "
+            f"{what} {quote(value)} is not a valid identifier (letters, digits and _, "
             "not starting with a digit, at most 63 characters)"
         )
     return value
@@ -162,7 +162,7 @@ def _kind_of_name(key: str, spec: str) -> tuple[str, int | None]:
         length = int(match.group(1))
         if not 1 <= length <= _MAX_STRING:
             raise ConfigError(
-                f"SQLSink(columns=...): info key {key!r}: string length must be "
+                f"SQLSink(columns=...): info key {quote(key)}: string length must be "
                 f"1..{_MAX_STRING}, got {length}"
             )
         return "string", length
@@ -171,7 +171,7 @@ def _kind_of_name(key: str, spec: str) -> tuple[str, int | None]:
     if text in KINDS:
         return text, None
     raise ConfigError(
-        f"SQLSink(columns=...): info key {key!r}: unknown column type {spec!r}; "
+        f"SQLSink(columns=...): info key {quote(key)}: unknown column type {quote(spec)}; "
         f"accepted: {_ACCEPTED}"
     )
 
@@ -211,25 +211,26 @@ def _kind_of_spec(key: str, spec: Any) -> tuple[str, int | None]:
             spec = spec()
         except Exception:
             raise ConfigError(
-                f"SQLSink(columns=...): info key {key!r}: cannot instantiate {spec.__name__}; "
+                f"SQLSink(columns=...): info key {quote(key)}: cannot instantiate {spec.__name__}; "
                 f"accepted: {_ACCEPTED}"
             ) from None
     if isinstance(spec, TypeEngine):
         found = type_kind(spec)
         if found is None:
             raise ConfigError(
-                f"SQLSink(columns=...): info key {key!r}: unsupported column type {spec!r}; "
+                f"SQLSink(columns=...): info key {quote(key)}: unsupported column type "
+                f"{quote(spec)}; "
                 f"accepted: {_ACCEPTED}"
             )
         kind, length = found
         if kind == "string" and length is not None and not 1 <= length <= _MAX_STRING:
             raise ConfigError(
-                f"SQLSink(columns=...): info key {key!r}: string length must be "
+                f"SQLSink(columns=...): info key {quote(key)}: string length must be "
                 f"1..{_MAX_STRING}, got {length}"
             )
         return kind, length
     raise ConfigError(
-        f"SQLSink(columns=...): info key {key!r}: expected a column type, got "
+        f"SQLSink(columns=...): info key {quote(key)}: expected a column type, got "
         f"{type(spec).__name__}; accepted: {_ACCEPTED}"
     )
 
@@ -263,11 +264,11 @@ def parse_columns(columns: Any, *, own_table: str | None = None) -> list[InfoCol
     for key, spec in columns.items():
         check_identifier(key, "SQLSink(columns=...): info key")
         if key == RESERVED_KEY:
-            raise ConfigError(f"SQLSink(columns=...): info key {key!r} is reserved")
+            raise ConfigError(f"SQLSink(columns=...): info key {quote(key)} is reserved")
         if own_table is not None:
             if not isinstance(spec, str):
                 raise ConfigError(
-                    f"SQLSink(columns=...): info key {key!r}: with logs_table=..., columns "
+                    f"SQLSink(columns=...): info key {quote(key)}: with logs_table=..., columns "
                     f"maps info keys to column names of {own_table!r}, got "
                     f"{type(spec).__name__}"
                 )
@@ -277,21 +278,21 @@ def parse_columns(columns: Any, *, own_table: str | None = None) -> list[InfoCol
             if isinstance(spec, (tuple, list)):  # a TOML file gives a list
                 if len(spec) != 2:
                     raise ConfigError(
-                        f"SQLSink(columns=...): info key {key!r}: expected a type or a "
+                        f"SQLSink(columns=...): info key {quote(key)}: expected a type or a "
                         "(column_name, type) pair"
                     )
                 column, spec = spec[0], spec[1]
             kind, length = _kind_of_spec(key, spec)
-        check_identifier(column, f"SQLSink(columns=...): column for info key {key!r}")
+        check_identifier(column, f"SQLSink(columns=...): column for info key {quote(key)}")
         if column.lower() in LOG_FIELDS:
             raise ConfigError(
-                f"SQLSink(columns=...): info key {key!r}: column {column!r} is a fixed "
+                f"SQLSink(columns=...): info key {quote(key)}: column {column!r} is a fixed "
                 "column of the logs table; map the key to another column"
             )
         other = seen.get(column.lower())
         if other is not None:
             raise ConfigError(
-                f"SQLSink(columns=...): info keys {other!r} and {key!r} both map to "
+                f"SQLSink(columns=...): info keys {quote(other)} and {quote(key)} both map to "
                 f"column {column!r}"
             )
         seen[column.lower()] = key

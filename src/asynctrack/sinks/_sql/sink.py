@@ -42,7 +42,7 @@ from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from asynctrack._core.records import Call, Log
-from asynctrack._exceptions import ConfigError
+from asynctrack._exceptions import ConfigError, quote
 from asynctrack.sinks._base import Sink
 from asynctrack.sinks._sql.schema import (
     CALL_FIELDS,
@@ -186,23 +186,25 @@ class SQLSink(Sink):
         _preload(self._url)
         for option, value in (("create_tables", create_tables), ("echo", echo)):
             if not isinstance(value, bool):
-                raise ConfigError(f"SQLSink({option}=...) must be a bool, got {value!r}")
+                raise ConfigError(f"SQLSink({option}=...) must be a bool, got {quote(value)}")
         if pool_size is not None and (
             isinstance(pool_size, bool) or not isinstance(pool_size, int) or pool_size < 1
         ):
-            raise ConfigError(f"SQLSink(pool_size=...) must be an int >= 1, got {pool_size!r}")
+            raise ConfigError(f"SQLSink(pool_size=...) must be an int >= 1, got {quote(pool_size)}")
         for option, number in (
             ("connect_timeout", connect_timeout),
             ("busy_timeout", busy_timeout),
         ):
             if isinstance(number, bool) or not isinstance(number, (int, float)) or not number > 0:
-                raise ConfigError(f"SQLSink({option}=...) must be a number > 0, got {number!r}")
+                raise ConfigError(
+                    f"SQLSink({option}=...) must be a number > 0, got {quote(number)}"
+                )
         if engine_options is not None and not isinstance(engine_options, Mapping):
             raise ConfigError("SQLSink(engine_options=...) must be a mapping")
         if name is not None and (not isinstance(name, str) or not _NAME_RE.match(name)):
             raise ConfigError(
                 "SQLSink(name=...) must be 1-100 characters among letters, digits, '_.-', "
-                f"got {name!r}"
+                f"got {quote(name)}"
             )
         self._create = create_tables
         self._pool_size = pool_size
