@@ -203,3 +203,40 @@ class TestSymlinksAreNeverFollowed:
             if not path.is_symlink():
                 assert stat.S_IMODE(path.stat().st_mode) == 0o600
         assert asynctrack.stats().dead_lettered == 1
+
+
+class TestPlantedSpecialFiles:
+    def test_fifos_under_our_names_never_hang_delivery(self, tmp_path: Path) -> None:
+        """
+        FIFOs planted in a shared spill directory under the names of the spill file,
+        its offset file and the dead-letter file: spilling, replaying and
+        dead-lettering neither block on them nor write into them; every log is
+        delivered once after the outage.
+        """
+        spill_dir = tmp_path / "shared"
+        spill_dir.mkdir(mode=0o700)
+        for name in (
+            "asynctrack-db.spill.jsonl",
+            "asynctrack-db.spill.jsonl.offset",
+            "asynctrack-poisoned.dead.jsonl",
+        ):
+            os.mkfifo(spill_dir / name)
+        sink = FlakySink("db")
+        sink.failing.set()
+        asynctrack.configure(
+            sinks=[sink, Poisoned()],
+            spill_dir=spill_dir,
+            retry_attempts=0,
+            max_backoff=0.05,
+            batch_size=10,
+        )
+        for i in range(30):
+            work(i)
+            if i == 5:
+                work(-1)
+        asynctrack.flush_sync(timeout=None)
+        sink.failing.clear()
+        asynctrack.flush_sync(timeout=60)
+        assert wait_for(lambda: asynctrack.stats().replayed == 31, 30)
+        assert len(sink.ids) == len(set(sink.ids)) == 31
+        assert asynctrack.stats().dead_lettered == 1

@@ -32,6 +32,16 @@ class Odd(BaseException):
     """A BaseException of the sink's own."""
 
 
+class Unprintable(Exception):
+    """An exception whose message cannot be shown (its ``__str__`` raises)."""
+
+    def __str__(self) -> str:
+        raise RuntimeError("no message")
+
+    def __repr__(self) -> str:
+        raise RuntimeError("no repr")
+
+
 KINDS: dict[str, type[BaseException]] = {
     "cancelled": asyncio.CancelledError,
     "keyboard": KeyboardInterrupt,
@@ -39,6 +49,7 @@ KINDS: dict[str, type[BaseException]] = {
     "generator": GeneratorExit,
     "odd": Odd,
     "error": RuntimeError,
+    "unprintable": Unprintable,
 }
 
 

@@ -139,7 +139,10 @@ class Dispatcher:
                 except BaseException as exc:
                     if main.done():  # pragma: no cover - a bug of ours
                         self.died = exc
-                        report("dispatcher", f"asynctrack: the dispatcher stopped on {exc!r}")
+                        report(
+                            "dispatcher",
+                            f"asynctrack: the dispatcher stopped on {type(exc).__name__}",
+                        )
                         break
                     # A KeyboardInterrupt or SystemExit raised in a task that a sink
                     # started escapes the loop; the loop's own work is intact, so it

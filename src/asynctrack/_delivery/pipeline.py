@@ -180,7 +180,7 @@ class Pipeline:
             report(
                 "deadline",
                 f"asynctrack: shutdown left {left} logs not written "
-                f"(the dispatcher stopped on {self.dispatcher.died!r})",
+                f"(the dispatcher stopped on {type(self.dispatcher.died).__name__})",
             )
             return False
         # A sink's write blocked the dispatcher's loop (a synchronous call inside an
@@ -501,7 +501,7 @@ def _exit_early() -> None:
         pipeline.dispatcher.wake()
         barrier.wait(pipeline.exit_timeout)
     except Exception as exc:  # pragma: no cover - exit must go on
-        report("exit", f"asynctrack: flush at exit failed: {exc!r}")
+        report("exit", f"asynctrack: flush at exit failed: {type(exc).__name__}")
     _EXIT_SPENT[0] = time.monotonic() - started
 
 
@@ -517,7 +517,7 @@ def _exit_final() -> None:
     try:
         _shutdown(timeout)
     except Exception as exc:  # pragma: no cover - exit must go on
-        report("exit", f"asynctrack: flush at exit failed: {exc!r}")
+        report("exit", f"asynctrack: flush at exit failed: {type(exc).__name__}")
 
 
 atexit.register(_exit_final)

@@ -23,6 +23,7 @@ import contextlib
 import os
 import re
 import secrets
+import stat
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import IO
@@ -52,20 +53,45 @@ def spill_name(sink_name: str) -> str:
 NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 
 
+#: Opening never blocks on a FIFO planted under one of our names.
+_NONBLOCK = getattr(os, "O_NONBLOCK", 0)
+
+
+def open_regular(path: Path, flags: int, mode: int = 0o600) -> int:
+    """
+    Open ``path`` without following a symlink or blocking on a FIFO, and only if it is
+    a regular file (a FIFO or device planted in a shared directory would hang or
+    swallow the writes).
+
+    Raises:
+        OSError: the path is a symlink, not a regular file, or cannot be opened.
+    """
+    fd = os.open(path, flags | NOFOLLOW | _NONBLOCK, mode)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(f"not a regular file: {path}")
+        if _NONBLOCK:
+            os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
 def _open_private(path: Path) -> IO[bytes]:
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND | NOFOLLOW, 0o600)
+    fd = open_regular(path, os.O_RDWR | os.O_CREAT | os.O_APPEND)
     return os.fdopen(fd, "a+b", buffering=0)
 
 
 def _read_offset(path: Path) -> int:
     try:
-        fd = os.open(path, os.O_RDONLY | NOFOLLOW)
+        fd = open_regular(path, os.O_RDONLY)
     except OSError:
         return 0
     with os.fdopen(fd, "rb") as f:
         try:
             return max(0, int(f.read(64).strip() or 0))
-        except ValueError:
+        except (OSError, ValueError):
             return 0
 
 
@@ -273,7 +299,9 @@ class SpillFile:
             self._finish(backlog)
         elif backlog.attached():
             # (A file no longer on disk cannot be resumed by a later run: no record.)
-            write_private_atomically(backlog.offset_path, str(offset).encode())
+            # The record is best effort: without it a restart replays this part again.
+            with contextlib.suppress(OSError):
+                write_private_atomically(backlog.offset_path, str(offset).encode())
 
     def _finish(self, backlog: _Backlog) -> None:
         # Fully replayed: remove the file and its offset, then release the lock —

@@ -28,7 +28,7 @@ from asynctrack._core.records import Log
 from asynctrack._core.selfwarn import report
 from asynctrack._delivery.counters import Counters
 from asynctrack._delivery.intake import Barrier
-from asynctrack._delivery.spill import NOFOLLOW, SpillFile, spill_name
+from asynctrack._delivery.spill import SpillFile, open_regular, spill_name
 from asynctrack.sinks._base import Sink
 from asynctrack.sinks._file import make_private_dirs
 
@@ -378,12 +378,12 @@ class SinkWorker:
             # created again. Never through a symlink planted under our name: then a
             # file of this process's own is used instead.
             make_private_dirs(self.options.spill_dir)
-            flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | NOFOLLOW
+            flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND
             try:
-                fd = os.open(path, flags, 0o600)
+                fd = open_regular(path, flags)
             except OSError:
                 path = self.options.spill_dir / f"{base}.{os.getpid()}.dead.jsonl"
-                fd = os.open(path, flags, 0o600)
+                fd = open_regular(path, flags)
             with os.fdopen(fd, "ab", buffering=0) as f:
                 f.write(encode_logs(logs))
         except Exception as exc:
@@ -568,7 +568,8 @@ class SinkWorker:
         try:
             self.sink.after_fork()
         except Exception as exc:  # pragma: no cover - user code
-            report(f"fork:{self.name}", f"asynctrack: {self.name}.after_fork() failed: {exc!r}")
+            name = type(exc).__name__
+            report(f"fork:{self.name}", f"asynctrack: {self.name}.after_fork() failed: {name}")
 
 
 def _sink_name(sink: Sink) -> str:
@@ -609,5 +610,8 @@ def _cancelled_by_us(exc: BaseException) -> bool:
 
 
 def _brief(exc: BaseException) -> str:
-    text = f"{type(exc).__name__}: {exc}"
+    try:
+        text = f"{type(exc).__name__}: {exc}"
+    except BaseException:  # an exception whose __str__ raises must not end the worker
+        text = f"{type(exc).__name__} (its message cannot be shown)"
     return text if len(text) <= 300 else text[:300] + "…"
