@@ -230,3 +230,25 @@ class TestDeadDispatcher:
         for i in range(30):
             work(i)
         assert asynctrack.shutdown_sync(timeout=2) is False
+
+
+class FlushingSink(ScriptedSink):
+    """Calls ``flush_sync()`` from its own write (a bug, which must not hang)."""
+
+    async def write(self, logs: Sequence[Log]) -> None:
+        asynctrack.flush_sync(timeout=None)
+        await super().write(logs)
+
+
+class TestFlushFromASink:
+    def test_flush_inside_a_sink_returns(self, tmp_path: Path) -> None:
+        """
+        A sink that calls ``flush_sync(timeout=None)`` from its write would wait for
+        itself: the call returns at once and delivery goes on.
+        """
+        sink = FlushingSink({})
+        _configure(sink, tmp_path)
+        for i in range(10):
+            work(i)
+        asynctrack.flush_sync(timeout=30)
+        assert len(set(sink.ids)) == 10

@@ -114,6 +114,10 @@ class Pipeline:
         Returns:
             False when the deadline passed before every log was written or spilled.
         """
+        if threading.current_thread() is self.dispatcher._thread:
+            # A sink that flushes would wait for itself, forever without a timeout.
+            report("flush-in-sink", "asynctrack: flush() called from a sink was ignored")
+            return True
         deadline = None if timeout is None else time.monotonic() + timeout
         barrier = self.barrier()
         while not barrier.wait(_slice(deadline)):
