@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 
 import asynctrack
 from asynctrack import Log
+from asynctrack._core.records import REC
 from asynctrack.testing import capture
 
 from .strategies import Node, trees
@@ -407,9 +408,9 @@ class TestJoins:
         from asynctrack._core.calltree import slot_of
 
         t1, t2 = time.perf_counter_ns(), time.perf_counter_ns() + 1
-        raw: list[Any] = [("f", "t", "INFO"), 0, {}, None, t1, 0, "ok", None]
-        raw += [("g", "t", "INFO"), 1, {}, None, t2, 0, "ok", None]
-        assert slot_of(raw, t2) == 8 and slot_of(raw, t1) == 0
+        raw: list[Any] = [("f", "t", "INFO"), 0, {}, None, t1, 0, "ok", None, None, None]
+        raw += [("g", "t", "INFO"), 1, {}, None, t2, 0, "ok", None, 0, None]
+        assert slot_of(raw, t2) == REC and slot_of(raw, t1) == 0
 
 
 class TestGenerators:

@@ -20,6 +20,7 @@ import asynctrack
 from asynctrack import Call, Log
 from asynctrack._core import encode
 from asynctrack._core.encode import decode_line, encode_log, encode_logs, encode_obj
+from asynctrack._core.records import PARENT, REC
 from asynctrack.testing import capture
 
 tr = asynctrack.get_tracker("tests.records")
@@ -50,7 +51,10 @@ class TestJsonForm:
         d = logs[0].to_dict()
         assert list(d) == [
             "id",
+            "trace_id",
             "parent_id",
+            "parent_seq",
+            "remote_parent",
             "started_at",
             "duration_us",
             "complete",
@@ -58,12 +62,15 @@ class TestJsonForm:
             "calls",
         ]
         assert re.fullmatch(r"[0-9a-f]{32}", d["id"])
+        assert re.fullmatch(r"[0-9a-f]{32}", d["trace_id"])
         assert d["parent_id"] is None and d["complete"] is True
+        assert d["parent_seq"] is None and d["remote_parent"] is None
         assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}\+00:00", d["started_at"])
         assert d["info"] == {"user": "alice"}
         root, child = d["calls"]
         assert list(root) == [
             "seq",
+            "parent",
             "depth",
             "function",
             "tracker",
@@ -74,6 +81,7 @@ class TestJsonForm:
             "duration_us",
             "status",
             "error",
+            "traceback",
         ]
         assert root["function"] == "tests.test_records.checkout"
         assert root["tracker"] == "tests.records" and root["level"] == "DEFAULT"
@@ -81,6 +89,13 @@ class TestJsonForm:
         assert child["params"] == {"amount": 99.5, "card": "4111"}
         assert (child["status"], child["error"]) == ("error", "RuntimeError: declined")
         assert child["seq"] == 1 and child["depth"] == 1
+        assert root["parent"] is None and child["parent"] == 0
+        assert root["traceback"] is None
+        *_, (file, line, function) = child["traceback"]
+        assert file == __file__ and function == "charge" and isinstance(line, int)
+        assert len(logs[0].calls[1].span_id) == 16 and logs[0].calls[0].span_id != (
+            logs[0].calls[1].span_id
+        )
         assert 0 <= child["offset_us"] <= root["duration_us"]
         assert d["duration_us"] == root["duration_us"]
         assert logs[0].started_at.tzinfo is not None
@@ -178,17 +193,34 @@ def deep(i: int) -> None:
 
 
 def _records_strategy() -> st.SearchStrategy[tuple[Any, ...]]:
-    # One call's eight slots; start and end as offsets from the log's start (ns).
+    # One call's ten slots; start and end as offsets from the log's start (ns); the
+    # parent as a number of calls, made a slot index of the list by the test.
     metas = st.sampled_from(
         [("f", "t", "INFO"), ("g.h", "tests.records", "DEFAULT"), ("odd\u2028", "t", "25")]
     )
     status = st.sampled_from(
-        [("ok", None), ("error", "ValueError: bad"), ("cancelled", "CancelledError")]
+        [
+            ("ok", None, None),
+            ("error", "ValueError: bad", None),
+            ("error", "KeyError: 'k'", [("a.py", 3, "f"), ("b\u2028.py", 9, "g")]),
+            ("cancelled", "CancelledError", None),
+        ]
     )
     params = st.dictionaries(st.sampled_from(["a", "b", "user"]), st.integers() | st.text())
     data = st.none() | st.dictionaries(st.sampled_from(["k", "rows"]), st.integers(0, 9))
     return st.builds(
-        lambda meta, depth, p, d, start, dur, se: (meta, depth, p, d, start, start + dur, *se),
+        lambda meta, depth, p, d, start, dur, se, parent: (
+            meta,
+            depth,
+            p,
+            d,
+            start,
+            start + dur,
+            se[0],
+            se[1],
+            parent,
+            se[2],
+        ),
         metas,
         st.integers(0, 4),
         params,
@@ -196,6 +228,7 @@ def _records_strategy() -> st.SearchStrategy[tuple[Any, ...]]:
         st.integers(0, 10**9),
         st.integers(1, 10**9),
         status,
+        st.none() | st.integers(0, 100),
     )
 
 
@@ -216,7 +249,13 @@ def _varied_logs() -> list[Log]:
     late.complete = False
     unordered = copy.copy(made[1])
     flat = unordered._raw or []
-    unordered._raw = [x for i in range(len(flat) - 8, -1, -8) for x in flat[i : i + 8]]  # raced
+    n = len(flat) // REC
+    # Raced threads: the calls in reverse order, parent slots moved along.
+    unordered._raw = [
+        x if k != PARENT or x is None else (n - 1 - x // REC) * REC
+        for i in range(len(flat) - REC, -1, -REC)
+        for k, x in enumerate(flat[i : i + REC])
+    ]
     read = copy.copy(made[0])
     _ = read.calls  # materialised (and maybe edited by a hook): the general path
     by_hand = Log(
@@ -277,8 +316,11 @@ class TestEncoder:
         log = copy.copy(logs[0])
         t0 = log._t0
         ordered = sorted(records, key=lambda r: r[4], reverse=shuffle)
+        n = len(ordered)
         log._raw = [
-            v if k != 4 and k != 5 else t0 + v for rec in ordered for k, v in enumerate(rec)
+            t0 + v if k in (4, 5) else (v % n) * REC if k == PARENT and v is not None else v
+            for rec in ordered
+            for k, v in enumerate(rec)
         ]
         assert encode_logs([log]) == _reference([copy.copy(log)])
 

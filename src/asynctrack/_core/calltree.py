@@ -2,7 +2,7 @@
 The call hierarchy: ContextVars, frames, joining and completing logs.
 
 A *frame* is an immutable tuple ``(log, index, depth, parent_frame, slots)``: the
-call's fields are ``slots[index:index + 8]``, where ``slots`` is the log's flat
+call's fields are ``slots[index:index + REC]``, where ``slots`` is the log's flat
 ``_raw`` list (or a list of its own for a call the log had no room for); the
 ContextVar ``asynctrack.frame`` holds the frame of the innermost tracked call,
 ``SILENT`` inside an untracked call's subtree, or ``None`` outside any probe.
@@ -12,7 +12,14 @@ sees frames its parent pushes later.
 Joining and completing a log is lock-free: a log counts its running calls in
 ``_active`` (a list: ``append``/``pop`` are atomic C operations) and is completed
 by whoever takes the single ``_claim`` token while no call is running. A call that
-starts after its log was completed opens a new log whose ``parent_id`` names it.
+starts after its log was completed opens a *continuation*: a new log whose
+``parent_id`` and ``parent_seq`` name the log and the call it was spawned from, with
+the same ``trace_id`` and a copy of that log's info.
+
+A call records the first slot of its parent's fields (``frame[1]`` of the current
+frame), so its log is an exact tree whatever ran concurrently. A call the log had no
+room for has slots of its own; every call after it has too (the log only grows), so a
+recorded call never names an unrecorded parent.
 """
 
 from __future__ import annotations
@@ -36,9 +43,11 @@ from asynctrack._core.records import (
     REC,
     START,
     STATUS,
+    TRACEBACK,
     Log,
     _counter,
     reset_ids_after_fork,
+    seq_map,
 )
 from asynctrack._core.values import REDACTED, clip, convert, current_limits, is_redacted
 
@@ -206,14 +215,20 @@ def enter(tracker: Any, meta: tuple[str, str, str], cur: Any, params: Any) -> tu
                 depth = cur[2] + 1
                 raw = log._raw
                 if raw is not None and (i := len(raw)) < _max_slots[0]:
-                    raw += (meta, depth, params, None, t, 0, "ok", None)
+                    raw += (meta, depth, params, None, t, 0, "ok", None, cur[1], None)
                     if raw[i + START] is not t:  # another thread appended first
                         i = slot_of(raw, t)
                     return (log, i, depth, cur, raw)
                 log.dropped_calls += 1
                 if log.dropped_calls == 1:
                     overflowed(log)
-                return (log, 0, depth, cur, [meta, depth, params, None, t, 0, "ok", None])
+                return (
+                    log,
+                    0,
+                    depth,
+                    cur,
+                    [meta, depth, params, None, t, 0, "ok", None, None, None],
+                )
             # Lost a race with the log's completion: back out and open a new log.
             active.pop()
             _try_complete(log)
@@ -265,7 +280,7 @@ def open_root(
     ``cur`` is the frame of a completed log (the new log's parent) or None. The
     generated wrappers inline this (``_probe._TRACKED``): keep the two alike.
     """
-    raw = [meta, 0, params, None, t, 0, "ok", None]
+    raw = [meta, 0, params, None, t, 0, "ok", None, None, None]
     # A live log (the fields Log.__init__ sets for a finished one), built inline: this
     # runs once per log.
     log = _new_log(Log)
@@ -273,10 +288,13 @@ def open_root(
     log._number = next(_counter)
     log._wall_ns = _WALL_OFFSET[0] + t
     log._t0 = log._t1 = t
-    log.parent_id = cur[0].id if cur is not None else None
-    # Info dicts are copy-on-write, so the bound one can be shared (copied before any
-    # hook could mutate it in place, see _try_complete).
-    log.info = INFO.get() or {}
+    if cur is None:
+        log._trace = log.parent_id = log.parent_seq = log.remote_parent = None
+        # Info dicts are copy-on-write, so the bound one can be shared (copied before
+        # any hook could mutate it in place, see _try_complete).
+        log.info = INFO.get() or {}
+    else:
+        continue_from(log, cur)
     log._raw = raw
     log._calls = None
     log.complete = True
@@ -289,6 +307,33 @@ def open_root(
     if len(_OPEN) > _sweep_at[0]:
         _sweep()
     return (log, 0, 0, None, raw)
+
+
+def continue_from(log: Log, cur: tuple[Any, ...]) -> None:
+    """
+    Make ``log`` a continuation of the completed log of frame ``cur``.
+
+    It gets the parent's ``trace_id`` and ``remote_parent``, ``parent_id``,
+    ``parent_seq`` (the call ``cur`` belongs to, or its nearest recorded ancestor) and
+    a copy of the parent's info: values bound in this context since, if any, under
+    the parent's (which are newer than what the context held when the task spawned).
+    """
+    parent = cur[0]
+    log._trace = parent.trace_id
+    log.parent_id = parent.id
+    # Its parent span is a call of the parent log, not a caller in another service.
+    log.remote_parent = None
+    raw = parent._raw
+    frame: Any = cur
+    while frame is not None and frame[4] is not raw:
+        frame = frame[3]  # a call the parent log had no room for
+    if frame is None or raw is None:
+        log.parent_seq = None
+    else:
+        seqs = seq_map(raw)
+        log.parent_seq = frame[1] // REC if seqs is None else seqs[frame[1]]
+    bound = INFO.get()
+    log.info = {**bound, **parent.info} if bound else parent.info
 
 
 def slot_of(raw: list[Any], t: int) -> int:
@@ -331,16 +376,75 @@ def leave(frame: tuple[Any, ...]) -> None:
 def fail(frame: tuple[Any, ...], exc: BaseException) -> None:
     """
     Record that the call of ``frame`` raised ``exc`` (the exception itself is untouched).
+
+    Called by the wrappers (in the ``except`` clause that caught ``exc``) and by
+    ``CallScope.__exit__``. The traceback goes to the innermost probed call only: a
+    call whose traceback shows another probe's wrapper below it leaves it out.
     """
     slots, i = frame[4], frame[1]
-    slots[i + STATUS] = "cancelled" if _is_cancellation(exc) else "error"
-    slots[i + ERROR] = describe_error(exc)
+    cancelled = _is_cancellation(exc)
+    slots[i + STATUS] = "cancelled" if cancelled else "error"
+    try:
+        slots[i + ERROR] = describe_error(exc)
+        if not cancelled and _max_frames[0]:
+            slots[i + TRACEBACK] = _frames(exc.__traceback__, _max_frames[0])
+    except Exception:  # pragma: no cover - never raise into the application
+        pass
+
+
+#: ``max_traceback_frames``: frames kept per traceback, innermost last (0: none).
+_max_frames = [30]
+#: Code objects of the hand-written wrappers (generators, async generators); the
+#: generated ones are recognised by their file name.
+WRAPPER_CODES: set[Any] = set()
+_GENERATED = "<asynctrack probe of "
+_OWN_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
+
+
+def set_max_traceback_frames(n: int) -> None:
+    _max_frames[0] = n
+
+
+def _frames(tb: Any, limit: int) -> list[tuple[str, int, str]] | None:
+    # The first entry is the frame that caught the exception: a wrapper (skipped), or
+    # the block of a ``with tracker.call(...)`` (kept unless it is our own code, as in
+    # the ASGI middleware). A wrapper further down means an inner probed call has it.
+    out: deque[tuple[str, int, str]] = deque(maxlen=limit)
+    if tb is not None and _is_wrapper(tb.tb_frame.f_code):
+        tb = tb.tb_next
+    while tb is not None:
+        code = tb.tb_frame.f_code
+        if _is_wrapper(code):
+            return None
+        filename = code.co_filename
+        if not filename.startswith(_OWN_DIR):
+            out.append((filename, tb.tb_lineno or 0, code.co_name))
+        tb = tb.tb_next
+    return list(out) or None
+
+
+def _is_wrapper(code: Any) -> bool:
+    return code in WRAPPER_CODES or code.co_filename.startswith(_GENERATED)
 
 
 def describe_error(exc: BaseException) -> str:
     """
     Return ``"TypeName: message"`` for an exception, never raising.
+
+    A cause given with ``raise … from`` is appended as ``"; caused by TypeName:
+    message"`` (its own cause too, a few levels down).
     """
+    text = _describe_one(exc)
+    cause = exc.__cause__
+    seen = {id(exc)}
+    while cause is not None and id(cause) not in seen and len(seen) <= 3:
+        seen.add(id(cause))
+        text = f"{text}; caused by {_describe_one(cause)}"
+        cause = cause.__cause__
+    return text
+
+
+def _describe_one(exc: BaseException) -> str:
     name = type(exc).__name__
     try:
         message = str(exc)

@@ -13,8 +13,9 @@ records, one ``orjson.dumps`` per line into one buffer per batch, without buildi
 the dicts of ``Log.to_dict()`` (which cost four times the encoding itself). What is
 the same for every call of a probe at a depth (depth, function, tracker, level) is
 encoded once and reused as an ``orjson.Fragment``, as is ``"status":"ok",
-"error":null``; the dicts handed to orjson are reused from line to line, so a line
-allocates almost nothing and frees nothing the garbage collector has to look at.
+"error":null,"traceback":null``; the dicts handed to orjson are reused from line to
+line, so a line allocates almost nothing and frees nothing the garbage collector has
+to look at.
 Logs built by hand, read back, or whose calls were materialised take the general
 path (``to_dict``); both give the same bytes.
 """
@@ -29,7 +30,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from asynctrack._core import records
-from asynctrack._core.records import REC, Log, iso_second
+from asynctrack._core.records import REC, Log, iso_second, trace_id_of
 from asynctrack._core.values import convert, distinct_key, key_text
 
 try:  # pragma: no branch - orjson is a dependency; the fallback is for odd platforms
@@ -216,14 +217,18 @@ _META_MAX = 4096
 _meta_count = 0
 
 if _Fragment is not None:
-    #: The value of "status" and the key after it, for a call that ended well.
-    _OK_NULL: Any = _Fragment(b'"ok","error":null')
+    #: The value of "status" and the keys after it, for a call that ended well.
+    _OK_NULL: Any = _Fragment(b'"ok","error":null,"traceback":null')
 
 
-def _status_fragment(status: Any, error: Any) -> Any:
-    # The value of "status" and the key after it, for a call that did not end well.
+def _status_fragment(status: Any, error: Any, tb: Any) -> Any:
+    # The value of "status" and the keys after it, for a call that did not end well.
     assert _dumps is not None
-    return _Fragment(_escape_breaks(b'%s,"error":%s' % (_dumps(status), _dumps(error))))
+    return _Fragment(
+        _escape_breaks(
+            b'%s,"error":%s,"traceback":%s' % (_dumps(status), _dumps(error), _dumps(tb))
+        )
+    )
 
 
 def _meta_fragment(meta: tuple[Any, Any, Any], depth: int) -> Any:
@@ -270,7 +275,18 @@ def encode_logs(logs: Iterable[Log]) -> bytes:
     slots: list[dict[str, Any]] = []
     lists: list[list[dict[str, Any]]] = [[]]
     head: dict[str, Any] = dict.fromkeys(
-        ("id", "parent_id", "started_at", "duration_us", "complete", "info", "calls")
+        (
+            "id",
+            "trace_id",
+            "parent_id",
+            "parent_seq",
+            "remote_parent",
+            "started_at",
+            "duration_us",
+            "complete",
+            "info",
+            "calls",
+        )
     )
     parts: list[bytes] = []
     append_part = parts.append
@@ -293,12 +309,12 @@ def encode_logs(logs: Iterable[Log]) -> bytes:
         marked = False
         try:
             # records.records() unrolled into this loop: one zip over the call dicts
-            # and eight views of the flat list, so a call's slots come out as loop
+            # and ten views of the flat list, so a call's slots come out as loop
             # variables without a nested unpacking (8 % of the encoder). strict: a list
             # that is not whole calls raises ValueError, and the general path takes it.
             it = iter(raw)
-            for call, meta, depth, params, data, start, end, status, error in zip(
-                calls, it, it, it, it, it, it, it, it, strict=True
+            for call, meta, depth, params, data, start, end, status, error, parent, tb in zip(
+                calls, it, it, it, it, it, it, it, it, it, it, strict=True
             ):
                 if start < previous or not end:
                     # Out of start order (threads raced) or still running: the
@@ -312,6 +328,8 @@ def encode_logs(logs: Iterable[Log]) -> bytes:
                     call["depth"] = metas[meta][depth]
                 except KeyError:
                     call["depth"] = _meta_fragment(meta, depth)
+                # In start order, a call's seq is its first slot // REC.
+                call["parent"] = None if parent is None else parent // REC
                 call["params"] = params
                 call["offset_us"] = (start - t0) // 1000
                 call["duration_us"] = (end - start) // 1000
@@ -320,7 +338,7 @@ def encode_logs(logs: Iterable[Log]) -> bytes:
                     if data:
                         call["data"] = data
                     if error is not None or status != "ok":
-                        call["status"] = _status_fragment(status, error)
+                        call["status"] = _status_fragment(status, error, tb)
             if n < 0:
                 append_part(_dump_dict(log, dumps, newline))
             else:
@@ -347,7 +365,13 @@ def encode_logs(logs: Iterable[Log]) -> bytes:
                     # spec (3x cheaper); numbers past 48 bits raise OverflowError.
                     ident = id_prefix + log._number.to_bytes(6).hex()
                 head["id"] = ident
+                trace = log._trace
+                if trace is None:
+                    trace = log._trace = trace_id_of(ident)
+                head["trace_id"] = trace
                 head["parent_id"] = log.parent_id
+                head["parent_seq"] = log.parent_seq
+                head["remote_parent"] = log.remote_parent
                 head["started_at"] = f"{stamp}.{str(sub // 1000 + 1_000_000)[1:]}+00:00"
                 head["duration_us"] = (t1 - t0) // 1000
                 head["complete"] = complete
@@ -373,6 +397,7 @@ def encode_logs(logs: Iterable[Log]) -> bytes:
 
 _CALL_KEYS = (
     "seq",
+    "parent",
     "depth",
     "params",
     "data",

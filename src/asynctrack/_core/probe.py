@@ -324,6 +324,7 @@ def _generate(
             f"{prefix}slot": calltree.slot_of,
             f"{prefix}full": calltree.overflowed,
             f"{prefix}fail": fail,
+            f"{prefix}cont": calltree.continue_from,
             f"{prefix}meta": meta,
             f"{prefix}plan": plan,
         }
@@ -611,3 +612,11 @@ def make_probe(
         wrapper.__signature__ = shown  # type: ignore[attr-defined]
     wrapper.__asynctrack_probe__ = meta  # type: ignore[attr-defined]
     return wrapper
+
+
+# The hand-written wrappers, so that a traceback shows which probed call is innermost.
+_CODE = type(_drive_gen.__code__)
+calltree.WRAPPER_CODES.add(_drive_gen.__code__)
+calltree.WRAPPER_CODES.update(
+    c for c in _agen_wrapper.__code__.co_consts if isinstance(c, _CODE) and c.co_name == "wrapper"
+)

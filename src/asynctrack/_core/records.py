@@ -2,8 +2,10 @@
 The records handed to sinks: :class:`Log` and :class:`Call`, and log ids.
 
 A live log is built by the probe with as little work as possible per call: each
-call appends the eight fields ``meta, depth, params, data, start_ns, end_ns, status,
-error`` to the log's one flat ``_raw`` list (a C-level, atomic ``+=`` of a tuple).
+call appends the ten fields ``meta, depth, params, data, start_ns, end_ns, status,
+error, parent, traceback`` to the log's one flat ``_raw`` list (a C-level, atomic
+``+=`` of a tuple); ``parent`` is the first slot of the parent call's fields (its
+``seq`` is worked out later, off the hot path).
 A completed log is then two objects for the garbage collector to visit (the log and
 its list), whatever its number of calls: buffered logs are what full collections
 walk over (see docs/design.md, "Traps"). :class:`Call` objects, ``seq`` numbers and
@@ -14,6 +16,7 @@ which is almost always in the dispatcher thread, off the application's hot path.
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 import itertools
 import os
 import time
@@ -25,19 +28,78 @@ __all__ = ["Call", "Log", "new_log_number", "reset_ids_after_fork"]
 
 # Offsets of a call's fields from its first slot in ``Log._raw`` (mutated only by the
 # call's own wrapper), and the number of slots per call.
-META, DEPTH, PARAMS, DATA, START, END, STATUS, ERROR = range(8)
-REC = 8
+META, DEPTH, PARAMS, DATA, START, END, STATUS, ERROR, PARENT, TRACEBACK = range(10)
+REC = 10
 
 
 def records(raw: list[Any]) -> Iterator[tuple[Any, ...]]:
     """
-    Iterate over the calls of a flat ``_raw`` list as 8-tuples (C-level).
+    Iterate over the calls of a flat ``_raw`` list as 10-tuples (C-level).
     """
     it = iter(raw)
-    return zip(it, it, it, it, it, it, it, it, strict=True)
+    return zip(it, it, it, it, it, it, it, it, it, it, strict=True)
+
+
+def seq_map(raw: list[Any]) -> dict[int, int] | None:
+    """
+    Return ``{first slot: seq}`` when the calls of ``raw`` are not in start order.
+
+    None when they are (the usual case): a call's ``seq`` is then its slot // REC.
+    """
+    if not _unsorted(raw):
+        return None
+    order = sorted(range(0, len(raw) - len(raw) % REC, REC), key=lambda i: raw[i + START])
+    return {slot: seq for seq, slot in enumerate(order)}
+
+
+def span_id_of(log_id: str, seq: int) -> str:
+    """
+    Return the 16-hex span id of call ``seq`` of log ``log_id`` (never all zeros).
+    """
+    span = _blake2b(
+        f"{log_id}/{seq}".encode(), digest_size=8, person=b"asynctrack.span"
+    ).hexdigest()
+    return span if span != "0" * 16 else "0" * 15 + "1"
+
+
+def trace_id_of(log_id: str) -> str:
+    """
+    Return the 32-hex trace id a request's log derives from its id (never all zeros).
+
+    Log ids are unique (time, 32 random bits per process, a counter); their hash is
+    as good as random for W3C trace context, and costs nothing on the probe's path.
+    """
+    trace = _blake2b(log_id.encode(), digest_size=16, person=b"asynctrack.trace").hexdigest()
+    return trace if trace != "0" * 32 else "0" * 31 + "1"
+
+
+def _traceback_json(tb: Any) -> list[list[Any]] | None:
+    return None if tb is None else [[f, n, fn] for f, n, fn in tb]
+
+
+def _parse_traceback(value: Any) -> list[tuple[str, int, str]] | None:
+    if value is None:
+        return None
+    if not isinstance(value, list):
+        raise ValueError("traceback must be a list")
+    out: list[tuple[str, int, str]] = []
+    for frame in value:
+        if not isinstance(frame, (list, tuple)) or len(frame) != 3:
+            raise ValueError("a traceback frame must be [file, line, function]")
+        out.append((str(frame[0]), int(frame[1]), str(frame[2])))
+    return out
+
+
+def _hex_or_none(value: Any, what: str) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ValueError(f"{what} must be a string")
+    return value
 
 
 _UTC = _dt.UTC
+_blake2b = hashlib.blake2b
 _counter = itertools.count(1)
 #: time.time_ns() - time.perf_counter_ns(): turns a call's start into wall-clock time
 #: without a second clock read per log; re-anchored by the dispatcher on every tick.
@@ -117,6 +179,8 @@ class Call:
 
     Attributes:
         seq: start order within the log (0 is the root call).
+        parent: ``seq`` of the call this one was started from (exact under tasks,
+            threads and generators), ``None`` for the log's first call.
         depth: 0 for the root call, parent's depth + 1 below.
         function: ``fname`` given to the probe, else ``module.qualname``.
         tracker: name of the tracker whose probe recorded the call.
@@ -127,12 +191,20 @@ class Call:
         duration_us: duration in microseconds.
         status: ``"ok"``, ``"error"``, ``"cancelled"``, or ``"running"`` in a log
             written incomplete at shutdown.
-        error: ``"TypeName: message"`` when the call raised, else ``None``.
+        error: ``"TypeName: message"`` when the call raised (a ``raise … from``
+            cause appended as ``"; caused by TypeName: message"``), else ``None``.
+        traceback: ``[(file, line, function), …]`` from this call down to where the
+            exception was raised, innermost last, on the innermost probed call the
+            exception passed through only; else ``None``.
+        span_id: 16 hex characters derived from the log id and ``seq`` (read-only).
 
     .. versionadded:: 0.1
+    .. versionchanged:: 0.2
+        ``parent``, ``traceback`` and ``span_id``.
     """
 
     __slots__ = (
+        "_log_id",
         "data",
         "depth",
         "duration_us",
@@ -141,8 +213,10 @@ class Call:
         "level",
         "offset_us",
         "params",
+        "parent",
         "seq",
         "status",
+        "traceback",
         "tracker",
     )
 
@@ -160,8 +234,11 @@ class Call:
         duration_us: int = 0,
         status: str = "ok",
         error: str | None = None,
+        parent: int | None = None,
+        traceback: list[tuple[str, int, str]] | None = None,
     ) -> None:
         self.seq = seq
+        self.parent = parent
         self.depth = depth
         self.function = function
         self.tracker = tracker
@@ -172,6 +249,17 @@ class Call:
         self.duration_us = duration_us
         self.status = status
         self.error = error
+        self.traceback = traceback
+        self._log_id = ""
+
+    @property
+    def span_id(self) -> str:
+        """
+        16 hex characters naming this call everywhere (derived from log id and ``seq``).
+
+        A call not (yet) in a log derives it from an empty log id.
+        """
+        return span_id_of(self._log_id, self.seq)
 
     def to_dict(self) -> dict[str, Any]:
         """
@@ -179,6 +267,7 @@ class Call:
         """
         return {
             "seq": self.seq,
+            "parent": self.parent,
             "depth": self.depth,
             "function": self.function,
             "tracker": self.tracker,
@@ -189,19 +278,23 @@ class Call:
             "duration_us": self.duration_us,
             "status": self.status,
             "error": self.error,
+            "traceback": _traceback_json(self.traceback),
         }
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Call:
         """
-        Build a call from its JSON form.
+        Build a call from its JSON form (records of 0.1, without ``parent`` and
+        ``traceback``, read with both ``None``).
 
         Raises:
             ValueError: a required key is missing or has the wrong type.
         """
         try:
+            parent = d.get("parent")
             return cls(
                 seq=int(d["seq"]),
+                parent=None if parent is None else int(parent),
                 depth=int(d["depth"]),
                 function=str(d["function"]),
                 tracker=str(d.get("tracker", "")),
@@ -212,6 +305,7 @@ class Call:
                 duration_us=int(d.get("duration_us", 0)),
                 status=str(d.get("status", "ok")),
                 error=None if d.get("error") is None else str(d["error"]),
+                traceback=_parse_traceback(d.get("traceback")),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"malformed call record: {exc!r}") from None
@@ -225,8 +319,9 @@ class Call:
 
     def __repr__(self) -> str:
         return (
-            f"Call(seq={self.seq}, depth={self.depth}, function={self.function!r}, "
-            f"status={self.status!r}, duration_us={self.duration_us})"
+            f"Call(seq={self.seq}, parent={self.parent}, depth={self.depth}, "
+            f"function={self.function!r}, status={self.status!r}, "
+            f"duration_us={self.duration_us})"
         )
 
 
@@ -236,8 +331,13 @@ class Log:
 
     Attributes:
         id: 32 hex characters, sortable by creation time.
+        trace_id: 32 hex characters (W3C trace context) shared by a request's log and
+            all its continuations; ``None`` in records written by 0.1.
         parent_id: id of the log this one continues (a task that started after its
             parent's log was complete), else ``None``.
+        parent_seq: ``seq`` of the call in the parent log from which the
+            continuation was spawned, else ``None``.
+        remote_parent: 16-hex span id of the caller in another service, else ``None``.
         started_at: aware UTC ``datetime`` of the first call's start.
         duration_us: from the first call's start to the last call's end.
         complete: False for a log written at shutdown while calls were still running.
@@ -246,6 +346,8 @@ class Log:
         dropped_calls: calls not recorded because the log reached ``max_calls_per_log``.
 
     .. versionadded:: 0.1
+    .. versionchanged:: 0.2
+        ``trace_id``, ``parent_seq`` and ``remote_parent``.
     """
 
     __slots__ = (
@@ -259,12 +361,15 @@ class Log:
         "_raw",
         "_t0",
         "_t1",
+        "_trace",
         "_tracker",
         "_wall_ns",
         "complete",
         "dropped_calls",
         "info",
         "parent_id",
+        "parent_seq",
+        "remote_parent",
     )
 
     _id: str | None
@@ -278,7 +383,10 @@ class Log:
     _claim: list[None]
     _done: bool
     _tracker: Any
+    _trace: str | None
     parent_id: str | None
+    parent_seq: int | None
+    remote_parent: str | None
     info: dict[str, Any]
     complete: bool
     dropped_calls: int
@@ -287,7 +395,10 @@ class Log:
         self,
         *,
         id: str,
+        trace_id: str | None = None,
         parent_id: str | None = None,
+        parent_seq: int | None = None,
+        remote_parent: str | None = None,
         started_at: _dt.datetime | str,
         duration_us: int = 0,
         complete: bool = True,
@@ -297,13 +408,18 @@ class Log:
     ) -> None:
         self._id = id
         self._number = 0
+        self._trace = trace_id
         self.parent_id = parent_id
+        self.parent_seq = parent_seq
+        self.remote_parent = remote_parent
         self._wall_ns = _parse_time(started_at, "started_at")
         self._t0 = 0
         self._t1 = duration_us * 1000
         self.complete = complete
         self.info = info if info is not None else {}
-        self._calls = calls if calls is not None else []
+        self._calls = calls = calls if calls is not None else []
+        for call in calls:
+            call._log_id = id
         self._raw = None
         self.dropped_calls = dropped_calls
         self._active = []
@@ -318,6 +434,19 @@ class Log:
         if ident is None:
             ident = self._id = _format_id(self._wall_ns, self._number)
         return ident
+
+    @property
+    def trace_id(self) -> str | None:
+        trace = self._trace
+        if trace is None and self._number:
+            # A live request's log: derived from its id when first asked (never on the
+            # probe's path); continuations copy their parent's.
+            trace = self._trace = trace_id_of(self.id)
+        return trace
+
+    @trace_id.setter
+    def trace_id(self, value: str | None) -> None:
+        self._trace = value
 
     @property
     def started_at(self) -> _dt.datetime:
@@ -348,14 +477,20 @@ class Log:
 
     @calls.setter
     def calls(self, calls: list[Call]) -> None:
+        self.trace_id  # noqa: B018 - derived from the live records: keep it
         self._calls = list(calls)
+        ident = self.id
+        for call in self._calls:
+            call._log_id = ident
         self._raw = None
 
     def _materialize(self, now: int) -> Iterator[Call]:
         raw: list[Any] = self._raw or []
         t0 = self._t0
+        ident = self.id
         ordered: Any = records(raw)
-        if _unsorted(raw):
+        seqs = seq_map(raw)
+        if seqs is not None:
             ordered = sorted(ordered, key=_start_of)
         for seq, rec in enumerate(ordered):
             function, tracker, level = rec[META]
@@ -366,8 +501,12 @@ class Log:
                 end = now or start
                 status = "running"
             data = rec[DATA]
-            yield Call(
+            parent = rec[PARENT]
+            if parent is not None:
+                parent = parent // REC if seqs is None else seqs[parent]
+            call = Call(
                 seq=seq,
+                parent=parent,
                 depth=rec[DEPTH],
                 function=function,
                 tracker=tracker,
@@ -378,7 +517,10 @@ class Log:
                 duration_us=(end - start) // 1000,
                 status=status,
                 error=rec[ERROR],
+                traceback=rec[TRACEBACK],
             )
+            call._log_id = ident
+            yield call
 
     def _snapshot_incomplete(self, now: int) -> Log:
         """
@@ -390,7 +532,10 @@ class Log:
         copy._wall_ns = self._wall_ns
         copy._t0 = self._t0
         copy._t1 = max(self._t1, now, *(self._raw or ())[END::REC])
+        copy._trace = self.trace_id
         copy.parent_id = self.parent_id
+        copy.parent_seq = self.parent_seq
+        copy.remote_parent = self.remote_parent
         copy.info = dict(self.info)
         copy._raw = None
         copy._calls = list(Log._materialize(self, now))
@@ -415,7 +560,10 @@ class Log:
             calls = [c.to_dict() for c in self.calls]
         d: dict[str, Any] = {
             "id": self.id,
+            "trace_id": self.trace_id,
             "parent_id": self.parent_id,
+            "parent_seq": self.parent_seq,
+            "remote_parent": self.remote_parent,
             "started_at": _iso(self._wall_ns),
             "duration_us": self.duration_us,
             "complete": self.complete,
@@ -447,9 +595,13 @@ class Log:
             if not isinstance(info, dict):
                 raise ValueError("info must be an object")
             parent = d.get("parent_id")
+            parent_seq = d.get("parent_seq")
             return cls(
                 id=ident,
+                trace_id=_hex_or_none(d.get("trace_id"), "trace_id"),
                 parent_id=None if parent is None else str(parent),
+                parent_seq=None if parent_seq is None else int(parent_seq),
+                remote_parent=_hex_or_none(d.get("remote_parent"), "remote_parent"),
                 started_at=d["started_at"],
                 duration_us=int(d.get("duration_us", 0)),
                 complete=bool(d.get("complete", True)),
@@ -478,22 +630,28 @@ class Log:
 
 
 def _raw_dicts(raw: list[Any], t0: int) -> list[dict[str, Any]]:
-    if _unsorted(raw):
+    seqs = seq_map(raw)
+    if seqs is not None:
         # Threads raced between reading the clock and appending: order by start.
-        return _dicts(sorted(records(raw), key=_start_of), t0)
-    return _dicts(records(raw), t0)
+        return _dicts(sorted(records(raw), key=_start_of), t0, seqs)
+    return _dicts(records(raw), t0, None)
 
 
-def _dicts(recs: Iterable[tuple[Any, ...]], t0: int) -> list[dict[str, Any]]:
+def _dicts(
+    recs: Iterable[tuple[Any, ...]], t0: int, seqs: dict[int, int] | None
+) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     append = out.append
-    for meta, depth, params, data, start, end, status, error in recs:
+    for meta, depth, params, data, start, end, status, error, parent, tb in recs:
         if end == 0:  # pragma: no cover - only snapshots have running calls
             end = start
             status = "running"
+        if parent is not None:
+            parent = parent // REC if seqs is None else seqs[parent]
         append(
             {
                 "seq": len(out),
+                "parent": parent,
                 "depth": depth,
                 "function": meta[0],
                 "tracker": meta[1],
@@ -504,6 +662,7 @@ def _dicts(recs: Iterable[tuple[Any, ...]], t0: int) -> list[dict[str, Any]]:
                 "duration_us": (end - start) // 1000,
                 "status": status,
                 "error": error,
+                "traceback": _traceback_json(tb),
             }
         )
     return out

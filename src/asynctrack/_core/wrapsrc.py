@@ -25,6 +25,7 @@ name                  what it is
 ``Pns``               ``time.perf_counter_ns``
 ``Prejoin``,          calltree helpers: join a log completed concurrently,
 ``Pslot``, ``Pfail``, find a call's slot, record an error, complete a log,
+``Pcont``,            open a continuation,
 ``Pcomplete``,        the open-log registry and its sweep, warn that a log is
 ``POPEN``, ``Preg``,  full
 ``Psweep_at``,
@@ -267,7 +268,7 @@ _TRACKED = """
             {P}d = {P}cur[2] + 1
             {P}raw = {P}log._raw
             if ({P}i := {P}len({P}raw)) < {MAX}:
-                {P}raw += ({P}meta, {P}d, {P}p, None, {P}t, 0, "ok", None)
+                {P}raw += ({P}meta, {P}d, {P}p, None, {P}t, 0, "ok", None, {P}cur[1], None)
                 if {P}raw[{P}i + 4] is not {P}t:  # another thread appended first
                     {P}i = {P}slot({P}raw, {P}t)
                 {P}fr = ({P}log, {P}i, {P}d, {P}cur, {P}raw)
@@ -276,19 +277,23 @@ _TRACKED = """
                 {P}log.dropped_calls += 1
                 if {P}log.dropped_calls == 1:
                     {P}full({P}log)
-                {P}raw = [{P}meta, {P}d, {P}p, None, {P}t, 0, "ok", None]
+                {P}raw = [{P}meta, {P}d, {P}p, None, {P}t, 0, "ok", None, None, None]
                 {P}fr = ({P}log, 0, {P}d, {P}cur, {P}raw)
                 {P}i = 5
     else:
         # calltree.open_root, inlined: once per log.
-        {P}raw = [{P}meta, 0, {P}p, None, {P}t, 0, "ok", None]
+        {P}raw = [{P}meta, 0, {P}p, None, {P}t, 0, "ok", None, None, None]
         {P}log = {P}new({P}Log)
         {P}log._id = None
         {P}log._number = {P}next({P}counter)
         {P}log._wall_ns = {P}wall[0] + {P}t
         {P}log._t0 = {P}log._t1 = {P}t
-        {P}log.parent_id = None if {P}cur is None else {P}cur[0].id
-        {P}log.info = {P}info() or {}
+        if {P}cur is None:
+            {P}log._trace = {P}log.parent_id = {P}log.parent_seq = None
+            {P}log.remote_parent = None
+            {P}log.info = {P}info() or {}
+        else:  # a continuation of the completed log of frame cur
+            {P}cont({P}log, {P}cur)
         {P}log._raw = {P}raw
         {P}log._calls = None
         {P}log.complete = True

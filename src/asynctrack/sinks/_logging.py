@@ -20,7 +20,9 @@ __all__ = ["LoggingSink"]
 #: Fields a ``message`` template may use.
 FIELDS = (
     "id",
+    "trace_id",
     "parent_id",
+    "parent_seq",
     "function",
     "status",
     "error",
@@ -35,7 +37,9 @@ FIELDS = (
 _RESERVED = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
 _SAMPLE: dict[str, Any] = {
     "id": "0" * 32,
+    "trace_id": "0" * 32,
     "parent_id": None,
+    "parent_seq": None,
     "function": "f",
     "status": "ok",
     "error": None,
@@ -68,7 +72,8 @@ class LoggingSink(Sink):
         level: the records' level (default ``logging.INFO``); an int or a name.
         error_level: the level of logs whose root call failed or was cancelled
             (default: ``level``).
-        message: a :meth:`str.format` template using the fields ``id``, ``parent_id``,
+        message: a :meth:`str.format` template using the fields ``id``,
+            ``trace_id``, ``parent_id``, ``parent_seq``,
             ``function`` (the root call), ``status``, ``error``, ``duration_ms``,
             ``duration_us``, ``calls``, ``user`` (``info["user"]`` or ``""``),
             ``complete``, ``started_at`` and ``info`` (``{info[tenant]}``); default:
@@ -242,7 +247,9 @@ def _fields(log: Log, data: dict[str, Any]) -> dict[str, Any]:
     user = log.info.get("user")
     return {
         "id": data["id"],
+        "trace_id": data.get("trace_id"),
         "parent_id": data["parent_id"],
+        "parent_seq": data.get("parent_seq"),
         "function": root.get("function", "-"),
         "status": root.get("status", "-"),
         "error": root.get("error"),
