@@ -162,11 +162,18 @@ async def read_logs(
 def _log(values: dict[str, Any], calls: list[Call], plan: _Plan, decoded: dict[str, bool]) -> Log:
     info = dict(_mapping(_decode(values["info"], decoded["info"])))
     parent = values["parent_id"]
+    # Columns added in 0.2 (#17): None when the table has no such column.
+    trace = values.get("trace_id")
+    remote = values.get("remote_parent")
+    parent_seq = values.get("parent_seq")
     if RESERVED_KEY in info:
         special = info.pop(RESERVED_KEY)
         if isinstance(special, dict):
             if "parent_id" in special:
                 parent = special["parent_id"]
+            trace = special.get("trace_id", trace)
+            remote = special.get("remote_parent", remote)
+            parent_seq = special.get("parent_seq", parent_seq)
             if "__user__" in special:
                 info[RESERVED_KEY] = special["__user__"]
     for column in plan.info:
@@ -178,7 +185,10 @@ def _log(values: dict[str, Any], calls: list[Call], plan: _Plan, decoded: dict[s
         stamp = _dt.datetime.fromisoformat(stamp)
     return Log(
         id=str(values["id"]),
+        trace_id=trace,
         parent_id=parent,
+        parent_seq=None if parent_seq is None else int(parent_seq),
+        remote_parent=remote,
         started_at=_utc(stamp),
         duration_us=int(values["duration_us"] or 0),
         complete=bool(values["complete"]),
@@ -198,8 +208,14 @@ def _call(values: dict[str, Any], decoded: dict[str, bool]) -> Call:
                     values[name] = special[name]
             if "__user__" in special:
                 data[RESERVED_KEY] = special["__user__"]
+    parent = values.get("parent_seq")
+    traceback = values.get("traceback")
+    if traceback is not None:
+        traceback = _traceback(_decode(traceback, decoded["calls.traceback"]))
     return Call(
         seq=int(values["seq"]),
+        parent=None if parent is None else int(parent),
+        traceback=traceback,
         depth=int(values["depth"]),
         function=values["function"],
         tracker=values["tracker"],
@@ -211,3 +227,14 @@ def _call(values: dict[str, Any], decoded: dict[str, bool]) -> Call:
         status=values["status"],
         error=values["error"],
     )
+
+
+def _traceback(value: Any) -> list[tuple[str, int, str]] | None:
+    # [[file, line, function], ...] as tuples; anything else (a hand-edited row) as None.
+    if not isinstance(value, list):
+        return None
+    out: list[tuple[str, int, str]] = []
+    for frame in value:
+        if isinstance(frame, list) and len(frame) == 3:
+            out.append((str(frame[0]), int(frame[1]), str(frame[2])))
+    return out

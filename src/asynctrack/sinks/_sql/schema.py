@@ -6,9 +6,15 @@ made to fit typed columns.
 Two tables, ``{prefix}logs`` and ``{prefix}calls``::
 
     {prefix}logs   id PK, parent_id, started_at (indexed), duration_us, complete,
-                   dropped_calls, info (JSON), one column per declared info key
+                   dropped_calls, info (JSON), trace_id (indexed), parent_seq,
+                   remote_parent, one column per declared info key
     {prefix}calls  (log_id, seq) PK, depth, function (indexed), tracker, level,
-                   params (JSON), data (JSON), offset_us, duration_us, status, error
+                   params (JSON), data (JSON), offset_us, duration_us, status, error,
+                   parent_seq (the call's parent), traceback (JSON)
+
+JSON columns are ``JSONB`` on PostgreSQL (indexable, comparable). The columns added
+in 0.2 (:data:`LOG_OPTIONAL`, :data:`CALL_OPTIONAL`) are optional: the sink adds them
+to its own tables of a 0.1 database, and writes a user's own tables without them.
 
 Every identifier that reaches SQL text comes from configuration and must match
 :data:`IDENTIFIER`; values are always bound parameters.
@@ -24,15 +30,17 @@ from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import mysql
+from sqlalchemy.dialects import mysql, postgresql
 from sqlalchemy.types import TypeEngine
 
 from asynctrack._exceptions import ConfigError, quote
 
 __all__ = [
     "CALL_FIELDS",
+    "CALL_OPTIONAL",
     "IDENTIFIER",
     "LOG_FIELDS",
+    "LOG_OPTIONAL",
     "MISSING",
     "RESERVED_KEY",
     "InfoColumn",
@@ -79,8 +87,20 @@ CALL_FIELDS: dict[str, str] = {
     "status": "string",
     "error": "text",
 }
-#: Columns that hold a log id must hold 32 characters.
-_MIN_LENGTH = {"id": 32, "parent_id": 32, "log_id": 32}
+#: Columns of the logs table added in 0.2 (#17), optional in tables that exist already.
+LOG_OPTIONAL: dict[str, str] = {
+    "trace_id": "string",
+    "parent_seq": "integer",
+    "remote_parent": "string",
+}
+#: Columns of the calls table added in 0.2 (#17): ``parent_seq`` is ``Call.parent``.
+CALL_OPTIONAL: dict[str, str] = {
+    "parent_seq": "integer",
+    "traceback": "json",
+}
+#: Columns that hold an id must hold all of its hex characters.
+MIN_LENGTH = {"id": 32, "parent_id": 32, "log_id": 32, "trace_id": 32, "remote_parent": 16}
+_MIN_LENGTH = MIN_LENGTH
 
 KINDS = ("string", "text", "integer", "bigint", "float", "boolean", "datetime", "json")
 _ACCEPTED = (
@@ -105,6 +125,9 @@ _MYSQL_TEXT_BYTES = {"TINYTEXT": 255, "TEXT": 65535, "MEDIUMTEXT": 16777215}
 #: Types of the default schema. MariaDB needs microseconds and LONGTEXT spelled out.
 _DATETIME = sa.DateTime(timezone=True).with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
 _TEXT = sa.Text().with_variant(mysql.LONGTEXT(), "mysql", "mariadb")
+#: JSONB on PostgreSQL: users query these columns, and ``json`` cannot be indexed or
+#: compared.
+_JSON = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
 _UTC = _dt.UTC
 #: Marks a missing mapping value.
 MISSING: Any = object()
@@ -319,7 +342,7 @@ def sa_type(kind: str, length: int | None = None) -> TypeEngine[Any]:
     if kind == "datetime":
         return _DATETIME
     if kind == "json":
-        return sa.JSON()
+        return _JSON
     raise ValueError(f"unknown kind {kind!r}")  # pragma: no cover - kinds are validated
 
 
@@ -371,8 +394,10 @@ def default_tables(
         sa.Column("complete", sa.Boolean(), nullable=False),
         sa.Column("dropped_calls", sa.Integer(), nullable=False, default=0, server_default="0"),
         *[sa.Column(c.column, sa_type(c.kind, c.length), nullable=True) for c in info_columns],
-        sa.Column("info", sa.JSON(), nullable=True),
+        sa.Column("info", _JSON, nullable=True),
+        *optional_columns(LOG_OPTIONAL),
         sa.Index(_index_name(logs_name, "started_at"), "started_at"),
+        sa.Index(_index_name(logs_name, "trace_id"), "trace_id"),
         *[
             sa.Index(_index_name(logs_name, c.column), c.column)
             for c in info_columns
@@ -391,17 +416,35 @@ def default_tables(
         sa.Column("function", sa.String(255), nullable=False),
         sa.Column("tracker", sa.String(255), nullable=False),
         sa.Column("level", sa.String(16), nullable=False),
-        sa.Column("params", sa.JSON(), nullable=True),
-        sa.Column("data", sa.JSON(), nullable=True),
+        sa.Column("params", _JSON, nullable=True),
+        sa.Column("data", _JSON, nullable=True),
         sa.Column("offset_us", sa.BigInteger(), nullable=False),
         sa.Column("duration_us", sa.BigInteger(), nullable=False),
         sa.Column("status", sa.String(16), nullable=False),
         sa.Column("error", _TEXT, nullable=True),
+        *optional_columns(CALL_OPTIONAL),
         sa.Index(_index_name(calls_name, "function"), "function"),
         mysql_charset="utf8mb4",
         mysql_collate="utf8mb4_bin",
     )
     return logs, calls
+
+
+def optional_columns(fields: Mapping[str, str]) -> list[sa.Column[Any]]:
+    """
+    Return the default schema's (nullable) columns for the optional ``fields``.
+    """
+    return [
+        sa.Column(name, sa_type(kind, MIN_LENGTH.get(name)), nullable=True)
+        for name, kind in fields.items()
+    ]
+
+
+def index_name(table: str, column: str) -> str:
+    """
+    Return the name of the default schema's index of ``column`` in ``table``.
+    """
+    return _index_name(table, column)
 
 
 def compatible(kind: str, t: TypeEngine[Any], dialect: str, min_length: int = 0) -> bool:

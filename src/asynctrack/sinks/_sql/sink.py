@@ -38,6 +38,7 @@ import orjson
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy import exc as sa_exc
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
@@ -46,7 +47,9 @@ from asynctrack._exceptions import ConfigError, quote
 from asynctrack.sinks._base import Sink
 from asynctrack.sinks._sql.schema import (
     CALL_FIELDS,
+    CALL_OPTIONAL,
     LOG_FIELDS,
+    LOG_OPTIONAL,
     MISSING,
     RESERVED_KEY,
     InfoColumn,
@@ -58,6 +61,7 @@ from asynctrack.sinks._sql.schema import (
     parse_columns,
     text_limit,
 )
+from asynctrack.sinks._sql.upgrade import NUL, add_new_columns, json_text, no_nul, optional_present
 from asynctrack.sinks._sql.url import masked, parse_url
 from asynctrack.sinks._sql.values import (
     TIMESTAMPS,
@@ -96,6 +100,11 @@ class _Plan:
     fits: dict[str, Callable[[str], bool]]
     log_columns: list[str]
     call_columns: list[str]
+    #: The optional (0.2) columns the tables have, written after the fixed ones.
+    log_optional: list[str]
+    call_optional: list[str]
+    #: JSON columns of type JSONB (PostgreSQL), which cannot hold NUL characters.
+    jsonb: set[str]
     insert_logs: str
     insert_calls: str
     log_defaults: list[Callable[[], Any]] = field(default_factory=list)
@@ -214,6 +223,8 @@ class SQLSink(Sink):
         self._engine_options = dict(engine_options or {})
 
         metadata = sa.MetaData()
+        #: Own default tables (not the user's): upgraded in place from 0.1 at open.
+        self._upgrade = (logs_table is None, calls_table is None)
         if logs_table is None:
             defaults = default_tables(metadata, table_prefix, columns)
             self._logs_table = defaults[0]
@@ -298,6 +309,7 @@ class SQLSink(Sink):
                     async with engine.begin() as conn:
                         if self._create:
                             await conn.run_sync(self._create_missing)
+                            await conn.run_sync(self._add_new_columns)
                         plan = await conn.run_sync(self._make_plan)
                     break
                 except sa_exc.DBAPIError:
@@ -398,11 +410,20 @@ class SQLSink(Sink):
             if not inspector.has_table(table.name, schema=table.schema):
                 table.create(conn, checkfirst=True)
 
+    def _add_new_columns(self, conn: sa.Connection) -> None:
+        # A database written by 0.1: the sink's own tables get the columns of 0.2.
+        if self._upgrade[0]:
+            add_new_columns(conn, self._dialect, self._logs_table, LOG_OPTIONAL)
+        if self._upgrade[1]:
+            add_new_columns(conn, self._dialect, self._calls_table, CALL_OPTIONAL)
+
     def _make_plan(self, conn: sa.Connection) -> _Plan:
         dialect = conn.dialect
         name = self._dialect
         logs_types = _reflect(conn, self._logs_table, LOG_FIELDS, self._info, name)
         calls_types = _reflect(conn, self._calls_table, CALL_FIELDS, [], name)
+        log_optional = optional_present(conn, name, self._logs_table, LOG_OPTIONAL, self._name)
+        call_optional = optional_present(conn, name, self._calls_table, CALL_OPTIONAL, self._name)
         started_type = logs_types["started_at"]
         if name == "sqlite":
             ts_mode = "sqlite"
@@ -417,6 +438,21 @@ class SQLSink(Sink):
             limits[col] = text_limit(calls_types[col], name)
         for col in ("params", "data"):
             limits[col] = text_limit(calls_types[col], name)
+        for col in log_optional:
+            limits[col] = text_limit(log_optional[col], name)
+        if "traceback" in call_optional:
+            limits["traceback"] = text_limit(call_optional["traceback"], name)
+        # JSONB refuses the \u0000 escape that json and the other databases accept.
+        jsonb = {
+            col
+            for col, t in (
+                ("info", logs_types["info"]),
+                ("params", calls_types["params"]),
+                ("data", calls_types["data"]),
+                ("traceback", call_optional.get("traceback")),
+            )
+            if isinstance(t, postgresql.JSONB)
+        }
         limits["info"] = text_limit(logs_types["info"], name)
         converters = []
         for info in self._info:
@@ -440,8 +476,8 @@ class SQLSink(Sink):
                 col_ts = "aware" if getattr(t, "timezone", False) else "naive"
             exact_float = name == "sqlite" or isinstance(t, sa.Double)
             converters.append(make_converter(kind, text_limit(t, name), bits, exact_float, col_ts))
-        log_columns = [*LOG_FIELDS, *(c.column for c in self._info)]
-        call_columns = list(CALL_FIELDS)
+        log_columns = [*LOG_FIELDS, *log_optional, *(c.column for c in self._info)]
+        call_columns = [*CALL_FIELDS, *call_optional]
         # Python-side defaults of the user's extra columns: bulk inserts must apply them.
         log_defaults = python_defaults(self._logs_table, log_columns)
         call_defaults = python_defaults(self._calls_table, call_columns)
@@ -484,6 +520,9 @@ class SQLSink(Sink):
             fits={k: fits_checker(v) for k, v in limits.items()},
             log_columns=log_columns,
             call_columns=call_columns,
+            log_optional=list(log_optional),
+            call_optional=list(call_optional),
+            jsonb=jsonb,
             insert_logs=insert(self._logs_table, log_columns, "id"),
             insert_calls=insert(self._calls_table, call_columns, "log_id"),
             log_defaults=[default_maker(d) for _, d in log_defaults],
@@ -570,6 +609,12 @@ class SQLSink(Sink):
         fits_error = fits["error"]
         log_defaults = plan.log_defaults
         fast = not plan.call_defaults and not check_json["params"] and not check_json["data"]
+        log_optional = plan.log_optional
+        jsonb = plan.jsonb
+        # The calls of the default schema: parent and traceback after the fixed columns.
+        both = plan.call_optional == ["parent_seq", "traceback"]
+        fast = fast and (both or not plan.call_optional) and "traceback" not in check_json
+        nul_checked = bool(jsonb & {"params", "data"})
         orjson_dumps = orjson.dumps
         seen: set[str] = set()
         refused: list[tuple[Log, Exception]] = []
@@ -586,6 +631,18 @@ class SQLSink(Sink):
             if parent is not None and (type(parent) is not str or not fits_parent(parent)):
                 extra = {"parent_id": parent}
                 parent = None
+            optional: list[Any] = []
+            for col in log_optional:
+                value = getattr(log, col)
+                if value is not None and (
+                    type(value) is not int
+                    if col == "parent_seq"
+                    else type(value) is not str or not fits[col](value)
+                ):
+                    # Kept exactly in the info JSON, like a parent_id that does not fit.
+                    extra = {**(extra or {}), col: value}
+                    value = None
+                optional.append(value)
             info = log.info
             values: list[Any] = []
             if pairs:
@@ -606,6 +663,8 @@ class SQLSink(Sink):
                 info_text = orjson_dumps(info).decode()
             except TypeError:
                 info_text = dumps(info)
+            if "info" in jsonb and NUL in info_text:
+                info_text = dumps(no_nul(info))
             if check_json["info"]:
                 info_text = fit_json(info_text, info_limit)
             log_rows.append(
@@ -617,6 +676,7 @@ class SQLSink(Sink):
                     bool(log.complete),
                     log.dropped_calls,
                     info_text,
+                    *optional,
                     *values,
                     *[make() for make in log_defaults],
                 )
@@ -640,23 +700,34 @@ class SQLSink(Sink):
                         and RESERVED_KEY not in data
                     ):
                         try:
-                            call_rows.append(
-                                (
-                                    lid,
-                                    call.seq,
-                                    call.depth,
-                                    function,
-                                    tracker,
-                                    level,
-                                    orjson_dumps(call.params).decode(),
-                                    orjson_dumps(data).decode(),
-                                    call.offset_us,
-                                    call.duration_us,
-                                    status,
-                                    error,
-                                )
+                            params_text = orjson_dumps(call.params).decode()
+                            data_text = orjson_dumps(data).decode()
+                            row: tuple[Any, ...] = (
+                                lid,
+                                call.seq,
+                                call.depth,
+                                function,
+                                tracker,
+                                level,
+                                params_text,
+                                data_text,
+                                call.offset_us,
+                                call.duration_us,
+                                status,
+                                error,
                             )
-                            continue
+                            if not nul_checked or (NUL not in params_text and NUL not in data_text):
+                                tb = call.traceback
+                                if not both:
+                                    call_rows.append(row)
+                                    continue
+                                if tb is None:
+                                    call_rows.append((*row, call.parent, None))
+                                    continue
+                                tb_text = orjson_dumps(tb).decode()
+                                if "traceback" not in jsonb or NUL not in tb_text:
+                                    call_rows.append((*row, call.parent, tb_text))
+                                    continue
                         except TypeError:
                             pass
                     call_rows.append(self._call_row(plan, lid, call))
@@ -687,8 +758,18 @@ class SQLSink(Sink):
         data = call.data
         if over is not None or RESERVED_KEY in data:
             data = with_reserved(data, over)
-        params_text = fit_json(dumps(call.params), limits["params"])
-        data_text = fit_json(dumps(data), limits["data"])
+        jsonb = plan.jsonb
+        params_text = fit_json(json_text(call.params, "params" in jsonb), limits["params"])
+        data_text = fit_json(json_text(data, "data" in jsonb), limits["data"])
+        optional: list[Any] = []
+        for column in plan.call_optional:
+            if column == "parent_seq":
+                optional.append(call.parent)
+            elif call.traceback is None:
+                optional.append(None)
+            else:
+                text = json_text(call.traceback, "traceback" in jsonb)
+                optional.append(fit_json(text, limits["traceback"]))
         return (
             lid,
             call.seq,
@@ -702,6 +783,7 @@ class SQLSink(Sink):
             call.duration_us,
             texts[3],
             error,
+            *optional,
             *[make() for make in plan.call_defaults],
         )
 

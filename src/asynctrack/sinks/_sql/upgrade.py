@@ -1,0 +1,115 @@
+"""
+The columns added in 0.2 (#17): adding them to a 0.1 database, finding which ones a
+user's own tables have, and JSON text that PostgreSQL's JSONB accepts.
+
+The sink's own default tables of a database written by 0.1 get the missing columns at
+open (``ALTER TABLE … ADD COLUMN``); a user's own tables are never altered: a missing
+optional column is reported once and its field is not stored.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import sqlalchemy as sa
+
+from asynctrack._core.selfwarn import report
+from asynctrack._exceptions import ConfigError
+from asynctrack.sinks._sql.schema import MIN_LENGTH, compatible, describe, index_name
+from asynctrack.sinks._sql.values import dumps
+
+__all__ = ["NUL", "add_new_columns", "json_text", "no_nul", "optional_present"]
+
+#: How JSON text spells a NUL character, which JSONB refuses.
+NUL = "\\u0000"
+
+
+def add_new_columns(conn: sa.Connection, dialect: str, table: sa.Table, fields: Any) -> None:
+    """
+    Add the optional ``fields`` that the database's ``table`` lacks (a 0.1 database).
+
+    One transaction on SQLite and PostgreSQL; MariaDB commits each ALTER TABLE, so
+    the table gets all its columns in one statement.
+    """
+    inspector = sa.inspect(conn)
+    prep = conn.dialect.identifier_preparer
+    found = {c["name"].lower() for c in inspector.get_columns(table.name, table.schema)}
+    missing = [table.columns[n] for n in fields if n.lower() not in found]
+    if not missing:
+        return
+    clauses = [
+        f"ADD COLUMN {prep.format_column(c)} {c.type.compile(dialect=conn.dialect)} NULL"
+        for c in missing
+    ]
+    target = prep.format_table(table)
+    if dialect == "mysql":
+        conn.exec_driver_sql(f"ALTER TABLE {target} {', '.join(clauses)}")
+    else:
+        for clause in clauses:
+            conn.exec_driver_sql(f"ALTER TABLE {target} {clause}")
+    if any(c.name == "trace_id" for c in missing):
+        sa.Index(index_name(table.name, "trace_id"), table.c.trace_id).create(conn)
+
+
+def optional_present(
+    conn: sa.Connection,
+    dialect: str,
+    table: sa.Table,
+    fields: Mapping[str, str],
+    sink_name: str,
+) -> dict[str, Any]:
+    """
+    Return the optional columns both ``table`` and the database have, with their types.
+
+    A user's table without some of them is written without them (reported once).
+
+    Raises:
+        ConfigError: a column exists with a type that cannot hold its field.
+    """
+    inspector = sa.inspect(conn)
+    found = {c["name"].lower(): c["type"] for c in inspector.get_columns(table.name, table.schema)}
+    present: dict[str, Any] = {}
+    missing: list[str] = []
+    for column, kind in fields.items():
+        t = found.get(column.lower())
+        if column not in table.columns or t is None:
+            missing.append(column)
+            continue
+        if not compatible(kind, t, dialect, MIN_LENGTH.get(column, 0)):
+            raise ConfigError(
+                f"SQLSink: table {table.fullname!r} in the database, column {column!r} has "
+                f"type {t!r}; expected {describe(kind)}"
+            )
+        present[column] = t
+    if missing:
+        report(
+            f"sql-optional-columns:{sink_name}:{table.fullname}",
+            f"asynctrack: SQLSink {sink_name}: table {table.fullname!r} has no column "
+            f"{', '.join(map(repr, missing))} (added in asynctrack 0.2, trace model); "
+            "those fields are not stored",
+        )
+    return present
+
+
+def no_nul(obj: Any) -> Any:
+    """
+    Return ``obj`` with NUL characters replaced by U+FFFD (a JSONB column refuses them).
+    """
+    if isinstance(obj, str):
+        return obj.replace("\x00", "\ufffd")
+    if isinstance(obj, dict):
+        return {no_nul(k): no_nul(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [no_nul(v) for v in obj]
+    return obj
+
+
+def json_text(obj: Any, jsonb: bool) -> str:
+    """
+    Encode ``obj`` for a JSON column; for a JSONB one, without NUL characters.
+    """
+    text = dumps(obj)
+    if jsonb and NUL in text:
+        text = dumps(no_nul(obj))
+    return text
