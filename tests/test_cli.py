@@ -250,18 +250,22 @@ class TestTimes:
 
 class TestShow:
     def test_tree_with_params_data_and_errors(
-        self, source: str, capsys: pytest.CaptureFixture[str]
+        self, source: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
     ) -> None:
-        """A log prints as a header, its info, then calls indented by depth."""
+        """
+        A log prints as a header, its info, then calls as a tree (by depth in records
+        without parent links) with a waterfall scaled to the terminal's width.
+        """
+        monkeypatch.setenv("COLUMNS", "80")
         assert main(["show", source, "--id", f"{1:032x}"]) == 0
         lines = capsys.readouterr().out.splitlines()
         assert lines[0] == f"log {1:032x}  2026-05-04 12:01:00.000000 UTC  1.83 ms  2 calls"
         assert lines[1] == '  info: user="alice", password="[REDACTED]"'
         assert lines[2:] == [
-            '    +0 µs  1.83 ms  ok     shop.checkout(cart_id=1, card="[REDACTED]")',
-            "                               data: total=99.5",
-            "  +210 µs  1.50 ms  ERROR    shop.charge(amount=9.5)",
-            "                                 PaymentDeclined: insufficient funds",
+            '    +0 µs  1.83 ms  ok     │███████████│ shop.checkout(cart_id=1, card="[REDACTED]")',
+            "                                             data: total=99.5",
+            "  +210 µs  1.50 ms  ERROR  │ █████████▎│   shop.charge(amount=9.5)",
+            "                                               PaymentDeclined: insufficient funds",
         ]
 
     def test_last_and_user(self, source: str, capsys: pytest.CaptureFixture[str]) -> None:

@@ -65,6 +65,28 @@ def _seconds(text: str) -> float:
     return value
 
 
+_DURATION_UNITS = {"us": 1, "µs": 1, "ms": 1000, "s": 1_000_000, "m": 60_000_000}
+
+
+def _duration_us(text: str) -> int:
+    """
+    Parse ``50ms``, ``1.5s``, ``200us`` or ``2m`` (a bare number is milliseconds).
+    """
+    match = re.fullmatch(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*(us|µs|ms|s|m)?\s*", text)
+    if match is None:
+        raise argparse.ArgumentTypeError(
+            f"not a duration: {text!r} (use e.g. 50ms, 1.5s, 200us, 2m)"
+        )
+    return round(float(match.group(1)) * _DURATION_UNITS[match.group(2) or "ms"])
+
+
+def _key_value(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return key, value
+
+
 def _version() -> str:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -136,10 +158,37 @@ def build_parser() -> argparse.ArgumentParser:
     which.add_argument("--last", metavar="N", type=_positive, help="the N latest logs (10)")
     show.add_argument("--user", metavar="VALUE", help="only logs whose info 'user' is VALUE")
     show.add_argument(
+        "--status",
+        choices=("ok", "error", "cancelled"),
+        help="only logs whose root call ended so",
+    )
+    show.add_argument(
+        "--function", metavar="GLOB", help="only logs with a call matching GLOB (* and ?)"
+    )
+    show.add_argument(
+        "--min-duration",
+        metavar="D",
+        type=_duration_us,
+        help="only logs that lasted at least D (50ms, 1.5s, 200us)",
+    )
+    show.add_argument("--since", metavar="T", type=parse_time, help="logs started at or after T")
+    show.add_argument("--until", metavar="T", type=parse_time, help="logs started before T")
+    show.add_argument(
+        "--where",
+        metavar="KEY=VALUE",
+        type=_key_value,
+        action="append",
+        default=[],
+        help="only logs whose info KEY is VALUE (repeatable)",
+    )
+    show.add_argument(
+        "--trace", metavar="TRACE_ID", help="a request with all its continuations, by trace id"
+    )
+    show.add_argument(
         "--format",
         choices=("text", "json"),
         default="text",
-        help="call trees (default), or json: one log per line in the JSON form",
+        help="text trees (default) or JSON lines, one Log.to_dict() per line",
     )
     show.add_argument("--table-prefix", metavar="P", default="track_", help="SQL table prefix")
 
@@ -205,14 +254,23 @@ def _show(args: argparse.Namespace) -> int:
 
     selection = LogSelection(
         id=args.id,
-        last=args.last or 10,
+        # A trace is shown whole unless --last says otherwise.
+        last=args.last or (10_000 if args.trace is not None else 10),
         user=args.user,
+        status=args.status,
+        function=args.function,
+        min_duration_us=args.min_duration,
+        since=args.since,
+        until=args.until,
+        where=tuple(args.where),
+        trace=args.trace,
         table_prefix=args.table_prefix,
     )
     logs = select_logs(args.source, selection, _warn)
     if args.format == "json":
         from asynctrack._core.encode import encode_logs
 
+        # The bytes FileSink writes: exact (ints beyond 64 bits included), one per line.
         sys.stdout.write(encode_logs(logs).decode())
     else:
         sys.stdout.write(render_logs(logs))
@@ -261,8 +319,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
-        if args.command == "show" and args.id is not None and args.user is not None:
-            parser.error("argument --user: not allowed with argument --id")
+        if args.command == "show" and args.id is not None:
+            for name in ("user", "status", "function", "min_duration", "since", "until", "trace"):
+                if getattr(args, name) is not None:
+                    flag = "--" + name.replace("_", "-")
+                    parser.error(f"argument {flag}: not allowed with argument --id")
+            if args.where:
+                parser.error("argument --where: not allowed with argument --id")
     except SystemExit as exc:  # --help, --version, usage errors
         return exc.code if isinstance(exc.code, int) else 2
     handler = {"stats": _stats, "show": _show, "report": _report, "demo": _demo}[args.command]

@@ -421,25 +421,32 @@ def info_key_text(line: bytes, info: Any, key: str) -> str | None:
 
 def select_file_logs(source: str, selection: LogSelection, warn: Warn) -> list[Log]:
     """
-    Return the selected logs from JSON-lines files, oldest first.
+    Return the selected logs from JSON-lines files, oldest first, each followed by
+    the continuations spawned from it (and theirs).
 
     Raises:
         SourceError: the source names no readable file.
     """
     paths = expand_paths(source)
     skipped = _Skipped(warn)
+    # Continuations by the id of the log they continue, to attach under their request.
+    children: dict[str, list[Log]] = {}
     if selection.id is not None:
         needle = selection.id.encode()
+        found: list[Log] = []
         for _, handle in skipped.files(paths):
             for lineno, line in enumerate(handle, 1):
-                if needle not in line:
-                    continue
+                if needle not in line and b'"parent_id":null' in line:
+                    continue  # neither the log nor a continuation
                 log = _decode(line)
                 if log is None:
                     skipped.bad(line, lineno)
                 elif log.id == selection.id:
-                    return [log]  # a log id is unique
-        return []
+                    found.append(log)
+                elif log.parent_id is not None:
+                    children.setdefault(log.parent_id, []).append(log)
+        return with_continuations(found[:1], children)
+    deep = selection.filtered()
     heap: list[tuple[str, str, bytes]] = []
     for _, handle in skipped.files(paths):
         for lineno, line in enumerate(handle, 1):
@@ -448,11 +455,22 @@ def select_file_logs(source: str, selection: LogSelection, warn: Warn) -> list[L
                 started = _canonical(obj["started_at"])
                 ident = str(obj["id"])
                 info = obj.get("info")
+                parent = obj.get("parent_id")
             except Exception:  # any failure skips and counts the line (#14)
                 skipped.bad(line, lineno)
                 continue
+            if parent is not None:
+                log = _decode(line)
+                if log is not None:
+                    children.setdefault(str(parent), []).append(log)
+                if selection.trace is None or obj.get("trace_id") != selection.trace:
+                    continue  # shown under its request
             if selection.user is not None:
                 if info_key_text(line, info, selection.user_key) != selection.user:
+                    continue
+            if deep:
+                log = _decode(line)
+                if log is None or not selection.matches(log):
                     continue
             entry = (started, ident, line)
             if len(heap) < selection.last:
@@ -466,6 +484,30 @@ def select_file_logs(source: str, selection: LogSelection, warn: Warn) -> list[L
             warn(f"skipped log {ident}: malformed record")
         else:
             out.append(log)
+    if selection.trace is not None:
+        # A continuation whose request was selected too is shown under it.
+        ids = {log.id for log in out}
+        out = [log for log in out if log.parent_id not in ids]
+    return with_continuations(out, children)
+
+
+def with_continuations(logs: list[Log], children: dict[str, list[Log]]) -> list[Log]:
+    """
+    Return ``logs`` each followed by its continuations (depth first, oldest first).
+    """
+    out: list[Log] = []
+    seen: set[str] = set()
+
+    def add(log: Log) -> None:
+        if log.id in seen:
+            return
+        seen.add(log.id)
+        out.append(log)
+        for child in sorted(children.get(log.id, ()), key=lambda c: (c.started_at, c.id)):
+            add(child)
+
+    for log in logs:
+        add(log)
     return out
 
 

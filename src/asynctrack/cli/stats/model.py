@@ -68,14 +68,70 @@ class StatsQuery:
 @dataclass(frozen=True)
 class LogSelection:
     """
-    Which logs ``asynctrack show`` prints: one id, or the last ``last`` logs of a user.
+    Which logs ``asynctrack show`` prints: one id, or the last ``last`` requests that
+    pass every filter (continuations are shown under the call that spawned them).
+
+    Attributes:
+        id: the log with this id (any log, continuations included).
+        last: how many requests (the latest).
+        user: only logs whose info ``user_key`` is this text.
+        status: only logs whose root call ended so (``ok``, ``error``, ``cancelled``).
+        function: a glob; only logs with a call whose function matches.
+        min_duration_us: only logs that lasted at least this long.
+        since: only logs that started at or after this aware datetime.
+        until: only logs that started before this aware datetime.
+        where: ``(key, value)`` pairs: the log's info ``key`` is the text ``value``.
+        trace: a trace id: the request of that trace with all its continuations.
+        table_prefix: prefix of the SQL tables.
     """
 
     id: str | None = None
     last: int = 10
     user: str | None = None
     user_key: str = "user"
+    status: str | None = None
+    function: str | None = None
+    min_duration_us: int | None = None
+    since: _dt.datetime | None = None
+    until: _dt.datetime | None = None
+    where: tuple[tuple[str, str], ...] = ()
+    trace: str | None = None
     table_prefix: str = "track_"
+
+    def filtered(self) -> bool:
+        """
+        Return True when a filter needs the whole log (its calls), not only its head.
+        """
+        return bool(
+            self.status or self.function or self.min_duration_us is not None or self.where
+        ) or bool(self.since or self.until or self.trace)
+
+    def matches(self, log: Any) -> bool:
+        """
+        Return True when ``log`` (a :class:`asynctrack.Log`) passes every filter.
+        """
+        info = log.info
+        if self.user is not None and key_text(info.get(self.user_key)) != self.user:
+            return False
+        for key, value in self.where:
+            if key_text(info.get(key)) != value:
+                return False
+        if self.trace is not None and log.trace_id != self.trace:
+            return False
+        if self.since is not None and log.started_at < self.since:
+            return False
+        if self.until is not None and log.started_at >= self.until:
+            return False
+        if self.min_duration_us is not None and log.duration_us < self.min_duration_us:
+            return False
+        calls = log.calls
+        if self.status is not None and (not calls or calls[0].status != self.status):
+            return False
+        if self.function is not None:
+            regex = re.compile(glob_regex(self.function))
+            if not any(regex.fullmatch(c.function) for c in calls):
+                return False
+        return True
 
 
 @dataclass

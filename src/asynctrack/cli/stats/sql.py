@@ -62,7 +62,19 @@ def dumps(value: Any) -> str:
 
 
 _PREFIX_RE = re.compile(r"^[A-Za-z0-9_]*$")
-LOG_COLUMNS = ("id", "parent_id", "started_at", "duration_us", "complete", "dropped_calls", "info")
+LOG_COLUMNS = (
+    "id",
+    "parent_id",
+    "started_at",
+    "duration_us",
+    "complete",
+    "dropped_calls",
+    "info",
+    # added in 0.2 (#17); absent from a database written by 0.1
+    "trace_id",
+    "parent_seq",
+    "remote_parent",
+)
 _ERR = "CASE WHEN c.status = 'error' THEN 1 ELSE 0 END"
 _SQLITE_BATCH = 10_000
 
@@ -78,6 +90,7 @@ class Tables:
         logs: the logs table's name, quoted for SQL.
         calls: the calls table's name, quoted for SQL.
         log_columns: the logs table's column names (info keys may have their own).
+        call_columns: the calls table's column names.
     """
 
     db: Database
@@ -86,6 +99,7 @@ class Tables:
     calls: str
     log_columns: list[str]
     kinds: dict[str, str] = field(default_factory=dict)
+    call_columns: list[str] = field(default_factory=list)
 
     @classmethod
     async def load(cls, db: Database, prefix: str) -> Tables:
@@ -99,9 +113,9 @@ class Tables:
             raise SourceError(f"invalid table prefix {prefix!r}: letters, digits and _ only")
         logs, calls = f"{prefix}logs", f"{prefix}calls"
         columns = await db.columns(logs)
-        await db.columns(calls)
+        call_columns = await db.columns(calls)
         kinds = await db.column_kinds(logs)
-        return cls(db, logs, db.quote(logs), db.quote(calls), columns, kinds)
+        return cls(db, logs, db.quote(logs), db.quote(calls), columns, kinds, call_columns)
 
     def key_exprs(self, key: str, params: dict[str, Any]) -> list[str]:
         """

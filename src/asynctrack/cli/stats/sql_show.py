@@ -9,8 +9,9 @@ from typing import Any
 
 from asynctrack._core.records import Call, Log
 from asynctrack.cli.stats.db import connect
+from asynctrack.cli.stats.files import with_continuations
 from asynctrack.cli.stats.model import LogSelection, decode_json, utc
-from asynctrack.cli.stats.sql import LOG_COLUMNS, Tables
+from asynctrack.cli.stats.sql import LOG_COLUMNS, Tables, where
 
 __all__ = ["logs_from_rows", "sql_select_logs"]
 
@@ -21,7 +22,12 @@ RESERVED_KEY = "__asynctrack__"
 
 async def sql_select_logs(url: str, selection: LogSelection) -> list[Log]:
     """
-    Return the selected logs from the SQL sink's tables at ``url``, oldest first.
+    Return the selected logs from the SQL sink's tables at ``url``, oldest first, each
+    followed by the continuations spawned from it.
+
+    Head filters (user, time, duration, trace) are SQL conditions; the others need the
+    calls and are applied to each page of candidates, newest first, until ``last``
+    logs passed.
 
     Raises:
         SourceError: bad URL, unreachable server, missing tables.
@@ -34,50 +40,69 @@ async def sql_select_logs(url: str, selection: LogSelection) -> list[Log]:
         if selection.id is not None:
             params["id"] = selection.id
             rows = await db.fetch(select + " WHERE l.id = :id", params)
-        elif selection.user is None:
+            return await _with_continuations(t, await logs_from_rows(t, rows))
+        conds = []
+        if selection.trace is not None:
+            if "trace_id" not in t.log_columns:
+                return []  # a database of 0.1: no trace ids
+            params["trace"] = selection.trace
+            conds.append("l.trace_id = :trace")
+        else:
+            conds.append("l.parent_id IS NULL")
+        if selection.user is not None:
+            conds.append(t.key_filter(selection.user_key, selection.user, params))
+        if selection.since is not None:
+            params["since"] = await db.time_param(selection.since, t.logs_name)
+            conds.append("l.started_at >= :since")
+        if selection.until is not None:
+            params["until"] = await db.time_param(selection.until, t.logs_name)
+            conds.append("l.started_at < :until")
+        if selection.min_duration_us is not None:
+            params["mindur"] = selection.min_duration_us
+            conds.append("l.duration_us >= :mindur")
+        picked: list[Log] = []
+        page = max(selection.last, 100)
+        offset = 0
+        while len(picked) < selection.last:
             rows = await db.fetch(
-                select + f" ORDER BY l.started_at DESC, l.id DESC LIMIT {int(selection.last)}",
+                select + where(conds) + " ORDER BY l.started_at DESC, l.id DESC "
+                f"LIMIT {int(page)} OFFSET {int(offset)}",
                 params,
             )
-        else:
-            rows = await _rows_of_user(t, selection, params)
-        return await logs_from_rows(t, rows)
+            offset += len(rows)
+            logs = await logs_from_rows(t, rows)
+            logs.reverse()  # newest first
+            picked += [log for log in logs if selection.matches(log)][
+                : selection.last - len(picked)
+            ]
+            if len(rows) < page:
+                break
+        picked.sort(key=lambda log: (log.started_at, log.id))
+        if selection.trace is not None:
+            ids = {log.id for log in picked}
+            picked = [log for log in picked if log.parent_id not in ids]
+        return await _with_continuations(t, picked)
     finally:
         await db.close()
 
 
-async def _rows_of_user(
-    t: Tables, selection: LogSelection, params: dict[str, Any]
-) -> list[tuple[Any, ...]]:
-    """
-    Return the latest ``selection.last`` rows whose info key is ``selection.user``.
-
-    The SQL condition may let a few other rows through (see ``Tables.key_filter``):
-    each row is checked with the canonical key text, and the query is repeated with a
-    larger limit while rows were left out and more may follow.
-    """
-    key, value, want = selection.user_key, str(selection.user), int(selection.last)
-    cond = t.key_filter(key, value, params)
-    columns = t.log_columns
-    has_column = key in columns and key not in LOG_COLUMNS
-    limit = want
-    while True:
-        rows = await t.db.fetch(
-            f"SELECT * FROM {t.logs} l WHERE {cond} "
-            f"ORDER BY l.started_at DESC, l.id DESC LIMIT {limit}",
-            params,
-        )
-        kept = []
-        for row in rows:
-            record = dict(zip(columns, row, strict=True))
-            info = record.get("info")
-            doc = "D" + info.decode() if isinstance(info, bytes) else "D" + str(info or "{}")
-            column = record.get(key) if has_column else None
-            if t.key_of(key, doc, column) == value:
-                kept.append(row)
-        if len(kept) >= want or len(rows) < limit:
-            return kept[:want]
-        limit *= 4
+async def _with_continuations(t: Tables, logs: list[Log]) -> list[Log]:
+    # The continuations of the logs (and theirs), level by level.
+    children: dict[str, list[Log]] = {}
+    wanted = [log.id for log in logs]
+    seen = set(wanted)
+    while wanted:
+        params = {f"p{i}": ident for i, ident in enumerate(wanted[:500])}
+        wanted = wanted[500:]
+        marks = ", ".join(f":{name}" for name in params)
+        rows = await t.db.fetch(f"SELECT * FROM {t.logs} l WHERE l.parent_id IN ({marks})", params)
+        for log in await logs_from_rows(t, rows):
+            if log.id in seen or log.parent_id is None:
+                continue
+            seen.add(log.id)
+            children.setdefault(log.parent_id, []).append(log)
+            wanted.append(log.id)
+    return with_continuations(logs, children)
 
 
 async def logs_from_rows(t: Tables, rows: list[tuple[Any, ...]]) -> list[Log]:
@@ -93,14 +118,28 @@ async def logs_from_rows(t: Tables, rows: list[tuple[Any, ...]]) -> list[Log]:
     by_id = {log.id: log for log in logs}
     id_params = {f"i{i}": ident for i, ident in enumerate(by_id)}
     marks = ", ".join(f":{name}" for name in id_params)
+    # Columns added in 0.2 (#17), when the table has them.
+    extra = [c for c in ("parent_seq", "traceback") if c in t.call_columns]
+    more = "".join(f", {c}" for c in extra)
     calls = await t.db.fetch(
         "SELECT log_id, seq, depth, function, tracker, level, params, data, offset_us, "
-        f"duration_us, status, error FROM {t.calls} WHERE log_id IN ({marks}) "
+        f"duration_us, status, error{more} FROM {t.calls} WHERE log_id IN ({marks}) "
         "ORDER BY log_id, seq",
         id_params,
     )
     for row in calls:
-        by_id[row[0]].calls.append(_call_from_row(row))
+        call = _call_from_row(row)
+        optional = dict(zip(extra, row[12:], strict=True))
+        parent = optional.get("parent_seq")
+        call.parent = None if parent is None else int(parent)
+        tb = optional.get("traceback")
+        if isinstance(tb, str | bytes):
+            tb = decode_json(tb)
+        if isinstance(tb, list):
+            call.traceback = [(str(f[0]), int(f[1]), str(f[2])) for f in tb if len(f) == 3]
+        by_id[row[0]].calls.append(call)
+    for log in logs:
+        log.calls = log.calls  # attach the calls' span ids to their log
     return logs
 
 
@@ -174,9 +213,13 @@ def _log_from_row(t: Tables, row: dict[str, Any]) -> Log:
             info[key] = _column_value(t.kinds.get(key), value)
     started = utc(row["started_at"])
     assert started is not None
+    parent_seq = special.get("parent_seq", row.get("parent_seq"))
     return Log(
         id=str(row["id"]),
+        trace_id=special.get("trace_id", row.get("trace_id")),
         parent_id=special.get("parent_id", row.get("parent_id")),
+        parent_seq=None if parent_seq is None else int(parent_seq),
+        remote_parent=special.get("remote_parent", row.get("remote_parent")),
         started_at=started,
         duration_us=int(row.get("duration_us") or 0),
         complete=bool(row.get("complete", True)),
