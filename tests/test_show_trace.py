@@ -186,7 +186,7 @@ class TestTree:
         assert text.count("\nlog ") == 0  # one request, one header
         assert f"↳ continuation {cont.id}, after the request ended" in text
         after = text.split("↳ continuation", 1)[1]
-        assert "notify(user=\"alice\")" in after
+        assert 'notify(user="alice")' in after
 
     def test_error_once_with_traceback_and_arrows_above(self, logs: list[Log]) -> None:
         """

@@ -20,16 +20,13 @@ from asynctrack import Call, Log
 from asynctrack.sinks._sql.sink import SQLSink
 from asynctrack.testing import capture
 
-from .test_sql_sink import (  # noqa: F401 - fixtures
-    anyio_backend,
-    db_url,
-    dicts,
-    make_log,
-    make_sink,
-    own_models,
-    read_all,
-    without_trace_fields,
-)
+from . import test_sql_sink as base
+from .test_sql_sink import dicts, make_log, own_models, read_all, without_trace_fields
+
+# The SQL sink tests' fixtures: asyncio, each database, sinks dropped after the test.
+anyio_backend = base.anyio_backend
+db_url = base.db_url
+make_sink = base.make_sink
 
 pytestmark = pytest.mark.anyio
 
