@@ -162,19 +162,20 @@ class TestFormats:
         """The table shows totals, the span, aligned rows per function and per user."""
         assert main(["stats", source, "--by", "user"]) == 0
         lines = capsys.readouterr().out.splitlines()
-        assert lines[1] == "logs         4    calls 7"
-        assert lines[2] == (
+        assert lines[1] == "requests     4 (0.0 % failed)"
+        assert lines[2] == "logs         4    calls 7"
+        assert lines[3] == (
             "time span    2026-05-04 12:01:00 → 2026-05-04 12:04:00 UTC  (3 min 0 s)"
         )
-        assert lines[5:9] == [
+        assert lines[6:10] == [
             "function       calls  errors  err %      avg      p50      p95      p99      max",
             "shop.charge        3       1   33.3  5.50 ms  1.50 ms  15.0 ms  15.0 ms  15.0 ms",
             "shop.checkout      3       0    0.0   841 ms  20.0 ms   2.50 s   2.50 s   2.50 s",
             "shop.search        1       0    0.0   850 µs   850 µs   850 µs   850 µs   850 µs",
         ]
-        assert lines[10:12] == [
-            "user   logs  calls  errors  err %      last seen (UTC)",
-            "alice     2      3       1   33.3  2026-05-04 12:03:00",
+        assert lines[11:13] == [
+            "user   requests  req err %  logs  calls  errors  err %      last seen (UTC)",
+            "alice         2        0.0     2      3       1   33.3  2026-05-04 12:03:00",
         ]
 
     def test_json_layout(self, source: str, capsys: pytest.CaptureFixture[str]) -> None:
@@ -182,8 +183,8 @@ class TestFormats:
         assert main(["stats", source, "--exact", "--format", "json", "--by", "user"]) == 0
         report = json.loads(capsys.readouterr().out)
         assert list(report) == [
-            "source", "logs", "calls", "first", "last", "exact", "functions", "by", "groups",
-            "skipped_lines",
+            "source", "requests", "failed_requests", "request_error_pct", "logs", "calls",
+            "first", "last", "exact", "functions", "by", "groups", "skipped_lines",
         ]  # fmt: skip
         charge = next(r for r in report["functions"] if r["function"] == "shop.charge")
         assert charge == {
@@ -201,6 +202,9 @@ class TestFormats:
         alice = next(g for g in report["groups"] if g["value"] == "alice")
         assert alice == {
             "value": "alice",
+            "requests": 2,
+            "failed_requests": 0,
+            "request_error_pct": 0.0,
             "logs": 2,
             "calls": 3,
             "errors": 1,
@@ -217,7 +221,9 @@ class TestFormats:
         assert main(["stats", source, "--format", "csv", "--by", "user"]) == 0
         rows = list(csv.reader(io.StringIO(capsys.readouterr().out)))
         assert tuple(rows[0]) == GROUP_FIELDS
-        assert rows[1] == ["alice", "2", "3", "1", "33.33", "2026-05-04T12:03:00.000000+00:00"]
+        assert rows[1] == [
+            "alice", "2", "0", "0.0", "2", "3", "1", "33.33", "2026-05-04T12:03:00.000000+00:00"
+        ]  # fmt: skip
 
     def test_human_units(self) -> None:
         """Durations read as µs, ms or s with three significant digits."""
@@ -260,7 +266,7 @@ class TestShow:
         assert main(["show", source, "--id", f"{1:032x}"]) == 0
         lines = capsys.readouterr().out.splitlines()
         assert lines[0] == f"log {1:032x}  2026-05-04 12:01:00.000000 UTC  1.83 ms  2 calls"
-        assert lines[1] == '  info: user="alice", password="[REDACTED]"'
+        assert lines[1] == '  info: password="[REDACTED]", user="alice"'
         assert lines[2:] == [
             '    +0 µs  1.83 ms  ok     │███████████│ shop.checkout(cart_id=1, card="[REDACTED]")',
             "                                             data: total=99.5",

@@ -10,6 +10,7 @@ import asyncio
 import datetime as dt
 import json
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -108,26 +109,52 @@ def logs() -> list[Log]:
     return asyncio.run(record())
 
 
-@pytest.fixture(params=["file", "sqlite"])
-def source(request: pytest.FixtureRequest, logs: list[Log], tmp_path: Path) -> str:
+def _write(kind: str, logs: list[Log], where: Path | str, prefix: str = "track_") -> str:
     """
-    The scenario's logs in a JSON-lines file, or in SQLite through SQLSink.
+    Store ``logs`` in a JSON-lines file or through SQLSink; return the source to read.
     """
-    if request.param == "file":
-        path = tmp_path / "track.jsonl"
+    if kind == "file":
+        path = Path(where) / "track.jsonl"
         path.write_bytes(encode_logs(logs))
         return str(path)
     from asynctrack.sinks._sql.sink import SQLSink
 
-    db = tmp_path / "track.db"
-    sink = SQLSink(f"sqlite+aiosqlite:///{db}")
+    url = f"sqlite+aiosqlite:///{Path(where) / 'track.db'}" if kind == "sqlite" else str(where)
+    sink = SQLSink(url, table_prefix=prefix)
 
     async def write() -> None:
         await sink.write(logs)
         await sink.close()
 
     asyncio.run(write())
-    return str(db)
+    return str(Path(where) / "track.db") if kind == "sqlite" else url
+
+
+@pytest.fixture(params=["file", "sqlite"])
+def source(request: pytest.FixtureRequest, logs: list[Log], tmp_path: Path) -> str:
+    """
+    The scenario's logs in a JSON-lines file, or in SQLite through SQLSink.
+    """
+    return _write(request.param, logs, tmp_path)
+
+
+@pytest.fixture(params=["file", "sqlite", "postgresql", "mariadb"])
+def any_source(
+    request: pytest.FixtureRequest, logs: list[Log], tmp_path: Path, table_prefix: str
+) -> Iterator[list[str]]:
+    """
+    The scenario's logs in a file or in the SQL sink's tables of each database: the
+    command line's source and options.
+    """
+    if request.param in ("file", "sqlite"):
+        yield [_write(request.param, logs, tmp_path)]
+        return
+    from .test_sql_sink import _drop_tables
+
+    fixture = "postgres_url" if request.param == "postgresql" else "mysql_url"
+    url = str(request.getfixturevalue(fixture))
+    yield [_write(request.param, logs, url, table_prefix), "--table-prefix", table_prefix]
+    asyncio.run(_drop_tables(url, table_prefix))
 
 
 def show(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
@@ -275,3 +302,28 @@ class TestFilters:
         ):
             assert main(["show", str(path), *argv]) == 2
             assert "usage:" in capsys.readouterr().err
+
+
+class TestStats:
+    def test_requests_continuations_and_request_error_rates(
+        self, any_source: list[str], capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """
+        stats counts requests (logs that continue no other) next to logs; --by folds
+        each continuation into its request's group (it inherited the user); error rates
+        per request count a request as failed when its root call failed.
+        """
+        assert main(["stats", *any_source, "--by", "user", "--format", "json"]) == 0
+        report = json.loads(capsys.readouterr().out)
+        assert (report["requests"], report["logs"], report["failed_requests"]) == (3, 6, 1)
+        assert report["request_error_pct"] == 33.33
+        groups = {g["value"]: g for g in report["groups"]}
+        assert set(groups) == {"alice", "bob", "carol"}  # no "(none)" group of late tasks
+        assert [(g["requests"], g["logs"], g["failed_requests"]) for g in groups.values()] == [
+            (1, 2, 0) if v != "bob" else (1, 2, 1) for v in groups
+        ]
+        assert groups["bob"]["request_error_pct"] == 100.0
+        assert main(["stats", *any_source, "--by", "user"]) == 0
+        table = capsys.readouterr().out.splitlines()
+        assert table[1] == "requests     3 (33.3 % failed)"
+        assert table[2].startswith("logs         6")

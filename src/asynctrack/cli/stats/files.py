@@ -162,9 +162,12 @@ class _Figures:
     bad: int = 0
     first_bad: int = 0  # line number within the part, 1-based; 0 if none
     logs: int = 0
+    requests: int = 0
+    failed: int = 0
     first: str | None = None
     last: str | None = None
     accs: dict[str, DurationAccumulator] = field(default_factory=dict)
+    #: value -> [logs, calls, errors, last started, requests, failed requests]
     groups: dict[str | None, list[Any]] = field(default_factory=dict)
 
 
@@ -220,6 +223,8 @@ def file_stats(source: str, query: StatsQuery, warn: Warn) -> Report:
     report = Report(
         source=source,
         logs=total.logs,
+        requests=total.requests,
+        failed=total.failed,
         first=utc(total.first),
         last=utc(total.last),
         exact=query.exact,
@@ -233,12 +238,16 @@ def file_stats(source: str, query: StatsQuery, warn: Warn) -> Report:
             report.functions.append(
                 FunctionRow(function, calls_n, acc.errors, sum_us, maximum, values)
             )
-    report.groups = [GroupRow(v, g[0], g[1], g[2], utc(g[3])) for v, g in total.groups.items()]
+    report.groups = [
+        GroupRow(v, g[0], g[1], g[2], utc(g[3]), g[4], g[5]) for v, g in total.groups.items()
+    ]
     return report
 
 
 def _merge(total: _Figures, part: _Figures) -> None:
     total.logs += part.logs
+    total.requests += part.requests
+    total.failed += part.failed
     if part.first is not None and (total.first is None or part.first < total.first):
         total.first = part.first
     if part.last is not None and (total.last is None or part.last > total.last):
@@ -259,6 +268,8 @@ def _merge(total: _Figures, part: _Figures) -> None:
             mine_g[2] += group[2]
             if group[3] > mine_g[3]:
                 mine_g[3] = group[3]
+            mine_g[4] += group[4]
+            mine_g[5] += group[5]
 
 
 def _lines(part: _Part) -> Iterator[bytes]:
@@ -303,7 +314,7 @@ def _scan(part: _Part) -> _Figures:
     by = query.by
     groups = out.groups
     loads = orjson.loads
-    logs = 0
+    logs = requests = failed_requests = 0
     first: str | None = None
     last: str | None = None
     lineno = 0
@@ -349,6 +360,9 @@ def _scan(part: _Part) -> _Figures:
                     accs[function].errors += 1
                     n_errors += 1
             info = obj.get("info") if by is not None else None
+            # A request is a log that continues no other; it failed when its root did.
+            request = obj.get("parent_id") is None
+            failed = request and bool(calls) and calls[0]["status"] == "error"
         except Exception:
             # Any failure to read one line (OverflowError for a duration of 2**63,
             # RecursionError, a field of the wrong type) skips and counts it (#14).
@@ -359,6 +373,8 @@ def _scan(part: _Part) -> _Figures:
                     out.first_bad = lineno
             continue
         logs += 1
+        requests += request
+        failed_requests += failed
         if first is None or started < first:
             first = started
         if last is None or started > last:
@@ -371,16 +387,19 @@ def _scan(part: _Part) -> _Figures:
             value = info_key_text(line, info, by)
             group = groups.get(value)
             if group is None:
-                groups[value] = [1, n_calls, n_errors, started]
+                groups[value] = [1, n_calls, n_errors, started, int(request), int(failed)]
             else:
                 group[0] += 1
                 group[1] += n_calls
                 group[2] += n_errors
                 if started > group[3]:
                     group[3] = started
+                group[4] += request
+                group[5] += failed
     for acc in accs.values():
         acc.fold()  # what goes back to the parent is the histogram, not the durations
     out.lines, out.logs, out.first, out.last = lineno, logs, first, last
+    out.requests, out.failed = requests, failed_requests
     return out
 
 

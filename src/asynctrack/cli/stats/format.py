@@ -31,7 +31,17 @@ FUNCTION_FIELDS = (
     "p99_us",
     "max_us",
 )
-GROUP_FIELDS = ("value", "logs", "calls", "errors", "error_pct", "last_seen")
+GROUP_FIELDS = (
+    "value",
+    "requests",
+    "failed_requests",
+    "request_error_pct",
+    "logs",
+    "calls",
+    "errors",
+    "error_pct",
+    "last_seen",
+)
 
 
 def human_us(us: int) -> str:
@@ -85,6 +95,9 @@ def _function_dict(row: FunctionRow, percentiles: Sequence[int]) -> dict[str, An
 def _group_dict(row: GroupRow) -> dict[str, Any]:
     return {
         "value": row.value,
+        "requests": row.requests,
+        "failed_requests": row.failed,
+        "request_error_pct": _pct(row.failed, row.requests),
         "logs": row.logs,
         "calls": row.calls,
         "errors": row.errors,
@@ -93,12 +106,19 @@ def _group_dict(row: GroupRow) -> dict[str, Any]:
     }
 
 
+def _pct(part: int, whole: int) -> float:
+    return round(100 * part / whole, 2) if whole else 0.0
+
+
 def report_dict(report: Report) -> dict[str, Any]:
     """
     Return the JSON form of a report (the ``--format json`` output).
     """
     return {
         "source": report.source,
+        "requests": report.requests,
+        "failed_requests": report.failed,
+        "request_error_pct": _pct(report.failed, report.requests),
         "logs": report.logs,
         "calls": report.calls,
         "first": _iso(report.first),
@@ -159,6 +179,8 @@ def _align(header: Sequence[str], rows: list[list[str]], left: int = 1) -> list[
 def _table(report: Report) -> str:
     lines = [f"source       {report.source}"]
     skipped = f"  ({report.skipped_lines} malformed lines skipped)" if report.skipped_lines else ""
+    failed = f" ({_pct(report.failed, report.requests):.1f} % failed)" if report.requests else ""
+    lines.append(f"requests     {report.requests:,}{failed}")
     lines.append(f"logs         {report.logs:,}    calls {report.calls:,}{skipped}")
     if report.first is not None and report.last is not None:
         lines.append(
@@ -188,10 +210,13 @@ def _table(report: Report) -> str:
         lines.append("no calls")
     if report.by is not None:
         lines.append("")
-        header = [report.by, "logs", "calls", "errors", "err %", "last seen (UTC)"]
+        header = [report.by, "requests", "req err %", "logs", "calls", "errors", "err %"]
+        header.append("last seen (UTC)")
         rows = [
             [
                 "(none)" if g.value is None else g.value,
+                f"{g.requests:,}",
+                f"{100 * g.failed / g.requests:.1f}" if g.requests else "0.0",
                 f"{g.logs:,}",
                 f"{g.calls:,}",
                 f"{g.errors:,}",

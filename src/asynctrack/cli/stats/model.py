@@ -169,6 +169,9 @@ class GroupRow:
     calls: int = 0
     errors: int = 0
     last_seen: _dt.datetime | None = None
+    #: Logs that are not continuations, and those whose root call failed.
+    requests: int = 0
+    failed: int = 0
 
 
 @dataclass
@@ -179,6 +182,9 @@ class Report:
 
     source: str
     logs: int = 0
+    #: Logs that are not continuations (#17), and those whose root call failed.
+    requests: int = 0
+    failed: int = 0
     calls: int = 0
     first: _dt.datetime | None = None
     last: _dt.datetime | None = None
@@ -194,7 +200,9 @@ class Report:
         Sort functions and groups (most calls first, then name) and keep the ``top``.
         """
         self.functions.sort(key=lambda r: (-r.calls, r.function))
-        self.groups.sort(key=lambda g: (-g.logs, -g.calls, g.value is None, g.value or ""))
+        self.groups.sort(
+            key=lambda g: (-g.requests, -g.logs, -g.calls, g.value is None, g.value or "")
+        )
         self.calls = sum(r.calls for r in self.functions)
         if top is not None:
             del self.functions[top:]
@@ -289,16 +297,20 @@ def utc(value: _dt.datetime | str | None) -> _dt.datetime | None:
 
 
 def merge_groups(
-    log_rows: Sequence[tuple[Any, int, Any]], call_rows: Sequence[tuple[Any, int, Any]]
+    log_rows: Sequence[tuple[Any, ...]],
+    call_rows: Sequence[tuple[Any, int, Any]],
+    failed_rows: Sequence[tuple[Any, int]] = (),
 ) -> list[GroupRow]:
     """
-    Merge ``(value, logs, last_seen)`` and ``(value, calls, errors)`` rows by value.
+    Merge ``(value, logs, last_seen, requests)``, ``(value, calls, errors)`` and
+    ``(value, failed requests)`` rows by value.
     """
     groups: dict[str | None, GroupRow] = {}
-    for value, logs, last in log_rows:
+    for value, logs, last, *requests in log_rows:
         key = key_text(value)
         row = groups.setdefault(key, GroupRow(key))
         row.logs += int(logs)
+        row.requests += int(requests[0] or 0) if requests else int(logs)
         seen = utc(last)
         if seen is not None and (row.last_seen is None or seen > row.last_seen):
             row.last_seen = seen
@@ -307,4 +319,7 @@ def merge_groups(
         row = groups.setdefault(key, GroupRow(key))
         row.calls += int(calls)
         row.errors += int(errors or 0)
+    for value, failed in failed_rows:
+        key = key_text(value)
+        groups.setdefault(key, GroupRow(key)).failed += int(failed or 0)
     return list(groups.values())

@@ -36,8 +36,11 @@ def _value(value: Any) -> str:
     return text if len(text) <= _MAX_VALUE else text[: _MAX_VALUE - 1] + "…"
 
 
-def _pairs(mapping: Mapping[str, Any]) -> str:
-    return ", ".join(f"{key}={_value(value)}" for key, value in mapping.items())
+def _pairs(mapping: Mapping[str, Any], ordered: bool = False) -> str:
+    # Info and data are bags of keys: sorted, since PostgreSQL's JSONB does not keep
+    # their order (params keep theirs, the signature's, where the store kept it).
+    items = mapping.items() if ordered else sorted(mapping.items())
+    return ", ".join(f"{key}={_value(value)}" for key, value in items)
 
 
 def bar(start_us: int, duration_us: int, total_us: int, width: int) -> str:
@@ -183,7 +186,7 @@ def render_log(
                 f"after the request ended"
                 + (f", info: {_pairs(row_log.info)}" if row_log.info != log.info else "")
             )
-        lines.append(f"{prefix}{pad_indent}{call.function}({_pairs(call.params)})")
+        lines.append(f"{prefix}{pad_indent}{call.function}({_pairs(call.params, True)})")
         pad = " " * len(prefix) + pad_indent + "    "
         if call.data:
             lines.append(f"{pad}data: {_pairs(call.data)}")
@@ -209,4 +212,3 @@ def render_logs(logs: Sequence[Log], width: int | None = None) -> str:
             by_parent.setdefault(log.parent_id, []).append(log)
     roots = [log for log in logs if log.parent_id not in ids]
     return "\n\n".join(render_log(log, by_parent, width) for log in roots) + "\n"
-

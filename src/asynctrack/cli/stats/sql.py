@@ -76,6 +76,8 @@ LOG_COLUMNS = (
     "remote_parent",
 )
 _ERR = "CASE WHEN c.status = 'error' THEN 1 ELSE 0 END"
+#: 1 for a log that is a request (not a continuation of another log, #17).
+_REQUEST = "CASE WHEN l.parent_id IS NULL THEN 1 ELSE 0 END"
 _SQLITE_BATCH = 10_000
 
 
@@ -206,13 +208,14 @@ class Tables:
             return json_key_text(value)
         return key_text(value)
 
-    def keyed(self, key: str, rows: list[tuple[Any, ...]]) -> list[tuple[Any, Any, Any]]:
+    def keyed(self, key: str, rows: list[tuple[Any, ...]], column: bool) -> list[tuple[Any, ...]]:
         """
-        Reduce ``(tagged json, [column value,] a, b)`` rows to ``(canonical text, a, b)``.
+        Reduce ``(tagged json, [column value,] a, b, ...)`` rows to ``(canonical text,
+        a, b, ...)``; ``column``: the key has its own column (two leading values).
         """
-        if rows and len(rows[0]) == 4:
-            return [(self.key_of(key, j, c), a, b) for j, c, a, b in rows]
-        return [(self.key_of(key, row[0]), row[1], row[2]) for row in rows]
+        if column:
+            return [(self.key_of(key, row[0], row[1]), *row[2:]) for row in rows]
+        return [(self.key_of(key, row[0]), *row[1:]) for row in rows]
 
     def key_filter(self, key: str, value: str, params: dict[str, Any]) -> str:
         """
@@ -351,12 +354,16 @@ async def _stats(t: Tables, query: StatsQuery) -> Report:
         )
 
     rows = await db.fetch(
-        f"SELECT COUNT(*), MIN(l.started_at), MAX(l.started_at) FROM {t.logs} l" + where(log_conds),
+        f"SELECT COUNT(*), MIN(l.started_at), MAX(l.started_at), SUM({_REQUEST}) "
+        f"FROM {t.logs} l" + where(log_conds),
         params,
     )
+    failed = await db.fetch(f"SELECT COUNT(*) {_failed_from(t, log_conds)}", params)
     report = Report(
         source=db.display,
         logs=int(rows[0][0] or 0),
+        requests=int(rows[0][3] or 0),
+        failed=int(failed[0][0] or 0),
         first=utc(rows[0][1]),
         last=utc(rows[0][2]),
         exact=query.exact,
@@ -425,9 +432,12 @@ async def _stats(t: Tables, query: StatsQuery) -> Report:
         exprs = t.key_exprs(query.by, params)
         keys, group = t.grouped(exprs)
         log_rows = await db.fetch(
-            f"SELECT {keys}, COUNT(*), MAX(l.started_at) FROM {t.logs} l{where(log_conds)} "
-            f"GROUP BY {group}",
+            f"SELECT {keys}, COUNT(*), MAX(l.started_at), SUM({_REQUEST}) "
+            f"FROM {t.logs} l{where(log_conds)} GROUP BY {group}",
             params,
+        )
+        failed_rows = await db.fetch(
+            f"SELECT {keys}, COUNT(*) {_failed_from(t, log_conds)} GROUP BY {group}", params
         )
         if len(exprs) > 1:
             # The key has a column: join calls to logs, group by the key (measured 2-3x
@@ -446,7 +456,12 @@ async def _stats(t: Tables, query: StatsQuery) -> Report:
                 f"GROUP BY {group}"
             )
         call_rows = await db.fetch(call_sql, params)
-        report.groups = merge_groups(t.keyed(query.by, log_rows), t.keyed(query.by, call_rows))
+        column = len(exprs) > 1
+        report.groups = merge_groups(
+            t.keyed(query.by, log_rows, column),
+            t.keyed(query.by, call_rows, column),
+            t.keyed(query.by, failed_rows, column),
+        )
     if pending is not None:
         _function_rows(report, pending())
     return report
@@ -572,3 +587,11 @@ async def _start_sqlite_durations(
         return accs
 
     return collect
+
+
+def _failed_from(t: Tables, log_conds: list[str]) -> str:
+    """
+    Return the FROM clause of the requests whose root call failed.
+    """
+    conds = [*log_conds, "l.parent_id IS NULL", "c.status = 'error'"]
+    return f"FROM {t.logs} l JOIN {t.calls} c ON c.log_id = l.id AND c.seq = 0" + where(conds)
