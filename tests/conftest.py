@@ -85,6 +85,7 @@ def _reset() -> None:
     refresh_plans()
     calltree.set_postprocess(None)
     calltree.set_max_calls(10_000)
+    calltree.set_max_traceback_frames(30)
     calltree.FRAME.set(None)
     calltree.INFO.set(None)
     calltree._listeners.clear()

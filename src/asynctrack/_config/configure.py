@@ -52,6 +52,7 @@ OPTIONS: dict[str, Any] = {
     "write_timeout": 30.0,
     "max_pending_batches": 16,
     "max_calls_per_log": 10_000,
+    "max_traceback_frames": 30,
     "redact": DEFAULT_REDACT,
     "max_depth": 6,
     "max_items": 100,
@@ -78,6 +79,7 @@ _INTS = {
     "retry_attempts": 0,
     "max_pending_batches": 1,
     "max_calls_per_log": 1,
+    "max_traceback_frames": 0,
     "max_depth": 1,
     "max_items": 1,
     "max_string": 16,
@@ -421,6 +423,8 @@ def configure(**options: Any) -> None:
             failed (30.0 s).
         max_pending_batches: batches queued per sink before new ones spill (16).
         max_calls_per_log: calls recorded per log; the rest are counted (10000).
+        max_traceback_frames: frames kept in the traceback of the innermost probed
+            call an exception passed through, innermost last; 0 records none (30).
         redact: substrings marking sensitive names (case-insensitive); default
             password, secret, token, api_key, authorization, cookie, session, ...
         max_depth: nesting depth kept in recorded values (6).
@@ -475,6 +479,7 @@ def _apply(o: dict[str, Any]) -> None:
         )
     )
     calltree.set_max_calls(o["max_calls_per_log"])
+    calltree.set_max_traceback_frames(o["max_traceback_frames"])
     probe.refresh_plans()  # the generated wrappers inline the limits and max_calls
     _tracker.set_tracker_class(o["tracker_class"])
     calltree.set_postprocess(_make_postprocess(o["tracker_class"], o["processors"]))
