@@ -31,6 +31,10 @@ class Activity(Base):
     dropped_calls: Mapped[int] = mapped_column(default=0)
     info: Mapped[dict] = mapped_column(sa.JSON)
     user_name: Mapped[str | None] = mapped_column(sa.String(64), index=True)
+    # optional (0.2): written when present
+    trace_id: Mapped[str | None] = mapped_column(sa.String(32), index=True)
+    parent_seq: Mapped[int | None]
+    remote_parent: Mapped[str | None] = mapped_column(sa.String(16))
 
 
 class ActivityCall(Base):
@@ -47,6 +51,8 @@ class ActivityCall(Base):
     duration_us: Mapped[int] = mapped_column(sa.BigInteger)
     status: Mapped[str] = mapped_column(sa.String(16))
     error: Mapped[str | None] = mapped_column(sa.Text)
+    parent_seq: Mapped[int | None]  # optional (0.2): Call.parent
+    traceback: Mapped[list | None] = mapped_column(sa.JSON)  # optional (0.2)
 
 
 tr = asynctrack.get_tracker("shop")
