@@ -166,3 +166,26 @@ class TestMaxFrames:
         for bad in (-1, "many", 2.5):
             with pytest.raises(asynctrack.ConfigError, match="max_traceback_frames"):
                 asynctrack.configure(sinks=[MemorySink()], max_traceback_frames=bad)
+
+
+@tr.probe(level=asynctrack.DEBUG)
+def _quiet_probe() -> None:
+    raise Boom("below the threshold")
+
+
+@tr.probe
+def _tracked_caller() -> None:
+    _quiet_probe()
+
+
+def test_a_probe_below_the_threshold_leaves_the_traceback_to_its_caller() -> None:
+    """
+    A probed call that is not tracked (below the threshold) records nothing, so the
+    tracked call above it is the innermost one and keeps the traceback.
+    """
+    with capture() as logs:
+        with pytest.raises(Boom):
+            _tracked_caller()
+    (call,) = logs[0].calls
+    assert call.traceback is not None
+    assert [f for _, _, f in call.traceback] == ["_tracked_caller", "_quiet_probe"]

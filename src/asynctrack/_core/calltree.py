@@ -415,7 +415,10 @@ def _frames(tb: Any, limit: int) -> list[tuple[str, int, str]] | None:
     while tb is not None:
         code = tb.tb_frame.f_code
         if _is_wrapper(code):
-            return None
+            if _tracking(tb.tb_frame):
+                return None
+            tb = tb.tb_next  # a probe that only passed the call through: not a frame of it
+            continue
         filename = code.co_filename
         if not filename.startswith(_OWN_DIR):
             out.append((filename, tb.tb_lineno or 0, code.co_name))
@@ -425,6 +428,17 @@ def _frames(tb: Any, limit: int) -> list[tuple[str, int, str]] | None:
 
 def _is_wrapper(code: Any) -> bool:
     return code in WRAPPER_CODES or code.co_filename.startswith(_GENERATED)
+
+
+def _tracking(frame: Any) -> bool:
+    # Whether a wrapper's frame tracked its call (a call below the threshold only
+    # passes through, and records nothing): the generated wrappers bind their call's
+    # frame to a local ``<prefix>fr`` on the tracked path only; the hand-written ones
+    # keep a ``tracked`` flag. Read only when an exception passes.
+    local = frame.f_locals
+    if frame.f_code in WRAPPER_CODES:
+        return bool(local.get("tracked"))
+    return any(name.endswith("at_fr") for name in local)
 
 
 def describe_error(exc: BaseException) -> str:
