@@ -256,3 +256,65 @@ def test_traceback_frames_are_the_real_ones() -> None:
     (log,) = logs
     assert log.calls[0].traceback == [(__file__, raised_at, "scall")]
     assert sys.exc_info() == (None, None, None)
+
+
+def test_every_sink_carries_the_new_fields(tmp_path: Any) -> None:
+    """
+    A tree with an error and a continuation goes through FileSink (read back with
+    read_logs), MemorySink and LoggingSink with parent, traceback, trace_id,
+    parent_seq and remote_parent intact.
+    """
+    import logging
+
+    records: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record)
+
+    logger = logging.getLogger("tests.trace_tree.sink")
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    logger.addHandler(Keep())
+    memory = asynctrack.MemorySink()
+    path = tmp_path / "t.jsonl"
+    asynctrack.configure(
+        sinks=[asynctrack.FileSink(path), memory, asynctrack.LoggingSink(logger=logger)],
+        spill_dir=str(tmp_path),
+    )
+    late: list[Any] = []
+
+    @tr.probe
+    def inner() -> None:
+        raise Boom("x")
+
+    @tr.probe
+    def outer() -> None:
+        asynctrack.add_info("user", "u")
+        try:
+            inner()
+        except Boom:
+            pass
+        late.append(asynctrack.propagate(outer_late))
+
+    @tr.probe
+    def outer_late() -> None:
+        pass
+
+    outer()
+    late[0]()
+    asynctrack.flush_sync(timeout=30)
+    first, second = memory.logs
+    assert second.parent_id == first.id and second.parent_seq == 0
+    assert second.trace_id == first.trace_id and second.info == {"user": "u"}
+    assert first.calls[1].parent == 0 and first.calls[1].traceback is not None
+    from_file = list(asynctrack.read_logs(path))
+    assert [log.to_dict() for log in from_file[1:]] == [second.to_dict()]
+    assert from_file[0].calls[1].traceback == first.calls[1].traceback
+    assert from_file[0].trace_id == first.trace_id
+    assert [r.asynctrack["trace_id"] for r in records] == [first.trace_id] * 2  # type: ignore[attr-defined]
+    assert records[1].asynctrack["parent_seq"] == 0  # type: ignore[attr-defined]
+    # remote_parent (filled from traceparent by the interop layer) is a plain field.
+    remote = Log.from_dict({**first.to_dict(), "remote_parent": "00f067aa0ba902b7"})
+    assert remote.remote_parent == "00f067aa0ba902b7"
+    assert remote.to_dict()["remote_parent"] == "00f067aa0ba902b7"
