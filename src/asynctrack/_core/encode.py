@@ -48,7 +48,18 @@ except ImportError:  # pragma: no cover
     _Fragment = None
     _NEWLINE = 0
 
-__all__ = ["decode_line", "encode_log", "encode_logs", "encode_obj", "jsonable", "loads"]
+__all__ = [
+    "NUL_MARK",
+    "decode_line",
+    "encode_log",
+    "encode_logs",
+    "encode_obj",
+    "jsonable",
+    "loads",
+    "needs_nul_escape",
+    "nul_escape",
+    "nul_unescape",
+]
 
 # 19+ digits: maybe an integer beyond 64 bits, which orjson reads back as a float.
 _LONG_DIGITS = re.compile(rb"\d{19}")
@@ -480,3 +491,52 @@ def loads(text: bytes | str) -> Any:
     except ValueError:
         # Also for escaped lone surrogates, which orjson refuses and other writers produce.
         return json.loads(text)
+
+
+# -- NUL characters in PostgreSQL's JSONB ------------------------------------------------
+# JSONB refuses NUL ("\u0000") in strings, which every other store (and json) keeps.
+# Strings bound for a JSONB column escape it reversibly with a noncharacter as marker:
+# the marker itself becomes marker + "M", NUL becomes marker + "0". Readers undo it
+# whenever the marker occurs, so a value reads back exactly from every backend.
+NUL_MARK = "\U0010ffff"
+_UNESCAPE = re.compile(NUL_MARK + "(.)", re.S)
+
+
+def needs_nul_escape(text: str) -> bool:
+    """
+    Return True when JSON ``text`` holds a NUL escape or the marker.
+    """
+    return "\\u0000" in text or NUL_MARK in text
+
+
+def nul_escape(obj: Any) -> Any:
+    """
+    Return ``obj`` with NUL characters (and the marker) escaped in every string.
+    """
+    if isinstance(obj, str):
+        if "\x00" in obj or NUL_MARK in obj:
+            return obj.replace(NUL_MARK, NUL_MARK + "M").replace("\x00", NUL_MARK + "0")
+        return obj
+    if isinstance(obj, dict):
+        return {nul_escape(k): nul_escape(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [nul_escape(v) for v in obj]
+    return obj
+
+
+def _unescape_one(match: re.Match[str]) -> str:
+    c = match.group(1)
+    return "\x00" if c == "0" else NUL_MARK if c == "M" else match.group(0)
+
+
+def nul_unescape(obj: Any) -> Any:
+    """
+    Undo :func:`nul_escape` (strings without the marker are left as they are).
+    """
+    if isinstance(obj, str):
+        return _UNESCAPE.sub(_unescape_one, obj) if NUL_MARK in obj else obj
+    if isinstance(obj, dict):
+        return {nul_unescape(k): nul_unescape(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [nul_unescape(v) for v in obj]
+    return obj

@@ -11,6 +11,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from asynctrack._core.encode import NUL_MARK, nul_unescape
+
+_MARK_BYTES = NUL_MARK.encode()
+
 __all__ = [
     "FunctionRow",
     "GroupRow",
@@ -268,9 +272,12 @@ def decode_json(text: str | bytes) -> Any:
         ValueError: not JSON.
     """
     try:
-        return json.loads(text)
+        value = json.loads(text)
     except RecursionError:
         raise ValueError("JSON nested too deeply") from None
+    # NUL characters escaped for PostgreSQL's JSONB (#17).
+    marked = _MARK_BYTES in text if isinstance(text, bytes) else NUL_MARK in text
+    return nul_unescape(value) if marked else value
 
 
 def json_key_text(text: str | bytes) -> str | None:

@@ -61,7 +61,14 @@ from asynctrack.sinks._sql.schema import (
     parse_columns,
     text_limit,
 )
-from asynctrack.sinks._sql.upgrade import NUL, add_new_columns, json_text, no_nul, optional_present
+from asynctrack.sinks._sql.upgrade import (
+    add_new_columns,
+    json_text,
+    jsonb_dumps,
+    jsonb_safe,
+    needs_jsonb_care,
+    optional_present,
+)
 from asynctrack.sinks._sql.url import masked, parse_url
 from asynctrack.sinks._sql.values import (
     TIMESTAMPS,
@@ -475,7 +482,10 @@ class SQLSink(Sink):
             if kind == "datetime" and name == "postgresql":
                 col_ts = "aware" if getattr(t, "timezone", False) else "naive"
             exact_float = name == "sqlite" or isinstance(t, sa.Double)
-            converters.append(make_converter(kind, text_limit(t, name), bits, exact_float, col_ts))
+            convert = make_converter(kind, text_limit(t, name), bits, exact_float, col_ts)
+            if kind == "json" and isinstance(t, postgresql.JSONB):
+                convert = jsonb_safe(convert)
+            converters.append(convert)
         log_columns = [*LOG_FIELDS, *log_optional, *(c.column for c in self._info)]
         call_columns = [*CALL_FIELDS, *call_optional]
         # Python-side defaults of the user's extra columns: bulk inserts must apply them.
@@ -663,8 +673,8 @@ class SQLSink(Sink):
                 info_text = orjson_dumps(info).decode()
             except TypeError:
                 info_text = dumps(info)
-            if "info" in jsonb and NUL in info_text:
-                info_text = dumps(no_nul(info))
+            if "info" in jsonb and needs_jsonb_care(info_text):
+                info_text = jsonb_dumps(info)
             if check_json["info"]:
                 info_text = fit_json(info_text, info_limit)
             log_rows.append(
@@ -716,7 +726,9 @@ class SQLSink(Sink):
                                 status,
                                 error,
                             )
-                            if not nul_checked or (NUL not in params_text and NUL not in data_text):
+                            if not nul_checked or not (
+                                needs_jsonb_care(params_text) or needs_jsonb_care(data_text)
+                            ):
                                 tb = call.traceback
                                 if not both:
                                     call_rows.append(row)
@@ -725,7 +737,7 @@ class SQLSink(Sink):
                                     call_rows.append((*row, call.parent, None))
                                     continue
                                 tb_text = orjson_dumps(tb).decode()
-                                if "traceback" not in jsonb or NUL not in tb_text:
+                                if "traceback" not in jsonb or not needs_jsonb_care(tb_text):
                                     call_rows.append((*row, call.parent, tb_text))
                                     continue
                         except TypeError:

@@ -9,20 +9,27 @@ optional column is reported once and its field is not stored.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import re
+from collections.abc import Callable, Mapping
 from typing import Any
 
+import orjson
 import sqlalchemy as sa
 
+from asynctrack._core.encode import needs_nul_escape, nul_escape
 from asynctrack._core.selfwarn import report
 from asynctrack._exceptions import ConfigError
 from asynctrack.sinks._sql.schema import MIN_LENGTH, compatible, describe, index_name
 from asynctrack.sinks._sql.values import dumps
 
-__all__ = ["NUL", "add_new_columns", "json_text", "no_nul", "optional_present"]
-
-#: How JSON text spells a NUL character, which JSONB refuses.
-NUL = "\\u0000"
+__all__ = [
+    "add_new_columns",
+    "json_text",
+    "jsonb_dumps",
+    "jsonb_safe",
+    "needs_jsonb_care",
+    "optional_present",
+]
 
 
 def add_new_columns(conn: sa.Connection, dialect: str, table: sa.Table, fields: Any) -> None:
@@ -92,24 +99,67 @@ def optional_present(
     return present
 
 
-def no_nul(obj: Any) -> Any:
+# A float orjson writes with a positive exponent ("1e20"): JSONB stores it as an exact
+# numeric and gives it back as the integer 100000000000000000000.
+_POSITIVE_EXPONENT = re.compile(r"[0-9][eE]\+?[0-9]")
+
+
+def needs_jsonb_care(text: str) -> bool:
     """
-    Return ``obj`` with NUL characters replaced by U+FFFD (a JSONB column refuses them).
+    Return True when JSON ``text`` would not come back from JSONB as written.
+    """
+    return needs_nul_escape(text) or _POSITIVE_EXPONENT.search(text) is not None
+
+
+def jsonb_ready(obj: Any) -> Any:
+    """
+    Return ``obj`` ready for JSONB: NUL characters escaped (reversibly), and large
+    integral floats written as ``100000000000000000000.0`` so that they stay floats.
     """
     if isinstance(obj, str):
-        return obj.replace("\x00", "\ufffd")
+        return nul_escape(obj)
+    if type(obj) is float:
+        if obj.is_integer() and b"e" in orjson.dumps(obj):
+            return orjson.Fragment(b"%d.0" % int(obj))
+        return obj
     if isinstance(obj, dict):
-        return {no_nul(k): no_nul(v) for k, v in obj.items()}
+        return {nul_escape(k): jsonb_ready(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [no_nul(v) for v in obj]
+        return [jsonb_ready(v) for v in obj]
     return obj
+
+
+def jsonb_dumps(obj: Any) -> str:
+    """
+    Encode ``obj`` as JSON text that JSONB gives back unchanged.
+    """
+    try:
+        return orjson.dumps(jsonb_ready(obj)).decode()
+    except TypeError:  # what orjson refuses (surrogates, huge ints): the general path
+        return dumps(nul_escape(obj))
 
 
 def json_text(obj: Any, jsonb: bool) -> str:
     """
-    Encode ``obj`` for a JSON column; for a JSONB one, without NUL characters.
+    Encode ``obj`` for a JSON column; for a JSONB one, see :func:`jsonb_dumps`.
     """
     text = dumps(obj)
-    if jsonb and NUL in text:
-        text = dumps(no_nul(obj))
+    if jsonb and needs_jsonb_care(text):
+        text = jsonb_dumps(obj)
     return text
+
+
+def jsonb_safe(
+    convert: Callable[[Any], tuple[Any, bool]],
+) -> Callable[[Any], tuple[Any, bool]]:
+    """
+    Wrap the converter of a JSONB info column (see :func:`jsonb_dumps`).
+    """
+
+    def safe(value: Any) -> tuple[Any, bool]:
+        stored, exact = convert(value)
+        if isinstance(stored, str) and needs_jsonb_care(stored):
+            return jsonb_dumps(value), exact
+        return stored, exact
+
+    return safe

@@ -14,9 +14,11 @@ from typing import Any
 import orjson
 import sqlalchemy as sa
 
-from asynctrack._core.encode import encode_obj
+from asynctrack._core.encode import NUL_MARK, encode_obj, nul_unescape
 from asynctrack._core.encode import loads as exact_loads
 from asynctrack.sinks._sql.schema import MISSING, RESERVED_KEY, TextLimit
+
+_MARK_BYTES = NUL_MARK.encode()
 
 __all__ = [
     "TIMESTAMPS",
@@ -74,9 +76,12 @@ def dumps(obj: Any) -> str:
 
 def loads(text: str | bytes) -> Any:
     """
-    Decode the JSON text of a JSON column (integers beyond 64 bits read exactly).
+    Decode the JSON text of a JSON column: integers beyond 64 bits read exactly, NUL
+    characters escaped for PostgreSQL's JSONB restored.
     """
-    return exact_loads(text)
+    value = exact_loads(text)
+    marked = _MARK_BYTES in text if isinstance(text, bytes) else NUL_MARK in text
+    return nul_unescape(value) if marked else value
 
 
 # -- fitting values into columns --------------------------------------------------------
