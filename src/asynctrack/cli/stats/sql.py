@@ -27,6 +27,7 @@ from typing import Any
 
 import orjson
 
+from asynctrack._core.encode import NUL_MARK, nul_escape
 from asynctrack.cli.stats.db import Database, PostgresDatabase, SQLiteDatabase, connect
 from asynctrack.cli.stats.model import (
     FunctionRow,
@@ -232,6 +233,9 @@ class Tables:
             parsed = None
         if parsed is not None and not isinstance(parsed, str) and key_text(parsed) == value:
             candidates.append(dumps(parsed))
+        if self.db.dialect == "postgresql" and ("\x00" in value or NUL_MARK in value):
+            # As JSONB holds it: NUL characters escaped (#17).
+            candidates.append(dumps(nul_escape(value)))
         names = []
         for i, text in enumerate(candidates):
             params[f"kj{i}"] = "F" + text

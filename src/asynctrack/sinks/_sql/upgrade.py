@@ -113,8 +113,9 @@ def needs_jsonb_care(text: str) -> bool:
 
 def jsonb_ready(obj: Any) -> Any:
     """
-    Return ``obj`` ready for JSONB: NUL characters escaped (reversibly), and large
-    integral floats written as ``100000000000000000000.0`` so that they stay floats.
+    Return ``obj`` ready for JSONB: NUL characters escaped (reversibly), large
+    integral floats written as ``100000000000000000000.0`` so that they stay floats,
+    integers beyond 64 bits as they are (orjson would refuse them).
     """
     if isinstance(obj, str):
         return nul_escape(obj)
@@ -122,6 +123,8 @@ def jsonb_ready(obj: Any) -> Any:
         if obj.is_integer() and b"e" in orjson.dumps(obj):
             return orjson.Fragment(b"%d.0" % int(obj))
         return obj
+    if type(obj) is int and not -(2**63) <= obj < 2**64:
+        return orjson.Fragment(b"%d" % obj)  # orjson refuses ints beyond 64 bits
     if isinstance(obj, dict):
         return {nul_escape(k): jsonb_ready(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
