@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 import sqlalchemy as sa
 
-from asynctrack._core.encode import needs_nul_escape, nul_escape
+from asynctrack._core.encode import jsonable, needs_nul_escape, nul_escape
 from asynctrack._core.selfwarn import report
 from asynctrack._exceptions import ConfigError
 from asynctrack.sinks._sql.schema import MIN_LENGTH, compatible, describe, index_name
@@ -124,7 +124,10 @@ def jsonb_ready(obj: Any) -> Any:
             return orjson.Fragment(b"%d.0" % int(obj))
         return obj
     if type(obj) is int and not -(2**63) <= obj < 2**64:
-        return orjson.Fragment(b"%d" % obj)  # orjson refuses ints beyond 64 bits
+        try:
+            return orjson.Fragment(b"%d" % obj)  # orjson refuses ints beyond 64 bits
+        except ValueError:  # beyond CPython's int-to-text limit: the general path
+            return obj
     if isinstance(obj, dict):
         return {nul_escape(k): jsonb_ready(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
@@ -138,8 +141,15 @@ def jsonb_dumps(obj: Any) -> str:
     """
     try:
         return orjson.dumps(jsonb_ready(obj)).decode()
-    except TypeError:  # what orjson refuses (surrogates, huge ints): the general path
-        return dumps(nul_escape(obj))
+    except (TypeError, ValueError):
+        pass
+    # What orjson refuses (lone surrogates, ints past CPython's digit limit): the
+    # encoder's last resort first, as the other databases get it.
+    safe = jsonable(obj)
+    try:
+        return orjson.dumps(jsonb_ready(safe)).decode()
+    except (TypeError, ValueError):  # pragma: no cover - jsonable's output encodes
+        return dumps(nul_escape(safe))
 
 
 def json_text(obj: Any, jsonb: bool) -> str:
