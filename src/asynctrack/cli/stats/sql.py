@@ -209,11 +209,16 @@ class Tables:
             return json_key_text(value)
         return key_text(value)
 
-    def keyed(self, key: str, rows: list[tuple[Any, ...]], column: bool) -> list[tuple[Any, ...]]:
+    def keyed(
+        self, key: str, rows: list[tuple[Any, ...]], column: bool | None = None
+    ) -> list[tuple[Any, ...]]:
         """
         Reduce ``(tagged json, [column value,] a, b, ...)`` rows to ``(canonical text,
         a, b, ...)``; ``column``: the key has its own column (two leading values).
+        Without it, rows of four values are taken to have both (``(value, a, b)`` rows).
         """
+        if column is None:
+            column = bool(rows) and len(rows[0]) == 4
         if column:
             return [(self.key_of(key, row[0], row[1]), *row[2:]) for row in rows]
         return [(self.key_of(key, row[0]), *row[1:]) for row in rows]
