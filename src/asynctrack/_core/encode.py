@@ -49,6 +49,7 @@ except ImportError:  # pragma: no cover
     _NEWLINE = 0
 
 __all__ = [
+    "NEG_ZERO",
     "NUL_MARK",
     "decode_line",
     "encode_log",
@@ -499,6 +500,8 @@ def loads(text: bytes | str) -> Any:
 # the marker itself becomes marker + "M", NUL becomes marker + "0". Readers undo it
 # whenever the marker occurs, so a value reads back exactly from every backend.
 NUL_MARK = "\U0010ffff"
+#: -0.0, which JSONB's numbers cannot hold (an escaped string never equals it).
+NEG_ZERO = NUL_MARK + "-0"
 _UNESCAPE = re.compile(NUL_MARK + "(.)", re.S)
 
 
@@ -534,7 +537,9 @@ def nul_unescape(obj: Any) -> Any:
     Undo :func:`nul_escape` (strings without the marker are left as they are).
     """
     if isinstance(obj, str):
-        return _UNESCAPE.sub(_unescape_one, obj) if NUL_MARK in obj else obj
+        if NUL_MARK not in obj:
+            return obj
+        return -0.0 if obj == NEG_ZERO else _UNESCAPE.sub(_unescape_one, obj)
     if isinstance(obj, dict):
         return {nul_unescape(k): nul_unescape(v) for k, v in obj.items()}
     if isinstance(obj, list):

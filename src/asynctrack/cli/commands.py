@@ -310,6 +310,28 @@ def _demo(args: argparse.Namespace) -> int:
     return run_demo(users=args.users, seconds=args.seconds, sink=args.sink)
 
 
+#: Options whose value is data (an info value, a glob): it may start with "-".
+_DATA_OPTIONS = frozenset({"--user", "--where", "--function", "--trace", "--by", "--id"})
+
+
+def _joined(argv: list[str]) -> list[str]:
+    # argparse takes "--user -1e+16" for two options; "--user=-1e+16" is unambiguous.
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg in _DATA_OPTIONS and i + 1 < len(argv) and argv[i + 1].startswith("-"):
+            out.append(f"{arg}={argv[i + 1]}")
+            i += 2
+            continue
+        if arg == "--":
+            out += argv[i:]
+            break
+        out.append(arg)
+        i += 1
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """
     Run the command line with ``argv`` (default ``sys.argv[1:]``) and return the exit code.
@@ -318,7 +340,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
+        args = parser.parse_args(_joined(sys.argv[1:] if argv is None else list(argv)))
         if args.command == "show" and args.id is not None:
             for name in ("user", "status", "function", "min_duration", "since", "until", "trace"):
                 if getattr(args, name) is not None:

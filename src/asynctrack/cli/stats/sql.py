@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 import re
 import sqlite3
 from collections.abc import Callable, Sequence
@@ -27,7 +28,7 @@ from typing import Any
 
 import orjson
 
-from asynctrack._core.encode import NUL_MARK, nul_escape
+from asynctrack._core.encode import NEG_ZERO, NUL_MARK, nul_escape
 from asynctrack.cli.stats.db import Database, PostgresDatabase, SQLiteDatabase, connect
 from asynctrack.cli.stats.model import (
     FunctionRow,
@@ -238,9 +239,16 @@ class Tables:
             parsed = None
         if parsed is not None and not isinstance(parsed, str) and key_text(parsed) == value:
             candidates.append(dumps(parsed))
-        if self.db.dialect == "postgresql" and ("\x00" in value or NUL_MARK in value):
-            # As JSONB holds it: NUL characters escaped (#17).
-            candidates.append(dumps(nul_escape(value)))
+        if self.db.dialect == "postgresql":
+            # As JSONB holds it (#17): NUL characters escaped, -0.0 marked, large
+            # integral floats written out.
+            if "\x00" in value or NUL_MARK in value:
+                candidates.append(dumps(nul_escape(value)))
+            if type(parsed) is float and key_text(parsed) == value:
+                if parsed == 0.0 and math.copysign(1.0, parsed) < 0:
+                    candidates.append(dumps(NEG_ZERO))
+                elif parsed.is_integer() and "e" in dumps(parsed):
+                    candidates.append(f"{int(parsed)}.0")
         names = []
         for i, text in enumerate(candidates):
             params[f"kj{i}"] = "F" + text

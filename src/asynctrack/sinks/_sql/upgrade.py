@@ -9,6 +9,7 @@ optional column is reported once and its field is not stored.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -16,7 +17,7 @@ from typing import Any
 import orjson
 import sqlalchemy as sa
 
-from asynctrack._core.encode import jsonable, needs_nul_escape, nul_escape
+from asynctrack._core.encode import NEG_ZERO, jsonable, needs_nul_escape, nul_escape
 from asynctrack._core.selfwarn import report
 from asynctrack._exceptions import ConfigError
 from asynctrack.sinks._sql.schema import MIN_LENGTH, compatible, describe, index_name
@@ -101,7 +102,8 @@ def optional_present(
 
 # A float orjson writes with a positive exponent ("1e20"): JSONB stores it as an exact
 # numeric and gives it back as the integer 100000000000000000000.
-_POSITIVE_EXPONENT = re.compile(r"[0-9][eE]\+?[0-9]")
+# -0.0: JSONB's numbers have no negative zero.
+_POSITIVE_EXPONENT = re.compile(r"[0-9][eE]\+?[0-9]|-0\.0(?![0-9])")
 
 
 def needs_jsonb_care(text: str) -> bool:
@@ -115,11 +117,14 @@ def jsonb_ready(obj: Any) -> Any:
     """
     Return ``obj`` ready for JSONB: NUL characters escaped (reversibly), large
     integral floats written as ``100000000000000000000.0`` so that they stay floats,
-    integers beyond 64 bits as they are (orjson would refuse them).
+    integers beyond 64 bits as they are (orjson would refuse them), -0.0 as a marked
+    string that readers turn back into -0.0.
     """
     if isinstance(obj, str):
         return nul_escape(obj)
     if type(obj) is float:
+        if obj == 0.0 and math.copysign(1.0, obj) < 0:
+            return NEG_ZERO
         if obj.is_integer() and b"e" in orjson.dumps(obj):
             return orjson.Fragment(b"%d.0" % int(obj))
         return obj
