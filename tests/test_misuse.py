@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 from pathlib import Path
 
 import pytest
@@ -19,11 +20,20 @@ from sqlalchemy.engine import make_url
 import asynctrack
 from asynctrack import ConfigError, SQLSink
 from asynctrack._core.encode import encode_logs
+from asynctrack._core.redact import hide_url_secrets, mask_url
 from asynctrack.cli.commands import main
 
 from .test_cli import LOGS
 
 PASSWORD = "pw-s3cr3t-XYZ"
+MARK = "S3CR3T"
+
+#: Around the mark in a password: anything a careless user may type, URL delimiters
+#: included (but not the mark's own letters, so the mark is found only where put).
+password_part = st.text(
+    alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="S3CRT\n"),
+    max_size=10,
+)
 
 segment = st.text(
     alphabet=st.characters(blacklist_characters="/?#@:\\", blacklist_categories=("Cs",)),
@@ -99,12 +109,78 @@ class TestSinkURLs:
             shown.append(str(exc))
         assert all(PASSWORD not in text and len(text) <= 1100 for text in shown), shown
 
+    @given(
+        scheme=st.sampled_from(
+            ["sqlite", "postgresql", "postgresql+asyncpg", "mysql", "mariadb+asyncmy"]
+        ),
+        shape=st.sampled_from(["userinfo", "no-user", "no-host", "query"]),
+        around=st.tuples(password_part, password_part),
+        user=st.sampled_from(["", "app", "bob@server"]),
+        key=st.sampled_from(["password", "pwd", "sslpassword", "auth_token", "PASSWD"]),
+    )
+    @settings(max_examples=200, deadline=None)
+    def test_a_password_in_any_url_shape_is_never_shown(
+        self, scheme: str, shape: str, around: tuple[str, str], user: str, key: str
+    ) -> None:
+        """
+        Whatever the URL's shape — a password holding unencoded ``@``, ``:``, ``/``
+        or ``?``; credentials after three slashes; a password whose ``@host`` was
+        forgotten; a secret query value — neither the sink (its url, str and repr, or
+        its ConfigError) nor the command line's display of the URL shows it, nor any
+        piece of it a driver may quote as a host or a database name.
+        """
+        password = around[0] + MARK + around[1]
+        if shape == "query":  # unencoded, these end the value
+            password = re.sub(r"[&;#]", "", password)
+        if shape == "no-host":  # with no '@', these start the database name
+            password = re.sub(r"[/?#@]", "", password)
+        url = {
+            "userinfo": f"{scheme}://{user}:{password}@db.example:5432/app",
+            "no-user": f"{scheme}:///:{password}@db.example/app",
+            "no-host": f"{scheme}://{user}:{password}/app",
+            "query": f"{scheme}://{user}@db.example/app?sslmode=require&{key}={password}",
+        }[shape]
+        shown: list[str] = [mask_url(url)]
+        try:
+            sink = SQLSink(url)
+            shown += [sink.url, str(sink), repr(sink)]
+        except ConfigError as exc:
+            shown.append(str(exc))
+        for piece in password.split("@"):
+            if MARK in piece:
+                shown.append(hide_url_secrets(f"cannot reach '{piece}'", url))
+        assert all(MARK not in text for text in shown), (url, shown)
+
+    @pytest.mark.parametrize(
+        "url",
+        [
+            pytest.param(f"postgresql:///:{MARK}@127.0.0.1/db", id="three-slashes"),
+            pytest.param(f"mysql://u:ab@{MARK}@127.0.0.1:1/db", id="at-in-password"),
+            pytest.param(f"postgresql://u@127.0.0.1:1/db?password={MARK}", id="query"),
+            pytest.param(f"postgresql://u:{MARK}/db", id="no-host"),
+        ],
+    )
+    def test_the_command_line_never_shows_a_password(
+        self, url: str, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """
+        ``asynctrack stats URL`` on a URL that does not work says so in one line,
+        without the password, even where the driver's own message quotes it (as a
+        database name or a host).
+        """
+        assert main(["stats", url]) in (1, 2)
+        err = capsys.readouterr().err
+        assert err.startswith("asynctrack: error: ") and err.count("\n") == 1, err
+        assert MARK not in err
+
     def test_secret_query_values_are_masked(self) -> None:
         """
         Query parameters that carry secrets are masked like the password.
         """
         sink = SQLSink(f"postgresql://u:{PASSWORD}@h/db?password={PASSWORD}&sslmode=require")
         assert sink.url == "postgresql+asyncpg://u:***@h/db?password=***&sslmode=require"
+        sink = SQLSink(f"postgresql://u@h/db?sslmode=require&PWD={PASSWORD}")
+        assert sink.url == "postgresql+asyncpg://u@h/db?PWD=***&sslmode=require"
         assert PASSWORD not in str(sink)
 
     def test_file_configuration_names_the_key(self, tmp_path: Path) -> None:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["REDACTED", "clip", "clip_bytes", "scrub"]
+__all__ = ["REDACTED", "clip", "clip_bytes", "hide_url_secrets", "mask_url", "scrub", "url_secrets"]
 
 REDACTED = "[REDACTED]"
 _R = len(REDACTED)
@@ -184,3 +184,79 @@ def _redact(s: str, limit: int) -> tuple[str, int]:
     if room > 0:
         parts.append(s[pos : pos + room + 1])
     return "".join(parts), total
+
+
+# Query parameters whose values are secrets (``?password=…``, ``?sslkey=…``, ``&pwd=…``).
+_SECRET_QUERY = re.compile(
+    r"[?&;][^=&;#]*(?:pass|pwd|secret|token|key|auth|credential|cookie|session)[^=&;#]*="
+    r"([^&;#]*)",
+    re.IGNORECASE,
+)
+_AUTHORITY_END = re.compile(r"[/?#]")
+_DELIMITERS = re.compile(r"[@:/?#&;=\[\]]")
+# Shorter pieces of a password are not hidden on their own: hiding every "a" of a
+# message would make it unreadable, for two characters of a secret at most.
+_PIECE = 3
+
+
+def url_secrets(url: str) -> list[str]:
+    """
+    Return the parts of a database URL's text that may be secret, as written.
+
+    Read generously, so that no reading of the URL (SQLAlchemy's, urllib's, a
+    driver's) shows a secret the others hide: everything from the first ``:`` before
+    the last ``@`` to that ``@`` (a password holding an unencoded ``@``, ``/`` or
+    ``:``; ``scheme:///:pw@host/db``), a "port" after the last ``@`` that is not a
+    number (``user:pw/db``, whose ``@host`` was forgotten), and the values of
+    secret-looking query parameters.
+    """
+    # Without "://" (``user:pw@host/db``) only the user-info reading applies.
+    _, sep, rest = url.partition("://")
+    if not sep:
+        rest = url
+    found: list[str] = []
+    at = rest.rfind("@")
+    if at >= 0:
+        colon = rest.find(":", 0, at)
+        if colon >= 0:
+            found.append(rest[colon + 1 : at])
+    end = _AUTHORITY_END.search(rest, at + 1)
+    authority = rest[at + 1 : end.start()] if end else rest[at + 1 :]
+    if authority and sep:
+        # After an IPv6 literal's "]"; a "[" elsewhere is no literal.
+        host_port = authority.partition("]")[2] if authority[0] == "[" else authority
+        port = host_port.partition(":")[2]
+        if not port.isdigit():
+            found.append(port)
+    found += [m[1] for m in _SECRET_QUERY.finditer(url)]
+    from urllib.parse import quote, quote_plus, unquote
+
+    secrets = {x for x in found if x}
+    for x in list(secrets):
+        # Each piece between delimiters too: a reader that stops at one shows the rest
+        # elsewhere (``Can't connect to server on 'ss@host'``, a database ``ss``).
+        secrets.update(p for p in _DELIMITERS.split(x) if len(p) >= _PIECE)
+    for x in list(secrets):
+        # Also as a reader that decoded it would show it, and as a URL renderer
+        # (SQLAlchemy's: a database name quoted with " +/" safe, query values
+        # quote_plus'd) would.
+        secrets |= {unquote(x), quote(x, safe=" +"), quote(x, safe=" +/"), quote_plus(x)}
+    return sorted(secrets, key=len, reverse=True)
+
+
+def hide_url_secrets(text: str, url: str) -> str:
+    """
+    Return ``text`` (a message that may quote ``url`` or parts of it) with every
+    secret part of ``url`` replaced by ``***``.
+    """
+    for secret in url_secrets(url):
+        text = text.replace(secret, "***")
+    return text
+
+
+def mask_url(url: str) -> str:
+    """
+    Return a database URL's text for messages: its password and secret-looking
+    query values shown as ``***``, however the URL is malformed.
+    """
+    return hide_url_secrets(url, url)

@@ -354,7 +354,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return handler(args)
     except SourceError as exc:
-        print(f"asynctrack: error: {exc}", file=sys.stderr)
+        print(f"asynctrack: error: {_hide(str(exc), args)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("asynctrack: interrupted", file=sys.stderr)
@@ -363,10 +363,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         # The reader went away (`asynctrack show ... | head`): not an error worth a trace.
         return 0
     except Exception as exc:
-        text = str(exc).strip().splitlines()
+        text = _hide(str(exc), args).strip().splitlines()
         detail = f": {text[0]}" if text else ""
         print(f"asynctrack: error: {type(exc).__name__}{detail}", file=sys.stderr)
         return 1
+
+
+def _hide(message: str, args: argparse.Namespace) -> str:
+    # A driver's error may quote any part of the URL, including a password it misread
+    # as a host or a database name: hide every secret part of the URL as written.
+    from asynctrack._core.redact import hide_url_secrets
+
+    url = getattr(args, "source", None) or getattr(args, "sink", None)
+    return hide_url_secrets(message, url) if isinstance(url, str) else message
 
 
 def run() -> None:

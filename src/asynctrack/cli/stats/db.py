@@ -18,8 +18,8 @@ import re
 import sqlite3
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
+from asynctrack._core.redact import mask_url
 from asynctrack.cli.stats.model import UTC, SourceError
 
 __all__ = ["Database", "PostgresDatabase", "SQLiteDatabase", "connect"]
@@ -327,15 +327,6 @@ def _one_line(exc: BaseException) -> str:
     return first if len(first) <= 200 else first[:197] + "..."
 
 
-def _hide_password(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.netloc.rpartition("@")[2]
-    user = parts.netloc.rpartition("@")[0].partition(":")[0]
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
-
-
 def _sqlite_path(url: str, display: str) -> str:
     # SQLAlchemy's forms: sqlite:///relative.db, sqlite:////absolute.db, sqlite:// (memory).
     rest = url.partition("://")[2].partition("?")[0]
@@ -356,7 +347,7 @@ async def connect(url: str) -> Database:
     match = _SCHEME.match(url)
     if match is None:
         raise SourceError(f"invalid database URL {url!r}: expected scheme://...")
-    display = _hide_password(url)
+    display = mask_url(url)
     backend, driver = match[1].lower(), (match[2] or "").lower()
     if backend == "sqlite":
         return SQLiteDatabase(_sqlite_path(url, display), display)

@@ -69,7 +69,7 @@ from asynctrack.sinks._sql.upgrade import (
     needs_jsonb_care,
     optional_present,
 )
-from asynctrack.sinks._sql.url import masked, parse_url
+from asynctrack.sinks._sql.url import parse_url, shown_url
 from asynctrack.sinks._sql.values import (
     TIMESTAMPS,
     Converter,
@@ -197,6 +197,7 @@ class SQLSink(Sink):
         name: str | None = None,
     ) -> None:
         self._url = parse_url(url)
+        self._shown_url = shown_url(self._url, url)
         dialect = self._url.get_backend_name()
         self._dialect = "mysql" if dialect == "mariadb" else dialect
         _preload(self._url)
@@ -268,7 +269,7 @@ class SQLSink(Sink):
         """
         The database URL, password hidden.
         """
-        return masked(self._url)
+        return self._shown_url
 
     @property
     def engine(self) -> AsyncEngine | None:

@@ -9,14 +9,14 @@ background. ``sqlite://track.db`` (two slashes) is the common case: SQLAlchemy r
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from sqlalchemy.engine import URL, make_url
 
+from asynctrack._core.redact import hide_url_secrets, mask_url
 from asynctrack._exceptions import ConfigError, quote
 
-__all__ = ["SQLITE_FORM", "masked", "parse_url"]
+__all__ = ["SQLITE_FORM", "masked", "parse_url", "shown_url"]
 
 _DRIVERS = {
     "sqlite": "sqlite+aiosqlite",
@@ -36,32 +36,25 @@ SQLITE_FORM = (
     "(relative to the working directory) or 'sqlite+aiosqlite:////var/lib/app/track.db' "
     "(absolute)"
 )
-#: Query parameters whose values are hidden like the password (``?password=…``,
-#: ``?sslkey=…``, ``?auth_token=…``).
-_SECRET_QUERY = re.compile(
-    r"([?&][^=&]*(?:pass|secret|token|key|auth|credential|cookie)[^=&]*=)[^&]*", re.IGNORECASE
-)
 
 
 def masked(url: URL) -> str:
     """
     Render ``url`` for messages: password and secret-looking query values as ``***``.
     """
-    text = url.render_as_string(hide_password=True)
-    return _SECRET_QUERY.sub(r"\1***", text) if url.query else text
+    # The text-level masking also covers what SQLAlchemy does not read as a password
+    # (an unencoded '@' in it leaves its tail in the host).
+    return mask_url(url.render_as_string(hide_password=True))
 
 
-def _raw_masked(text: str) -> str:
-    # A URL that does not parse: everything between the user's ':' and the last '@'
-    # may be the password (which may itself hold ':', '/' or '@').
-    if "@" in text:
-        head, _, tail = text.rpartition("@")
-        scheme, sep, userinfo = head.partition("://")
-        if not sep:
-            scheme, userinfo = "", head
-        if ":" in userinfo:
-            text = f"{scheme}{sep}{userinfo.partition(':')[0]}:***@{tail}"
-    return quote(text)
+def shown_url(parsed: URL, given: Any) -> str:
+    """
+    Render ``parsed`` for messages, hiding also every secret part of the text it was
+    parsed from (``given``): a string SQLAlchemy misreads (``sqlite:///:pw@host/db``,
+    a file name to it) is rendered percent-encoded, past the reach of ``masked``.
+    """
+    text = masked(parsed)
+    return hide_url_secrets(text, given) if isinstance(given, str) else text
 
 
 def parse_url(url: Any) -> URL:
@@ -81,12 +74,14 @@ def parse_url(url: Any) -> URL:
             parsed = make_url(url)
         except Exception:
             raise ConfigError(
-                f"SQLSink(url=...): cannot parse the URL {_raw_masked(url)}; expected "
+                f"SQLSink(url=...): cannot parse the URL {quote(mask_url(url))}; expected "
                 f"e.g. {_EXAMPLES}"
             ) from None
     else:
         raise ConfigError(f"SQLSink(url=...) must be a str or URL, got {type(url).__name__}")
-    safe = quote(masked(parsed))  # as given, before the driver is filled in
+    # As given, before the driver is filled in; the secrets of the text as written are
+    # hidden too (SQLAlchemy's rendering may show part of a password it misread).
+    safe = quote(shown_url(parsed, url))
     if "+" not in parsed.drivername and parsed.drivername in _DRIVERS:
         parsed = parsed.set(drivername=_DRIVERS[parsed.drivername])
     backend = parsed.get_backend_name()
@@ -139,6 +134,14 @@ def _check_shape(url: URL, backend: str, safe: str) -> None:
             f"SQLSink(url=...): the database name of the {backend} URL holds an '@': "
             f"expected '{url.drivername}://user:pw@host:port/db', with two slashes before "
             "the user"
+        )
+    if url.host and "@" in url.host:
+        # postgresql://u:p@ss@host/db: an unencoded '@' in the password; the driver
+        # would look up the password's tail as a host name (and say it in errors).
+        raise ConfigError(
+            f"SQLSink(url={safe}): the host holds an '@': a password with '@' (or ':', "
+            "'/') must be percent-encoded ('@' as %40), e.g. with "
+            "urllib.parse.quote(password, safe='')"
         )
     if backend in ("mysql", "mariadb") and not url.database:
         raise ConfigError(
