@@ -14,6 +14,7 @@ from asynctrack._config.configure import configure
 from asynctrack._core.calltree import add_data, add_info, info, propagate
 from asynctrack._core.levels import DEBUG, DEFAULT, INFO, NONE, Level
 from asynctrack._core.records import Call, Log
+from asynctrack._core.tracecontext import SpanContext, current_span
 from asynctrack._core.tracker import CallScope, Tracker, get_tracker
 from asynctrack._core.values import is_redacted, represent
 from asynctrack._delivery.counters import FlushResult, Stats
@@ -30,6 +31,7 @@ from asynctrack._exceptions import AsyncTrackError, ConfigError, PipelineClosedE
 from asynctrack.sinks import FileSink, LoggingSink, MemorySink, Sink, read_logs
 
 if _TYPE_CHECKING:
+    from asynctrack.sinks._otlp.sink import OTLPSink
     from asynctrack.sinks._sql.sink import SQLSink
 
 
@@ -48,9 +50,11 @@ __all__ = [
     "Log",
     "LoggingSink",
     "MemorySink",
+    "OTLPSink",
     "PipelineClosedError",
     "SQLSink",
     "Sink",
+    "SpanContext",
     "Stats",
     "Tracker",
     "__version__",
@@ -58,6 +62,7 @@ __all__ = [
     "add_info",
     "configure",
     "configure_from_file",
+    "current_span",
     "flush",
     "flush_sync",
     "get_tracker",
@@ -80,6 +85,11 @@ def __getattr__(name: str) -> _Any:
         from asynctrack.sinks._sql.sink import SQLSink
 
         return SQLSink
+    if name == "OTLPSink":
+        # httpx and protobuf load only when an OTLPSink is made (the [otlp] extra).
+        from asynctrack.sinks._otlp.sink import OTLPSink
+
+        return OTLPSink
     if name == "__version__":
         # importlib.metadata costs tens of ms: only when asked (CLI start-up time).
         from importlib.metadata import PackageNotFoundError, version

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 
-from asynctrack._core import calltree
+from asynctrack._core import calltree, tracecontext
 from asynctrack._core.levels import DEFAULT, NONE, OFF, Level, level_name, parse_level
 from asynctrack._core.probe import make_probe
 from asynctrack._core.values import convert_mapping
@@ -265,6 +265,26 @@ class CallScope:
         frame = self._frame
         if frame is not None and frame is not calltree.SILENT and values:
             calltree.add_info_many(frame[0], values)
+
+    def link_remote(self, traceparent: str | bytes | None, tracestate: Any = None) -> bool:
+        """
+        Continue the trace of an incoming W3C ``traceparent`` header.
+
+        When this call opened its log, the log takes the header's trace id as its
+        ``trace_id`` and the caller's span id as its ``remote_parent``; a valid
+        ``tracestate`` is kept in the log's info (``tracestate``) and forwarded by
+        :class:`~asynctrack.integrations.httpx.TrackTransport`. A call that joined a
+        log changes nothing. Call it right after entering the block.
+
+        Returns:
+            False when the header is malformed (it is then ignored), else True.
+
+        .. versionadded:: 0.2
+        """
+        try:
+            return tracecontext.link_remote(self._frame, traceparent, tracestate)
+        except Exception:  # pragma: no cover - never raise into the application
+            return False
 
     def add_data(self, key: str, value: Any) -> None:
         """

@@ -77,6 +77,12 @@ class TrackMiddleware:
     data ``disconnected: true``. A streaming response is tracked until its body ends.
     ``lifespan`` and other scope types pass straight through.
 
+    A request with a W3C ``traceparent`` header continues the caller's trace: its log
+    takes the header's trace id as ``trace_id`` and the caller's span id as
+    ``remote_parent`` (``tracestate`` is kept in info and forwarded by
+    :class:`~asynctrack.integrations.httpx.TrackTransport`). A malformed header is
+    ignored and counted in :attr:`malformed_traceparent`.
+
     Args:
         app: the ASGI application to wrap.
         tracker: the tracker (or its name) recording the root calls; its level
@@ -155,6 +161,8 @@ class TrackMiddleware:
         self.info_errors = 0
         #: How many times the middleware's own bookkeeping failed (never raised).
         self.internal_errors = 0
+        #: How many requests carried a malformed ``traceparent`` header (ignored).
+        self.malformed_traceparent = 0
 
     def _check_configured(self) -> None:
         # A middleware in front of an application that never configured asynctrack
@@ -336,8 +344,25 @@ class TrackMiddleware:
                 call.add_info(method=method, client=client[0])
             else:
                 call.add_info(method=method)
+            headers = scope.get("headers")
+            if headers:
+                self._link(call, headers)
         except Exception:
             self.internal_errors += 1
+
+    def _link(self, call: Any, headers: Iterable[tuple[bytes, bytes]]) -> None:
+        # W3C trace context: the request's log continues the caller's trace.
+        parent: bytes | None = None
+        state: bytes | None = None
+        seen = 0
+        for name, value in headers:
+            if name == b"traceparent":
+                parent = value
+                seen += 1
+            elif name == b"tracestate":
+                state = value if state is None else state + b"," + value
+        if parent is not None and (seen > 1 or not call.link_remote(parent, state)):
+            self.malformed_traceparent += 1
 
     def _template(self, scope: Scope, root_path: str) -> tuple[str | None, bool]:
         """

@@ -65,7 +65,9 @@ class TrackMiddleware:
     An exception from the application, or from its body while the server reads it,
     marks the root call ``status="error"`` and propagates unchanged. A body closed
     before it was read to its end (the client went away) is recorded as data
-    ``disconnected: true``.
+    ``disconnected: true``. A W3C ``traceparent`` header continues the caller's trace
+    (``trace_id``, ``remote_parent``), as in the ASGI middleware; a malformed one is
+    ignored and counted in :attr:`malformed_traceparent`.
 
     Args:
         app: the WSGI application to wrap.
@@ -138,6 +140,8 @@ class TrackMiddleware:
         self.info_errors = 0
         #: How many times the middleware's own bookkeeping failed (never raised).
         self.internal_errors = 0
+        #: How many requests carried a malformed ``traceparent`` header (ignored).
+        self.malformed_traceparent = 0
 
     def _check_configured(self) -> None:
         # A middleware in front of an application that never configured asynctrack
@@ -190,6 +194,9 @@ class TrackMiddleware:
                 call.add_info(method=method, client=client)
             else:
                 call.add_info(method=method)
+            parent = environ.get("HTTP_TRACEPARENT")
+            if parent is not None and not call.link_remote(parent, environ.get("HTTP_TRACESTATE")):
+                self.malformed_traceparent += 1
         except Exception:
             self.internal_errors += 1
 
