@@ -124,7 +124,7 @@ def normalised(path: Path) -> list[dict[str, Any]]:
     out = []
     for log in read_logs(path):
         d = log.to_dict()
-        for key in ("id", "started_at", "duration_us"):
+        for key in ("id", "trace_id", "started_at", "duration_us"):
             d.pop(key)
         for call in d["calls"]:
             call.pop("offset_us")
@@ -455,13 +455,13 @@ ERRORS = [
     pytest.param(
         '[[asynctrack.sinks]]\npath = "a.jsonl"\n',
         "track.toml: asynctrack.sinks[0]: missing key 'type' (expected one of file, sql, "
-        "memory, logging, or 'module:Class' naming a Sink subclass)",
+        "memory, logging, otlp, or 'module:Class' naming a Sink subclass)",
         id="missing-sink-type",
     ),
     pytest.param(
         '[[asynctrack.sinks]]\ntype = "fil"\npath = "a.jsonl"\n',
-        "track.toml: asynctrack.sinks[0].type must be one of file, sql, memory, logging, or "
-        "'module:Class' naming a Sink subclass, got 'fil' (did you mean 'file'?)",
+        "track.toml: asynctrack.sinks[0].type must be one of file, sql, memory, logging, otlp, "
+        "or 'module:Class' naming a Sink subclass, got 'fil' (did you mean 'file'?)",
         id="unknown-sink-type",
     ),
     pytest.param(

@@ -45,12 +45,11 @@ class TestExports:
 
     def test_import_loads_no_database_stack(self) -> None:
         """
-        import asynctrack loads neither SQLAlchemy nor aiosqlite nor aiofiles.
+        import asynctrack loads neither SQLAlchemy nor aiosqlite nor aiofiles, nor the
+        OTLP sink's httpx and protobuf.
         """
-        code = (
-            "import sys, asynctrack; "
-            "print(sorted(m for m in ('sqlalchemy', 'aiosqlite', 'aiofiles') if m in sys.modules))"
-        )
+        heavy = "('sqlalchemy', 'aiosqlite', 'aiofiles', 'httpx', 'google.protobuf')"
+        code = f"import sys, asynctrack; print(sorted(m for m in {heavy} if m in sys.modules))"
         out = subprocess.run(
             [sys.executable, "-c", code], capture_output=True, text=True, check=True
         )

@@ -32,6 +32,7 @@ SINK_TYPES: dict[str, tuple[str, str]] = {
     "sql": ("asynctrack.sinks._sql.sink", "SQLSink"),
     "memory": ("asynctrack.sinks._memory", "MemorySink"),
     "logging": ("asynctrack.sinks._logging", "LoggingSink"),
+    "otlp": ("asynctrack.sinks._otlp.sink", "OTLPSink"),
 }
 _TYPE_HELP = f"one of {', '.join(SINK_TYPES)}, or 'module:Class' naming a Sink subclass"
 _BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
