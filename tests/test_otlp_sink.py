@@ -16,6 +16,7 @@ import asynctrack
 from asynctrack import ConfigError, Log, MemorySink
 from asynctrack.sinks._otlp.mapping import Mapper, any_value, resource_attributes
 from asynctrack.sinks._otlp.sink import MAX_RETRY_AFTER, OTLPExportError, _retry_after
+from asynctrack.testing import capture
 
 from .otlp_receiver import Receiver, attributes, value
 from .reliability import _support as s
@@ -133,6 +134,43 @@ class TestMapping:
         assert attributes(cont_root)["asynctrack.parent_log_id"] == parent.id
         (old,) = mapper.spans(Log.from_dict(_log_dict("0" * 31 + "d", calls=1)))
         assert len(old.trace_id) == 16 and any(old.trace_id)  # no trace id: derived
+
+    @pytest.mark.anyio
+    async def test_live_continuation_hangs_under_the_spawning_call(self) -> None:
+        """
+        A task spawned by a call and running after its log completed opens a
+        continuation; its first span's parent is the spawning call's span, in the
+        same trace.
+        """
+        import anyio
+
+        started = anyio.Event()
+        done = anyio.Event()
+
+        @tr.probe
+        async def background() -> None:
+            done.set()
+
+        @tr.probe
+        async def spawn(tg: Any) -> None:
+            tg.start_soon(later)
+
+        async def later() -> None:
+            await started.wait()
+            await background()
+
+        with capture() as logs:
+            async with anyio.create_task_group() as tg:
+                await spawn(tg)
+                started.set()
+                await done.wait()
+        first, cont = logs
+        assert cont.parent_id == first.id and cont.parent_seq == 0
+        mapper = Mapper(resource={}, user_key=None, version="0")
+        (root,) = mapper.spans(first)
+        (child,) = mapper.spans(cont)
+        assert child.trace_id == root.trace_id
+        assert child.parent_span_id == root.span_id
 
     def test_a_call_whose_parent_was_left_out_hangs_under_the_first(self) -> None:
         """

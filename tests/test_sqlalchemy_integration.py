@@ -89,6 +89,7 @@ class TestSyncSQLite:
         insert = next(c for c in log.calls if c.function == "sql.INSERT")
         assert insert.status == "error"
         assert insert.error is not None and insert.error.startswith("IntegrityError: UNIQUE")
+        assert insert.traceback and insert.traceback[-1][2] == "do_execute"
         # The probed caller's error is SQLAlchemy's message, without the values.
         assert "parameters hidden" in (log.calls[0].error or "")
         assert "bob" not in json.dumps(log.to_dict())
