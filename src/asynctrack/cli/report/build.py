@@ -39,6 +39,7 @@ _LOG_KEYS = (
     "started_at",
     "duration_us",
     "complete",
+    "dropped_calls",
     "info",
     "calls",
 )

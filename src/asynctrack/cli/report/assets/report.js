@@ -339,8 +339,11 @@
     var root = rootOf(log);
     box.appendChild(el("h3", null, (root ? text(root.function) : "request") + " · " + dur(log.duration_us)));
     kv(box, [["log id", text(log.id)], ["started", text(log.started_at)],
-      ["info", pretty(log.info), true]].concat(log.omitted_calls ?
-        [["omitted calls", num(log.omitted_calls) + " (only the first are drawn)"]] : []));
+      ["info", pretty(log.info), true]]
+      .concat(log.trace_id ? [["trace id", text(log.trace_id)]] : [])
+      .concat(log.complete === false ? [["complete", "no: written at shutdown while calls still ran"]] : [])
+      .concat(log.dropped_calls ? [["dropped calls", num(log.dropped_calls) + " (past max_calls_per_log)"]] : [])
+      .concat(log.omitted_calls ? [["omitted calls", num(log.omitted_calls) + " (only the first are drawn)"]] : []));
     var t0 = Date.parse(log.started_at);
     var rows = [];
     // A continuation is drawn under the call it was spawned from (its parent_seq),
