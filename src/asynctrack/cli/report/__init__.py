@@ -81,7 +81,7 @@ def _file_report(source: str, query: ReportQuery, warn: Callable[[str], None]) -
     return assemble(
         source=source,
         query=query,
-        logs=found.logs,
+        logs=found.requests,
         failed=found.failed,
         durations=found.durations,
         first=utc(found.first),

@@ -52,10 +52,12 @@ class Found:
     bad: int = 0
     first_bad: int = 0
     logs: int = 0
+    #: Logs that continue no other, and those of them whose root call failed.
+    requests: int = 0
+    failed: int = 0
     first: str | None = None
     last: str | None = None
     durations: DurationAccumulator = field(default_factory=lambda: DurationAccumulator(False))
-    failed: int = 0
     series: Series = field(default_factory=Series)
     heat: list[int] = field(default_factory=lambda: [0] * 168)
     accs: dict[str, DurationAccumulator] = field(default_factory=dict)
@@ -69,6 +71,7 @@ class Found:
         Add the figures of ``part``.
         """
         self.logs += part.logs
+        self.requests += part.requests
         if part.first is not None and (self.first is None or part.first < self.first):
             self.first = part.first
         if part.last is not None and (self.last is None or part.last > self.last):
@@ -160,7 +163,7 @@ def _scan(rpart: _ReportPart) -> Found:
     all_durations = out.durations.buf.append
     seconds: dict[str, tuple[int, int]] = {}
     loads = orjson.loads
-    logs = failed_logs = lineno = 0
+    logs = requests = failed_logs = lineno = 0
     first: str | None = None
     last: str | None = None
     for line in _lines(part):
@@ -191,7 +194,11 @@ def _scan(rpart: _ReportPart) -> Found:
             duration = obj["duration_us"]
             if type(duration) is not int:
                 raise TypeError("duration_us must be an integer")
-            failed = bool(calls) and calls[0]["status"] == "error"
+            # A request is a log that continues no other (#17); it failed when its root
+            # call did. Continuations count in the function figures only.
+            raw_parent = obj.get("parent_id")
+            request = raw_parent is None
+            failed = request and bool(calls) and calls[0]["status"] == "error"
             for call in calls:
                 function = call["function"]
                 append = appends.get(function)
@@ -215,9 +222,7 @@ def _scan(rpart: _ReportPart) -> Found:
                     seconds.clear()
                 second = seconds[key] = _second(key)
             ident = str(obj.get("id"))
-            parent = obj.get("parent_id")
-            if type(parent) is not str:
-                parent = None
+            parent = raw_parent if type(raw_parent) is str else None
         except (ValueError, KeyError, TypeError, AttributeError, IndexError):
             _rollback(obj if done else None, done, accs, scratch)
             if line.strip():
@@ -231,9 +236,11 @@ def _scan(rpart: _ReportPart) -> Found:
         if last is None or started > last:
             last = started
         bucket = series.bucket(second[0])
-        bucket.durations.buf.append(duration)
-        all_durations(duration)
-        heat[second[1]] += 1
+        if request:
+            requests += 1
+            bucket.durations.buf.append(duration)
+            all_durations(duration)
+            heat[second[1]] += 1
         if failed:
             bucket.failed += 1
             failed_logs += 1
@@ -256,12 +263,17 @@ def _scan(rpart: _ReportPart) -> Found:
             value = info_key_text(line, info, by)
             group = groups.get(value)
             if group is None:
-                groups[value] = [1, int(failed), started]
+                groups[value] = [int(request), int(failed), started]
             else:
-                group[0] += 1
+                group[0] += request
                 group[1] += failed
                 if started > group[2]:
                     group[2] = started
+        if not request:
+            if parent is not None and out.continuation_bytes < CONTINUATION_BYTES:
+                continuations.setdefault(parent, []).append(line)
+                out.continuation_bytes += len(line)
+            continue
         # Ties are broken by start, then id, the same order as the SQL reader's.
         if len(slowest) < limit:
             heapq.heappush(slowest, (duration, started, ident, line))
@@ -276,14 +288,12 @@ def _scan(rpart: _ReportPart) -> Found:
                 recent = (started, ident, line)
                 if recent > failed_heap[0]:
                     heapq.heapreplace(failed_heap, recent)
-        if parent is not None and out.continuation_bytes < CONTINUATION_BYTES:
-            continuations.setdefault(parent, []).append(line)
-            out.continuation_bytes += len(line)
     for acc in accs.values():
         acc.fold()
     out.durations.fold()
     series.fold()
-    out.lines, out.logs, out.failed, out.first, out.last = lineno, logs, failed_logs, first, last
+    out.lines, out.logs, out.first, out.last = lineno, logs, first, last
+    out.requests, out.failed = requests, failed_logs
     return out
 
 

@@ -28,6 +28,7 @@ from asynctrack.cli.stats.sql_show import logs_from_rows
 __all__ = ["sql_report"]
 
 _ERR = "CASE WHEN {0}.status = 'error' THEN 1 ELSE 0 END"
+_REQUEST_COND = "l.parent_id IS NULL"
 
 
 def _epoch(db: Database) -> str:
@@ -67,6 +68,9 @@ async def _report(t: Tables, query: ReportQuery) -> dict[str, Any]:
     stats = (await _stats(t, dataclasses.replace(query.stats, by=None))).finish(None)
     params: dict[str, Any] = {}
     log_conds = await t.log_filter(query.stats, params)
+    # Requests are the logs that continue no other (#17); continuations count in the
+    # function figures only, as in ``stats``.
+    request_conds = [*log_conds, _REQUEST_COND]
     epoch = _epoch(db)
     first, last = stats.first, stats.last
     span = (last - first).total_seconds() if first is not None and last is not None else 0
@@ -91,14 +95,14 @@ async def _report(t: Tables, query: ReportQuery) -> dict[str, Any]:
         )
         hours: list[tuple[Any, ...]] = list(hour_counts.items())
     else:
-        await _grouped_series(t, series, durations, log_conds, call_conds, params)
+        await _grouped_series(t, series, durations, request_conds, call_conds, params)
         if 3600 % step == 0:
             # Each bucket lies within one hour: the heatmap needs no query of its own.
             hours = [(key * step // 3600, b.requests()) for key, b in series.buckets.items()]
         else:
             hours = await db.fetch(
-                f"SELECT {_div(db, epoch, 3600)}, COUNT(*) FROM {t.logs} l{where(log_conds)} "
-                "GROUP BY 1",
+                f"SELECT {_div(db, epoch, 3600)}, COUNT(*) FROM {t.logs} l"
+                f"{where(request_conds)} GROUP BY 1",
                 params,
             )
     heat = [0] * 168
@@ -108,7 +112,7 @@ async def _report(t: Tables, query: ReportQuery) -> dict[str, Any]:
     # Failed requests (their first call ended in an error, a few percent of the calls)
     # by a join of those calls only.
     failed_total = 0
-    failed_conds = [*log_conds, "r.seq = 0", "r.status = 'error'"]
+    failed_conds = [*request_conds, "r.seq = 0", "r.status = 'error'"]
     for key, failed in await db.fetch(
         f"SELECT {_div(db, epoch, step)}, COUNT(*) FROM {t.calls} r "
         f"JOIN {t.logs} l ON l.id = r.log_id{where(failed_conds)} GROUP BY 1",
@@ -127,7 +131,7 @@ async def _report(t: Tables, query: ReportQuery) -> dict[str, Any]:
     return assemble(
         source=db.display,
         query=query,
-        logs=stats.logs,
+        logs=stats.requests,
         failed=failed_total,
         durations=durations,
         first=first,
@@ -164,8 +168,8 @@ async def _groups(
     out: dict[str | None, list[Any]] = {}
     if log_rows is None:
         log_rows = await db.fetch(
-            f"SELECT {keys}, COUNT(*), MAX(l.started_at) FROM {t.logs} l{where(log_conds)} "
-            f"GROUP BY {group}",
+            f"SELECT {keys}, SUM(CASE WHEN {_REQUEST_COND} THEN 1 ELSE 0 END), "
+            f"MAX(l.started_at) FROM {t.logs} l{where(log_conds)} GROUP BY {group}",
             params,
         )
     for value, count, last_text in t.keyed(by, log_rows):
@@ -174,7 +178,7 @@ async def _groups(
         last = utc(last_text)
         if last is not None and (entry[2] is None or last > entry[2]):
             entry[2] = last
-    failed_conds = [*log_conds, "r.seq = 0", "r.status = 'error'"]
+    failed_conds = [*log_conds, _REQUEST_COND, "r.seq = 0", "r.status = 'error'"]
     failed_rows = await db.fetch(
         f"SELECT {keys}, COUNT(*), 0 FROM {t.calls} r JOIN {t.logs} l ON l.id = r.log_id"
         f"{where(failed_conds)} GROUP BY {group}",
@@ -262,11 +266,11 @@ async def _selected(
     db = t.db
     limit = int(query.selected)
     slow_rows = await db.fetch(
-        f"SELECT l.* FROM {t.logs} l{where(log_conds)} "
+        f"SELECT l.* FROM {t.logs} l{where([*log_conds, _REQUEST_COND])} "
         f"ORDER BY l.duration_us DESC, l.started_at DESC, l.id DESC LIMIT {limit}",
         params,
     )
-    failed_where = where([*log_conds, "r.status = 'error'"])
+    failed_where = where([*log_conds, _REQUEST_COND, "r.status = 'error'"])
     failed_rows = await db.fetch(
         f"SELECT l.* FROM {t.logs} l JOIN {t.calls} r ON r.log_id = l.id AND r.seq = 0"
         f"{failed_where} "

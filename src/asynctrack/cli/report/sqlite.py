@@ -50,7 +50,8 @@ class LogFigures:
     Attributes:
         buckets: time bucket -> request durations.
         hours: epoch hour -> requests.
-        groups: the ``--by`` key's raw column values -> ``[requests, last start]``.
+        groups: the ``--by`` key's raw column values -> ``[requests, last start]`` (the
+            last start of any log, continuations included).
     """
 
     buckets: dict[int, DurationAccumulator]
@@ -65,22 +66,24 @@ def _logs(part: _Range, conn: sqlite3.Connection, params: dict[str, Any]) -> Log
     every = out.durations.buf.append
     cursor = conn.execute(part.sql, params)
     while batch := cursor.fetchmany(_BATCH):
-        for key, hour, duration, started, *raw in batch:
+        for key, hour, duration, started, request, *raw in batch:
+            if raw:
+                value = tuple(raw)
+                group = groups.get(value)
+                if group is None:
+                    groups[value] = [request, started]
+                else:
+                    group[0] += request
+                    if started > group[1]:
+                        group[1] = started
+            if not request:
+                continue  # a continuation: in the users' last activity only
             acc = buckets.get(key)
             if acc is None:
                 acc = buckets[key] = DurationAccumulator(False)
             acc.buf.append(duration)
             every(duration)
             hours[hour] = hours.get(hour, 0) + 1
-            if raw:
-                value = tuple(raw)
-                group = groups.get(value)
-                if group is None:
-                    groups[value] = [1, started]
-                else:
-                    group[0] += 1
-                    if started > group[1]:
-                        group[1] = started
         for acc in buckets.values():
             acc.maybe_fold()
         out.durations.maybe_fold()
@@ -181,7 +184,8 @@ async def sqlite_scan(
     step = series.step
     keys = "".join(", " + expr for expr in key_exprs)
     log_sql = (
-        f"SELECT {_EPOCH} / {step}, {_EPOCH} / 3600, l.duration_us, l.started_at{keys} "
+        f"SELECT {_EPOCH} / {step}, {_EPOCH} / 3600, l.duration_us, l.started_at, "
+        f"CASE WHEN l.parent_id IS NULL THEN 1 ELSE 0 END{keys} "
         f"FROM {t.logs} l"
     )
     call_sql = (
