@@ -278,7 +278,7 @@ def open_root(
     Open a new log whose first call starts at ``t`` and return that call's frame.
 
     ``cur`` is the frame of a completed log (the new log's parent) or None. The
-    generated wrappers inline this (``_probe._TRACKED``): keep the two alike.
+    generated wrappers inline this (``wrapsrc._TRACKED``): keep the two alike.
     """
     raw = [meta, 0, params, None, t, 0, "ok", None, None, None]
     # A live log (the fields Log.__init__ sets for a finished one), built inline: this
