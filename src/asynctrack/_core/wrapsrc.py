@@ -56,6 +56,7 @@ import functools
 import inspect
 import itertools
 import linecache
+import os
 import threading
 import types
 import weakref
@@ -192,6 +193,15 @@ def signature_source(sig: inspect.Signature, prefix: str, ns: dict[str, Any]) ->
 _FILENAMES: set[str] = set()
 _FILENAMES_LOCK = threading.Lock()
 _serial = itertools.count(2)
+
+
+def _after_fork_in_child() -> None:
+    # Another thread of the parent may have held the lock at the fork.
+    global _FILENAMES_LOCK
+    _FILENAMES_LOCK = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def unique_filename(what: str, qualname: str) -> str:
