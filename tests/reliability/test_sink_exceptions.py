@@ -20,6 +20,8 @@ import asynctrack
 from asynctrack import Log
 from asynctrack._delivery import pipeline as _pipeline
 
+from ..helpers import wait_for
+
 tr = asynctrack.get_tracker("tests.sink_exceptions")
 
 
@@ -252,3 +254,60 @@ class TestFlushFromASink:
             work(i)
         asynctrack.flush_sync(timeout=30)
         assert len(set(sink.ids)) == 10
+
+
+class ThreadedDriverSink(asynctrack.Sink):
+    """
+    Writes the way aiosqlite does: the work runs in a thread of the driver's own,
+    which hands the result back with ``loop.call_soon_threadsafe``. The work finishes
+    only when the test releases it, after the loop has closed.
+    """
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.started = threading.Event()
+        self.errors: list[BaseException] = []
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.thread: threading.Thread | None = None
+
+    @property
+    def name(self) -> str:
+        return "threaded-driver"
+
+    async def write(self, logs: Sequence[Log]) -> None:
+        loop = self.loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+
+        def driver() -> None:
+            self.started.set()
+            self.release.wait(30)
+            try:
+                loop.call_soon_threadsafe(future.set_result, None)
+            except BaseException as exc:  # what would end the driver's thread
+                self.errors.append(exc)
+
+        self.thread = threading.Thread(target=driver)
+        self.thread.start()
+        await future
+
+
+class TestDriverThreadAfterTheLoopCloses:
+    def test_a_driver_thread_finishing_after_the_exit_deadline_does_not_raise(
+        self, tmp_path: Path
+    ) -> None:
+        """
+        A write still running in a driver's thread at the shutdown deadline is
+        cancelled and the dispatcher's loop closes; when the driver's thread then
+        hands its result back, nothing is raised in that thread (no unhandled
+        "Event loop is closed").
+        """
+        sink = ThreadedDriverSink()
+        _configure(sink, tmp_path)
+        work(1)
+        assert sink.started.wait(30)
+        asynctrack.shutdown_sync(timeout=0.2)
+        assert wait_for(lambda: sink.loop is not None and sink.loop.is_closed(), 30)
+        sink.release.set()
+        assert sink.thread is not None
+        sink.thread.join(30)
+        assert sink.errors == []

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import TypeVarTuple
 
 from asynctrack._core import calltree
 from asynctrack._core.records import Log, reanchor_wall_clock
@@ -26,7 +28,39 @@ from asynctrack._delivery.intake import Barrier, Intake
 from asynctrack._delivery.worker import SinkWorker, WorkerOptions
 from asynctrack.sinks._base import Sink
 
-__all__ = ["Dispatcher"]
+__all__ = ["Dispatcher", "DispatcherLoop"]
+
+_Ts = TypeVarTuple("_Ts")
+
+
+class DispatcherLoop(asyncio.SelectorEventLoop):
+    """
+    The dispatcher's loop: a call handed to it from another thread once it is closed
+    is dropped instead of raising in that thread.
+
+    A sink's driver may finish its work in a thread of its own and then hand the
+    result back to the loop (aiosqlite does, for every statement). When a write is
+    cancelled at the exit deadline, the loop closes while the driver thread is still
+    busy; the result it hands back then has nowhere to go, and raising
+    ``RuntimeError: Event loop is closed`` in the driver's thread would only be an
+    unhandled thread exception (and end the driver's thread before it closes its
+    connection).
+    """
+
+    def call_soon_threadsafe(
+        self,
+        callback: Callable[[*_Ts], object],
+        *args: *_Ts,
+        context: contextvars.Context | None = None,
+    ) -> asyncio.Handle:
+        try:
+            return super().call_soon_threadsafe(callback, *args, context=context)
+        except RuntimeError:
+            if not self.is_closed():
+                raise
+            handle = asyncio.Handle(callback, args, self, context)
+            handle.cancel()
+            return handle
 
 
 class Dispatcher:
@@ -128,7 +162,7 @@ class Dispatcher:
         # Nothing this thread does is tracked: sink I/O that is itself traced would feed
         # back into the tracker (see docs/design.md, "Traps").
         calltree.FRAME.set(calltree.SILENT)
-        loop = asyncio.new_event_loop()
+        loop = DispatcherLoop()
         loop.set_default_executor(ExitProofExecutor())
         try:
             main = loop.create_task(self._main(loop))
