@@ -4,6 +4,7 @@ Tests of ``configure()``: validation, environment variables, reconfiguration at 
 
 from __future__ import annotations
 
+import math
 import re
 import threading
 import time
@@ -12,10 +13,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import asynctrack
 from asynctrack import ConfigError, FileSink, Log, MemorySink, Sink, read_logs
-from asynctrack._config.configure import CONFIG_ENV, ENV_VARS, OPTIONS, resolve, validate
+from asynctrack._config.configure import (
+    CONFIG_ENV,
+    ENV_VARS,
+    MIN_PERIOD,
+    OPTIONS,
+    resolve,
+    validate,
+)
 
 from .helpers import config_docs, wait_for
 
@@ -104,6 +114,26 @@ class TestValidate:
         assert "accepted: " in message
         assert "max_queue" in message
 
+    @given(
+        option=st.sampled_from(["flush_interval", "max_backoff", "write_timeout"]),
+        value=st.one_of(st.floats(), st.integers(-10, 10), st.floats(0, 0.01)),
+    )
+    @settings(max_examples=200, deadline=None)
+    def test_no_period_of_the_pipeline_can_make_it_spin(self, option: str, value: float) -> None:
+        """
+        The pipeline's own periods (the flush interval, the longest backoff, the
+        write timeout) accept only finite values of at least a millisecond: anything
+        near 0 would make the idle dispatcher, or the retries of a sink that is down,
+        a busy loop taking the host's CPU. Anything else is a ConfigError naming it.
+        """
+        if isinstance(value, float) and math.isfinite(value) and MIN_PERIOD <= value < 2**63:
+            assert validate({option: value})[option] == value
+        elif isinstance(value, int) and value >= 1:
+            assert validate({option: value})[option] == value
+        else:
+            with pytest.raises(ConfigError, match=option):
+                validate({option: value})
+
     @pytest.mark.parametrize(
         ("option", "value", "expected"),
         [
@@ -117,7 +147,10 @@ class TestValidate:
             pytest.param("max_queue", True, "an int >= 1", id="max_queue-bool"),
             pytest.param("max_string", 3, "an int >= 16", id="max_string"),
             pytest.param("retry_attempts", -1, "an int >= 0", id="retry_attempts"),
-            pytest.param("flush_interval", 0, "number of seconds > 0", id="flush_interval"),
+            pytest.param("flush_interval", 0, "number of seconds >= 0.001", id="flush_interval"),
+            pytest.param("flush_interval", 1e-300, "seconds >= 0.001", id="flush_interval-tiny"),
+            pytest.param("max_backoff", 0, "seconds >= 0.001", id="max_backoff-zero"),
+            pytest.param("write_timeout", 1e-9, "seconds >= 0.001", id="write_timeout-tiny"),
             pytest.param("exit_timeout", float("inf"), "a finite number", id="exit_timeout-inf"),
             pytest.param("block_timeout", float("nan"), "a finite number", id="nan"),
             pytest.param("write_timeout", "30", "a finite number", id="write_timeout-type"),

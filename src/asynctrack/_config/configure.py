@@ -84,13 +84,17 @@ _INTS = {
     "max_items": 1,
     "max_string": 16,
 }
-# option -> (minimum, whether the minimum itself is excluded)
+# option -> (minimum, whether the minimum itself is excluded). The pipeline's own
+# periods have a floor of a millisecond: a flush interval or a backoff of ~0 turns the
+# idle dispatcher, or the retries of a sink that is down, into a busy loop that takes
+# the host's CPU (and GIL) and hammers the database (#15: bounded configuration).
+MIN_PERIOD = 0.001
 _FLOATS = {
-    "flush_interval": (0.0, True),
+    "flush_interval": (MIN_PERIOD, False),
     "block_timeout": (0.0, False),
     "exit_timeout": (0.0, False),
-    "max_backoff": (0.0, False),
-    "write_timeout": (0.0, True),
+    "max_backoff": (MIN_PERIOD, False),
+    "write_timeout": (MIN_PERIOD, False),
 }
 #: Ints and seconds above this are refused (a float cannot hold a huge int at all).
 _MAX_INT = 2**63 - 1
