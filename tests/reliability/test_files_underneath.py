@@ -12,6 +12,8 @@ symlink.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import shutil
 import stat
@@ -240,3 +242,44 @@ class TestPlantedSpecialFiles:
         assert wait_for(lambda: asynctrack.stats().replayed == 31, 30)
         assert len(sink.ids) == len(set(sink.ids)) == 31
         assert asynctrack.stats().dead_lettered == 1
+
+    def test_a_file_sink_on_a_named_pipe_writes_only_while_someone_reads(
+        self, tmp_path: Path
+    ) -> None:
+        """
+        A FileSink whose path is a named pipe (a log shipper's, or one planted under
+        its name): with nobody reading, no log is counted as written into the pipe's
+        buffer (to be lost at exit) — the batches fail and are spilled; once a reader
+        opens the pipe, the spilled logs and new ones arrive through it, once each.
+        """
+        fifo = tmp_path / "track.jsonl"
+        os.mkfifo(fifo)
+        asynctrack.configure(
+            sinks=[FileSink(fifo)],
+            spill_dir=tmp_path / "spill",
+            retry_attempts=0,
+            max_backoff=0.05,
+        )
+        for i in range(20):
+            work(i)
+        result = asynctrack.flush_sync(timeout=None)
+        assert result.written.get(f"file-{fifo.name}", 0) == 0
+        assert result.spilled == 20
+        received = bytearray()
+        reader_fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+        try:
+            for i in range(20, 30):
+                work(i)
+            asynctrack.flush_sync(timeout=60)
+
+            def read_all() -> bool:
+                with contextlib.suppress(BlockingIOError):
+                    received.extend(os.read(reader_fd, 1 << 16))
+                return received.count(b"\n") >= 30
+
+            assert wait_for(read_all, 30)
+        finally:
+            os.close(reader_fd)
+        lines = bytes(received).split(b"\n")
+        ns = sorted(json.loads(x)["calls"][0]["params"]["n"] for x in lines if x)
+        assert ns == list(range(30))

@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import glob as _glob
 import os
+import stat
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -106,7 +107,7 @@ class FileSink(Sink):
         mode = self.mode
 
         def opener(p: str, flags: int) -> int:
-            return os.open(p, flags | os.O_APPEND, mode)
+            return _open_append(p, flags, mode)
 
         # Unbuffered: one write() system call per batch, so appends never interleave.
         # Readable too ("a+"): a write cut short by a full disk is read back and undone.
@@ -191,6 +192,32 @@ class FileSink(Sink):
 
     def after_fork(self) -> None:
         self._file = None
+
+
+def _open_append(path: str, flags: int, mode: int) -> int:
+    """
+    Open the sink's file for appending; a named pipe only while something reads it.
+
+    Opened for reading and writing (as a regular file is, to undo a torn write), a
+    named pipe never blocks and swallows up to a pipe's buffer with nobody reading:
+    logs counted as written, then lost. Opened write-only and non-blocking, it fails
+    (ENXIO) while nobody reads, and the batch is retried and spilled like any failed
+    write; with a reader (a log shipper) it is written to as usual.
+    """
+    nonblock = getattr(os, "O_NONBLOCK", 0)
+    fd = os.open(path, flags | os.O_APPEND | nonblock, mode)
+    try:
+        if stat.S_ISFIFO(os.fstat(fd).st_mode):
+            os.close(fd)
+            fd = -1
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | nonblock)
+        if nonblock:
+            os.set_blocking(fd, True)
+    except BaseException:
+        if fd >= 0:
+            os.close(fd)
+        raise
+    return fd
 
 
 def _expand(path: str | os.PathLike[str]) -> list[Path]:
