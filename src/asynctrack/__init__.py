@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING as _TYPE_CHECKING
 from typing import Any as _Any
 
-from asynctrack._config.configure import configure
+from asynctrack._config.configure import configure, tracking
 from asynctrack._core.calltree import add_data, add_info, info, propagate
 from asynctrack._core.levels import DEBUG, DEFAULT, INFO, NONE, Level
 from asynctrack._core.records import Call, Log
@@ -25,7 +25,6 @@ from asynctrack._delivery.pipeline import (
     shutdown,
     shutdown_sync,
     stats,
-    tracking,
 )
 from asynctrack._exceptions import AsyncTrackError, ConfigError, PipelineClosedError
 from asynctrack.sinks import FileSink, LoggingSink, MemorySink, Sink, read_logs
@@ -99,7 +98,7 @@ def __getattr__(name: str) -> _Any:
         except PackageNotFoundError:  # pragma: no cover - running from a source tree
             return "0.0.0"
     if name == "configure_from_file":
-        from asynctrack._config.file import configure_from_file
+        from asynctrack._config.configure import configure_from_file
 
         return configure_from_file
     raise AttributeError(f"module 'asynctrack' has no attribute {name!r}")

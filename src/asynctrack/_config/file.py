@@ -19,12 +19,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from asynctrack._config.configure import CONFIG_ENV, OPTIONS, Layer, apply, resolve, suggest
+from asynctrack._config.options import CONFIG_ENV, OPTIONS, Layer, suggest
 from asynctrack._core.levels import parse_level
 from asynctrack._exceptions import ConfigError, quote
 from asynctrack.sinks._base import Sink
 
-__all__ = ["SINK_TYPES", "configure_from_file", "discover", "load"]
+__all__ = ["SINK_TYPES", "discover", "load"]
 
 #: Sink types a file may name without ``module:Class``.
 SINK_TYPES: dict[str, tuple[str, str]] = {
@@ -36,32 +36,6 @@ SINK_TYPES: dict[str, tuple[str, str]] = {
 }
 _TYPE_HELP = f"one of {', '.join(SINK_TYPES)}, or 'module:Class' naming a Sink subclass"
 _BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
-
-
-def configure_from_file(path: str | os.PathLike[str], **overrides: Any) -> None:
-    """
-    Configure tracking from a TOML file.
-
-    The file holds an ``[asynctrack]`` table (``track.toml``) or a
-    ``[tool.asynctrack]`` table (``pyproject.toml``); other tables are ignored. Its keys
-    are the options of :func:`configure`; ``ASYNCTRACK_*`` environment variables
-    override them, and keyword arguments given here override both::
-
-        asynctrack.configure_from_file("track.toml", processors=[add_version])
-
-    Args:
-        path: the file. Relative paths inside it (a ``FileSink`` path, ``spill_dir``)
-            are relative to the working directory, as in code.
-        **overrides: options of :func:`configure` that take precedence.
-
-    Raises:
-        ConfigError: the file cannot be read, is not valid TOML (the message gives
-            the line), or holds an invalid value; the message names the file, the
-            key (``asynctrack.sinks[1].url``) and what was expected.
-
-    .. versionadded:: 0.1
-    """
-    apply(resolve(overrides, load(path)))
 
 
 def discover() -> Layer | None:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 from asynctrack._core import calltree, tracecontext
 from asynctrack._core.levels import DEFAULT, NONE, OFF, Level, level_name, parse_level
 from asynctrack._core.probe import make_probe
+from asynctrack._core.runtime import RUNTIME
 from asynctrack._core.values import convert_mapping
 
 if TYPE_CHECKING:
@@ -186,9 +187,7 @@ class Tracker:
         """
         Same as ``await asynctrack.flush(timeout)``.
         """
-        from asynctrack._delivery.pipeline import flush
-
-        return await flush(timeout)
+        return await RUNTIME.flush(timeout)
 
     def flush_sync(self, timeout: float | None = 5.0) -> Any:
         """
@@ -196,9 +195,7 @@ class Tracker:
 
         .. versionadded:: 0.2
         """
-        from asynctrack._delivery.pipeline import flush_sync
-
-        return flush_sync(timeout)
+        return RUNTIME.flush_sync(timeout)
 
     # -- hooks --------------------------------------------------------------------------
     def extend_log(self, log: Log) -> None:

@@ -15,13 +15,13 @@ import os
 import signal
 import threading
 import time
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Sequence
 from types import FrameType
 from typing import Any
 
 from asynctrack._core import calltree, selfwarn, tracker
 from asynctrack._core.records import Log, reset_ids_after_fork
+from asynctrack._core.runtime import RUNTIME
 from asynctrack._core.selfwarn import report
 from asynctrack._delivery.counters import Counters, FlushResult, Stats
 from asynctrack._delivery.intake import Barrier, Intake
@@ -450,27 +450,6 @@ def stats() -> Stats:
     return pipeline.stats()
 
 
-@asynccontextmanager
-async def tracking(**config: Any) -> AsyncIterator[None]:
-    """
-    Configure on enter and shut down on exit: a lifespan for FastAPI or Starlette::
-
-        @asynccontextmanager
-        async def lifespan(app):
-            async with asynctrack.tracking(sinks=[asynctrack.SQLSink()]):
-                yield
-
-    .. versionadded:: 0.1
-    """
-    from asynctrack._config.configure import configure
-
-    configure(**config)
-    try:
-        yield
-    finally:
-        await shutdown()
-
-
 # -- process life --------------------------------------------------------------------------
 
 
@@ -576,6 +555,10 @@ def _after_fork_in_child() -> None:
     if pipeline is not None and not pipeline.closed:
         pipeline.after_fork()
 
+
+# Tracker.flush() / flush_sync() reach these through the core's runtime hooks.
+RUNTIME.flush = flush
+RUNTIME.flush_sync = flush_sync
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
