@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 import asynctrack
 from asynctrack import ConfigError, FileSink, Log, MemorySink, Sink, read_logs
-from asynctrack._config.configure import (
+from asynctrack._config.options import (
     CONFIG_ENV,
     ENV_VARS,
     MIN_PERIOD,

@@ -16,8 +16,8 @@ from hypothesis import strategies as st
 
 import asynctrack
 from asynctrack import ConfigError
-from asynctrack._config.configure import CONFIG_ENV, ENV_VARS, OPTIONS
 from asynctrack._config.file import load
+from asynctrack._config.options import CONFIG_ENV, ENV_VARS, OPTIONS
 from asynctrack._exceptions import MAX_MESSAGE, quote
 
 #: Room for the ``…[N characters cut]…`` marker around the cut.

@@ -18,8 +18,8 @@ import pytest
 
 import asynctrack
 from asynctrack import ConfigError, FileSink, MemorySink, read_logs
-from asynctrack._config.configure import CONFIG_ENV, ENV_VARS, resolve
 from asynctrack._config.file import discover, load
+from asynctrack._config.options import CONFIG_ENV, ENV_VARS, resolve
 from asynctrack._delivery import pipeline as pipeline_module
 from asynctrack.sinks._logging import LoggingSink
 
