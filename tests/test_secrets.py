@@ -52,10 +52,15 @@ def cased(word: str, flips: list[bool]) -> str:
 @st.composite
 def secret_names(draw: st.DrawFn, identifier: bool = False) -> str:
     """
-    A name containing an entry of the default redaction list, with text around it.
+    A name containing an entry of the default redaction list, in any case and with
+    any separators inside it, with text around it.
     """
     words = [w for w in DEFAULT_REDACT if w.isidentifier()] if identifier else DEFAULT_REDACT
     word = cased(draw(st.sampled_from(words)), draw(st.lists(st.booleans(), max_size=12)))
+    # Spelled with any separators, or none (privateKey, private-key, "Private Key").
+    seps = st.sampled_from(["", "_"] if identifier else ["", "_", "-", " ", "."])
+    bare = word.replace("_", "").replace("-", "")
+    word = bare[0] + "".join(draw(seps) + c for c in bare[1:])
     alphabet = "abcxyz" if identifier else "abcxyz-_ ."
     name = "x" + draw(st.text(alphabet, max_size=300)) + word + draw(st.text(alphabet, max_size=8))
     assert not identifier or (name.isidentifier() and not keyword.iskeyword(name))

@@ -67,6 +67,8 @@ DEFAULT_REDACT: tuple[str, ...] = (
     "credential",
     "private_key",
     "signature",
+    "passphrase",
+    "pwd",
 )
 
 T = TypeVar("T")
@@ -93,6 +95,16 @@ class Limits:
 _LIMITS = Limits()
 #: Cache of names already classified, so redaction costs a dict lookup.
 _REDACT_CACHE: dict[str, bool] = {}
+
+
+def _squeeze(name: str) -> str:
+    # Names are compared without case and separators: "private_key" also marks
+    # privateKey, private-key and "Private Key" (JSON bodies, headers, form fields).
+    return name.lower().replace("_", "").replace("-", "").replace(" ", "").replace(".", "")
+
+
+#: The redaction list as compared (squeezed; empty entries would match everything).
+_REDACT_SQUEEZED: tuple[str, ...] = tuple(x for x in map(_squeeze, DEFAULT_REDACT) if x)
 
 # Types returned unchanged (after the str length check). bool is a subclass of int
 # but is listed for the exact ``type(x) in _ATOMS`` test used on the hot path.
@@ -125,14 +137,17 @@ def set_limits(limits: Limits) -> None:
     """
     Install new limits (called by ``configure``) and clear the redaction cache.
     """
-    global _LIMITS
+    global _LIMITS, _REDACT_SQUEEZED
     _LIMITS = limits
+    _REDACT_SQUEEZED = tuple(x for x in map(_squeeze, limits.redact) if x)
     _REDACT_CACHE.clear()
 
 
 def is_redacted(name: str) -> bool:
     """
-    Return True when ``name`` contains an entry of the redaction list (case-insensitive).
+    Return True when ``name`` contains an entry of the redaction list, ignoring case
+    and the separators ``_``, ``-``, ``.`` and spaces (``privateKey`` contains
+    ``private_key``).
 
     Values recorded under such a name (a parameter, an info or data key, a nested dict
     key) are written as ``"[REDACTED]"``; integrations use it for names of their own,
@@ -142,8 +157,8 @@ def is_redacted(name: str) -> bool:
     """
     hit = _REDACT_CACHE.get(name)
     if hit is None:
-        low = name.lower()
-        hit = any(p in low for p in _LIMITS.redact)
+        low = _squeeze(name)
+        hit = any(p in low for p in _REDACT_SQUEEZED)
         # Long names (a huge key) are not kept: the cache must stay small.
         if len(_REDACT_CACHE) < 10_000 and len(name) <= 256:
             _REDACT_CACHE[name] = hit
