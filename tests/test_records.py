@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import datetime
 import json
 import re
 import threading
@@ -123,6 +124,29 @@ class TestJsonForm:
         assert back == logs[0]
         assert back.to_dict() == logs[0].to_dict()
         assert isinstance(back.calls[0], Call)
+
+    @settings(max_examples=200, deadline=None)
+    @given(
+        stamp=st.datetimes(
+            min_value=datetime.datetime(1, 1, 1), max_value=datetime.datetime(9999, 12, 31)
+        )
+    )
+    def test_any_start_time_is_an_iso_timestamp_both_ways(self, stamp: datetime.datetime) -> None:
+        """
+        A log started at any time from year 1 to 9999 is written with an ISO 8601
+        timestamp (four-digit year) that every reader parses back to the same instant.
+        """
+        with capture() as logs:
+            checkout(7)
+        d = logs[0].to_dict()
+        d["started_at"] = stamp.replace(tzinfo=datetime.UTC).isoformat()
+        log = Log.from_dict(d)
+        line = encode_logs([log])
+        text = json.loads(line)["started_at"]
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}\+00:00", text), text
+        assert datetime.datetime.fromisoformat(text) == stamp.replace(tzinfo=datetime.UTC)
+        assert decode_line(line) == log
+        assert log.to_dict()["started_at"] == text
 
     def test_constructor_and_from_dict_errors(self) -> None:
         """

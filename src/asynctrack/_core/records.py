@@ -149,9 +149,10 @@ def iso_second(seconds: int) -> str:
     if prefix is None:
         if len(_ISO_CACHE) > 4096:
             _ISO_CACHE.clear()
-        prefix = _ISO_CACHE[seconds] = _dt.datetime.fromtimestamp(seconds, _UTC).strftime(
-            "%Y-%m-%dT%H:%M:%S"
-        )
+        # isoformat, not strftime: "%Y" gives "1", not "0001", for years before 1000
+        # on glibc, which is no ISO 8601 timestamp for the readers.
+        stamp = _dt.datetime(1970, 1, 1) + _dt.timedelta(seconds=seconds)
+        prefix = _ISO_CACHE[seconds] = stamp.isoformat(timespec="seconds")
     return prefix
 
 
