@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from sqlalchemy.engine import make_url
 
 import asynctrack
-from asynctrack import ConfigError, SQLSink
+from asynctrack import ConfigError, FileSink, SQLSink
 from asynctrack._core.encode import encode_logs
 from asynctrack._core.redact import hide_url_secrets, mask_url
 from asynctrack.cli.commands import main
@@ -312,3 +312,39 @@ class TestSQLiteFileAsSource:
         assert main(["report", str(tmp_path / "track.db"), "-o", str(page)]) == 0
         assert "malformed" not in capsys.readouterr().err
         assert "malformed lines" not in page.read_text()
+
+
+class TestFileSinkPaths:
+    @given(
+        parts=st.lists(
+            segment.filter(lambda s: s not in (".", "..") and "\x00" not in s),
+            min_size=1,
+            max_size=3,
+        ),
+        shape=st.sampled_from(["existing-dir", "trailing-sep", "dot", "dotdot", "nul", "file"]),
+    )
+    @settings(max_examples=80, deadline=None)
+    def test_a_path_that_cannot_be_a_file_is_refused_at_once(
+        self, parts: list[str], shape: str, tmp_path_factory: pytest.TempPathFactory
+    ) -> None:
+        """
+        A FileSink path that can never name the file — an existing directory, a path
+        ending with a separator, ``.`` or ``..``, a NUL character — is a ConfigError
+        naming the path when the sink is built (not endless failed writes later); any
+        other path is accepted.
+        """
+        base = tmp_path_factory.mktemp("paths")
+        rel = "/".join(parts)
+        path = {
+            "existing-dir": str(base),
+            "trailing-sep": f"{base}/{rel}/",
+            "dot": f"{base}/{rel}/.",
+            "dotdot": f"{base}/{rel}/..",
+            "nul": f"{base}/{rel}\x00.jsonl",
+            "file": f"{base}/{rel}.jsonl",
+        }[shape]
+        if shape == "file":
+            assert FileSink(path).path.name == parts[-1] + ".jsonl"
+        else:
+            with pytest.raises(ConfigError, match=r"^FileSink: path .*(directory|NUL)"):
+                FileSink(path)

@@ -68,6 +68,7 @@ class FileSink(Sink):
     ) -> None:
         if not isinstance(path, (str, os.PathLike)) or not os.fspath(path):
             raise ConfigError("FileSink: path must be a non-empty str or path")
+        _check_file_path(os.fspath(path))
         if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 0:
             raise ConfigError(f"FileSink: max_bytes must be an int >= 0, got {quote(max_bytes)}")
         if isinstance(backup_count, bool) or not isinstance(backup_count, int) or backup_count < 0:
@@ -192,6 +193,24 @@ class FileSink(Sink):
 
     def after_fork(self) -> None:
         self._file = None
+
+
+def _check_file_path(text: str | bytes) -> None:
+    # A path that can never name the file fails now, not as endless failed writes in
+    # the background: a directory (existing, or written with a trailing separator,
+    # "." or ".."), or a NUL character.
+    if isinstance(text, bytes):
+        text = os.fsdecode(text)
+    shown = quote(text)
+    if "\x00" in text:
+        raise ConfigError(f"FileSink: path {shown} holds a NUL character")
+    separators = (os.sep, os.altsep or os.sep)
+    last = os.path.basename(text)
+    if text.endswith(separators) or last in ("", ".", "..") or os.path.isdir(text):
+        raise ConfigError(
+            f"FileSink: path {shown} names a directory; give a file in it, e.g. "
+            f"{quote(os.path.join(text, 'track.jsonl'))}"
+        )
 
 
 def _open_append(path: str, flags: int, mode: int) -> int:
