@@ -33,6 +33,22 @@ class TestSimulation:
         assert login.calls[0].params["password"] == "[REDACTED]"
         assert login.calls[1].function == "demo.auth.check_password"
 
+    def test_errors_keep_the_traceback_where_they_arose(self) -> None:
+        """
+        The demo ships inside the package but is the application of its logs: each
+        failed request has exactly one call with a traceback, and it points into the
+        demo's own code, so the report's waterfalls show where errors arose.
+        """
+        with capture() as logs:
+            asyncio.run(simulate(4, 1.0, seed=11, speed=0.1))
+        failed = [log for log in logs if log.calls[0].status == "error"]
+        assert failed
+        for log in failed:
+            with_tb = [c for c in log.calls if c.traceback]
+            assert len(with_tb) == 1, log.to_dict()
+            assert with_tb[0].traceback is not None
+            assert with_tb[0].traceback[-1][0].endswith("demo.py")
+
     def test_notifications_outlive_the_request_but_join_its_log(self) -> None:
         """Notification tasks still running after the action returned land in its log."""
         with capture() as logs:

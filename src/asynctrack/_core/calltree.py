@@ -399,6 +399,9 @@ _max_frames = [30]
 WRAPPER_CODES: set[Any] = set()
 _GENERATED = "<asynctrack probe of "
 _OWN_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
+#: The demo is an application that happens to ship inside the package: its frames are
+#: the user's code of its logs, so its errors keep their tracebacks (see docs/cli.md).
+_USER_FILES = frozenset({os.path.join(_OWN_DIR, "cli", "demo.py")})
 
 
 def set_max_traceback_frames(n: int) -> None:
@@ -420,7 +423,7 @@ def _frames(tb: Any, limit: int) -> list[tuple[str, int, str]] | None:
             tb = tb.tb_next  # a probe that only passed the call through: not a frame of it
             continue
         filename = code.co_filename
-        if not filename.startswith(_OWN_DIR):
+        if not filename.startswith(_OWN_DIR) or filename in _USER_FILES:
             out.append((filename, tb.tb_lineno or 0, code.co_name))
         tb = tb.tb_next
     return list(out) or None
