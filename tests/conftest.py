@@ -15,8 +15,7 @@ from urllib.parse import urlparse
 import pytest
 
 import asynctrack
-from asynctrack._core import calltree, tracker
-from asynctrack._core.values import Limits, set_limits
+from asynctrack._core.runtime import RUNTIME
 
 POSTGRES_URL = os.environ.get(
     "ASYNCTRACK_TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
@@ -74,21 +73,7 @@ def configured(tmp_path: Path) -> Configure:
 
 
 def _reset() -> None:
-    from asynctrack._delivery import pipeline
-
-    pipeline.reset_for_tests()
-    tracker.reset_for_tests()
-    tracker.set_tracker_class(None)
-    set_limits(Limits())
-    from asynctrack._core.probe import refresh_plans
-
-    refresh_plans()
-    calltree.set_postprocess(None)
-    calltree.set_max_calls(10_000)
-    calltree.set_max_traceback_frames(30)
-    calltree.FRAME.set(None)
-    calltree.INFO.set(None)
-    calltree._listeners.clear()
+    RUNTIME.reset()
 
 
 def _reachable(url: str) -> bool:

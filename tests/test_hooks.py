@@ -19,7 +19,7 @@ import pytest
 
 import asynctrack
 from asynctrack import Call, Log, MemorySink, Tracker
-from asynctrack._core import calltree
+from asynctrack._core.runtime import RUNTIME
 
 from .conftest import Configure
 from .helpers import docs_page
@@ -190,9 +190,9 @@ class TestTrackerSubclass:
         With neither hooks overridden nor processors, nothing runs at completion.
         """
         configured(MemorySink())
-        assert calltree._postprocess[0] is None
+        assert RUNTIME.postprocess is None
         configured(MemorySink(), tracker_class=InfoTracker)
-        assert calltree._postprocess[0] is not None
+        assert RUNTIME.postprocess is not None
 
 
 class TestProcessors:

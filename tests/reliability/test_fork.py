@@ -135,7 +135,7 @@ class TestFork:
 
 
 HOOKLESS = """
-from asynctrack._delivery import pipeline as _pipeline
+from asynctrack._core.runtime import RUNTIME
 
 out = Path(sys.argv[1])
 asynctrack.configure(sinks=[asynctrack.FileSink(out)], spill_dir=out.parent, batch_size=100)
@@ -144,10 +144,10 @@ for i in range(1000):
 asynctrack.flush_sync(timeout=10)
 # Simulate a server that forks without running Python's fork hooks for asynctrack
 # (uWSGI without lazy-apps): the pipeline is hidden from the hook during the fork.
-pipeline = _pipeline._PIPELINE[0]
-_pipeline._PIPELINE[0] = None
+pipeline = RUNTIME.pipeline
+RUNTIME.pipeline = None
 pid = os.fork()
-_pipeline._PIPELINE[0] = pipeline
+RUNTIME.pipeline = pipeline
 if pid == 0:
     for i in range(1000):
         work(i, payload="child")

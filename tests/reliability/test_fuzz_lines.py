@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 import asynctrack
 from asynctrack import MemorySink
 from asynctrack._core.encode import decode_line, encode_logs
-from asynctrack._delivery import pipeline as _pipeline
+from asynctrack._core.runtime import RUNTIME
 from asynctrack.cli.commands import main
 from asynctrack.cli.stats import is_sqlite_header
 from asynctrack.testing import capture
@@ -239,7 +239,7 @@ class TestSpillReplay:
         random lines, is replayed to the end: each valid line delivered once, each
         other non-blank line counted in ``stats().corrupt``, and the file removed.
         """
-        _pipeline.reset_for_tests()
+        RUNTIME.reset()
         spill_dir = tmp_path_factory.mktemp("spill")
         path, content = _write(spill_dir, "asynctrack-fuzz.spill.jsonl", chosen)
         good, bad = _split(content)
@@ -251,7 +251,7 @@ class TestSpillReplay:
         assert st_.corrupt == len(bad)
         assert st_.replayed == len(good)
         assert not path.exists()
-        _pipeline.reset_for_tests()
+        RUNTIME.reset()
 
 
 class TestIssueMembers:

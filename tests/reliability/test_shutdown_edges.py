@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 import asynctrack
 from asynctrack import Log, MemorySink
-from asynctrack._delivery import pipeline as _pipeline
+from asynctrack._core.runtime import RUNTIME
 from asynctrack.testing import capture
 
 tr = asynctrack.get_tracker("rel.shutdown_edges")
@@ -46,7 +46,7 @@ class TestNoDuplicateAtShutdown:
         log id is written twice, and every log either reached the sink or was counted
         as dropped (it completed after the shutdown).
         """
-        _pipeline.reset_for_tests()
+        RUNTIME.reset()
         sink = MemorySink()
         asynctrack.configure(sinks=[sink], spill_dir=Path("."))
         started = threading.Barrier(threads + 1)
@@ -70,7 +70,7 @@ class TestNoDuplicateAtShutdown:
         st_ = asynctrack.stats()
         complete = sum(1 for log in sink.logs if log.complete)
         assert complete + st_.dropped == sum(done)
-        _pipeline.reset_for_tests()
+        RUNTIME.reset()
 
 
 class Stuck(asynctrack.Sink):
@@ -128,7 +128,7 @@ class TestSpillAtTheDeadline:
         assert elapsed < 10
         assert st_.pending == 10 and st_.dropped == 0
         assert st_.spilled == 490
-        _pipeline.reset_for_tests()
+        RUNTIME.reset()
         replay = Named()
         asynctrack.configure(sinks=[replay], spill_dir=tmp_path)
         asynctrack.flush_sync(timeout=30)

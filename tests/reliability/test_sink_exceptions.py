@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 
 import asynctrack
 from asynctrack import Log
+from asynctrack._core.runtime import RUNTIME
 from asynctrack._delivery import pipeline as _pipeline
 
 from ..helpers import wait_for
@@ -163,7 +164,7 @@ class TestAnyExceptionIsAFailedWrite:
         log is written exactly once or is still on disk in the spill file — none is
         lost, none written twice, and nothing stays pending after shutdown.
         """
-        _pipeline.reset_for_tests()
+        RUNTIME.reset()
         spill = tmp_path / f"spill-{abs(hash(str(script)))}-{n}"
         sink = ScriptedSink(script)
         _configure(sink, spill)

@@ -21,9 +21,9 @@ from asynctrack._config.options import CONFIG_ENV, ENV_VARS, OPTIONS, Layer, res
 from asynctrack._core import calltree, probe
 from asynctrack._core import tracker as _tracker
 from asynctrack._core.records import Log
+from asynctrack._core.runtime import RUNTIME
 from asynctrack._core.selfwarn import report
 from asynctrack._core.values import Limits, set_limits
-from asynctrack._delivery import intake
 from asynctrack._delivery import pipeline as _pipeline
 from asynctrack._delivery.worker import WorkerOptions
 from asynctrack._exceptions import ConfigError
@@ -165,7 +165,7 @@ def apply(o: dict[str, Any]) -> None:
     Raises:
         ConfigError: called from the dispatcher thread (a sink reconfiguring).
     """
-    if threading.current_thread() is intake._DISPATCHER_THREAD[0]:
+    if threading.current_thread() is RUNTIME.dispatcher_thread:
         raise ConfigError(
             "configure() cannot be called from a sink (the dispatcher thread would wait for itself)"
         )

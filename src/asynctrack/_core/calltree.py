@@ -49,6 +49,7 @@ from asynctrack._core.records import (
     reset_ids_after_fork,
     seq_map,
 )
+from asynctrack._core.runtime import RUNTIME, SWEEP_MIN
 from asynctrack._core.values import REDACTED, clip, convert, current_limits, is_redacted
 
 __all__ = [
@@ -94,51 +95,36 @@ _ns = time.perf_counter_ns
 _new_log = object.__new__
 _get = FRAME.get
 
-#: Logs opened in this process, for shutdown to write those still open as incomplete.
-#: An append is all a log costs here (a dict insert and pop cost ten times that); the
-#: completed ones are swept out whenever the deque outgrows ``_sweep_at``.
-_OPEN: deque[Log] = deque()
-_SWEEP_MIN = 128
-_sweep_at = [_SWEEP_MIN]
-#: Numbers of open logs already written incomplete (at shutdown) or orphaned by a
-#: fork: their late completion is not handed off again.
-_SETTLED: set[int] = set()
 #: Serialises writers of shared log state (add_info/add_data); never held while
 #: blocking and never taken by the per-call path.
 _LOCK = threading.Lock()
-
-#: ``max_calls_per_log`` as a number of slots of ``Log._raw``.
-_max_slots = [10_000 * REC]
-_handoff: list[Callable[[Log], None]] = [lambda log: None]
-_postprocess: list[Callable[[Log], Log | None] | None] = [None]
-_listeners: list[Callable[[Log], None]] = []
 
 
 def set_handoff(func: Callable[[Log], None]) -> None:
     """
     Install the function that receives every completed log (the pipeline's intake).
     """
-    _handoff[0] = func
+    RUNTIME.handoff = func
 
 
 def set_postprocess(func: Callable[[Log], Log | None] | None) -> None:
     """
     Install the hook run on each completed log before hand-off (config layer).
     """
-    _postprocess[0] = func
+    RUNTIME.postprocess = func
 
 
 def set_max_calls(n: int) -> None:
-    _max_slots[0] = n * REC
+    RUNTIME.max_slots = n * REC
 
 
 def add_listener(func: Callable[[Log], None]) -> None:
-    _listeners.append(func)
+    RUNTIME.listeners.append(func)
 
 
 def remove_listener(func: Callable[[Log], None]) -> None:
     try:
-        _listeners.remove(func)
+        RUNTIME.listeners.remove(func)
     except ValueError:
         pass
 
@@ -147,28 +133,28 @@ def open_logs() -> list[Log]:
     """
     Return the logs opened and not yet complete in this process.
     """
-    return [log for log in list(_OPEN) if not log._done]
+    return [log for log in list(RUNTIME.open_logs) if not log._done]
 
 
 def _sweep() -> None:
     # Drop completed logs from the registry, keeping the open ones in order. Appends
     # and poplefts are atomic, so producers in other threads may keep appending.
-    popleft, append = _OPEN.popleft, _OPEN.append
+    popleft, append = RUNTIME.open_logs.popleft, RUNTIME.open_logs.append
     try:
-        for _ in range(len(_OPEN)):
+        for _ in range(len(RUNTIME.open_logs)):
             log = popleft()
             if not log._done:
                 append(log)
     except IndexError:  # another thread swept at the same time
         pass
-    _sweep_at[0] = max(_SWEEP_MIN, 2 * len(_OPEN))
+    RUNTIME.sweep_at = max(SWEEP_MIN, 2 * len(RUNTIME.open_logs))
 
 
 def settle(log: Log) -> None:
     """
     Mark an open log as already written, so its later completion is not handed off.
     """
-    _SETTLED.add(log._number)
+    RUNTIME.settled.add(log._number)
 
 
 def claim_open(log: Log) -> bool:
@@ -214,7 +200,7 @@ def enter(tracker: Any, meta: tuple[str, str, str], cur: Any, params: Any) -> tu
             if not log._done:
                 depth = cur[2] + 1
                 raw = log._raw
-                if raw is not None and (i := len(raw)) < _max_slots[0]:
+                if raw is not None and (i := len(raw)) < RUNTIME.max_slots:
                     raw += (meta, depth, params, None, t, 0, "ok", None, cur[1], None)
                     if raw[i + START] is not t:  # another thread appended first
                         i = slot_of(raw, t)
@@ -249,7 +235,7 @@ def overflowed(log: Log) -> None:
     selfwarn.once(
         f"max_calls_per_log:{root}",
         f"asynctrack: a log of {root} reached max_calls_per_log "
-        f"({_max_slots[0] // REC} calls); later calls in it are only counted "
+        f"({RUNTIME.max_slots // REC} calls); later calls in it are only counted "
         f"(Log.dropped_calls). Probe a function that runs once per request or job "
         f"rather than a long-running one, or raise max_calls_per_log",
     )
@@ -303,8 +289,8 @@ def open_root(
     log._claim = [None]
     log._done = False
     log._tracker = tracker
-    _OPEN.append(log)
-    if len(_OPEN) > _sweep_at[0]:
+    RUNTIME.open_logs.append(log)
+    if len(RUNTIME.open_logs) > RUNTIME.sweep_at:
         _sweep()
     return (log, 0, 0, None, raw)
 
@@ -386,14 +372,12 @@ def fail(frame: tuple[Any, ...], exc: BaseException) -> None:
     slots[i + STATUS] = "cancelled" if cancelled else "error"
     try:
         slots[i + ERROR] = describe_error(exc)
-        if not cancelled and _max_frames[0]:
-            slots[i + TRACEBACK] = _frames(exc.__traceback__, _max_frames[0])
+        if not cancelled and RUNTIME.max_frames:
+            slots[i + TRACEBACK] = _frames(exc.__traceback__, RUNTIME.max_frames)
     except Exception:  # pragma: no cover - never raise into the application
         pass
 
 
-#: ``max_traceback_frames``: frames kept per traceback, innermost last (0: none).
-_max_frames = [30]
 #: Code objects of the hand-written wrappers (generators, async generators); the
 #: generated ones are recognised by their file name.
 WRAPPER_CODES: set[Any] = set()
@@ -405,7 +389,7 @@ _USER_FILES = frozenset({os.path.join(_OWN_DIR, "cli", "demo.py")})
 
 
 def set_max_traceback_frames(n: int) -> None:
-    _max_frames[0] = n
+    RUNTIME.max_frames = n
 
 
 def _frames(tb: Any, limit: int) -> list[tuple[str, int, str]] | None:
@@ -509,23 +493,25 @@ def _try_complete(log: Log) -> None:
     # the garbage collector, however many calls it has.
     log._active = _DONE_ACTIVE
     log._claim = _NO_CLAIM
-    if _SETTLED and log._number in _SETTLED:
-        _SETTLED.discard(log._number)
+    rt = RUNTIME
+    if rt.settled and log._number in rt.settled:
+        rt.settled.discard(log._number)
         return
-    post = _postprocess[0]
+    post = rt.postprocess
     if post is not None:
         log.info = dict(log.info)  # hooks may mutate it in place: give it its own
         result = post(log)
         if result is None:
             return
         log = result
-    if _listeners:
-        for listener in list(_listeners):
+    if rt.listeners:
+        for listener in list(rt.listeners):
             try:
                 listener(log)
             except Exception:  # pragma: no cover - listeners are our own
                 pass
-    _handoff[0](log)
+    # The hand-off: the installed pipeline's Intake.put (_delivery/intake.py).
+    rt.handoff(log)
 
 
 # -- info and data ------------------------------------------------------------------
@@ -695,10 +681,19 @@ def _after_fork_in_child() -> None:
     # Logs open at fork time belong to the parent, which writes them; the child never
     # hands them off. Locks may have been held by a thread that does not exist here.
     _LOCK._at_fork_reinit()  # type: ignore[attr-defined]
-    _SETTLED.update(log._number for log in open_logs())
-    _OPEN.clear()
+    RUNTIME.settled.update(log._number for log in open_logs())
+    RUNTIME.open_logs.clear()
     reset_ids_after_fork()
 
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _reset_context() -> None:
+    # RUNTIME.reset() (tests): the resetting context starts outside any log.
+    FRAME.set(None)
+    INFO.set(None)
+
+
+RUNTIME.on_reset.append(_reset_context)

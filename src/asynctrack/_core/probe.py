@@ -29,6 +29,7 @@ from asynctrack._core import calltree, records
 from asynctrack._core.calltree import FRAME, SILENT, begin, fail, leave
 from asynctrack._core.levels import NONE, level_name, parse_level
 from asynctrack._core.records import Log
+from asynctrack._core.runtime import RUNTIME
 from asynctrack._core.values import REDACTED, convert, current_limits, is_redacted
 from asynctrack._core.wrapsrc import (
     ASYNC,
@@ -316,9 +317,9 @@ def _generate(
             f"{prefix}counter": records._counter,
             f"{prefix}wall": records._WALL_OFFSET,
             f"{prefix}info": calltree.INFO.get,
-            f"{prefix}OPEN": calltree._OPEN,
-            f"{prefix}reg": calltree._OPEN.append,
-            f"{prefix}sweep_at": calltree._sweep_at,
+            f"{prefix}OPEN": RUNTIME.open_logs,
+            f"{prefix}reg": RUNTIME.open_logs.append,
+            f"{prefix}RT": RUNTIME,
             f"{prefix}sweep": calltree._sweep,
             f"{prefix}complete": calltree._try_complete,
             f"{prefix}slot": calltree.slot_of,
@@ -337,7 +338,7 @@ def _generate(
             params_expr = f"{prefix}plan.pb({call})"
         return (
             template.replace("{PARAMS}", params_expr)
-            .replace("{MAX}", str(calltree._max_slots[0]))
+            .replace("{MAX}", str(RUNTIME.max_slots))
             .replace("{params}", params)
             .replace("{call}", call)
             .replace("{P}", prefix)
@@ -620,3 +621,7 @@ calltree.WRAPPER_CODES.add(_drive_gen.__code__)
 calltree.WRAPPER_CODES.update(
     c for c in _agen_wrapper.__code__.co_consts if isinstance(c, _CODE) and c.co_name == "wrapper"
 )
+
+
+# RUNTIME.reset() (tests): probes rebuild their plans under the default limits.
+RUNTIME.on_reset.append(refresh_plans)

@@ -1,17 +1,45 @@
 """
-The hooks through which the core reaches the delivery layer without importing it.
+The process-wide state of asynctrack, in one object: :data:`RUNTIME`.
 
-The core (records, call tree, probe, trackers) sits below the delivery layer, so it
-cannot import it; the delivery layer sets these hooks when it is imported (which
-``import asynctrack`` always does). Until then they fail loudly rather than drop data.
+Everything that lives as long as the process and is shared by all threads is a slot
+of :class:`Runtime`: the hooks a completed log goes through (postprocess, listeners,
+hand-off), the registry of open logs, the limits the call tree applies, the levels and
+the enabled count of the trackers, and the pipeline the delivery layer installed.
+Context-local state (the current frame, the info of the current context) stays in
+ContextVars in ``calltree``.
+
+The core sits below the delivery and configuration layers and cannot import them:
+they set their slots here (``handoff``, ``flush``, ``pipeline``…) when imported or
+configured. ``RUNTIME.reset()`` puts every slot back to its default, for tests.
 """
 
 from __future__ import annotations
 
+import threading
+from collections import deque
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
-__all__ = ["RUNTIME", "Runtime"]
+from asynctrack._core.levels import DEFAULT
+from asynctrack._core.records import REC
+
+if TYPE_CHECKING:
+    from asynctrack._core.records import Log
+
+__all__ = ["RUNTIME", "SWEEP_MIN", "Runtime"]
+
+#: The open-log registry is swept when it outgrows this (or twice its last size).
+SWEEP_MIN = 128
+
+
+class _Closable(Protocol):
+    def close(self, timeout: float | None, *, write_open_logs: bool) -> bool: ...
+
+
+def _drop(log: Log) -> None:
+    # The hand-off before any pipeline is installed: tracking is off then (the enabled
+    # count is 0), so only a capture()'s listeners see logs.
+    pass
 
 
 async def _no_flush(timeout: float | None = None) -> Any:
@@ -24,18 +52,100 @@ def _no_flush_sync(timeout: float | None = 5.0) -> Any:
 
 class Runtime:
     """
-    Process-wide hooks the core calls into the layers above it.
+    The process-wide state, one slot per piece (see the module docstring).
 
-    ``flush`` / ``flush_sync`` are :func:`asynctrack.flush` and
-    :func:`asynctrack.flush_sync`, used by ``Tracker.flush()`` and ``Tracker.flush_sync()``.
+    The path of a completed log is ``postprocess`` → ``listeners`` → ``handoff``
+    (``calltree._try_complete``); ``handoff`` is the installed pipeline's
+    ``Intake.put``.
     """
 
-    __slots__ = ("flush", "flush_sync")
+    # Each slot is described where __init__ sets it.
+    __slots__ = (
+        "dispatcher_thread",
+        "enabled",
+        "flush",
+        "flush_sync",
+        "handoff",
+        "listeners",
+        "max_frames",
+        "max_slots",
+        "name_levels",
+        "on_reset",
+        "open_logs",
+        "pipeline",
+        "pipeline_enabled",
+        "postprocess",
+        "root_level",
+        "settled",
+        "sweep_at",
+        "tracker_class",
+    )
 
     def __init__(self) -> None:
+        #: Receives every completed log: the installed pipeline's ``Intake.put``.
+        self.handoff: Callable[[Log], None] = _drop
+        #: Runs on each completed log before hand-off (hooks and processors), or None.
+        self.postprocess: Callable[[Log], Log | None] | None = None
+        #: Called with each completed log (``testing.capture()``); mutated in place.
+        self.listeners: list[Callable[[Log], None]] = []
+        #: Logs opened in this process, for shutdown to write those still open as
+        #: incomplete. The generated wrappers hold its ``append``: never replaced.
+        self.open_logs: deque[Log] = deque()
+        #: Numbers of open logs already written incomplete (at shutdown) or orphaned
+        #: by a fork: their late completion is not handed off again. Never replaced.
+        self.settled: set[int] = set()
+        #: Sweep the open-log registry when it holds more logs than this.
+        self.sweep_at = SWEEP_MIN
+        #: ``max_calls_per_log`` as a number of slots of ``Log._raw``.
+        self.max_slots = 10_000 * REC
+        #: ``max_traceback_frames``: frames kept per traceback, innermost last.
+        self.max_frames = 30
+        #: The level of trackers no ``levels`` entry covers.
+        self.root_level = int(DEFAULT)
+        #: Levels per dotted tracker name.
+        self.name_levels: dict[str, int] = {}
+        #: How many reasons tracking is on: the pipeline (1) plus active captures.
+        self.enabled = 0
+        #: The class ``get_tracker`` instantiates (None: ``Tracker``).
+        self.tracker_class: type[Any] | None = None
         self.flush: Callable[[float | None], Coroutine[Any, Any, Any]] = _no_flush
         self.flush_sync: Callable[[float | None], Any] = _no_flush_sync
+        #: The installed pipeline (``_delivery.pipeline.Pipeline``), or None.
+        self.pipeline: _Closable | None = None
+        #: Whether the installed pipeline counts in ``enabled``.
+        self.pipeline_enabled = False
+        #: The dispatcher's thread: ``configure()`` refuses to run in it.
+        self.dispatcher_thread: threading.Thread | None = None
+        #: Called in order by :meth:`reset` once the slots hold their defaults.
+        self.on_reset: list[Callable[[], None]] = []
+
+    def reset(self) -> None:
+        """
+        Shut the pipeline down (quickly, open logs not written) and put every slot
+        back to its default, then run the ``on_reset`` hooks. For tests.
+        """
+        if self.pipeline is not None:
+            try:
+                self.pipeline.close(2.0, write_open_logs=False)
+            except Exception:  # a test may leave a broken sink behind
+                pass
+            self.pipeline = None
+        self.handoff = _drop
+        self.postprocess = None
+        self.listeners.clear()
+        self.open_logs.clear()
+        self.settled.clear()
+        self.sweep_at = SWEEP_MIN
+        self.max_slots = 10_000 * REC
+        self.max_frames = 30
+        self.root_level = int(DEFAULT)
+        self.name_levels.clear()
+        self.enabled = 0
+        self.tracker_class = None
+        self.pipeline_enabled = False
+        for hook in self.on_reset:
+            hook()
 
 
-#: The one instance: the delivery layer sets its hooks when imported.
+#: The one instance.
 RUNTIME = Runtime()

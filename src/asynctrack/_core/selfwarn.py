@@ -11,6 +11,8 @@ import logging
 import threading
 import time
 
+from asynctrack._core.runtime import RUNTIME
+
 __all__ = ["logger", "once", "report"]
 
 logger = logging.getLogger("asynctrack")
@@ -94,3 +96,7 @@ def reset() -> None:
         _last.clear()
         _suppressed.clear()
         _once.clear()
+
+
+# RUNTIME.reset() (tests): every warning may be given again.
+RUNTIME.on_reset.append(reset)

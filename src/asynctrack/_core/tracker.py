@@ -29,11 +29,6 @@ R = TypeVar("R")
 
 _REGISTRY: dict[str, Tracker] = {}
 _REGISTRY_LOCK = threading.Lock()
-_ROOT_LEVEL = [int(DEFAULT)]
-_NAME_LEVELS: dict[str, int] = {}
-#: How many reasons tracking is on: the configured pipeline (1) plus active captures.
-_ENABLED = [0]
-_TRACKER_CLASS: list[type[Tracker]] = []
 
 
 class Tracker:
@@ -71,9 +66,9 @@ class Tracker:
         """
         with _REGISTRY_LOCK:
             if level is None:
-                _NAME_LEVELS.pop(self.name, None)
+                RUNTIME.name_levels.pop(self.name, None)
             else:
-                _NAME_LEVELS[self.name] = parse_level(level, "set_level(): level")
+                RUNTIME.name_levels[self.name] = parse_level(level, "set_level(): level")
             _refresh()
 
     # -- probing ------------------------------------------------------------------------
@@ -347,18 +342,18 @@ class CallScope:
 def _effective(name: str) -> int:
     probe = name
     while True:
-        level = _NAME_LEVELS.get(probe)
+        level = RUNTIME.name_levels.get(probe)
         if level is not None:
             return level
         if "." not in probe:
             break
         probe = probe.rsplit(".", 1)[0]
-    level = _NAME_LEVELS.get("")
-    return level if level is not None else _ROOT_LEVEL[0]
+    level = RUNTIME.name_levels.get("")
+    return level if level is not None else RUNTIME.root_level
 
 
 def _refresh() -> None:
-    on = _ENABLED[0] > 0
+    on = RUNTIME.enabled > 0
     for tracker in _REGISTRY.values():
         if on:
             tracker._th = _effective(tracker.name)
@@ -385,7 +380,7 @@ def get_tracker(name: str = "") -> Tracker:
     with _REGISTRY_LOCK:
         tracker = _REGISTRY.get(name)
         if tracker is None:
-            cls = _TRACKER_CLASS[0] if _TRACKER_CLASS else Tracker
+            cls = RUNTIME.tracker_class or Tracker
             tracker = cls(name)
             _REGISTRY[name] = tracker
             _refresh()
@@ -398,10 +393,10 @@ def set_levels(root: int | None = None, levels: dict[str, int] | None = None) ->
     """
     with _REGISTRY_LOCK:
         if root is not None:
-            _ROOT_LEVEL[0] = root
+            RUNTIME.root_level = root
         if levels is not None:
-            _NAME_LEVELS.clear()
-            _NAME_LEVELS.update(levels)
+            RUNTIME.name_levels.clear()
+            RUNTIME.name_levels.update(levels)
         _refresh()
 
 
@@ -409,7 +404,7 @@ def tracking_on() -> bool:
     """
     True while anything turns tracking on: a configured pipeline or a capture().
     """
-    return _ENABLED[0] > 0
+    return RUNTIME.enabled > 0
 
 
 def enable(delta: int) -> None:
@@ -417,7 +412,7 @@ def enable(delta: int) -> None:
     Turn tracking on (+1) or off (-1) for one reason (the pipeline, a capture).
     """
     with _REGISTRY_LOCK:
-        _ENABLED[0] = max(0, _ENABLED[0] + delta)
+        RUNTIME.enabled = max(0, RUNTIME.enabled + delta)
         _refresh()
 
 
@@ -429,10 +424,8 @@ def set_tracker_class(cls: type[Tracker] | None) -> None:
     and ``cls.__init__`` runs again on them.
     """
     with _REGISTRY_LOCK:
-        _TRACKER_CLASS.clear()
+        RUNTIME.tracker_class = cls
         target = cls or Tracker
-        if cls is not None:
-            _TRACKER_CLASS.append(cls)
         for name, tracker in _REGISTRY.items():
             if type(tracker) is not target:
                 tracker.__class__ = target
@@ -444,12 +437,13 @@ def trackers() -> list[Tracker]:
     return list(_REGISTRY.values())
 
 
-def reset_for_tests() -> None:
-    with _REGISTRY_LOCK:
-        _NAME_LEVELS.clear()
-        _ROOT_LEVEL[0] = int(DEFAULT)
-        _ENABLED[0] = 0
-        _refresh()
+def _after_reset() -> None:
+    # RUNTIME.reset(): existing trackers become plain Trackers again and take the
+    # default levels (tracking off).
+    set_tracker_class(None)
+
+
+RUNTIME.on_reset.append(_after_reset)
 
 
 class _OffScope(CallScope):

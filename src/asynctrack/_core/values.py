@@ -33,6 +33,7 @@ from typing import Any, TypeVar
 
 from asynctrack._core.fields import field_reader
 from asynctrack._core.redact import REDACTED, clip, clip_bytes, scrub
+from asynctrack._core.runtime import RUNTIME
 
 __all__ = [
     "DEFAULT_REDACT",
@@ -482,3 +483,7 @@ def _convert_sequence(value: Iterable[Any], depth: int, lim: _Run) -> Any:
         except Exception:
             out.append(_placeholder(item))
     return out
+
+
+# RUNTIME.reset() (tests): the default limits.
+RUNTIME.on_reset.append(lambda: set_limits(Limits()))

@@ -26,9 +26,9 @@ name                  what it is
 ``Prejoin``,          calltree helpers: join a log completed concurrently,
 ``Pslot``, ``Pfail``, find a call's slot, record an error, complete a log,
 ``Pcont``,            open a continuation,
-``Pcomplete``,        the open-log registry and its sweep, warn that a log is
-``POPEN``, ``Preg``,  full
-``Psweep_at``,
+``Pcomplete``,        the open-log registry, its sweep and threshold (``PRT``,
+``POPEN``, ``Preg``,  the runtime state), warn that a log is full
+``PRT`` (runtime),
 ``Psweep``, ``Pfull``
 ``Pnew``, ``PLog``,   ``object.__new__``, ``Log``, ``next``, the log counter,
 ``Pnext``,            the wall-clock offset and ``INFO.get``
@@ -313,7 +313,7 @@ _TRACKED = """
         {P}log._done = False
         {P}log._tracker = {P}tr
         {P}reg({P}log)
-        if {P}len({P}OPEN) > {P}sweep_at[0]:
+        if {P}len({P}OPEN) > {P}RT.sweep_at:
             {P}sweep()
         {P}fr = ({P}log, 0, 0, None, {P}raw)
         {P}i = 5

@@ -20,8 +20,8 @@ from typing import TypeVarTuple
 
 from asynctrack._core import calltree
 from asynctrack._core.records import Log, reanchor_wall_clock
+from asynctrack._core.runtime import RUNTIME
 from asynctrack._core.selfwarn import report
-from asynctrack._delivery import intake as _intake
 from asynctrack._delivery.counters import Counters
 from asynctrack._delivery.executor import ExitProofExecutor
 from asynctrack._delivery.intake import Barrier, Intake
@@ -109,7 +109,7 @@ class Dispatcher:
                 target=self._run, name="asynctrack-dispatcher", daemon=True
             )
             self._thread.start()
-        _intake._DISPATCHER_THREAD[0] = self._thread
+        RUNTIME.dispatcher_thread = self._thread
         self._ready.wait(10.0)
 
     @property

@@ -20,6 +20,7 @@ from operator import call as _call
 from typing import Any
 
 from asynctrack._core.records import Log
+from asynctrack._core.runtime import RUNTIME
 from asynctrack._core.selfwarn import report
 from asynctrack._delivery.counters import Counters
 
@@ -237,8 +238,5 @@ class Intake:
             self._not_full.notify_all()
 
 
-_DISPATCHER_THREAD: list[threading.Thread | None] = [None]
-
-
 def _dispatcher_thread() -> threading.Thread | None:
-    return _DISPATCHER_THREAD[0]
+    return RUNTIME.dispatcher_thread

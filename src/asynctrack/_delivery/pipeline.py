@@ -17,7 +17,7 @@ import threading
 import time
 from collections.abc import Sequence
 from types import FrameType
-from typing import Any
+from typing import Any, cast
 
 from asynctrack._core import calltree, selfwarn, tracker
 from asynctrack._core.records import Log, reset_ids_after_fork
@@ -154,7 +154,7 @@ class Pipeline:
         deadline = time.monotonic() + (self.exit_timeout if timeout is None else timeout)
         if write_open_logs:
             now = time.perf_counter_ns()
-            post = calltree._postprocess[0]
+            post = RUNTIME.postprocess
             for log in calltree.open_logs():
                 if not calltree.claim_open(log):
                     continue  # a thread completed it meanwhile and hands it off itself
@@ -262,7 +262,7 @@ class Pipeline:
         self.dispatcher.counters = self.counters
         self.dispatcher.after_fork()
         self._close_lock = threading.RLock()
-        if _PIPELINE[0] is self:
+        if RUNTIME.pipeline is self:
             calltree.set_handoff(self.intake.put)
         if keep_queued:
             old.forward = self.intake.put
@@ -288,15 +288,15 @@ def _slice(deadline: float | None, step: float = 0.25) -> float:
     return max(0.0, min(step, deadline - time.monotonic()))
 
 
-_PIPELINE: list[Pipeline | None] = [None]
 _SWAP_LOCK = threading.RLock()  # re-entrant: signal handlers shut down
 _EXIT_HOOK = [False]
-#: Whether the installed pipeline turned tracking on (capture() may too).
-_ENABLED = [False]
 
 
 def current() -> Pipeline | None:
-    return _PIPELINE[0]
+    """
+    The installed pipeline (``RUNTIME.pipeline``), or None.
+    """
+    return cast("Pipeline | None", RUNTIME.pipeline)
 
 
 def install(pipeline: Pipeline) -> None:
@@ -304,21 +304,18 @@ def install(pipeline: Pipeline) -> None:
     Make ``pipeline`` the process's pipeline, retiring the previous one.
     """
     with _SWAP_LOCK:
-        old = _PIPELINE[0]
+        old = current()
         pipeline.start()
-        _PIPELINE[0] = pipeline
+        RUNTIME.pipeline = pipeline
+        # From now on every completed log goes to this pipeline's intake.
         calltree.set_handoff(pipeline.intake.put)
-        if not _ENABLED[0]:
-            _ENABLED[0] = True
+        if not RUNTIME.pipeline_enabled:
+            RUNTIME.pipeline_enabled = True
             tracker.enable(+1)
     _register_exit_hook()
     if old is not None:
         old.intake.forward = pipeline.intake.put
         old.close(old.exit_timeout, write_open_logs=False)
-
-
-def _no_pipeline(log: Log) -> None:
-    pass
 
 
 async def flush(timeout: float | None = None) -> FlushResult:
@@ -337,7 +334,7 @@ async def flush(timeout: float | None = None) -> FlushResult:
     import anyio.to_thread
 
     _check_timeout(timeout)
-    pipeline = _PIPELINE[0]
+    pipeline = current()
     if pipeline is None:
         _warn_unconfigured("asynctrack.flush()")
         return FlushResult({}, 0, 0)
@@ -358,7 +355,7 @@ def flush_sync(timeout: float | None = 5.0) -> FlushResult:
     .. versionadded:: 0.1
     """
     _check_timeout(timeout)
-    pipeline = _PIPELINE[0]
+    pipeline = current()
     if pipeline is None:
         _warn_unconfigured("asynctrack.flush_sync()")
         return FlushResult({}, 0, 0)
@@ -429,7 +426,7 @@ def shutdown_sync(timeout: float | None = None) -> bool:
 
 def _shutdown(timeout: float | None) -> bool:
     with _SWAP_LOCK:
-        pipeline = _PIPELINE[0]
+        pipeline = current()
         if pipeline is None or pipeline.closed:
             return True
     # Tracking stays on: a log completed after the shutdown reaches the closed intake
@@ -444,7 +441,7 @@ def stats() -> Stats:
 
     .. versionadded:: 0.1
     """
-    pipeline = _PIPELINE[0]
+    pipeline = current()
     if pipeline is None:
         return Stats()
     return pipeline.stats()
@@ -473,7 +470,7 @@ _EXIT_SPENT = [0.0]
 
 
 def _exit_early() -> None:
-    pipeline = _PIPELINE[0]
+    pipeline = current()
     if pipeline is None or pipeline.closed:
         return
     started = time.monotonic()
@@ -489,7 +486,7 @@ def _exit_early() -> None:
 
 
 def _exit_final() -> None:
-    pipeline = _PIPELINE[0]
+    pipeline = current()
     if pipeline is None or pipeline.closed:
         return
     # One deadline for the whole exit: what the first step used is taken off.
@@ -551,7 +548,7 @@ def _after_fork_in_child() -> None:
     global _SWAP_LOCK
     _SWAP_LOCK = threading.RLock()  # another thread may have held it at the fork
     selfwarn.after_fork_in_child()
-    pipeline = _PIPELINE[0]
+    pipeline = current()
     if pipeline is not None and not pipeline.closed:
         pipeline.after_fork()
 
@@ -562,23 +559,3 @@ RUNTIME.flush_sync = flush_sync
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
-
-
-def reset_for_tests() -> None:
-    """
-    Shut down the pipeline (quickly) and forget it.
-    """
-    pipeline = _PIPELINE[0]
-    if pipeline is not None:
-        with contextlib.suppress(Exception):
-            pipeline.close(2.0, write_open_logs=False)
-        _PIPELINE[0] = None
-    if _ENABLED[0]:
-        _ENABLED[0] = False
-        tracker.enable(-1)
-    calltree.set_handoff(_no_pipeline)
-    calltree._OPEN.clear()
-    calltree._SETTLED.clear()
-    from asynctrack._core import selfwarn
-
-    selfwarn.reset()
