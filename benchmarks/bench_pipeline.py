@@ -5,7 +5,7 @@ Every log here is a "3-call log": the chain ``a -> b -> c`` with 2 parameters pe
 call, as in ``bench_calls``.
 
 1. Hand-off: what completing a log costs the producing thread —
-   ``asynctrack._core.calltree._handoff[0](log)`` (``Intake.put``) with a live dispatcher,
+   ``RUNTIME.handoff(log)`` (``Intake.put``) with a live dispatcher,
    next to ``deque.append`` and ``queue.SimpleQueue.put``; thread CPU clock.
 2. FileSink raw throughput: ``await sink.write(batch)`` of fresh 3-call logs in
    batches of 512, next to the encoder alone, ``Log.to_dict`` alone and, for scale,
@@ -41,9 +41,9 @@ import orjson
 
 import asynctrack
 from asynctrack import FileSink, Log, Sink
-from asynctrack._config.configure import OPTIONS
-from asynctrack._core import calltree
+from asynctrack._config.options import OPTIONS
 from asynctrack._core.encode import encode_logs
+from asynctrack._core.runtime import RUNTIME
 from asynctrack.testing import capture
 
 from ._report import fmt_num, fmt_ratio, progress, table, verdict
@@ -138,7 +138,7 @@ def handoff_variants(pool: Pool, spill_dir: str) -> tuple[list[Variant], dict[st
 
     def run_intake(n: int) -> int:
         items = pool.take(n)
-        put = calltree._handoff[0]
+        put = RUNTIME.handoff
         t = now()
         for log in items:
             put(log)
