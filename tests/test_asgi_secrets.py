@@ -130,6 +130,52 @@ class TestPathSecrets:
         for secret in secrets:
             assert secret not in text
 
+    @pytest.mark.parametrize("backend", BACKENDS)
+    @given(
+        route=routes(),
+        mounted=st.booleans(),
+        variant=st.sampled_from(["trailing-slash", "encoded-slash", "no-trailing-slash"]),
+    )
+    @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    def test_a_path_that_nearly_matches_a_secret_route_is_redacted(
+        self, backend: str, route: tuple[str, str, str, list[str], str], mounted: bool, variant: str
+    ) -> None:
+        """
+        A request that matches no route but nearly matches one whose parameters are
+        named like secrets — a trailing slash added or missing (the router redirects
+        it), an encoded ``/`` inside the secret — is named ``<unmatched>`` and its
+        recorded path holds no secret value.
+        """
+        template, path, _, secrets, _ = route
+        if variant == "no-trailing-slash":
+            template += "/"
+        elif variant == "trailing-slash":
+            path += "/"
+        elif "S3CR3T" in path:
+            path = path.replace("S3CR3T", "S3CR3T%2F", 1)
+        else:
+            path += "/"
+        routes_ = [Route(template, ok)]
+        if mounted:
+            app = Starlette(routes=[Mount("/m", routes=routes_)])
+            path = "/m" + path
+        else:
+            app = Starlette(routes=routes_)
+        app.add_middleware(TrackMiddleware)
+
+        async def main() -> list[Log]:
+            with capture() as logs:
+                async with client(app) as c:
+                    r = await c.get(path)
+                    assert r.status_code in (307, 404), (template, path)
+            return logs
+
+        logs = anyio.run(main, backend=backend)
+        text = dump(logs)
+        assert "S3CR3T" not in text
+        for secret in secrets:
+            assert secret not in text
+
     @pytest.mark.anyio
     async def test_secret_parameter_of_a_mount(self) -> None:
         """

@@ -25,6 +25,7 @@ from urllib.parse import parse_qsl
 
 import asynctrack
 from asynctrack import DEFAULT, NONE, Tracker
+from asynctrack.integrations._unmatched import near_secrets
 
 __all__ = ["TrackMiddleware"]
 
@@ -400,8 +401,11 @@ class TrackMiddleware:
             root = full[: len(full) - len(relative)] if full.endswith(relative) else ""
             if template is None:
                 call.rename(f"{_method_name(method)} {UNMATCHED}")
-                shown = _redact_values(full, secrets)
+                shown = _redact_values(full, secrets + near_secrets(scope, relative, root_path))
             else:
+                if hasattr(scope.get("route"), "routes"):
+                    # Matched by a mount alone: none of its routes matched the rest.
+                    secrets += near_secrets(scope, relative, root_path)
                 call.rename(f"{_method_name(method)} {_redact_values(template, secrets)}")
                 shown = root + _redact_path(relative, template, secrets)
             call.add_info(path=shown)
