@@ -37,6 +37,11 @@ GROUPS: tuple[tuple[str, str, str], ...] = (
     ("stats", "bench_stats", "statistics queries"),
     ("report", "bench_report", "HTML report next to stats"),
     ("asgi", "bench_asgi", "ASGI app, tracking off vs on"),
+    (
+        "asgi-instructions",
+        "bench_asgi_instructions",
+        "instructions per web request, tracking off vs on, by part (callgrind)",
+    ),
 )
 GROUP_TIMEOUT_S = 1200.0
 
