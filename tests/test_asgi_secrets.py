@@ -316,3 +316,45 @@ class TestRootPath:
         (log,) = logs
         assert log.calls[0].function == "GET /items/{n}"
         assert log.info["path"] == "/api/items/3"
+
+
+def _redact_path_reference(path: str, template: str, secrets: list[str]) -> str:
+    # The per-request parse that the per-template cache replaced (#20).
+    from asynctrack.integrations.asgi import _PLACEHOLDER, _redact_values
+
+    segments = path.split("/")
+    parts = template.split("/")
+    if len(segments) == len(parts):
+        for i, part in enumerate(parts):
+            if any(asynctrack.is_redacted(m[1]) for m in _PLACEHOLDER.finditer(part)):
+                segments[i] = "[REDACTED]"
+    return _redact_values("/".join(segments), secrets)
+
+
+_SEGMENT = st.one_of(
+    st.sampled_from(["items", "a{b}", "{x:int}", "{", "}", "{}", "", "x{token}y{id}"]),
+    st.builds("{{{}}}".format, st.sampled_from(SECRET_NAMES + PLAIN_NAMES)),
+    st.builds("{{{}:path}}".format, st.sampled_from(SECRET_NAMES + PLAIN_NAMES)),
+    st.text(st.sampled_from("ab{}:/"), max_size=6),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    template=st.lists(_SEGMENT, max_size=5).map("/".join),
+    path=st.lists(st.sampled_from(["", "a", "42", "s3cr3t", "x/y"]), max_size=6).map("/".join),
+    secrets=st.lists(st.sampled_from(["s3cr3t", "42", "x/y"]), max_size=2),
+)
+def test_redact_path_cached_per_template_matches_the_per_request_parse(
+    template: str, path: str, secrets: list[str]
+) -> None:
+    """
+    Parsing a route template once and caching it (#20) redacts every path exactly as
+    parsing the template on every request did, whatever the template's shape, and a
+    second call (answered from the cache) gives the same result as the first.
+    """
+    from asynctrack.integrations.asgi import _redact_path
+
+    expected = _redact_path_reference(path, template, secrets)
+    assert _redact_path(path, template, secrets) == expected
+    assert _redact_path(path, template, secrets) == expected

@@ -219,15 +219,24 @@ class TrackMiddleware:
             ended = False
             disconnected = False
             named = False
+            recorded: int | None = None  # the status already in the info
 
             async def send_observed(message: Message) -> None:
-                nonlocal status, ended, disconnected, named
-                if not named:
-                    named = self._name(call, scope, method, root_path, final=False)
+                nonlocal status, ended, disconnected, named, recorded
                 kind = message["type"]
                 if kind == "http.response.start":
                     status = message.get("status")
-                elif (
+                    if not named:
+                        # The usual case: routed by now, so the path and the status
+                        # go into the info together (one copy of the info dict).
+                        named = self._name(
+                            call, scope, method, root_path, final=False, status=status
+                        )
+                        if named:
+                            recorded = status
+                elif not named:
+                    named = self._name(call, scope, method, root_path, final=False)
+                if (
                     kind == "http.response.body" and not message.get("more_body", False)
                 ) or kind == "http.response.pathsend":
                     ended = True
@@ -259,7 +268,7 @@ class TrackMiddleware:
             finally:
                 if not named:
                     self._name(call, scope, method, root_path, final=True)
-                self._finish(call, scope, status)
+                self._finish(call, scope, None if status == recorded else status)
                 if disconnected:
                     self._data(call, "disconnected", True)
 
@@ -383,7 +392,16 @@ class TrackMiddleware:
             return None, True
         return found or None, False
 
-    def _name(self, call: Any, scope: Scope, method: str, root_path: str, *, final: bool) -> bool:
+    def _name(
+        self,
+        call: Any,
+        scope: Scope,
+        method: str,
+        root_path: str,
+        *,
+        final: bool,
+        status: int | None = None,
+    ) -> bool:
         """
         Name the root call after the route and record the redacted path.
 
@@ -408,7 +426,10 @@ class TrackMiddleware:
                     secrets += near_secrets(scope, relative, root_path)
                 call.rename(f"{_method_name(method)} {_redact_values(template, secrets)}")
                 shown = root + _redact_path(relative, template, secrets)
-            call.add_info(path=shown)
+            if status is None:
+                call.add_info(path=shown)
+            else:
+                call.add_info(path=shown, status=status)
         except Exception:
             self.internal_errors += 1
         return True
@@ -516,7 +537,10 @@ def _secret_values(params: Any) -> list[str]:
     """
     Return the text of the path parameters whose names are on the redaction list.
     """
-    if not isinstance(params, Mapping):
+    if type(params) is not dict:
+        if not isinstance(params, Mapping):
+            return []
+    elif not params:
         return []
     out = []
     for name, value in params.items():
@@ -535,13 +559,36 @@ def _redact_path(path: str, template: str, secrets: list[str]) -> str:
     raw text, whatever its convertor); values are matched segment by segment otherwise
     (``{rest:path}`` parameters, parameters of enclosing mounts).
     """
-    segments = path.split("/")
-    parts = template.split("/")
-    if len(segments) == len(parts):
-        for i, part in enumerate(parts):
-            if any(asynctrack.is_redacted(m[1]) for m in _PLACEHOLDER.finditer(part)):
-                segments[i] = REDACTED
-    return _redact_values("/".join(segments), secrets)
+    count, named = _template_parts(template)
+    if named:
+        segments = path.split("/")
+        if len(segments) == count:
+            for i, names in named:
+                if any(asynctrack.is_redacted(name) for name in names):
+                    segments[i] = REDACTED
+            path = "/".join(segments)
+    return _redact_values(path, secrets)
+
+
+#: Route template -> its segment count and the placeholder names of each segment that
+#: has any. Parsed once per template rather than per request; bounded, because a
+#: ``route`` hook may return templates built from the request.
+_TEMPLATES: dict[str, tuple[int, tuple[tuple[int, tuple[str, ...]], ...]]] = {}
+
+
+def _template_parts(template: str) -> tuple[int, tuple[tuple[int, tuple[str, ...]], ...]]:
+    hit = _TEMPLATES.get(template)
+    if hit is None:
+        parts = template.split("/")
+        named = tuple(
+            (i, tuple(m[1] for m in _PLACEHOLDER.finditer(part)))
+            for i, part in enumerate(parts)
+            if "{" in part
+        )
+        hit = (len(parts), tuple(x for x in named if x[1]))
+        if len(_TEMPLATES) < 4096 and len(template) <= 512:
+            _TEMPLATES[template] = hit
+    return hit
 
 
 def _redact_values(path: str, secrets: list[str]) -> str:
