@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING as _TYPE_CHECKING
 from typing import Any as _Any
 
-from asynctrack._config.configure import configure, tracking
+from asynctrack._config.configure import configure, configure_from_file, tracking
 from asynctrack._core.calltree import add_data, add_info, info, propagate
 from asynctrack._core.levels import DEBUG, DEFAULT, INFO, NONE, Level
 from asynctrack._core.records import Call, Log
@@ -97,8 +97,4 @@ def __getattr__(name: str) -> _Any:
             return version("asynctrack")
         except PackageNotFoundError:  # pragma: no cover - running from a source tree
             return "0.0.0"
-    if name == "configure_from_file":
-        from asynctrack._config.configure import configure_from_file
-
-        return configure_from_file
     raise AttributeError(f"module 'asynctrack' has no attribute {name!r}")

@@ -15,9 +15,17 @@ import os
 import threading
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from asynctrack._config.options import CONFIG_ENV, ENV_VARS, OPTIONS, Layer, resolve, validate
+from asynctrack._config.options import (
+    CONFIG_ENV,
+    ENV_VARS,
+    OPTIONS,
+    Layer,
+    Options,
+    resolve,
+    validate,
+)
 from asynctrack._core import calltree, probe
 from asynctrack._core import tracker as _tracker
 from asynctrack._core.records import Log
@@ -28,6 +36,9 @@ from asynctrack._delivery import pipeline as _pipeline
 from asynctrack._delivery.worker import WorkerOptions
 from asynctrack._exceptions import ConfigError
 from asynctrack.sinks._base import Sink
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack  # typing.Unpack from Python 3.12
 
 __all__ = [
     "CONFIG_ENV",
@@ -47,7 +58,7 @@ _LOCK = threading.RLock()
 # -- configure ---------------------------------------------------------------------------------
 
 
-def configure(**options: Any) -> None:
+def configure(**options: Unpack[Options]) -> None:
     """
     Configure tracking for this process: levels, sinks, pipeline, limits and hooks.
 
@@ -111,7 +122,7 @@ def configure(**options: Any) -> None:
     apply(resolve(options, file))
 
 
-def configure_from_file(path: str | os.PathLike[str], **overrides: Any) -> None:
+def configure_from_file(path: str | os.PathLike[str], **overrides: Unpack[Options]) -> None:
     """
     Configure tracking from a TOML file.
 
@@ -140,7 +151,7 @@ def configure_from_file(path: str | os.PathLike[str], **overrides: Any) -> None:
 
 
 @asynccontextmanager
-async def tracking(**config: Any) -> AsyncIterator[None]:
+async def tracking(**config: Unpack[Options]) -> AsyncIterator[None]:
     """
     Configure on enter and shut down on exit: a lifespan for FastAPI or Starlette::
 

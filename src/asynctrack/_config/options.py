@@ -12,18 +12,62 @@ from __future__ import annotations
 import inspect
 import math
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, TypedDict
 
 from asynctrack._core import tracker as _tracker
 from asynctrack._core.levels import DEFAULT, parse_level
+from asynctrack._core.records import Log
 from asynctrack._core.values import DEFAULT_REDACT
 from asynctrack._exceptions import ConfigError, quote
 from asynctrack.sinks._base import Sink
 
-__all__ = ["CONFIG_ENV", "ENV_VARS", "OPTIONS", "Layer", "resolve", "suggest", "validate"]
+__all__ = [
+    "CONFIG_ENV",
+    "ENV_VARS",
+    "OPTIONS",
+    "Layer",
+    "Options",
+    "resolve",
+    "suggest",
+    "validate",
+]
+
+
+class Options(TypedDict, total=False):
+    """
+    The keyword arguments of ``configure()``, typed, so that a type checker rejects a
+    misspelt option (``configure(levle="INFO")``). Its keys are those of
+    :data:`OPTIONS` (a test checks it); what each accepts is checked at run time by
+    :func:`validate` too, for callers that are not type-checked.
+    """
+
+    level: int | str
+    levels: Mapping[str, int | str]
+    sinks: Sequence[Sink] | None
+    max_queue: int
+    batch_size: int
+    flush_interval: float
+    on_full: Literal["drop", "block"]
+    block_timeout: float
+    spill_dir: str | os.PathLike[str]
+    fsync_spill: bool
+    exit_timeout: float
+    retry_attempts: int
+    max_backoff: float
+    write_timeout: float
+    max_pending_batches: int
+    max_calls_per_log: int
+    max_traceback_frames: int
+    redact: Iterable[str]
+    max_depth: int
+    max_items: int
+    max_string: int
+    tracker_class: type[_tracker.Tracker] | None
+    processors: Sequence[Callable[[Log], Log | None]]
+
 
 #: Every option of ``configure`` with its default.
 OPTIONS: dict[str, Any] = {
