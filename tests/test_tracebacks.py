@@ -39,6 +39,24 @@ def _plain(plan: list[bool], i: int) -> None:
     _chain(plan, i + 1)
 
 
+def _mixed(plan: list[int], i: int = 0) -> None:
+    # plan[i]: 0 a plain function, 1 a probed call, 2 a ``tracker.call`` block.
+    if i == len(plan):
+        raise Boom("bottom")
+    if plan[i] == 1:
+        _probed_mixed(plan, i)
+    elif plan[i] == 2:
+        with tr.call("block"):
+            _mixed(plan, i + 1)
+    else:
+        _mixed(plan, i + 1)
+
+
+@tr.probe(exc=("plan",))
+def _probed_mixed(plan: list[int], i: int) -> None:
+    _mixed(plan, i + 1)
+
+
 class TestInnermostOnly:
     @settings(max_examples=80, deadline=None)
     @given(plan=st.lists(st.booleans(), min_size=1, max_size=12).filter(any))
@@ -64,6 +82,25 @@ class TestInnermostOnly:
         below = len(plan) - inner - 1
         assert names == ["_probed", *["_chain", "_plain"] * below, "_chain"]
         assert all(file == __file__ for file, _, _ in tb)
+
+    @settings(max_examples=80, deadline=None)
+    @given(plan=st.lists(st.integers(0, 2), min_size=1, max_size=12).filter(any))
+    def test_tracker_call_blocks_count_as_calls(self, plan: list[int]) -> None:
+        """
+        With ``tracker.call`` blocks mixed in (as the SQLAlchemy and httpx integrations
+        record their calls), still only the innermost tracked call has the traceback,
+        ending at the raise; the calls it rose through keep the error alone.
+        """
+        with capture() as logs:
+            with pytest.raises(Boom):
+                _mixed(plan)
+        (log,) = logs
+        calls = log.calls
+        assert len(calls) == sum(1 for p in plan if p)
+        assert all((c.status, c.error) == ("error", "Boom: bottom") for c in calls)
+        assert [c.traceback is not None for c in calls] == [False] * (len(calls) - 1) + [True]
+        tb = calls[-1].traceback
+        assert tb is not None and tb[-1][2] == "_mixed"
 
     @pytest.mark.anyio
     async def test_innermost_is_found_across_tasks(self) -> None:

@@ -25,6 +25,7 @@ recorded call never names an unrecorded parent.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import os
 import threading
@@ -373,7 +374,10 @@ def fail(frame: tuple[Any, ...], exc: BaseException) -> None:
     try:
         slots[i + ERROR] = describe_error(exc)
         if not cancelled and RUNTIME.max_frames:
-            slots[i + TRACEBACK] = _frames(exc.__traceback__, RUNTIME.max_frames)
+            tb = exc.__traceback__
+            frames = slots[i + TRACEBACK] = _frames(tb, RUNTIME.max_frames)
+            if frames is not None and tb is not None:
+                _mark_traced(tb)
     except Exception:  # pragma: no cover - never raise into the application
         pass
 
@@ -400,6 +404,8 @@ def _frames(tb: Any, limit: int) -> list[tuple[str, int, str]] | None:
     if tb is not None and _is_wrapper(tb.tb_frame.f_code):
         tb = tb.tb_next
     while tb is not None:
+        if _TRACED.get(id(tb)) is tb:
+            return None  # a ``tracker.call`` block further down recorded it already
         code = tb.tb_frame.f_code
         if _is_wrapper(code):
             if _tracking(tb.tb_frame):
@@ -411,6 +417,25 @@ def _frames(tb: Any, limit: int) -> list[tuple[str, int, str]] | None:
             out.append((filename, tb.tb_lineno or 0, code.co_name))
         tb = tb.tb_next
     return list(out) or None
+
+
+#: The traceback entries at which recent calls recorded their traceback. A wrapper
+#: below is recognised by its code (above); a ``tracker.call`` block is not a wrapper,
+#: so the entry where it caught the exception is remembered instead: the same entry
+#: object stays in the chain as the exception rises, and a call above that meets it
+#: leaves the traceback to the block. The entries are held (so their ids cannot be
+#: reused while listed), at most ``_TRACED_MAX`` of them, and touched only on errors.
+_TRACED: dict[int, Any] = {}
+_TRACED_MAX = 64
+
+
+def _mark_traced(tb: Any) -> None:
+    _TRACED[id(tb)] = tb
+    while len(_TRACED) > _TRACED_MAX:
+        try:
+            del _TRACED[next(iter(_TRACED))]
+        except (StopIteration, KeyError, RuntimeError):  # another thread got there first
+            break
 
 
 def _is_wrapper(code: Any) -> bool:
