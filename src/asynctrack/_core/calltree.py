@@ -25,7 +25,6 @@ recorded call never names an unrecorded parent.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import contextvars
 import os
 import threading
