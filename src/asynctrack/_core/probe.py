@@ -47,11 +47,11 @@ __all__ = ["make_probe", "refresh_plans"]
 
 _ATOMS = frozenset({int, bool, type(None)})
 _P = inspect.Parameter
-#: Default of the parameters a call may leave to a decorator (see _Plan._loose).
+#: Default of the parameters a call may leave to a decorator (see _ParamPlan._loose).
 _MISSING: Any = type("_Missing", (), {"__repr__": lambda self: "<missing>"})()
 
 #: Every plan, so that new limits or a new redaction list rebuild the builders.
-_PLANS: weakref.WeakSet[_Plan] = weakref.WeakSet()
+_PLANS: weakref.WeakSet[_ParamPlan] = weakref.WeakSet()
 
 
 def refresh_plans() -> None:
@@ -68,7 +68,7 @@ def _convert_seq(value: Any) -> Any:
     return convert(list(value))
 
 
-class _Plan:
+class _ParamPlan:
     """
     How one probe records its parameters: rebuilt when limits or redaction change.
 
@@ -289,7 +289,7 @@ def _generate(
     tracker: Any,
     meta: tuple[str, str, str],
     level: int,
-    plan: _Plan,
+    plan: _ParamPlan,
 ) -> Callable[..., Any]:
     # ``sig`` is what ``func`` accepts: the wrapper takes exactly that and forwards it.
     ns: dict[str, Any] = {}
@@ -369,7 +369,7 @@ def _generate(
 
 
 def _gen_wrapper(
-    func: Callable[..., Any], tracker: Any, meta: tuple[str, str, str], level: int, plan: _Plan
+    func: Callable[..., Any], tracker: Any, meta: tuple[str, str, str], level: int, plan: _ParamPlan
 ) -> Callable[..., Any]:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         gen = func(*args, **kwargs)
@@ -430,7 +430,7 @@ def _drive_gen(gen: Any, frame: Any) -> Any:
 
 
 def _agen_wrapper(
-    func: Callable[..., Any], tracker: Any, meta: tuple[str, str, str], level: int, plan: _Plan
+    func: Callable[..., Any], tracker: Any, meta: tuple[str, str, str], level: int, plan: _ParamPlan
 ) -> Callable[..., Any]:
     async def wrapper(*args: Any, **kwargs: Any) -> Any:
         agen = func(*args, **kwargs)
@@ -585,7 +585,7 @@ def make_probe(
             for p in accepted.parameters.values()
             if p.kind is _P.KEYWORD_ONLY and p.default is not _P.empty and p.name not in param_names
         }
-    plan = _Plan(
+    plan = _ParamPlan(
         func,
         sig,
         kept,

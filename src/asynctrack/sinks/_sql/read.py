@@ -22,7 +22,7 @@ from asynctrack.sinks._sql.schema import RESERVED_KEY
 from asynctrack.sinks._sql.values import loads
 
 if TYPE_CHECKING:
-    from asynctrack.sinks._sql.sink import _Plan
+    from asynctrack.sinks._sql.plan import WritePlan
 
 __all__ = ["read_logs"]
 
@@ -81,7 +81,7 @@ def _mapping(value: Any) -> dict[str, Any]:
 
 async def read_logs(
     engine: AsyncEngine,
-    plan: _Plan,
+    plan: WritePlan,
     *,
     since: _dt.datetime | str | None = None,
     until: _dt.datetime | str | None = None,
@@ -159,7 +159,9 @@ async def read_logs(
             break
 
 
-def _log(values: dict[str, Any], calls: list[Call], plan: _Plan, decoded: dict[str, bool]) -> Log:
+def _log(
+    values: dict[str, Any], calls: list[Call], plan: WritePlan, decoded: dict[str, bool]
+) -> Log:
     info = dict(_mapping(_decode(values["info"], decoded["info"])))
     parent = values["parent_id"]
     # Columns added in 0.2 (#17): None when the table has no such column.

@@ -29,94 +29,45 @@ import datetime as _dt
 import hashlib
 import os
 import re
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Mapping, Sequence
 from types import TracebackType
 from typing import Any
 
-import orjson
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from asynctrack._core.records import Call, Log
+from asynctrack._core.records import Log
 from asynctrack._exceptions import ConfigError, quote
 from asynctrack.sinks._base import Sink
+from asynctrack.sinks._sql.plan import WritePlan, make_plan
+from asynctrack.sinks._sql.rows import rows
 from asynctrack.sinks._sql.schema import (
     CALL_FIELDS,
     CALL_OPTIONAL,
     LOG_FIELDS,
     LOG_OPTIONAL,
-    MISSING,
-    RESERVED_KEY,
-    InfoColumn,
-    TextLimit,
     check_table,
-    compatible,
     default_tables,
-    describe,
     parse_columns,
-    text_limit,
 )
 from asynctrack.sinks._sql.upgrade import (
     add_new_columns,
-    json_text,
-    jsonb_dumps,
-    jsonb_safe,
-    needs_jsonb_care,
-    optional_present,
 )
 from asynctrack.sinks._sql.url import parse_url, shown_url
 from asynctrack.sinks._sql.values import (
-    TIMESTAMPS,
-    Converter,
-    default_maker,
     dumps,
-    fit_json,
-    fits_checker,
     loads,
-    make_converter,
-    overflow,
-    python_defaults,
-    with_reserved,
 )
 
 __all__ = ["SQLSink", "default_tables", "dumps", "loads"]
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,100}$")
-_NAME_COLUMNS = ("function", "tracker", "level", "status")
 #: Engines forgotten in a forked child: kept referenced so that garbage collection in
 #: the child never closes a connection the parent is still using.
 _INHERITED: list[AsyncEngine] = []
-
-
-# -- the plan: everything decided at open() from the tables found in the database ---------
-@dataclass
-class _Plan:
-    dialect: str
-    logs: sa.Table
-    calls: sa.Table
-    info: list[InfoColumn]
-    converters: list[Converter]
-    started: Callable[[_dt.datetime], Any]
-    ts_mode: str
-    limits: dict[str, TextLimit]
-    fits: dict[str, Callable[[str], bool]]
-    log_columns: list[str]
-    call_columns: list[str]
-    #: The optional (0.2) columns the tables have, written after the fixed ones.
-    log_optional: list[str]
-    call_optional: list[str]
-    #: JSON columns of type JSONB (PostgreSQL), which cannot hold NUL characters.
-    jsonb: set[str]
-    insert_logs: str
-    insert_calls: str
-    log_defaults: list[Callable[[], Any]] = field(default_factory=list)
-    call_defaults: list[Callable[[], Any]] = field(default_factory=list)
-    known: dict[str, set[str]] = field(default_factory=dict)
 
 
 def _is_data_error(exc: BaseException) -> bool:
@@ -257,7 +208,7 @@ class SQLSink(Sink):
         ).hexdigest()[:10]
         self._name = name or f"sql-{dialect}-{digest}"
         self._engine: AsyncEngine | None = None
-        self._plan: _Plan | None = None
+        self._plan: WritePlan | None = None
 
     # -- public attributes ---------------------------------------------------------------
     @property
@@ -425,120 +376,9 @@ class SQLSink(Sink):
         if self._upgrade[1]:
             add_new_columns(conn, self._dialect, self._calls_table, CALL_OPTIONAL)
 
-    def _make_plan(self, conn: sa.Connection) -> _Plan:
-        dialect = conn.dialect
-        name = self._dialect
-        logs_types = _reflect(conn, self._logs_table, LOG_FIELDS, self._info, name)
-        calls_types = _reflect(conn, self._calls_table, CALL_FIELDS, [], name)
-        log_optional = optional_present(conn, name, self._logs_table, LOG_OPTIONAL, self._name)
-        call_optional = optional_present(conn, name, self._calls_table, CALL_OPTIONAL, self._name)
-        started_type = logs_types["started_at"]
-        if name == "sqlite":
-            ts_mode = "sqlite"
-        elif name == "postgresql" and getattr(started_type, "timezone", False):
-            ts_mode = "aware"
-        else:
-            ts_mode = "naive"
-        limits: dict[str, TextLimit] = {}
-        for col in ("id", "parent_id"):
-            limits[col] = text_limit(logs_types[col], name)
-        for col in ("function", "tracker", "level", "status", "error"):
-            limits[col] = text_limit(calls_types[col], name)
-        for col in ("params", "data"):
-            limits[col] = text_limit(calls_types[col], name)
-        for col in log_optional:
-            limits[col] = text_limit(log_optional[col], name)
-        if "traceback" in call_optional:
-            limits["traceback"] = text_limit(call_optional["traceback"], name)
-        # JSONB refuses the \u0000 escape that json and the other databases accept.
-        jsonb = {
-            col
-            for col, t in (
-                ("info", logs_types["info"]),
-                ("params", calls_types["params"]),
-                ("data", calls_types["data"]),
-                ("traceback", call_optional.get("traceback")),
-            )
-            if isinstance(t, postgresql.JSONB)
-        }
-        limits["info"] = text_limit(logs_types["info"], name)
-        converters = []
-        for info in self._info:
-            t = logs_types[info.column]
-            kind = info.kind
-            bits = 64
-            if kind in ("integer", "bigint"):
-                type_name = type(t).__name__.upper()
-                if isinstance(t, sa.BigInteger):
-                    bits = 64
-                elif isinstance(t, sa.SmallInteger) or type_name == "SMALLINT":
-                    bits = 16
-                elif type_name == "TINYINT":
-                    bits = 8
-                elif type_name == "MEDIUMINT":
-                    bits = 24
-                else:
-                    bits = 32
-            col_ts = ts_mode
-            if kind == "datetime" and name == "postgresql":
-                col_ts = "aware" if getattr(t, "timezone", False) else "naive"
-            exact_float = name == "sqlite" or isinstance(t, sa.Double)
-            convert = make_converter(kind, text_limit(t, name), bits, exact_float, col_ts)
-            if kind == "json" and isinstance(t, postgresql.JSONB):
-                convert = jsonb_safe(convert)
-            converters.append(convert)
-        log_columns = [*LOG_FIELDS, *log_optional, *(c.column for c in self._info)]
-        call_columns = [*CALL_FIELDS, *call_optional]
-        # Python-side defaults of the user's extra columns: bulk inserts must apply them.
-        log_defaults = python_defaults(self._logs_table, log_columns)
-        call_defaults = python_defaults(self._calls_table, call_columns)
-        log_columns += [column for column, _ in log_defaults]
-        call_columns += [column for column, _ in call_defaults]
-        prep = dialect.identifier_preparer
-
-        def insert(table: sa.Table, columns: list[str], key: str) -> str:
-            style = dialect.paramstyle
-            if style == "qmark":
-                marks = ["?"] * len(columns)
-            elif style in ("format", "pyformat"):
-                marks = ["%s"] * len(columns)
-            elif style == "numeric_dollar":
-                marks = [f"${i}" for i in range(1, len(columns) + 1)]
-            elif style == "numeric":
-                marks = [f":{i}" for i in range(1, len(columns) + 1)]
-            else:  # pragma: no cover - every supported driver is listed above
-                raise ConfigError(f"SQLSink: unsupported driver paramstyle {style!r}")
-            head = (
-                f"INTO {prep.format_table(table)} ({', '.join(prep.quote(c) for c in columns)}) "
-                f"VALUES ({', '.join(marks)})"
-            )
-            if name == "sqlite":
-                return f"INSERT OR IGNORE {head}"
-            if name == "postgresql":
-                return f"INSERT {head} ON CONFLICT DO NOTHING"
-            quoted = prep.quote(key)
-            return f"INSERT {head} ON DUPLICATE KEY UPDATE {quoted} = {quoted}"
-
-        return _Plan(
-            dialect=name,
-            logs=self._logs_table,
-            calls=self._calls_table,
-            info=list(self._info),
-            converters=converters,
-            started=TIMESTAMPS[ts_mode],
-            ts_mode=ts_mode,
-            limits=limits,
-            fits={k: fits_checker(v) for k, v in limits.items()},
-            log_columns=log_columns,
-            call_columns=call_columns,
-            log_optional=list(log_optional),
-            call_optional=list(call_optional),
-            jsonb=jsonb,
-            insert_logs=insert(self._logs_table, log_columns, "id"),
-            insert_calls=insert(self._calls_table, call_columns, "log_id"),
-            log_defaults=[default_maker(d) for _, d in log_defaults],
-            call_defaults=[default_maker(d) for _, d in call_defaults],
-            known={k: set() for k in ("function", "tracker", "level", "status")},
+    def _make_plan(self, conn: sa.Connection) -> WritePlan:
+        return make_plan(
+            conn, self._dialect, self._logs_table, self._calls_table, self._info, self._name
         )
 
     # -- writing -----------------------------------------------------------------------
@@ -572,7 +412,7 @@ class SQLSink(Sink):
         engine = self._engine
         if plan is None or engine is None:  # closed while writing
             raise RuntimeError(f"SQLSink {self._name!r} is closed")
-        log_rows, call_rows, refused = self._rows(plan, logs)
+        log_rows, call_rows, refused = rows(plan, logs)
         if not log_rows:
             return refused
         try:
@@ -592,213 +432,6 @@ class SQLSink(Sink):
             # Halves are separate transactions: retried rows are idempotent anyway.
             return [*await self._write(logs[:middle]), *await self._write(logs[middle:])]
         return refused
-
-    def _rows(
-        self, plan: _Plan, logs: list[Log]
-    ) -> tuple[list[tuple[Any, ...]], list[Any], list[tuple[Log, Exception]]]:
-        """
-        Build the rows of a batch: ``(log_rows, call_rows, refused)`` in column order;
-        ``refused`` holds the logs whose id cannot be stored.
-        """
-        fits = plan.fits
-        fits_id = fits["id"]
-        fits_parent = fits["parent_id"]
-        started = plan.started
-        info_columns = plan.info
-        converters = plan.converters
-        pairs = list(zip(info_columns, converters, strict=True))
-        limits = plan.limits
-        info_limit = limits["info"]
-        check_json = {k: limits[k].bytes is not None for k in ("info", "params", "data")}
-        log_rows: list[tuple[Any, ...]] = []
-        call_rows: list[tuple[Any, ...]] = []
-        known = plan.known
-        known_function = known["function"]
-        known_tracker = known["tracker"]
-        known_level = known["level"]
-        known_status = known["status"]
-        fits_error = fits["error"]
-        log_defaults = plan.log_defaults
-        fast = not plan.call_defaults and not check_json["params"] and not check_json["data"]
-        log_optional = plan.log_optional
-        jsonb = plan.jsonb
-        # The calls of the default schema: parent and traceback after the fixed columns.
-        both = plan.call_optional == ["parent_seq", "traceback"]
-        fast = fast and (both or not plan.call_optional) and "traceback" not in check_json
-        nul_checked = bool(jsonb & {"params", "data"})
-        orjson_dumps = orjson.dumps
-        seen: set[str] = set()
-        refused: list[tuple[Log, Exception]] = []
-        for log in logs:
-            lid = log.id
-            if type(lid) is not str or not fits_id(lid):
-                refused.append((log, ValueError(f"log id {lid!r:.50} does not fit the id column")))
-                continue
-            if lid in seen:
-                continue
-            seen.add(lid)
-            extra: dict[str, Any] | None = None
-            parent = log.parent_id
-            if parent is not None and (type(parent) is not str or not fits_parent(parent)):
-                extra = {"parent_id": parent}
-                parent = None
-            optional: list[Any] = []
-            for col in log_optional:
-                value = getattr(log, col)
-                if value is not None and (
-                    type(value) is not int
-                    if col == "parent_seq"
-                    else type(value) is not str or not fits[col](value)
-                ):
-                    # Kept exactly in the info JSON, like a parent_id that does not fit.
-                    extra = {**(extra or {}), col: value}
-                    value = None
-                optional.append(value)
-            info = log.info
-            values: list[Any] = []
-            if pairs:
-                rest = dict(info)
-                for column, convert in pairs:
-                    value = rest.pop(column.key, MISSING)
-                    if value is MISSING:
-                        values.append(None)
-                        continue
-                    stored, exact = convert(value)
-                    values.append(stored)
-                    if not exact:
-                        rest[column.key] = value
-                info = rest
-            if extra is not None or RESERVED_KEY in info:
-                info = with_reserved(info, extra)
-            try:
-                info_text = orjson_dumps(info).decode()
-            except TypeError:
-                info_text = dumps(info)
-            if "info" in jsonb and needs_jsonb_care(info_text):
-                info_text = jsonb_dumps(info)
-            if check_json["info"]:
-                info_text = fit_json(info_text, info_limit)
-            log_rows.append(
-                (
-                    lid,
-                    parent,
-                    started(log.started_at),
-                    log.duration_us,
-                    bool(log.complete),
-                    log.dropped_calls,
-                    info_text,
-                    *optional,
-                    *values,
-                    *[make() for make in log_defaults],
-                )
-            )
-            if fast:
-                for call in log.calls:
-                    # The common case, kept lean: names already known to fit, no error
-                    # or a short one, JSON that orjson encodes directly (issue #9).
-                    function = call.function
-                    tracker = call.tracker
-                    level = call.level
-                    status = call.status
-                    error = call.error
-                    data = call.data
-                    if (
-                        function in known_function
-                        and tracker in known_tracker
-                        and level in known_level
-                        and status in known_status
-                        and (error is None or (type(error) is str and fits_error(error)))
-                        and RESERVED_KEY not in data
-                    ):
-                        try:
-                            params_text = orjson_dumps(call.params).decode()
-                            data_text = orjson_dumps(data).decode()
-                            row: tuple[Any, ...] = (
-                                lid,
-                                call.seq,
-                                call.depth,
-                                function,
-                                tracker,
-                                level,
-                                params_text,
-                                data_text,
-                                call.offset_us,
-                                call.duration_us,
-                                status,
-                                error,
-                            )
-                            if not nul_checked or not (
-                                needs_jsonb_care(params_text) or needs_jsonb_care(data_text)
-                            ):
-                                tb = call.traceback
-                                if not both:
-                                    call_rows.append(row)
-                                    continue
-                                if tb is None:
-                                    call_rows.append((*row, call.parent, None))
-                                    continue
-                                tb_text = orjson_dumps(tb).decode()
-                                if "traceback" not in jsonb or not needs_jsonb_care(tb_text):
-                                    call_rows.append((*row, call.parent, tb_text))
-                                    continue
-                        except TypeError:
-                            pass
-                    call_rows.append(self._call_row(plan, lid, call))
-            else:
-                call_rows.extend(self._call_row(plan, lid, call) for call in log.calls)
-        return log_rows, call_rows, refused
-
-    def _call_row(self, plan: _Plan, lid: str, call: Call) -> tuple[Any, ...]:
-        """
-        Build one call's row, making every value fit its column (the general path).
-        """
-        limits = plan.limits
-        texts = [call.function, call.tracker, call.level, call.status]
-        over: dict[str, Any] | None = None
-        for i, column in enumerate(_NAME_COLUMNS):
-            text = texts[i]
-            known = plan.known[column]
-            if text in known:
-                continue
-            if type(text) is str and plan.fits[column](text):
-                if len(known) < 10_000:
-                    known.add(text)
-                continue
-            texts[i], over = overflow(column, text, limits[column], over)
-        error = call.error
-        if error is not None and (type(error) is not str or not plan.fits["error"](error)):
-            error, over = overflow("error", error, limits["error"], over)
-        data = call.data
-        if over is not None or RESERVED_KEY in data:
-            data = with_reserved(data, over)
-        jsonb = plan.jsonb
-        params_text = fit_json(json_text(call.params, "params" in jsonb), limits["params"])
-        data_text = fit_json(json_text(data, "data" in jsonb), limits["data"])
-        optional: list[Any] = []
-        for column in plan.call_optional:
-            if column == "parent_seq":
-                optional.append(call.parent)
-            elif call.traceback is None:
-                optional.append(None)
-            else:
-                text = json_text(call.traceback, "traceback" in jsonb)
-                optional.append(fit_json(text, limits["traceback"]))
-        return (
-            lid,
-            call.seq,
-            call.depth,
-            texts[0],
-            texts[1],
-            texts[2],
-            params_text,
-            data_text,
-            call.offset_us,
-            call.duration_us,
-            texts[3],
-            error,
-            *optional,
-            *[make() for make in plan.call_defaults],
-        )
 
     # -- reading -----------------------------------------------------------------------
     async def read_logs(
@@ -837,7 +470,7 @@ class SQLSink(Sink):
 
 
 async def _insert_asyncpg(
-    engine: AsyncEngine, plan: _Plan, log_rows: list[Any], call_rows: list[Any]
+    engine: AsyncEngine, plan: WritePlan, log_rows: list[Any], call_rows: list[Any]
 ) -> None:
     """
     Insert through asyncpg's COPY; on a replayed batch, ``INSERT ... ON CONFLICT``.
@@ -877,49 +510,6 @@ async def _invalidate(conn: AsyncConnection) -> None:
         await conn.invalidate()
 
 
-def _reflect(
-    conn: sa.Connection,
-    table: sa.Table,
-    fields: Mapping[str, str],
-    info: list[InfoColumn],
-    dialect: str,
-) -> dict[str, Any]:
-    """
-    Check the table as it exists in the database; return the types of the used columns.
-
-    Raises:
-        ConfigError: the table or a column is missing, or a column has the wrong type.
-    """
-    inspector = sa.inspect(conn)
-    where = f"table {table.fullname!r} in the database"
-    if not inspector.has_table(table.name, schema=table.schema):
-        raise ConfigError(f"SQLSink: {where} does not exist (create_tables=False)")
-    found = {c["name"]: c["type"] for c in inspector.get_columns(table.name, schema=table.schema)}
-    lower = {k.lower(): v for k, v in found.items()}
-    types: dict[str, Any] = {}
-    wanted: list[tuple[str, str, str | None]] = [(f, k, None) for f, k in fields.items()]
-    wanted += [(c.column, c.kind, c.key) for c in info]
-    for column, kind, key in wanted:
-        for_key = f" for info key {key!r}" if key is not None else ""
-        t = found.get(column, lower.get(column.lower()))
-        if t is None:
-            raise ConfigError(
-                f"SQLSink: {where} has no column {column!r}{for_key}; add the column, or use "
-                "another table (table_prefix=...)"
-            )
-        min_length = 32 if column in ("id", "parent_id", "log_id") and key is None else 0
-        if not compatible(kind, t, dialect, min_length):
-            raise ConfigError(
-                f"SQLSink: {where}, column {column!r}{for_key} has type {t!r}; "
-                f"expected {describe(kind)}"
-            )
-        types[column] = t
-    return types
-
-
-SQLSink.__module__ = "asynctrack"
-
-
 def _preload(url: URL) -> None:
     # Import the dialect and its driver now, in the thread that builds the sink, not
     # lazily in the dispatcher thread: a fork while another thread is half-way through
@@ -936,3 +526,6 @@ def _create_private(database: str | None) -> None:
     with contextlib.suppress(OSError):
         fd = os.open(database, os.O_RDWR | os.O_CREAT, 0o600)
         os.close(fd)
+
+
+SQLSink.__module__ = "asynctrack"
