@@ -21,7 +21,6 @@ OVER_LIMIT: set[str] = {
     "_core/calltree.py",
     "_core/records.py",
     "_core/probe.py",
-    "_delivery/worker.py",
     "cli/stats/sql.py",
     "integrations/asgi.py",
     "sinks/_sql/schema.py",

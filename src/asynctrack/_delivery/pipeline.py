@@ -25,6 +25,7 @@ from asynctrack._core.runtime import RUNTIME
 from asynctrack._core.selfwarn import report
 from asynctrack._delivery.counters import Counters, FlushResult, Stats
 from asynctrack._delivery.intake import Barrier, Intake
+from asynctrack._delivery.rescue import spill_now, take_queued
 from asynctrack._delivery.worker import WorkerOptions
 from asynctrack.sinks._base import Sink
 
@@ -216,9 +217,9 @@ class Pipeline:
             self.counters.add("dispatched", len(logs))
         taken = 0
         for worker in self.dispatcher.workers:
-            batch = worker.take_queued() + logs  # the worker's queue holds older logs
+            batch = take_queued(worker) + logs  # the worker's queue holds older logs
             if batch:
-                taken += worker.spill_now(batch, until)
+                taken += spill_now(worker, batch, until)
         if taken:
             report(
                 "rescue",

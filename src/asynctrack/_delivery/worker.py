@@ -27,6 +27,7 @@ from asynctrack._core.encode import encode_logs
 from asynctrack._core.records import Log
 from asynctrack._core.selfwarn import report
 from asynctrack._delivery.counters import Counters
+from asynctrack._delivery.failure import brief, cancelled_by_us, sink_label, sink_name
 from asynctrack._delivery.intake import Barrier
 from asynctrack._delivery.spill import SpillFile, open_regular, spill_name
 from asynctrack.sinks._base import Sink
@@ -51,10 +52,6 @@ class WorkerOptions:
     fsync_spill: bool = False
 
 
-#: Logs per write when the exiting thread spills (bounded steps, so it stops on time).
-_RESCUE_CHUNK = 4096
-
-
 class _Stop:
     pass
 
@@ -69,9 +66,9 @@ class SinkWorker:
 
     def __init__(self, sink: Sink, options: WorkerOptions, counters: Counters) -> None:
         self.sink = sink
-        self.name = _sink_name(sink)
+        self.name = sink_name(sink)
         #: How warnings name the sink (an SQL sink by its masked URL).
-        self.label = _sink_label(sink, self.name)
+        self.label = sink_label(sink, self.name)
         self.options = options
         self.counters = counters
         self.queue: deque[Any] = deque()
@@ -153,7 +150,7 @@ class SinkWorker:
                 await self._run()
                 return
             except BaseException as exc:
-                if _cancelled_by_us(exc):
+                if cancelled_by_us(exc):
                     # Cut short by the shutdown deadline: the batch whose write was cut
                     # and what is still queued go to disk, in order, to be replayed on
                     # the next start.
@@ -164,7 +161,7 @@ class SinkWorker:
                 # worker goes on after a backoff.
                 report(
                     f"worker:{self.name}",
-                    f"asynctrack: the worker of sink {self.label} hit {_brief(exc)}; "
+                    f"asynctrack: the worker of sink {self.label} hit {brief(exc)}; "
                     "its batch was spilled and delivery goes on",
                 )
                 self._spill_inflight()
@@ -251,11 +248,11 @@ class SinkWorker:
             async with asyncio.timeout(self.options.write_timeout):
                 await self.sink.open()
         except BaseException as exc:
-            if _cancelled_by_us(exc):
+            if cancelled_by_us(exc):
                 raise
             self.counters.add("failed")
             report(
-                f"open:{self.name}", f"asynctrack: sink {self.label} failed to open: {_brief(exc)}"
+                f"open:{self.name}", f"asynctrack: sink {self.label} failed to open: {brief(exc)}"
             )
             return False
         self.opened = True
@@ -274,12 +271,12 @@ class SinkWorker:
             # Any exception of the sink's, CancelledError, KeyboardInterrupt and
             # SystemExit included, is a failed write (#14); only the cancellation of
             # this task (the shutdown deadline) ends it.
-            if _cancelled_by_us(exc):
+            if cancelled_by_us(exc):
                 raise
             self.counters.add("failed")
             report(
                 f"write:{self.name}",
-                f"asynctrack: sink {self.label} failed to write {len(logs)} logs: {_brief(exc)}",
+                f"asynctrack: sink {self.label} failed to write {len(logs)} logs: {brief(exc)}",
             )
             return False
         self.counters.add_written(self.name, len(logs))
@@ -303,21 +300,22 @@ class SinkWorker:
     async def _settle(self, batch: list[Log]) -> None:
         # Retries are exhausted: split the batch to tell poison logs from an outage.
         if self._late():
-            rejected = list(batch)
+            rejected: list[Log] = []
+            unsent = list(batch)
         elif len(batch) > 1:
-            rejected = await self._bisect(batch)
+            rejected, unsent = await self._bisect(batch)
         else:
             # Cut short by a flush: one immediate retry (a split does as much for
             # longer batches), so a passing failure is not sent to disk.
-            rejected = [] if await self._write(batch) else list(batch)
-        if len(rejected) < len(batch):
+            rejected, unsent = [], ([] if await self._write(batch) else list(batch))
+        if rejected:
+            self._dead_letter(rejected)
+        if not unsent:
             # The halves went through (the failure did not repeat) or only some logs
             # are refused on their own: those are set aside, the sink is fine.
-            if rejected:
-                self._dead_letter(rejected)
             self._recovered()
             return
-        self._spill(rejected)
+        self._spill(unsent)
         self._failed()
         # An outage: what waits behind this batch goes to disk too, in order, so that
         # the replay delivers everything in the order it was produced.
@@ -332,29 +330,41 @@ class SinkWorker:
                 self.queued_logs -= len(item)
                 self._spill(item)
 
-    async def _bisect(self, logs: list[Log]) -> list[Log]:
+    async def _bisect(self, logs: list[Log]) -> tuple[list[Log], list[Log]]:
+        """
+        Write ``logs`` in halves; return ``(refused, unsent)``: the logs the sink
+        refuses on their own (poison), and those not written because it is down.
+
+        Both halves of any part failing is an outage, at every depth of the split:
+        the split stops there and what it has not written is unsent, not poison (an
+        outage that began after the first half went through once condemned the
+        whole second half).
+        """
         if len(logs) == 1:
             # A poison suspect: give it its own retries before setting it aside, so
             # an outage that ends in the middle of the split condemns nothing.
             for attempt in range(1, self.options.retry_attempts + 1):
                 if self._late():
-                    break
+                    return [], logs
                 await self._sleep(self._backoff(attempt))
                 if await self._write(logs):
-                    return []
-            return logs
+                    return [], []
+            return logs, []
         mid = len(logs) // 2
         left, right = logs[:mid], logs[mid:]
         left_ok = await self._write(left)
         right_ok = await self._write(right)
         if not left_ok and not right_ok:
-            return logs  # both halves fail: an outage, not a poison log
-        rejected: list[Log] = []
+            return [], logs  # both halves fail: an outage, not a poison log
+        refused: list[Log] = []
         if not left_ok:
-            rejected += await self._bisect(left)
+            refused, unsent = await self._bisect(left)
+            if unsent:
+                return refused, unsent
         if not right_ok:
-            rejected += await self._bisect(right)
-        return rejected
+            more, unsent = await self._bisect(right)
+            return refused + more, unsent
+        return refused, []
 
     def _spill(self, logs: Sequence[Log]) -> None:
         try:
@@ -364,7 +374,7 @@ class SinkWorker:
             report(
                 f"spill:{self.name}",
                 f"asynctrack: cannot spill {len(logs)} logs of sink {self.label}; "
-                f"dropped: {_brief(exc)}",
+                f"dropped: {brief(exc)}",
             )
             return
         self.counters.add("spilled", len(logs))
@@ -388,7 +398,7 @@ class SinkWorker:
                 f.write(encode_logs(logs))
         except Exception as exc:
             self.counters.add("dropped", len(logs))
-            report(f"dead:{self.name}", f"asynctrack: cannot write dead letters: {_brief(exc)}")
+            report(f"dead:{self.name}", f"asynctrack: cannot write dead letters: {brief(exc)}")
             return
         self.counters.add("dead_lettered", len(logs))
         report(
@@ -414,15 +424,37 @@ class SinkWorker:
             self.counters.add("replayed", len(logs))
             self._recovered()
             return
-        rejected = await self._bisect(logs) if len(logs) > 1 else logs
-        if len(rejected) < len(logs):
-            if rejected:
-                self._dead_letter(rejected)
-            self.spill.commit(offset)
-            self.counters.add("replayed", len(logs) - len(rejected))
-            self._recovered()
+        rejected, unsent = await self._bisect(logs) if len(logs) > 1 else ([], logs)
+        if len(unsent) == len(logs):
+            self._failed()  # nothing went through: replay this chunk again later
             return
-        self._failed()
+        # Some logs went through: the chunk is done with. Those the outage kept from
+        # the sink go back to the end of the spill, never replayed twice with the ones
+        # written (they stay counted as spilled once, and replayed once when they are).
+        if rejected:
+            self._dead_letter(rejected)
+        if unsent and not self._respill(unsent):
+            return
+        self.spill.commit(offset)
+        self.counters.add("replayed", len(logs) - len(rejected) - len(unsent))
+        if unsent:
+            self._failed()
+        else:
+            self._recovered()
+
+    def _respill(self, logs: Sequence[Log]) -> bool:
+        try:
+            self.spill.append(logs)
+        except Exception as exc:
+            # The chunk stays where it is: replayed again, its written logs twice.
+            report(
+                f"spill:{self.name}",
+                f"asynctrack: cannot spill {len(logs)} logs of sink {self.label} again; "
+                f"their chunk will be replayed again: {brief(exc)}",
+            )
+            self._failed()
+            return False
+        return True
 
     async def _final_replay(self) -> None:
         # At shutdown, finish a replay that is going well, within the deadline.
@@ -442,73 +474,13 @@ class SinkWorker:
                 async with asyncio.timeout(timeout):
                     await self.sink.close()
             except BaseException as exc:
-                if _cancelled_by_us(exc):
+                if cancelled_by_us(exc):
                     raise
                 report(
                     f"close:{self.name}",
-                    f"asynctrack: sink {self.label} failed to close: {_brief(exc)}",
+                    f"asynctrack: sink {self.label} failed to close: {brief(exc)}",
                 )
             self.opened = False
-
-    # -- called from another thread, when the exit deadline nears ---------------------------
-    def take_queued(self) -> list[Log]:
-        """
-        Take the batches waiting in this worker's queue (not the one being written).
-
-        Called by the exiting thread when the dispatcher cannot finish in time; each
-        item is popped once, by this thread or by the worker, never by both.
-        """
-        out: list[Log] = []
-        queue = self.queue
-        while True:
-            try:
-                item = queue.popleft()
-            except IndexError:
-                break
-            if item is STOP:
-                queue.appendleft(item)
-                break
-            if isinstance(item, Barrier):
-                item.release()
-                continue
-            self.queued_logs -= len(item)
-            out += item
-        return out
-
-    def spill_now(self, logs: Sequence[Log], until: float) -> int:
-        """
-        Append ``logs`` to a spill file of this sink from the calling thread, in
-        chunks, until the monotonic time ``until``; count the rest as dropped.
-
-        The dispatcher's own spill file may be in use: a separate one (same sink name,
-        so the next start adopts and replays it) is opened, written and released.
-
-        Returns:
-            The number of logs spilled.
-        """
-        spill = SpillFile(self.options.spill_dir, self.name, fsync=self.options.fsync_spill)
-        done = 0
-        try:
-            while done < len(logs) and time.monotonic() < until:
-                chunk = logs[done : done + _RESCUE_CHUNK]
-                spill.append(chunk)
-                done += len(chunk)
-                self.counters.add("spilled", len(chunk))
-        except Exception as exc:
-            report(
-                f"spill:{self.name}",
-                f"asynctrack: cannot spill the logs of sink {self.label} at exit: {_brief(exc)}",
-            )
-        finally:
-            spill.close()
-        if done < len(logs):
-            self.counters.add("dropped", len(logs) - done)
-            report(
-                f"rescue-dropped:{self.name}",
-                f"asynctrack: {len(logs) - done} logs of sink {self.label} could be neither "
-                "written nor spilled before the exit deadline; dropped",
-            )
-        return done
 
     def reopened(self) -> int:
         """
@@ -570,48 +542,3 @@ class SinkWorker:
         except Exception as exc:  # pragma: no cover - user code
             name = type(exc).__name__
             report(f"fork:{self.name}", f"asynctrack: {self.name}.after_fork() failed: {name}")
-
-
-def _sink_name(sink: Sink) -> str:
-    try:
-        name = sink.name
-    except Exception:
-        name = type(sink).__name__
-    return str(name)
-
-
-def _sink_label(sink: Sink, name: str) -> str:
-    try:
-        label = str(sink)
-    except Exception:
-        return name
-    return label if len(label) <= 200 else label[:200] + "…"
-
-
-def _cancelled_by_us(exc: BaseException) -> bool:
-    """
-    Whether ``exc`` ends the running task itself (not an exception a sink raised).
-
-    That is the cancellation of the task — a sink that raises ``CancelledError`` by
-    itself leaves the task's cancellation count at zero, and ``asyncio.timeout`` turns
-    its own cancellation into ``TimeoutError`` — or ``GeneratorExit`` thrown into a
-    coroutine that is being closed (its loop is gone: it runs in no task).
-    """
-    if isinstance(exc, GeneratorExit):
-        try:
-            current = asyncio.current_task()
-        except RuntimeError:  # no running loop: being closed, not run
-            return True
-        return current is None or getattr(current, "_asynctrack_worker", False) is False
-    if not isinstance(exc, asyncio.CancelledError):
-        return False
-    task = asyncio.current_task()
-    return task is not None and task.cancelling() > 0
-
-
-def _brief(exc: BaseException) -> str:
-    try:
-        text = f"{type(exc).__name__}: {exc}"
-    except BaseException:  # an exception whose __str__ raises must not end the worker
-        text = f"{type(exc).__name__} (its message cannot be shown)"
-    return text if len(text) <= 300 else text[:300] + "…"
