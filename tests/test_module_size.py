@@ -23,7 +23,6 @@ OVER_LIMIT: set[str] = {
     "_core/probe.py",
     "cli/stats/sql.py",
     "integrations/asgi.py",
-    "sinks/_sql/schema.py",
 }
 
 

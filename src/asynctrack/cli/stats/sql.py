@@ -49,6 +49,7 @@ from asynctrack.cli.stats.percentiles import (
     bucket_sql,
     bucket_sql_float,
 )
+from asynctrack.sinks._sql.layout import table_names
 
 __all__ = ["LOG_COLUMNS", "Tables", "sql_stats"]
 
@@ -115,7 +116,7 @@ class Tables:
         """
         if not _PREFIX_RE.match(prefix):
             raise SourceError(f"invalid table prefix {prefix!r}: letters, digits and _ only")
-        logs, calls = f"{prefix}logs", f"{prefix}calls"
+        logs, calls = table_names(prefix)
         columns = await db.columns(logs)
         call_columns = await db.columns(calls)
         kinds = await db.column_kinds(logs)

@@ -12,12 +12,9 @@ from asynctrack.cli.stats.db import connect
 from asynctrack.cli.stats.files import with_continuations
 from asynctrack.cli.stats.model import LogSelection, decode_json, utc
 from asynctrack.cli.stats.sql import LOG_COLUMNS, Tables, where
+from asynctrack.sinks._sql.layout import RESERVED_KEY
 
 __all__ = ["logs_from_rows", "sql_select_logs"]
-
-#: The SQL sink keeps, under this key of ``info``/``data``, exact values that did not
-#: fit their columns (sinks/_sql_schema.py RESERVED_KEY); ``show`` puts them back.
-RESERVED_KEY = "__asynctrack__"
 
 
 async def sql_select_logs(url: str, selection: LogSelection) -> list[Log]:

@@ -34,6 +34,15 @@ from sqlalchemy.dialects import mysql, postgresql
 from sqlalchemy.types import TypeEngine
 
 from asynctrack._exceptions import ConfigError, quote
+from asynctrack.sinks._sql.layout import (
+    CALL_FIELDS,
+    CALL_OPTIONAL,
+    LOG_FIELDS,
+    LOG_OPTIONAL,
+    MIN_LENGTH,
+    RESERVED_KEY,
+    table_names,
+)
 
 __all__ = [
     "CALL_FIELDS",
@@ -58,48 +67,6 @@ __all__ = [
 #: PostgreSQL limit; MariaDB allows 64).
 IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 
-#: Key under which the sink keeps, inside the ``info`` / ``data`` JSON, exact values that
-#: did not fit their column (a 300-character function name, a NUL byte on PostgreSQL).
-RESERVED_KEY = "__asynctrack__"
-
-#: Fixed columns of the logs table and their kinds.
-LOG_FIELDS: dict[str, str] = {
-    "id": "string",
-    "parent_id": "string",
-    "started_at": "datetime",
-    "duration_us": "bigint",
-    "complete": "boolean",
-    "dropped_calls": "integer",
-    "info": "json",
-}
-#: Fixed columns of the calls table and their kinds.
-CALL_FIELDS: dict[str, str] = {
-    "log_id": "string",
-    "seq": "integer",
-    "depth": "integer",
-    "function": "string",
-    "tracker": "string",
-    "level": "string",
-    "params": "json",
-    "data": "json",
-    "offset_us": "bigint",
-    "duration_us": "bigint",
-    "status": "string",
-    "error": "text",
-}
-#: Columns of the logs table added in 0.2 (#17), optional in tables that exist already.
-LOG_OPTIONAL: dict[str, str] = {
-    "trace_id": "string",
-    "parent_seq": "integer",
-    "remote_parent": "string",
-}
-#: Columns of the calls table added in 0.2 (#17): ``parent_seq`` is ``Call.parent``.
-CALL_OPTIONAL: dict[str, str] = {
-    "parent_seq": "integer",
-    "traceback": "json",
-}
-#: Columns that hold an id must hold all of its hex characters.
-MIN_LENGTH = {"id": 32, "parent_id": 32, "log_id": 32, "trace_id": 32, "remote_parent": 16}
 _MIN_LENGTH = MIN_LENGTH
 
 KINDS = ("string", "text", "integer", "bigint", "float", "boolean", "datetime", "json")
@@ -357,7 +324,7 @@ def _index_name(table: str, column: str) -> str:
 def _table_names(prefix: Any) -> tuple[str, str]:
     if not isinstance(prefix, str):
         raise ConfigError(f"SQLSink(table_prefix=...) must be a str, got {type(prefix).__name__}")
-    logs, calls = f"{prefix}logs", f"{prefix}calls"
+    logs, calls = table_names(prefix)
     check_identifier(logs, "SQLSink(table_prefix=...): table name")
     check_identifier(calls, "SQLSink(table_prefix=...): table name")
     return logs, calls

@@ -20,7 +20,8 @@ import sqlalchemy as sa
 from asynctrack._core.encode import NEG_ZERO, jsonable, needs_nul_escape, nul_escape
 from asynctrack._core.selfwarn import report
 from asynctrack._exceptions import ConfigError
-from asynctrack.sinks._sql.schema import MIN_LENGTH, compatible, describe, index_name
+from asynctrack.sinks._sql.layout import MIN_LENGTH
+from asynctrack.sinks._sql.schema import compatible, describe, index_name
 from asynctrack.sinks._sql.values import dumps
 
 __all__ = [
