@@ -18,6 +18,7 @@ from asynctrack._core.records import Log
 from asynctrack._core.selfwarn import report
 from asynctrack._exceptions import ConfigError, quote
 from asynctrack.sinks._base import Sink
+from asynctrack.sinks._rotation import rotated_name, rotations
 
 __all__ = ["FileSink", "make_private_dirs", "read_logs"]
 
@@ -178,10 +179,10 @@ class FileSink(Sink):
         await self.close()
         if self.backup_count:
             for i in range(self.backup_count - 1, 0, -1):
-                src = self.path.with_name(f"{self.path.name}.{i}")
+                src = rotated_name(self.path, i)
                 if src.exists():
-                    os.replace(src, self.path.with_name(f"{self.path.name}.{i + 1}"))
-            os.replace(self.path, self.path.with_name(f"{self.path.name}.1"))
+                    os.replace(src, rotated_name(self.path, i + 1))
+            os.replace(self.path, rotated_name(self.path, 1))
         else:
             self.path.unlink(missing_ok=True)
         await self.open()
@@ -243,17 +244,8 @@ def _expand(path: str | os.PathLike[str]) -> list[Path]:
     text = os.fspath(path)
     if any(ch in text for ch in "*?["):
         return [Path(p) for p in sorted(_glob.glob(text))]
-    base = Path(text)
-    rotated = []
-    i = 1
-    while True:
-        candidate = base.with_name(f"{base.name}.{i}")
-        if not candidate.exists():
-            break
-        rotated.append(candidate)
-        i += 1
     # Oldest first: path.N … path.1, then path.
-    return [*reversed(rotated), base]
+    return [*reversed(rotations(text)), Path(text)]
 
 
 def read_logs(

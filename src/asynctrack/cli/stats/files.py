@@ -37,6 +37,7 @@ from asynctrack.cli.stats.model import (
 )
 from asynctrack.cli.stats.parallel import cpu_count, run_parts
 from asynctrack.cli.stats.percentiles import PERCENTILES, DurationAccumulator
+from asynctrack.sinks._rotation import rotations
 
 __all__ = ["expand_paths", "file_stats", "select_file_logs"]
 
@@ -68,12 +69,8 @@ def expand_paths(source: str) -> list[str]:
         raise SourceError(f"no such file: {source}")
     if not os.path.isfile(source):
         raise SourceError(f"not a file: {source}")
-    rotated = []
-    for path in glob.glob(glob.escape(source) + ".*"):
-        suffix = path[len(source) + 1 :]
-        if suffix.isdigit() and os.path.isfile(path):
-            rotated.append((int(suffix), path))
-    return [source] + [path for _, path in sorted(rotated)]
+    # Newest first: the file, then its rotations path.1, path.2, … (the FileSink's names).
+    return [source, *(str(path) for path in rotations(source))]
 
 
 class _Skipped:
