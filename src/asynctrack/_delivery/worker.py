@@ -270,9 +270,13 @@ class SinkWorker:
         except BaseException as exc:
             # Any exception of the sink's, CancelledError, KeyboardInterrupt and
             # SystemExit included, is a failed write (#14); only the cancellation of
-            # this task (the shutdown deadline) ends it.
+            # this task (the shutdown deadline) ends it. A write cut after its data
+            # was handed over landed all the same: written, never spilled or retried.
+            landed = self._landed(logs)
             if cancelled_by_us(exc):
                 raise
+            if landed:
+                return True
             self.counters.add("failed")
             report(
                 f"write:{self.name}",
@@ -282,6 +286,16 @@ class SinkWorker:
         self.counters.add_written(self.name, len(logs))
         if self._inflight is not None and logs is not self._inflight:
             self._inflight_done.update(map(id, logs))  # a part of a split batch
+        return True
+
+    def _landed(self, logs: Sequence[Log]) -> bool:
+        sink = self.sink
+        if getattr(sink, "_asynctrack_landed", None) is not logs:
+            return False
+        sink._asynctrack_landed = None  # type: ignore[attr-defined]
+        self.counters.add_written(self.name, len(logs))
+        if self._inflight is not None:
+            self._inflight_done.update(map(id, logs))  # never spilled at the deadline
         return True
 
     async def _deliver(self, batch: list[Log]) -> None:

@@ -9,6 +9,7 @@ import contextlib
 import glob as _glob
 import os
 import stat
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -94,6 +95,9 @@ class FileSink(Sink):
         self._size = 0
         self._torn = False
         self._ident: tuple[int, int] | None = None
+        #: A batch whose write was cut (cancelled) after its bytes were handed to the
+        #: OS: the worker counts it written instead of spilling or retrying it.
+        self._asynctrack_landed: Sequence[Log] | None = None
         #: Times the file was found deleted or moved (``logrotate``, an operator) and
         #: opened again by its path; counted in ``asynctrack.stats().reopened``.
         self.reopened = 0
@@ -146,15 +150,16 @@ class FileSink(Sink):
         if self.max_bytes and self._size and self._size + len(data) > self.max_bytes:
             await self._rotate()
         f = self._file
-        view = memoryview(data)
-        done = 0
+        job = _WriteJob(self, f.fileno(), data)
         try:
-            while done < len(data):
-                written = await f.write(view[done:])
-                done += written or len(data) - done
-        except BaseException:
-            if done:
-                self._undo_partial(f.fileno(), data[:done])
+            await asyncio.get_running_loop().run_in_executor(None, job.run)
+        except (asyncio.CancelledError, TimeoutError):
+            if job.forbid():
+                raise  # the write never began: nothing of the batch is in the file
+            # Cut (shutdown deadline, write timeout) after its thread began writing: the
+            # batch lands in the file all the same. Say so, or it would be spilled or
+            # retried as well, and counted neither written nor once (#15).
+            self._asynctrack_landed = logs
             raise
         self._torn = False
         self._size += len(data)
@@ -194,6 +199,50 @@ class FileSink(Sink):
 
     def after_fork(self) -> None:
         self._file = None
+
+
+class _WriteJob:
+    """
+    One batch's write, run in an executor thread; once begun it is never abandoned.
+
+    The coroutine awaiting it may be cancelled at any time; ``forbid()`` then tells
+    whether the thread had begun (the bytes land) or never will.
+    """
+
+    __slots__ = ("_lock", "_state", "data", "fd", "sink")
+
+    def __init__(self, sink: FileSink, fd: int, data: bytes) -> None:
+        self.sink = sink
+        self.fd = fd
+        self.data = data
+        self._lock = threading.Lock()
+        self._state = "new"
+
+    def run(self) -> None:
+        with self._lock:
+            if self._state == "forbidden":
+                return
+            self._state = "begun"
+        data = self.data
+        view = memoryview(data)
+        done = 0
+        try:
+            while done < len(data):
+                done += os.write(self.fd, view[done:]) or len(data) - done
+        except BaseException:
+            if done:
+                self.sink._undo_partial(self.fd, data[:done])
+            raise
+
+    def forbid(self) -> bool:
+        """
+        Keep the write from beginning; return False if it has begun already.
+        """
+        with self._lock:
+            if self._state == "begun":
+                return False
+            self._state = "forbidden"
+            return True
 
 
 def _check_file_path(text: str | bytes) -> None:
