@@ -457,15 +457,15 @@ class TestSameNumbersEverywhere:
         options: list[str],
     ) -> None:
         """A SQLite table read in rowid ranges (worker processes) gives the same report."""
-        from asynctrack.cli.stats import sql
+        from asynctrack.cli.stats import sqlite_parts
 
         url = f"sqlite+aiosqlite:///{tmp_path / 'track.db'}"
         asyncio.run(_fill(url, table_prefix, None))
         argv = ["stats", url, "--table-prefix", table_prefix, *options]
-        monkeypatch.setattr(sql, "cpu_count", lambda: 1)
+        monkeypatch.setattr(sqlite_parts, "cpu_count", lambda: 1)
         whole = run_json(argv, capsys)
-        monkeypatch.setattr(sql, "cpu_count", lambda: 3)
-        monkeypatch.setattr(sql, "PART_ROWS", 50)
+        monkeypatch.setattr(sqlite_parts, "cpu_count", lambda: 3)
+        monkeypatch.setattr(sqlite_parts, "PART_ROWS", 50)
         assert run_json(argv, capsys) == whole
 
     @pytest.mark.slow

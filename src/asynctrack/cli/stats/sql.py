@@ -17,12 +17,10 @@ Counts, errors, sums and maxima are aggregated in SQL. Percentiles (see
 
 from __future__ import annotations
 
-import itertools
 import json
 import math
 import re
-import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,7 +39,6 @@ from asynctrack.cli.stats.model import (
     merge_groups,
     utc,
 )
-from asynctrack.cli.stats.parallel import cpu_count, start_parts
 from asynctrack.cli.stats.percentiles import (
     PERCENTILES,
     DurationAccumulator,
@@ -49,9 +46,14 @@ from asynctrack.cli.stats.percentiles import (
     bucket_sql,
     bucket_sql_float,
 )
+from asynctrack.cli.stats.sqlite_parts import (
+    PART_ROWS,
+    accumulate,
+    start_sqlite_durations,
+)
 from asynctrack.sinks._sql.layout import table_names
 
-__all__ = ["LOG_COLUMNS", "Tables", "sql_stats"]
+__all__ = ["LOG_COLUMNS", "PART_ROWS", "Tables", "sql_stats"]
 
 
 def dumps(value: Any) -> str:
@@ -81,7 +83,6 @@ LOG_COLUMNS = (
 _ERR = "CASE WHEN c.status = 'error' THEN 1 ELSE 0 END"
 #: 1 for a log that is a request (not a continuation of another log, #17).
 _REQUEST = "CASE WHEN l.parent_id IS NULL THEN 1 ELSE 0 END"
-_SQLITE_BATCH = 10_000
 
 
 @dataclass
@@ -367,7 +368,7 @@ async def _stats(t: Tables, query: StatsQuery) -> Report:
     pending = None
     if isinstance(db, SQLiteDatabase):
         # The worker processes stream the calls while this one runs the other queries.
-        pending = await _start_sqlite_durations(
+        pending = await start_sqlite_durations(
             db, t, stream_sql, call_conds, dict(params), query.exact
         )
 
@@ -412,7 +413,7 @@ async def _stats(t: Tables, query: StatsQuery) -> Report:
         accs: dict[str, DurationAccumulator] = {}
         appends: dict[str, Callable[[int], None]] = {}
         async for batch in db.stream(stream_sql, params):
-            _accumulate(batch, accs, appends, query.exact)
+            accumulate(batch, accs, appends, query.exact)
         _function_rows(report, accs)
     else:
         fn_select, fn_group = t.grouped(["c.function"])
@@ -489,122 +490,6 @@ def _function_rows(report: Report, accs: dict[str, DurationAccumulator]) -> None
     for function, acc in accs.items():
         calls, total, maximum, values = acc.finish(PERCENTILES)
         report.functions.append(FunctionRow(function, calls, acc.errors, total, maximum, values))
-
-
-def _accumulate(
-    batch: Sequence[tuple[Any, ...]],
-    accs: dict[str, DurationAccumulator],
-    appends: dict[str, Callable[[int], None]],
-    exact: bool,
-) -> None:
-    """
-    Add ``(function, error flag, duration)`` rows to the per-function accumulators.
-
-    ``appends`` caches each function's bound ``buf.append``.
-    """
-    for function, failed, duration in batch:
-        append = appends.get(function)
-        if append is None:
-            acc = accs[function] = DurationAccumulator(exact)
-            append = appends[function] = acc.buf.append
-        append(duration)
-        if failed:
-            accs[function].errors += 1
-    for acc in accs.values():
-        acc.maybe_fold()
-
-
-@dataclass(frozen=True)
-class _RowRange:
-    """
-    The calls of a SQLite query whose rowid is in ``[low, high)`` (None: all of them).
-    """
-
-    uri: str
-    sql: str
-    params: dict[str, Any]
-    exact: bool
-    low: int | None = None
-    high: int | None = None
-
-
-#: A SQLite calls table is read by one process per CPU, each at least this many rows.
-PART_ROWS = 250_000
-
-
-def _sqlite_part(part: _RowRange) -> dict[str, DurationAccumulator]:
-    """
-    Stream one rowid range of a SQLite query into accumulators (in a worker process).
-    """
-    params = dict(part.params)
-    sql = part.sql
-    if part.low is not None:
-        params["row_low"], params["row_high"] = part.low, part.high
-    conn = sqlite3.connect(part.uri, uri=True)
-    try:
-        cursor = conn.execute(sql, params)
-        accs: dict[str, DurationAccumulator] = {}
-        appends: dict[str, Callable[[int], None]] = {}
-        while batch := cursor.fetchmany(_SQLITE_BATCH):
-            _accumulate(batch, accs, appends, part.exact)
-    finally:
-        conn.close()
-    for acc in accs.values():
-        acc.fold()  # what goes back to the parent is the histogram, not the durations
-    return accs
-
-
-async def _start_sqlite_durations(
-    db: SQLiteDatabase,
-    t: Tables,
-    sql: str,
-    conds: list[str],
-    params: dict[str, Any],
-    exact: bool,
-) -> Callable[[], dict[str, DurationAccumulator]]:
-    """
-    Start streaming ``(function, error flag, duration)`` from SQLite, one rowid range
-    per CPU; return the function that waits for the merged accumulators.
-
-    SQLite's ``GROUP BY`` sorts every row (measured 3x slower than streaming them), so
-    the rows are aggregated in Python; a large table is split by rowid between worker
-    processes (SQLite reads a rowid range directly), whose results are merged.
-    """
-    parts = [_RowRange(db.uri, sql, params, exact)]
-    cpus = cpu_count()
-    if cpus > 1:
-        try:
-            # Two queries: SQLite reads MIN or MAX alone from the B-tree's ends, but
-            # both together with a full scan.
-            low = (await db.fetch(f"SELECT MIN(rowid) FROM {t.calls}"))[0][0]
-            high = (await db.fetch(f"SELECT MAX(rowid) FROM {t.calls}"))[0][0]
-        except sqlite3.Error:  # a WITHOUT ROWID table: one part
-            low = high = None
-        if low is not None and high is not None:
-            pieces = min(cpus, (high - low + 1) // PART_ROWS)
-            if pieces > 1:
-                # The query ends with its WHERE clause (if any).
-                ranged = sql + (" AND" if conds else " WHERE")
-                ranged += " c.rowid >= :row_low AND c.rowid < :row_high"
-                bounds = [low + (high + 1 - low) * i // pieces for i in range(pieces + 1)]
-                parts = [
-                    _RowRange(db.uri, ranged, params, exact, a, b)
-                    for a, b in itertools.pairwise(bounds)
-                ]
-    pending = start_parts(_sqlite_part, parts)
-
-    def collect() -> dict[str, DurationAccumulator]:
-        accs: dict[str, DurationAccumulator] = {}
-        for result in pending():
-            for function, acc in result.items():
-                mine = accs.get(function)
-                if mine is None:
-                    accs[function] = acc
-                else:
-                    mine.merge(acc)
-        return accs
-
-    return collect
 
 
 def _failed_from(t: Tables, log_conds: list[str]) -> str:
