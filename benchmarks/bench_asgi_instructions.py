@@ -38,6 +38,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from ._report import machine_info, table
@@ -242,6 +243,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--python", default=sys.executable, help="the interpreter to count")
     parser.add_argument("--n1", type=int, default=200)
     parser.add_argument("--n2", type=int, default=1_200)
+    parser.add_argument("--jobs", type=int, default=1, help="valgrind runs at once")
     parser.add_argument("--src", default="", help="import asynctrack from this src directory")
     args = parser.parse_args(argv)
     if args.src:
@@ -264,13 +266,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             print("_Skipped: valgrind is not installed (`apt-get install valgrind`)._")
             return 0
         res: dict[tuple[str, int], dict[str, int]] = {}
-        try:
-            for n in (args.n1, args.n2):
-                for variant in VARIANTS:
-                    res[variant, n] = count(args.python, variant, n, workdir)
-        except RuntimeError as exc:
-            print(f"_callgrind failed: {exc}_")
-            return 1
+        runs = [(v, n) for n in (args.n1, args.n2) for v in VARIANTS]
+        # Counts do not depend on the load, so runs may share the machine's cores.
+        with ThreadPoolExecutor(max(1, args.jobs)) as pool:
+            futures = {r: pool.submit(count, args.python, r[0], r[1], workdir) for r in runs}
+            try:
+                for r, fut in futures.items():
+                    res[r] = fut.result()
+            except RuntimeError as exc:
+                print(f"_callgrind failed: {exc}_")
+                return 1
     span = args.n2 - args.n1
 
     def per(variant: str, key: str) -> float:
