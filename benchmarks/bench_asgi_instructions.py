@@ -25,6 +25,12 @@ collections per 10,000 requests are read from ``gc.get_stats()`` deltas.
 
     python -m benchmarks.bench_asgi_instructions           # N1 = 200, N2 = 1,200
     python -m benchmarks.bench_asgi_instructions --smoke   # run each variant once, no valgrind
+    python -m benchmarks.bench_asgi_instructions --jobs 4  # four valgrind runs at a time
+    python -m benchmarks.bench_asgi_instructions --src /tmp/base/src  # count another tree
+
+``--src`` counts the ``asynctrack`` of another source tree (``git archive BASE src``
+unpacked somewhere) with the same interpreter and FastAPI: the way to compare a change
+with its base.
 
 It takes a few minutes (eight runs under valgrind).
 """
