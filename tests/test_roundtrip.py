@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from sqlalchemy.ext.asyncio import create_async_engine
 
@@ -131,6 +131,8 @@ def one_line(line: bytes) -> str:
 class TestEncoderLastResort:
     @settings(max_examples=300, deadline=None)
     @given(params=raw_values, data=raw_values, info=st.dictionaries(hashables, raw_values))
+    @example(params=None, data=float("inf"), info={})
+    @example(params=[float("nan")], data={"x": -float("inf")}, info={"i": float("inf")})
     def test_any_value_and_key_gives_one_line(self, params: Any, data: Any, info: Any) -> None:
         """
         Whatever a log holds (huge ints, NaN, lone surrogates, keys of any type), encoding
@@ -250,6 +252,36 @@ class TestProcessorsCannotLoseLogs:
             }
         assert [log.calls[0].params["n"] for log in logs[:3]] == ["<int of 16610 bits>"] * 3
         assert isinstance(logs[3].calls[0].params["n"], int)
+
+
+@pytest.mark.anyio
+async def test_non_finite_floats_from_a_processor_are_not_nulled(tmp_path: Path) -> None:
+    """
+    orjson writes NaN and infinities as null without complaint: a processor's values
+    (which skip the probe's conversion) keep their documented string forms instead.
+    """
+
+    def processor(log: Log) -> Log:
+        log.info["ratio"] = float("nan")
+        log.info["limits"] = {"high": float("inf"), "low": [-float("inf"), 1.5]}
+        return log
+
+    path = tmp_path / "track.jsonl"
+    asynctrack.configure(sinks=[asynctrack.FileSink(path)], processors=[processor])
+    tr = asynctrack.get_tracker("tests.roundtrip")
+
+    @tr.probe
+    def handler(n: int) -> int:
+        return n
+
+    handler(1)
+    assert await asynctrack.flush(timeout=30)
+    await asynctrack.shutdown()
+    (log,) = read_logs(path)
+    assert log.info == {
+        "ratio": "NaN",
+        "limits": {"high": "Infinity", "low": ["-Infinity", 1.5]},
+    }
 
 
 class NaiveJSONSink(asynctrack.Sink):

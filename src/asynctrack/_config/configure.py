@@ -28,6 +28,7 @@ from asynctrack._config.options import (
 )
 from asynctrack._core import calltree, probe
 from asynctrack._core import tracker as _tracker
+from asynctrack._core.encode import has_nonfinite, jsonable
 from asynctrack._core.records import Log
 from asynctrack._core.runtime import RUNTIME
 from asynctrack._core.selfwarn import report
@@ -320,6 +321,10 @@ def _make_postprocess(
                 )
                 continue
             log = result
+        # A hook's values did not come through the probe's conversion: NaN and
+        # infinities would be written as null (see docs/guarantees.md).
+        if has_nonfinite(log.info):
+            log.info = jsonable(log.info)
         return log
 
     return postprocess

@@ -440,8 +440,36 @@ def _calls_list(slots: list[dict[str, Any]], lists: list[list[dict[str, Any]]], 
     return lists[n]
 
 
+def has_nonfinite(obj: Any, depth: int = 0) -> bool:
+    """
+    Return True when ``obj`` holds a NaN or an infinite float at any depth.
+
+    orjson writes those as ``null`` without an error, so a value that did not come
+    through the probe's conversion (a processor's, a log built by hand) would change
+    silently; the callers then convert it with :func:`jsonable` first.
+    """
+    if obj.__class__ is float:
+        return obj != obj or obj in (_INF, -_INF)
+    if depth > _MAX_NEST:
+        return False
+    if isinstance(obj, dict):
+        return any(has_nonfinite(v, depth + 1) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return any(has_nonfinite(v, depth + 1) for v in obj)
+    if isinstance(obj, float):
+        return not math.isfinite(obj)
+    return False
+
+
+_INF = float("inf")
+
+
 def _dump_dict(log: Log, dumps: Any, newline: int) -> bytes:
     d = log.to_dict()
+    if has_nonfinite(d["info"]) or any(
+        has_nonfinite(c["params"]) or has_nonfinite(c["data"]) for c in d["calls"]
+    ):
+        d = jsonable(d)
     try:
         return bytes(dumps(d, option=newline))
     except Exception:  # orjson.JSONEncodeError
