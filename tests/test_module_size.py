@@ -21,7 +21,6 @@ OVER_LIMIT: set[str] = {
     "_core/calltree.py",
     "_core/records.py",
     "_core/probe.py",
-    "integrations/asgi.py",
 }
 
 

@@ -26,6 +26,7 @@ from urllib.parse import parse_qsl
 import asynctrack
 from asynctrack import DEFAULT, NONE, Tracker
 from asynctrack.integrations._unmatched import near_secrets
+from asynctrack.integrations._web import WebMiddleware
 
 __all__ = ["TrackMiddleware"]
 
@@ -51,7 +52,7 @@ _PLACEHOLDER = re.compile(r"\{([^{}:]+)(?::[^{}]*)?\}")
 _logger = logging.getLogger("asynctrack")
 
 
-class TrackMiddleware:
+class TrackMiddleware(WebMiddleware):
     """
     Record each HTTP request and each websocket session as one log.
 
@@ -119,6 +120,9 @@ class TrackMiddleware:
     .. versionadded:: 0.1
     """
 
+    KIND = "an ASGI"
+    HOOK_ARG = "scope"
+
     def __init__(
         self,
         app: ASGIApp,
@@ -129,59 +133,17 @@ class TrackMiddleware:
         level: int | str = DEFAULT,
         route: RouteHook | None = None,
     ) -> None:
-        if not callable(app):
-            raise TypeError(f"TrackMiddleware(): app must be an ASGI application, not {app!r}")
-        if isinstance(tracker, str):
-            tracker = asynctrack.get_tracker(tracker)
-        elif not isinstance(tracker, Tracker):
-            raise TypeError(
-                "TrackMiddleware(): tracker must be a tracker name (str) or an "
-                f"asynctrack.Tracker, not {type(tracker).__name__}"
-            )
-        if info is not None and not callable(info):
-            raise TypeError(
-                f"TrackMiddleware(): info must be a callable(scope) -> dict, not {info!r}"
-            )
-        if route is not None and not callable(route):
-            raise TypeError(
-                f"TrackMiddleware(): route must be a callable(scope) -> str | None, not {route!r}"
-            )
-        try:
-            tracker.call("TrackMiddleware", level=level)
-        except (TypeError, ValueError) as exc:
-            raise type(exc)(f"TrackMiddleware(): level: {exc}") from None
+        super().__init__(
+            app,
+            tracker=tracker,
+            exclude_paths=exclude_paths,
+            info=info,
+            level=level,
+            route=route,
+        )
         self.app = app
-        self.tracker = tracker
-        self.level = level
-        self._exact, self._prefixes = _parse_excludes(exclude_paths)
         self._info = info
         self._route = route
-        #: Whether the first request checked that something is configured.
-        self._checked = False
-        #: How many times the ``info`` or ``route`` hook raised or returned something unusable.
-        self.info_errors = 0
-        #: How many times the middleware's own bookkeeping failed (never raised).
-        self.internal_errors = 0
-        #: How many requests carried a malformed ``traceparent`` header (ignored).
-        self.malformed_traceparent = 0
-
-    def _check_configured(self) -> None:
-        # A middleware in front of an application that never configured asynctrack
-        # records nothing, silently (#14): say so once, at the first request (the
-        # application may configure between building the middleware and serving).
-        self._checked = True
-        tracker = self.tracker
-        # Not enabled with a level below NONE: nothing is configured or capturing (a
-        # level of NONE is a deliberate silence).
-        if not tracker.enabled and tracker.level < NONE:
-            _logger.warning(
-                "asynctrack: TrackMiddleware got a request but nothing is configured, so "
-                "nothing is recorded. Call asynctrack.configure(sinks=[...]) at start-up "
-                "(before serving), or serve inside 'async with asynctrack.tracking(...)'"
-            )
-
-    def _excluded(self, path: str) -> bool:
-        return path in self._exact or (bool(self._prefixes) and path.startswith(self._prefixes))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """
@@ -465,31 +427,6 @@ class TrackMiddleware:
             call.add_data(key, value)
         except Exception:
             self.internal_errors += 1
-
-
-def _parse_excludes(paths: Iterable[str]) -> tuple[frozenset[str], tuple[str, ...]]:
-    if isinstance(paths, (str, bytes)) or not isinstance(paths, Iterable):
-        raise TypeError(
-            f"TrackMiddleware(): exclude_paths must be a list of str, not {type(paths).__name__}"
-        )
-    exact: set[str] = set()
-    prefixes: list[str] = []
-    for entry in paths:
-        if not isinstance(entry, str):
-            raise TypeError(
-                f"TrackMiddleware(): exclude_paths entries must be str, not {type(entry).__name__}"
-            )
-        if not entry.startswith("/"):
-            raise ValueError(f"TrackMiddleware(): exclude_paths entry {entry!r} must start with /")
-        if "*" in entry[:-1]:
-            raise ValueError(
-                f"TrackMiddleware(): exclude_paths entry {entry!r}: '*' is only allowed at the end"
-            )
-        if entry.endswith("*"):
-            prefixes.append(entry[:-1])
-        else:
-            exact.add(entry)
-    return frozenset(exact), tuple(prefixes)
 
 
 def _query(raw: bytes | str) -> Any:

@@ -26,11 +26,11 @@ from typing import Any
 
 import asynctrack
 from asynctrack import DEFAULT, NONE, CallScope, Tracker
+from asynctrack.integrations._web import WebMiddleware
 from asynctrack.integrations.asgi import (
     PENDING,
     UNMATCHED,
     _method_name,
-    _parse_excludes,
     _query,
     _redact_values,
 )
@@ -47,7 +47,7 @@ RouteHook = Callable[[Environ], str | None]
 _logger = logging.getLogger("asynctrack")
 
 
-class TrackMiddleware:
+class TrackMiddleware(WebMiddleware):
     """
     Record each WSGI request as one log.
 
@@ -97,6 +97,9 @@ class TrackMiddleware:
     .. versionadded:: 0.2
     """
 
+    KIND = "a WSGI"
+    HOOK_ARG = "environ"
+
     def __init__(
         self,
         app: WSGIApp,
@@ -107,59 +110,17 @@ class TrackMiddleware:
         level: int | str = DEFAULT,
         route: RouteHook | None = None,
     ) -> None:
-        if not callable(app):
-            raise TypeError(f"TrackMiddleware(): app must be a WSGI application, not {app!r}")
-        if isinstance(tracker, str):
-            tracker = asynctrack.get_tracker(tracker)
-        elif not isinstance(tracker, Tracker):
-            raise TypeError(
-                "TrackMiddleware(): tracker must be a tracker name (str) or an "
-                f"asynctrack.Tracker, not {type(tracker).__name__}"
-            )
-        if info is not None and not callable(info):
-            raise TypeError(
-                f"TrackMiddleware(): info must be a callable(environ) -> dict, not {info!r}"
-            )
-        if route is not None and not callable(route):
-            raise TypeError(
-                f"TrackMiddleware(): route must be a callable(environ) -> str, not {route!r}"
-            )
-        try:
-            tracker.call("TrackMiddleware", level=level)
-        except (TypeError, ValueError) as exc:
-            raise type(exc)(f"TrackMiddleware(): level: {exc}") from None
+        super().__init__(
+            app,
+            tracker=tracker,
+            exclude_paths=exclude_paths,
+            info=info,
+            level=level,
+            route=route,
+        )
         self.app = app
-        self.tracker = tracker
-        self.level = level
-        self._exact, self._prefixes = _parse_excludes(exclude_paths)
         self._info = info
         self._route = route
-        #: Whether the first request checked that something is configured.
-        self._checked = False
-        #: How many times the ``info`` or ``route`` hook raised or returned something unusable.
-        self.info_errors = 0
-        #: How many times the middleware's own bookkeeping failed (never raised).
-        self.internal_errors = 0
-        #: How many requests carried a malformed ``traceparent`` header (ignored).
-        self.malformed_traceparent = 0
-
-    def _check_configured(self) -> None:
-        # A middleware in front of an application that never configured asynctrack
-        # records nothing, silently (#14): say so once, at the first request (the
-        # application may configure between building the middleware and serving).
-        self._checked = True
-        tracker = self.tracker
-        # Not enabled with a level below NONE: nothing is configured or capturing (a
-        # level of NONE is a deliberate silence).
-        if not tracker.enabled and tracker.level < NONE:
-            _logger.warning(
-                "asynctrack: TrackMiddleware got a request but nothing is configured, so "
-                "nothing is recorded. Call asynctrack.configure(sinks=[...]) at start-up "
-                "(before serving), or serve inside 'async with asynctrack.tracking(...)'"
-            )
-
-    def _excluded(self, path: str) -> bool:
-        return path in self._exact or (bool(self._prefixes) and path.startswith(self._prefixes))
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         """
