@@ -28,6 +28,7 @@ from asynctrack.cli.stats.files import (
     _parts,
     expand_paths,
     info_key_text,
+    rollback,
 )
 from asynctrack.cli.stats.parallel import run_parts
 from asynctrack.cli.stats.percentiles import DurationAccumulator
@@ -224,7 +225,7 @@ def _scan(rpart: _ReportPart) -> Found:
             ident = str(obj.get("id"))
             parent = raw_parent if type(raw_parent) is str else None
         except (ValueError, KeyError, TypeError, AttributeError, IndexError):
-            _rollback(obj if done else None, done, accs, scratch)
+            rollback(obj if done else None, done, accs, scratch)
             if line.strip():
                 out.bad += 1
                 if not out.first_bad:
@@ -295,18 +296,3 @@ def _scan(rpart: _ReportPart) -> Found:
     out.lines, out.logs, out.first, out.last = lineno, logs, first, last
     out.requests, out.failed = requests, failed_logs
     return out
-
-
-def _rollback(
-    obj: Any, done: int, accs: dict[str, DurationAccumulator], scratch: array[int]
-) -> None:
-    """
-    Undo the first ``done`` calls of a log that turned out malformed further on.
-    """
-    if not done:
-        return
-    for call in obj["calls"][:done]:
-        acc = accs.get(call["function"])
-        (acc.buf if acc is not None else scratch).pop()
-        if acc is not None and call["status"] == "error":
-            acc.errors -= 1

@@ -363,7 +363,7 @@ def _scan(part: _Part) -> _Figures:
         except Exception:
             # Any failure to read one line (OverflowError for a duration of 2**63,
             # RecursionError, a field of the wrong type) skips and counts it (#14).
-            _rollback(obj if done else None, done, accs, scratch)
+            rollback(obj if done else None, done, accs, scratch)
             if line.strip():
                 out.bad += 1
                 if not out.first_bad:
@@ -400,7 +400,7 @@ def _scan(part: _Part) -> _Figures:
     return out
 
 
-def _rollback(
+def rollback(
     obj: Any, done: int, accs: dict[str, DurationAccumulator], scratch: array[int]
 ) -> None:
     """
