@@ -22,8 +22,7 @@ from asynctrack import ConfigError, FileSink, SQLSink
 from asynctrack._core.encode import encode_logs
 from asynctrack._core.redact import hide_url_secrets, mask_url
 from asynctrack.cli.commands import main
-
-from .test_cli import LOGS
+from tests.cli.test_cli import LOGS
 
 PASSWORD = "pw-s3cr3t-XYZ"
 MARK = "S3CR3T"
