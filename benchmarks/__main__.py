@@ -42,6 +42,7 @@ GROUPS: tuple[tuple[str, str, str], ...] = (
         "bench_asgi_instructions",
         "instructions per web request, tracking off vs on, by part (callgrind)",
     ),
+    ("gc", "bench_gc", "garbage collections per web request, tracking off vs on"),
 )
 GROUP_TIMEOUT_S = 1200.0
 

@@ -90,6 +90,16 @@ class TestGroupsSmoke:
         assert file_row[8] == "2,000/2,000"  # every log written, none lost
         assert NUMBER.match(_row(out, "100 %")[1])  # RSS at the end of the memory run
 
+    def test_gc_prints_collections_and_objects_per_request(self) -> None:
+        """
+        bench_gc --smoke prints collections per concurrency level and in-flight objects.
+        """
+        out = _run("-m", "benchmarks.bench_gc", "--smoke")
+        assert _row(out, "off")[1] == "1"  # the first row: untracked, one at a time
+        for cell in _row(out, "file")[1:]:
+            assert NUMBER.match(cell.split(" / ")[0]), cell
+        assert "Gen0 collections per 10k requests at K = 8" in out
+
     def test_runner_runs_a_chosen_group(self) -> None:
         """
         python -m benchmarks --smoke --only calls prints the machine table and that group.
