@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING as _TYPE_CHECKING
 from typing import Any as _Any
 
 from asynctrack._config.configure import configure, configure_from_file, tracking
-from asynctrack._core.calltree import add_data, add_info, info, propagate
+from asynctrack._core.activity import add_data, add_info, info, propagate
 from asynctrack._core.levels import DEBUG, DEFAULT, INFO, NONE, Level
 from asynctrack._core.records import Call, Log
 from asynctrack._core.tracecontext import SpanContext, current_span

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 import asynctrack
 from asynctrack import Log
-from asynctrack._core.records import REC
+from asynctrack._core.layout import REC
 from asynctrack.testing import capture
 from tests.strategies import Node, trees
 
@@ -404,7 +404,7 @@ class TestJoins:
         """
         The fallback lookup of a call's fields by its start (the very int object).
         """
-        from asynctrack._core.calltree import slot_of
+        from asynctrack._core.layout import slot_of
 
         t1, t2 = time.perf_counter_ns(), time.perf_counter_ns() + 1
         raw: list[Any] = [("f", "t", "INFO"), 0, {}, None, t1, 0, "ok", None, None, None]

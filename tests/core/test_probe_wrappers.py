@@ -29,7 +29,7 @@ from hypothesis import strategies as st
 
 import asynctrack
 from asynctrack import DEBUG, NONE
-from asynctrack._core import probe as probe_module
+from asynctrack._core import params as params_module
 from asynctrack.testing import capture
 
 tr = asynctrack.get_tracker("tests.wrappers")
@@ -599,7 +599,7 @@ class TestTracebacks:
         first, second = make(1), make(2)
         f1, f2 = first.__code__.co_filename, second.__code__.co_filename
         assert f1 != f2 and f1 in linecache.cache and f2 in linecache.cache
-        probe_module.refresh_plans()  # regenerating keeps the entry
+        params_module.refresh_plans()  # regenerating keeps the entry
         assert f2 in linecache.cache
         del second
         gc.collect()

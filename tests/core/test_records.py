@@ -21,7 +21,7 @@ import asynctrack
 from asynctrack import Call, Log
 from asynctrack._core import encode
 from asynctrack._core.encode import decode_line, encode_log, encode_logs, encode_obj
-from asynctrack._core.records import PARENT, REC
+from asynctrack._core.layout import PARENT, REC
 from asynctrack.testing import capture
 
 tr = asynctrack.get_tracker("tests.records")

@@ -26,8 +26,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import asynctrack
-from asynctrack._core.calltree import describe_error
 from asynctrack._core.encode import encode_obj
+from asynctrack._core.failure import describe_error
 from asynctrack._core.values import DEFAULT_REDACT, Limits, convert, convert_mapping, set_limits
 
 with warnings.catch_warnings():

@@ -26,7 +26,7 @@ from asynctrack._config.options import (
     resolve,
     validate,
 )
-from asynctrack._core import calltree, probe
+from asynctrack._core import calltree, failure, params
 from asynctrack._core import tracker as _tracker
 from asynctrack._core.encode import has_nonfinite, jsonable
 from asynctrack._core.records import Log
@@ -200,8 +200,8 @@ def _apply(o: dict[str, Any]) -> None:
         )
     )
     calltree.set_max_calls(o["max_calls_per_log"])
-    calltree.set_max_traceback_frames(o["max_traceback_frames"])
-    probe.refresh_plans()  # the generated wrappers inline the limits and max_calls
+    failure.set_max_traceback_frames(o["max_traceback_frames"])
+    params.refresh_plans()  # the generated wrappers inline the limits and max_calls
     _tracker.set_tracker_class(o["tracker_class"])
     calltree.set_postprocess(_make_postprocess(o["tracker_class"], o["processors"]))
     pipeline = _pipeline.Pipeline(

@@ -1,5 +1,5 @@
 """
-The call hierarchy: ContextVars, frames, joining and completing logs.
+The call hierarchy: ContextVars, frames, opening, joining and completing logs.
 
 A *frame* is an immutable tuple ``(log, index, depth, parent_frame, slots)``: the
 call's fields are ``slots[index:index + REC]``, where ``slots`` is the log's flat
@@ -24,49 +24,34 @@ recorded call never names an unrecorded parent.
 
 from __future__ import annotations
 
-import asyncio
 import contextvars
 import os
-import threading
 import time
-from collections import deque
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any
 
 from asynctrack._core import selfwarn
-from asynctrack._core.records import (
-    _WALL_OFFSET,
-    DATA,
+from asynctrack._core.ids import COUNTER, WALL_OFFSET, reset_ids_after_fork
+from asynctrack._core.layout import (
     END,
-    ERROR,
     REC,
     START,
-    STATUS,
-    TRACEBACK,
-    Log,
-    _counter,
-    reset_ids_after_fork,
     seq_map,
+    slot_of,
 )
+from asynctrack._core.records import Log
 from asynctrack._core.runtime import RUNTIME, SWEEP_MIN
-from asynctrack._core.values import REDACTED, clip, convert, current_limits, is_redacted
 
 __all__ = [
     "FRAME",
     "INFO",
     "SILENT",
-    "add_data",
-    "add_info",
     "begin",
     "claim_open",
     "enter",
-    "fail",
-    "info",
     "leave",
     "open_logs",
     "open_root",
-    "propagate",
     "rejoin",
     "set_handoff",
     "set_postprocess",
@@ -94,10 +79,6 @@ SILENT: Any = _Silent()
 _ns = time.perf_counter_ns
 _new_log = object.__new__
 _get = FRAME.get
-
-#: Serialises writers of shared log state (add_info/add_data); never held while
-#: blocking and never taken by the per-call path.
-_LOCK = threading.Lock()
 
 
 def set_handoff(func: Callable[[Log], None]) -> None:
@@ -271,8 +252,8 @@ def open_root(
     # runs once per log.
     log = _new_log(Log)
     log._id = None
-    log._number = next(_counter)
-    log._wall_ns = _WALL_OFFSET[0] + t
+    log._number = next(COUNTER)
+    log._wall_ns = WALL_OFFSET[0] + t
     log._t0 = log._t1 = t
     if cur is None:
         log._trace = log.parent_id = log.parent_seq = log.remote_parent = None
@@ -322,20 +303,6 @@ def continue_from(log: Log, cur: tuple[Any, ...]) -> None:
     log.info = {**bound, **parent.info} if bound else parent.info
 
 
-def slot_of(raw: list[Any], t: int) -> int:
-    """
-    Return the first slot of the call that started at ``t`` (the very int object).
-
-    A call reads ``len(raw)`` and then appends its fields: another thread may have
-    appended in between, so the call checks its start and, should it differ, finds
-    its fields here (nothing is ever removed, so they do not move afterwards).
-    """
-    for i in range(len(raw) - REC, -1, -REC):
-        if raw[i + START] is t:
-            return i
-    raise LookupError("asynctrack: a call's record is missing from its log")  # pragma: no cover
-
-
 def rejoin(
     log: Log, tracker: Any, meta: tuple[str, str, str], cur: Any, params: Any, t: int
 ) -> tuple[Any, ...]:
@@ -357,135 +324,6 @@ def leave(frame: tuple[Any, ...]) -> None:
     active.pop()
     if not active:
         _try_complete(log)
-
-
-def fail(frame: tuple[Any, ...], exc: BaseException) -> None:
-    """
-    Record that the call of ``frame`` raised ``exc`` (the exception itself is untouched).
-
-    Called by the wrappers (in the ``except`` clause that caught ``exc``) and by
-    ``CallScope.__exit__``. The traceback goes to the innermost probed call only: a
-    call whose traceback shows another probe's wrapper below it leaves it out.
-    """
-    slots, i = frame[4], frame[1]
-    cancelled = _is_cancellation(exc)
-    slots[i + STATUS] = "cancelled" if cancelled else "error"
-    try:
-        slots[i + ERROR] = describe_error(exc)
-        if not cancelled and RUNTIME.max_frames:
-            tb = exc.__traceback__
-            frames = slots[i + TRACEBACK] = _frames(tb, RUNTIME.max_frames)
-            if frames is not None and tb is not None:
-                _mark_traced(tb)
-    except Exception:  # pragma: no cover - never raise into the application
-        pass
-
-
-#: Code objects of the hand-written wrappers (generators, async generators); the
-#: generated ones are recognised by their file name.
-WRAPPER_CODES: set[Any] = set()
-_GENERATED = "<asynctrack probe of "
-_OWN_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
-#: The demo is an application that happens to ship inside the package: its frames are
-#: the user's code of its logs, so its errors keep their tracebacks (see docs/cli.md).
-_USER_FILES = frozenset({os.path.join(_OWN_DIR, "cli", "demo.py")})
-
-
-def set_max_traceback_frames(n: int) -> None:
-    RUNTIME.max_frames = n
-
-
-def _frames(tb: Any, limit: int) -> list[tuple[str, int, str]] | None:
-    # The first entry is the frame that caught the exception: a wrapper (skipped), or
-    # the block of a ``with tracker.call(...)`` (kept unless it is our own code, as in
-    # the ASGI middleware). A wrapper further down means an inner probed call has it.
-    out: deque[tuple[str, int, str]] = deque(maxlen=limit)
-    if tb is not None and _is_wrapper(tb.tb_frame.f_code):
-        tb = tb.tb_next
-    while tb is not None:
-        if _TRACED.get(id(tb)) is tb:
-            return None  # a ``tracker.call`` block further down recorded it already
-        code = tb.tb_frame.f_code
-        if _is_wrapper(code):
-            if _tracking(tb.tb_frame):
-                return None
-            tb = tb.tb_next  # a probe that only passed the call through: not a frame of it
-            continue
-        filename = code.co_filename
-        if not filename.startswith(_OWN_DIR) or filename in _USER_FILES:
-            out.append((filename, tb.tb_lineno or 0, code.co_name))
-        tb = tb.tb_next
-    return list(out) or None
-
-
-#: The traceback entries at which recent calls recorded their traceback. A wrapper
-#: below is recognised by its code (above); a ``tracker.call`` block is not a wrapper,
-#: so the entry where it caught the exception is remembered instead: the same entry
-#: object stays in the chain as the exception rises, and a call above that meets it
-#: leaves the traceback to the block. The entries are held (so their ids cannot be
-#: reused while listed), at most ``_TRACED_MAX`` of them, and touched only on errors.
-_TRACED: dict[int, Any] = {}
-_TRACED_MAX = 64
-
-
-def _mark_traced(tb: Any) -> None:
-    _TRACED[id(tb)] = tb
-    while len(_TRACED) > _TRACED_MAX:
-        try:
-            del _TRACED[next(iter(_TRACED))]
-        except (StopIteration, KeyError, RuntimeError):  # another thread got there first
-            break
-
-
-def _is_wrapper(code: Any) -> bool:
-    return code in WRAPPER_CODES or code.co_filename.startswith(_GENERATED)
-
-
-def _tracking(frame: Any) -> bool:
-    # Whether a wrapper's frame tracked its call (a call below the threshold only
-    # passes through, and records nothing): the generated wrappers bind their call's
-    # frame to a local ``<prefix>fr`` on the tracked path only; the hand-written ones
-    # keep a ``tracked`` flag. Read only when an exception passes.
-    local = frame.f_locals
-    if frame.f_code in WRAPPER_CODES:
-        return bool(local.get("tracked"))
-    return any(name.endswith("at_fr") for name in local)
-
-
-def describe_error(exc: BaseException) -> str:
-    """
-    Return ``"TypeName: message"`` for an exception, never raising.
-
-    A cause given with ``raise … from`` is appended as ``"; caused by TypeName:
-    message"`` (its own cause too, a few levels down).
-    """
-    text = _describe_one(exc)
-    cause = exc.__cause__
-    seen = {id(exc)}
-    while cause is not None and id(cause) not in seen and len(seen) <= 3:
-        seen.add(id(cause))
-        text = f"{text}; caused by {_describe_one(cause)}"
-        cause = cause.__cause__
-    return text
-
-
-def _describe_one(exc: BaseException) -> str:
-    name = type(exc).__name__
-    try:
-        message = str(exc)
-    except Exception:
-        message = "<str() failed>"
-    # A DSN with its password in an error message: redacted before the cut, so no
-    # prefix of a password survives it.
-    message = clip(message, current_limits().max_string)
-    return f"{name}: {message}" if message else name
-
-
-def _is_cancellation(exc: BaseException) -> bool:
-    if isinstance(exc, asyncio.CancelledError):
-        return True
-    cls = type(exc)
-    return cls.__name__ == "Cancelled" and cls.__module__.startswith("trio")
 
 
 #: Given to completed logs in place of their join bookkeeping: a late joiner may
@@ -538,173 +376,9 @@ def _try_complete(log: Log) -> None:
     rt.handoff(log)
 
 
-# -- info and data ------------------------------------------------------------------
-
-
-def _check_key(key: object, what: str) -> str:
-    if type(key) is not str:
-        if isinstance(key, str):
-            return str.__str__(key)
-        raise TypeError(f"{what}: key must be a str, not {type(key).__name__}")
-    return key
-
-
-def _value(key: str, value: Any) -> Any:
-    return REDACTED if is_redacted(key) else convert(value)
-
-
-def _converted(values: dict[Any, Any], what: str) -> dict[str, Any]:
-    # Keys checked, values converted (sensitive keys redacted), two calls per item.
-    out: dict[str, Any] = {}
-    for key, value in values.items():
-        if type(key) is not str:
-            key = _check_key(key, what)
-        out[key] = REDACTED if is_redacted(key) else convert(value)
-    return out
-
-
-def add_info(key: str, value: Any) -> None:
-    """
-    Set ``key`` in the info of the current log, shared by all its calls (last write wins).
-
-    Outside any log, bind it to the current context instead: logs opened later in this
-    context, and in tasks spawned from it, start with it (the way a middleware records
-    the user before the handler runs). Inside an untracked call it does nothing.
-
-    Raises:
-        TypeError: ``key`` is not a str.
-
-    .. versionadded:: 0.1
-    """
-    key = _check_key(key, "add_info")
-    frame = _get()
-    if frame is SILENT:
-        return
-    converted = _value(key, value)
-    if frame is not None:
-        log = frame[0]
-        if not log._done:
-            with _LOCK:
-                # Copy on write: a dict handed to the pipeline is never mutated.
-                log.info = {**log.info, key: converted}
-            return
-    bound = INFO.get()
-    INFO.set({**bound, key: converted} if bound else {key: converted})
-
-
-def add_info_many(log: Log, values: dict[str, Any]) -> None:
-    """
-    Set several info keys of ``log`` with one copy of its info dict.
-    """
-    converted = _converted(values, "add_info")
-    if log._done:
-        return
-    with _LOCK:
-        log.info = {**log.info, **converted}
-
-
-def add_data(key: str, value: Any, depth: int | None = None) -> None:
-    """
-    Set ``key`` in the data of the current call entry (or of an ancestor).
-
-    Args:
-        key: the name.
-        value: any value; converted like parameters.
-        depth: ``None`` for the current call, ``k >= 0`` for the ancestor at depth k,
-            a negative number counts up from the current call (-1 is its caller).
-
-    Outside a tracked call it does nothing.
-
-    Raises:
-        TypeError: ``key`` is not a str, or ``depth`` is not an int.
-        ValueError: ``depth`` is out of range for the current call.
-
-    .. versionadded:: 0.1
-    """
-    key = _check_key(key, "add_data")
-    if depth is not None and (type(depth) is not int):
-        raise TypeError(f"add_data: depth must be an int or None, not {type(depth).__name__}")
-    frame = _get()
-    if frame is None or frame is SILENT:
-        return
-    target = frame
-    if depth is not None:
-        current = frame[2]
-        wanted = depth if depth >= 0 else current + depth
-        if not 0 <= wanted <= current:
-            raise ValueError(
-                f"add_data: depth={depth} is out of range for a call at depth {current}"
-            )
-        while target[2] != wanted:
-            target = target[3]
-    log = target[0]
-    if log._done:
-        return
-    converted = _value(key, value)
-    slots, at = target[4], target[1] + DATA
-    with _LOCK:
-        old = slots[at]
-        slots[at] = {**old, key: converted} if old else {key: converted}
-
-
-@contextmanager
-def info(**values: Any) -> Iterator[None]:
-    """
-    Bind info values for the duration of a ``with`` block.
-
-    Logs opened inside the block (and in tasks spawned from it) start with these
-    values; a log already open gets them too.
-
-    .. versionadded:: 0.1
-    """
-    frame = _get()
-    if frame is SILENT:
-        yield
-        return
-    converted = _converted(values, "info")
-    if frame is not None and not frame[0]._done:
-        log = frame[0]
-        with _LOCK:
-            log.info = {**log.info, **converted}
-    bound = INFO.get()
-    token = INFO.set({**bound, **converted} if bound else converted)
-    try:
-        yield
-    finally:
-        try:
-            INFO.reset(token)
-        except ValueError:  # exited in another context (a generator moved between tasks)
-            pass
-
-
-def propagate(func: Callable[..., Any]) -> Callable[..., Any]:
-    """
-    Return a callable that runs ``func`` in a copy of the current context.
-
-    ``loop.run_in_executor`` and ``ThreadPoolExecutor.submit`` do not copy the context
-    (``asyncio.to_thread`` and ``anyio.to_thread.run_sync`` do); wrap the function with
-    ``propagate`` so its probed calls join the current log::
-
-        await loop.run_in_executor(None, asynctrack.propagate(work), arg)
-
-    .. versionadded:: 0.1
-    """
-    ctx = contextvars.copy_context()
-
-    def run(*args: Any, **kwargs: Any) -> Any:
-        # A Context cannot be entered twice at once: run each call in its own copy.
-        return ctx.copy().run(func, *args, **kwargs)
-
-    run.__wrapped__ = func  # type: ignore[attr-defined]
-    run.__name__ = getattr(func, "__name__", "propagated")
-    run.__doc__ = getattr(func, "__doc__", None)
-    return run
-
-
 def _after_fork_in_child() -> None:
     # Logs open at fork time belong to the parent, which writes them; the child never
-    # hands them off. Locks may have been held by a thread that does not exist here.
-    _LOCK._at_fork_reinit()  # type: ignore[attr-defined]
+    # hands them off.
     RUNTIME.settled.update(log._number for log in open_logs())
     RUNTIME.open_logs.clear()
     reset_ids_after_fork()

@@ -29,8 +29,10 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
-from asynctrack._core import records
-from asynctrack._core.records import REC, Log, iso_second, trace_id_of
+from asynctrack._core import ids
+from asynctrack._core.ids import trace_id_of
+from asynctrack._core.layout import REC
+from asynctrack._core.records import Log, iso_second
 from asynctrack._core.values import convert, distinct_key, key_text
 
 try:  # pragma: no branch - orjson is a dependency; the fallback is for odd platforms
@@ -320,7 +322,7 @@ def encode_logs(logs: Iterable[Log]) -> bytes:
         # other than their defaults ({} and "ok", null), put back after the line.
         marked = False
         try:
-            # records.records() unrolled into this loop: one zip over the call dicts
+            # layout.records() unrolled into this loop: one zip over the call dicts
             # and ten views of the flat list, so a call's slots come out as loop
             # variables without a nested unpacking (8 % of the encoder). strict: a list
             # that is not whole calls raises ValueError, and the general path takes it.
@@ -372,7 +374,7 @@ def encode_logs(logs: Iterable[Log]) -> bytes:
                     ms = sub // 1_000_000
                     if ms != last_ms:
                         last_ms = ms
-                        id_prefix = f"{(second * 1000 + ms) & mask:012x}{records._PREFIX}"
+                        id_prefix = f"{(second * 1000 + ms) & mask:012x}{ids.id_prefix()}"
                     # int.to_bytes().hex() is a zero-padded hex string without a format
                     # spec (3x cheaper); numbers past 48 bits raise OverflowError.
                     ident = id_prefix + log._number.to_bytes(6).hex()

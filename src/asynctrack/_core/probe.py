@@ -8,7 +8,7 @@ checks for primitive values. Generators and async generators get hand-written
 wrappers that set the call's frame around each resumption, never holding a
 ContextVar token across a ``yield``.
 
-Parameters are recorded under the names of the signature the callable shows
+Parameters are recorded (``_core/params.py``) under the names of the signature the callable shows
 (``inspect.signature``). When that is not the one it accepts (a ``functools.wraps``
 decorator that injects, drops or renames arguments), each call is matched against
 the shown signature at call time: the arguments it binds are recorded by name, the
@@ -25,12 +25,13 @@ import weakref
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from asynctrack._core import calltree, records
-from asynctrack._core.calltree import FRAME, SILENT, begin, fail, leave
+from asynctrack._core import calltree, ids, layout
+from asynctrack._core.calltree import FRAME, SILENT, begin, leave
+from asynctrack._core.failure import WRAPPER_CODES, fail
 from asynctrack._core.levels import NONE, level_name, parse_level
+from asynctrack._core.params import ParamPlan, qualname_of
 from asynctrack._core.records import Log
 from asynctrack._core.runtime import RUNTIME
-from asynctrack._core.values import REDACTED, convert, current_limits, is_redacted
 from asynctrack._core.wrapsrc import (
     ASYNC,
     SYNC,
@@ -43,235 +44,9 @@ from asynctrack._core.wrapsrc import (
     unique_filename,
 )
 
-__all__ = ["make_probe", "refresh_plans"]
+__all__ = ["make_probe"]
 
-_ATOMS = frozenset({int, bool, type(None)})
 _P = inspect.Parameter
-#: Default of the parameters a call may leave to a decorator (see _ParamPlan._loose).
-_MISSING: Any = type("_Missing", (), {"__repr__": lambda self: "<missing>"})()
-
-#: Every plan, so that new limits or a new redaction list rebuild the builders.
-_PLANS: weakref.WeakSet[_ParamPlan] = weakref.WeakSet()
-
-
-def refresh_plans() -> None:
-    """
-    Make every probe rebuild its parameter builder on its next tracked call.
-    """
-    for plan in list(_PLANS):
-        plan.pb = plan.rebuild_and_call
-        if plan.regenerate is not None:
-            plan.regenerate()
-
-
-def _convert_seq(value: Any) -> Any:
-    return convert(list(value))
-
-
-class _ParamPlan:
-    """
-    How one probe records its parameters: rebuilt when limits or redaction change.
-
-    ``exact``: the recorded signature is the one the wrapper is generated with, so
-    the wrapper records its own parameters inline. Otherwise ``pb`` records them.
-    """
-
-    __slots__ = (
-        "__weakref__",
-        "exact",
-        "extra",
-        "filename",
-        "func",
-        "implicit",
-        "kept",
-        "names",
-        "pb",
-        "regenerate",
-        "signature",
-    )
-
-    def __init__(
-        self,
-        func: Callable[..., Any],
-        signature: inspect.Signature | None,
-        kept: frozenset[str] | None,
-        extra: tuple[frozenset[str] | None, frozenset[str]],
-        names: tuple[frozenset[str] | None, frozenset[str]],
-        *,
-        exact: bool,
-        implicit: dict[str, Any] | None = None,
-    ) -> None:
-        self.func = func
-        self.signature = signature
-        self.exact = exact
-        # Keyword-only parameters the callable accepts but does not show, with their
-        # defaults: the wrapper forwards them even when the caller did not pass them.
-        self.implicit = implicit or {}
-        self.kept = kept
-        # (inc, exc) applied to the keys of **kwargs
-        self.extra = extra
-        # (inc, exc) as given, applied to the keyword arguments of a call that does
-        # not fit the signature
-        self.names = names
-        self.filename: str | None = None
-        self.pb: Callable[..., dict[str, Any]] = self.rebuild_and_call
-        #: Recompiles the generated wrapper (which inlines the parameter dict).
-        self.regenerate: Callable[[], None] | None = None
-        _PLANS.add(self)
-
-    def rebuild_and_call(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
-        self.pb = self._build()
-        try:
-            return self.pb(*args, **kwargs)
-        except TypeError:
-            return {}
-
-    def _compile(self, source: str, ns: dict[str, Any], name: str) -> Callable[..., Any]:
-        if self.filename is None:
-            self.filename = unique_filename("params", _qualname(self.func))
-            forget_with(self, self.filename)
-        return compile_function(source, self.filename, ns, name)
-
-    def _build(self) -> Callable[..., dict[str, Any]]:
-        sig = self.signature
-        if sig is None:
-            return self._generic
-        if not self.exact:
-            return self._loose(sig)
-        prefix = prefix_for(sig.parameters)
-        ns: dict[str, Any] = {}
-        params_src, _call_src = signature_source(sig, prefix, ns)
-        src = f"def {prefix}pb({params_src}):\n    return {self.items_src(prefix, ns)}\n"
-        built: Callable[..., dict[str, Any]] = self._compile(src, ns, f"{prefix}pb")
-        return built
-
-    def items_src(self, prefix: str, ns: dict[str, Any]) -> str:
-        """
-        Return a dict display recording the parameters under the current limits.
-        """
-        sig = self.signature
-        assert sig is not None
-        limit = current_limits().max_string
-        ns.update(builtin_names(prefix))
-        ns.update(
-            {
-                f"{prefix}A": _ATOMS,
-                f"{prefix}c": convert,
-                f"{prefix}cs": _convert_seq,
-                f"{prefix}ck": self._convert_kwargs,
-                f"{prefix}R": REDACTED,
-            }
-        )
-        items = []
-        for p in sig.parameters.values():
-            name = p.name
-            if p.kind is _P.VAR_KEYWORD:
-                if self.kept is None or name in self.kept:
-                    items.append(f"{name!r}: {prefix}ck({name})")
-                continue
-            if self.kept is not None and name not in self.kept:
-                continue
-            if is_redacted(name):
-                items.append(f"{name!r}: {prefix}R")
-            elif p.kind is _P.VAR_POSITIONAL:
-                items.append(f"{name!r}: {prefix}cs({name})")
-            else:
-                # Primitives and short plain strings are kept without a function call.
-                items.append(
-                    f"{name!r}: ({name} if ({prefix}ty := {prefix}type({name})) in {prefix}A or "
-                    f"({prefix}ty is {prefix}str and {prefix}len({name}) <= {limit} "
-                    f"and '://' not in {name}) else {prefix}c({name}))"
-                )
-        return "{" + ", ".join(items) + "}"
-
-    def _loose(self, sig: inspect.Signature) -> Callable[..., dict[str, Any]]:
-        # Match a call against the shown signature, every parameter optional: what a
-        # decorator supplies itself is simply not recorded.
-        loose = sig.replace(
-            parameters=[
-                p.replace(default=_MISSING)
-                if p.default is _P.empty and p.kind not in (_P.VAR_POSITIONAL, _P.VAR_KEYWORD)
-                else p
-                for p in sig.parameters.values()
-            ]
-        )
-        prefix = prefix_for(sig.parameters)
-        ns: dict[str, Any] = {}
-        params_src, _call_src = signature_source(loose, prefix, ns)
-        body = ", ".join(f"{name!r}: {name}" for name in sig.parameters)
-        bind = self._compile(
-            f"def {prefix}bind({params_src}):\n    return {{{body}}}\n", ns, f"{prefix}bind"
-        )
-        kinds = {p.name: p.kind for p in sig.parameters.values()}
-        kept, convert_kwargs = self.kept, self._convert_kwargs
-        implicit = self.implicit
-        # Keyword arguments the shown signature cannot take are the decorator's own
-        # (it consumes them): a call is matched again without them.
-        takes_any_keyword = any(k is _P.VAR_KEYWORD for k in kinds.values())
-        keywords = {n for n, k in kinds.items() if k not in (_P.POSITIONAL_ONLY, _P.VAR_POSITIONAL)}
-        # A call that fits no way is recorded as args/kwargs; its positional values
-        # cannot be told apart, so they are hidden when one of them may be a secret.
-        exc = self.names[1]
-        hide_args = any(
-            (is_redacted(n) or n in exc)
-            for n, k in kinds.items()
-            if k in (_P.POSITIONAL_ONLY, _P.POSITIONAL_OR_KEYWORD, _P.VAR_POSITIONAL)
-        )
-
-        def pb(*args: Any, **kwargs: Any) -> dict[str, Any]:
-            for name, default in implicit.items():
-                if kwargs.get(name, _MISSING) is default:
-                    del kwargs[name]
-            try:
-                raw = bind(*args, **kwargs)
-            except TypeError:
-                known = kwargs
-                if not takes_any_keyword:
-                    known = {k: v for k, v in kwargs.items() if k in keywords}
-                try:
-                    if len(known) == len(kwargs):
-                        raise
-                    raw = bind(*args, **known)
-                except TypeError:
-                    generic = self._generic(*args, **kwargs)
-                    if hide_args and args:
-                        generic["args"] = REDACTED
-                    return generic
-            out: dict[str, Any] = {}
-            for name, value in raw.items():
-                kind = kinds[name]
-                if value is _MISSING or (
-                    kept is not None and name not in kept and kind is not _P.VAR_KEYWORD
-                ):
-                    continue
-                if kind is _P.VAR_KEYWORD:
-                    if kept is None or name in kept:
-                        out[name] = convert_kwargs(value)
-                elif is_redacted(name):
-                    out[name] = REDACTED
-                elif kind is _P.VAR_POSITIONAL:
-                    out[name] = convert(list(value))
-                else:
-                    out[name] = convert(value)
-            return out
-
-        return pb
-
-    def _convert_kwargs(self, kwargs: dict[str, Any]) -> Any:
-        inc, exc = self.extra
-        if inc is not None or exc:
-            kwargs = {k: v for k, v in kwargs.items() if (inc is None or k in inc) and k not in exc}
-        return convert(kwargs)
-
-    def _generic(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
-        inc, exc = self.names
-        if inc is not None or exc:
-            kwargs = {k: v for k, v in kwargs.items() if (inc is None or k in inc) and k not in exc}
-        return {"args": convert(list(args)), "kwargs": convert(kwargs)}
-
-
-def _qualname(func: Any) -> str:
-    return f"{getattr(func, '__module__', None) or '?'}.{getattr(func, '__qualname__', repr(func))}"
 
 
 def _same_parameters(a: inspect.Signature, b: inspect.Signature) -> bool:
@@ -289,7 +64,7 @@ def _generate(
     tracker: Any,
     meta: tuple[str, str, str],
     level: int,
-    plan: _ParamPlan,
+    plan: ParamPlan,
 ) -> Callable[..., Any]:
     # ``sig`` is what ``func`` accepts: the wrapper takes exactly that and forwards it.
     ns: dict[str, Any] = {}
@@ -314,15 +89,15 @@ def _generate(
             f"{prefix}new": object.__new__,
             f"{prefix}Log": Log,
             f"{prefix}next": next,
-            f"{prefix}counter": records._counter,
-            f"{prefix}wall": records._WALL_OFFSET,
+            f"{prefix}counter": ids.COUNTER,
+            f"{prefix}wall": ids.WALL_OFFSET,
             f"{prefix}info": calltree.INFO.get,
             f"{prefix}OPEN": RUNTIME.open_logs,
             f"{prefix}reg": RUNTIME.open_logs.append,
             f"{prefix}RT": RUNTIME,
             f"{prefix}sweep": calltree._sweep,
             f"{prefix}complete": calltree._try_complete,
-            f"{prefix}slot": calltree.slot_of,
+            f"{prefix}slot": layout.slot_of,
             f"{prefix}full": calltree.overflowed,
             f"{prefix}fail": fail,
             f"{prefix}cont": calltree.continue_from,
@@ -348,7 +123,7 @@ def _generate(
     qualname = getattr(func, "__qualname__", name)
     rename = (name, qualname) if isinstance(name, str) and isinstance(qualname, str) else None
     entry = f"{prefix}wrapper"
-    filename = unique_filename("probe", _qualname(func))
+    filename = unique_filename("probe", qualname_of(func))
     wrapper = compile_function(source(), filename, ns, entry, rename=rename)
     forget_with(wrapper, filename)
     ref = weakref.ref(wrapper)
@@ -369,7 +144,7 @@ def _generate(
 
 
 def _gen_wrapper(
-    func: Callable[..., Any], tracker: Any, meta: tuple[str, str, str], level: int, plan: _ParamPlan
+    func: Callable[..., Any], tracker: Any, meta: tuple[str, str, str], level: int, plan: ParamPlan
 ) -> Callable[..., Any]:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         gen = func(*args, **kwargs)
@@ -430,7 +205,7 @@ def _drive_gen(gen: Any, frame: Any) -> Any:
 
 
 def _agen_wrapper(
-    func: Callable[..., Any], tracker: Any, meta: tuple[str, str, str], level: int, plan: _ParamPlan
+    func: Callable[..., Any], tracker: Any, meta: tuple[str, str, str], level: int, plan: ParamPlan
 ) -> Callable[..., Any]:
     async def wrapper(*args: Any, **kwargs: Any) -> Any:
         agen = func(*args, **kwargs)
@@ -525,7 +300,7 @@ def make_probe(
         # A probed class would become a function: isinstance, subclassing and class
         # attributes would all break (#14).
         raise TypeError(
-            f"probe() cannot probe the class {_qualname(func)}: it would turn it into a "
+            f"probe() cannot probe the class {qualname_of(func)}: it would turn it into a "
             f"function. Probe its methods instead (decorate __init__, __call__ or the "
             f"methods whose calls you want recorded)"
         )
@@ -553,14 +328,14 @@ def make_probe(
         unknown = sorted(inc_names - param_names)
         if unknown:
             raise ValueError(
-                f"probe(): inc names {unknown} that are not parameters of {_qualname(func)} "
+                f"probe(): inc names {unknown} that are not parameters of {qualname_of(func)} "
                 f"(parameters: {sorted(param_names)})"
             )
     if exc_names and not has_var_kw:
         unknown = sorted(exc_names - param_names)
         if unknown:
             raise ValueError(
-                f"probe(): exc names {unknown} that are not parameters of {_qualname(func)} "
+                f"probe(): exc names {unknown} that are not parameters of {qualname_of(func)} "
                 f"(parameters: {sorted(param_names)})"
             )
 
@@ -585,7 +360,7 @@ def make_probe(
             for p in accepted.parameters.values()
             if p.kind is _P.KEYWORD_ONLY and p.default is not _P.empty and p.name not in param_names
         }
-    plan = _ParamPlan(
+    plan = ParamPlan(
         func,
         sig,
         kept,
@@ -595,7 +370,7 @@ def make_probe(
         implicit=implicit,
     )
 
-    function = fname if fname is not None else _qualname(func)
+    function = fname if fname is not None else qualname_of(func)
     meta = (function, tracker.name, level_name(lvl))
     # NONE never tracks: -1 is below every threshold, so the call only silences.
     eff = lvl if lvl < NONE else -1
@@ -617,11 +392,7 @@ def make_probe(
 
 # The hand-written wrappers, so that a traceback shows which probed call is innermost.
 _CODE = type(_drive_gen.__code__)
-calltree.WRAPPER_CODES.add(_drive_gen.__code__)
-calltree.WRAPPER_CODES.update(
+WRAPPER_CODES.add(_drive_gen.__code__)
+WRAPPER_CODES.update(
     c for c in _agen_wrapper.__code__.co_consts if isinstance(c, _CODE) and c.co_name == "wrapper"
 )
-
-
-# RUNTIME.reset() (tests): probes rebuild their plans under the default limits.
-RUNTIME.on_reset.append(refresh_plans)

@@ -1,11 +1,8 @@
 """
-The records handed to sinks: :class:`Log` and :class:`Call`, and log ids.
+The records handed to sinks: :class:`Log` and :class:`Call`.
 
 A live log is built by the probe with as little work as possible per call: each
-call appends the ten fields ``meta, depth, params, data, start_ns, end_ns, status,
-error, parent, traceback`` to the log's one flat ``_raw`` list (a C-level, atomic
-``+=`` of a tuple); ``parent`` is the first slot of the parent call's fields (its
-``seq`` is worked out later, off the hot path).
+call appends its fields to the log's one flat ``_raw`` list (``_core/layout.py``).
 A completed log is then two objects for the garbage collector to visit (the log and
 its list), whatever its number of calls: buffered logs are what full collections
 walk over (see docs/design.md, "Traps"). :class:`Call` objects, ``seq`` numbers and
@@ -16,61 +13,28 @@ which is almost always in the dispatcher thread, off the application's hot path.
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
-import itertools
-import os
-import time
 from collections.abc import Iterable, Iterator, Mapping
-from operator import itemgetter
 from typing import Any
 
-__all__ = ["Call", "Log", "new_log_number", "reset_ids_after_fork"]
+from asynctrack._core.ids import format_id, span_id_of, trace_id_of
+from asynctrack._core.layout import (
+    DATA,
+    DEPTH,
+    END,
+    ERROR,
+    META,
+    PARAMS,
+    PARENT,
+    REC,
+    START,
+    STATUS,
+    TRACEBACK,
+    records,
+    seq_map,
+    start_of,
+)
 
-# Offsets of a call's fields from its first slot in ``Log._raw`` (mutated only by the
-# call's own wrapper), and the number of slots per call.
-META, DEPTH, PARAMS, DATA, START, END, STATUS, ERROR, PARENT, TRACEBACK = range(10)
-REC = 10
-
-
-def records(raw: list[Any]) -> Iterator[tuple[Any, ...]]:
-    """
-    Iterate over the calls of a flat ``_raw`` list as 10-tuples (C-level).
-    """
-    it = iter(raw)
-    return zip(it, it, it, it, it, it, it, it, it, it, strict=True)
-
-
-def seq_map(raw: list[Any]) -> dict[int, int] | None:
-    """
-    Return ``{first slot: seq}`` when the calls of ``raw`` are not in start order.
-
-    None when they are (the usual case): a call's ``seq`` is then its slot // REC.
-    """
-    if not _unsorted(raw):
-        return None
-    order = sorted(range(0, len(raw) - len(raw) % REC, REC), key=lambda i: raw[i + START])
-    return {slot: seq for seq, slot in enumerate(order)}
-
-
-def span_id_of(log_id: str, seq: int) -> str:
-    """
-    Return the 16-hex span id of call ``seq`` of log ``log_id`` (never all zeros).
-    """
-    span = _blake2b(
-        f"{log_id}/{seq}".encode(), digest_size=8, person=b"asynctrack.span"
-    ).hexdigest()
-    return span if span != "0" * 16 else "0" * 15 + "1"
-
-
-def trace_id_of(log_id: str) -> str:
-    """
-    Return the 32-hex trace id a request's log derives from its id (never all zeros).
-
-    Log ids are unique (time, 32 random bits per process, a counter); their hash is
-    as good as random for W3C trace context, and costs nothing on the probe's path.
-    """
-    trace = _blake2b(log_id.encode(), digest_size=16, person=b"asynctrack.trace").hexdigest()
-    return trace if trace != "0" * 32 else "0" * 31 + "1"
+__all__ = ["Call", "Log", "iso_second"]
 
 
 def _traceback_json(tb: Any) -> list[list[Any]] | None:
@@ -99,44 +63,6 @@ def _hex_or_none(value: Any, what: str) -> str | None:
 
 
 _UTC = _dt.UTC
-_blake2b = hashlib.blake2b
-_counter = itertools.count(1)
-#: time.time_ns() - time.perf_counter_ns(): turns a call's start into wall-clock time
-#: without a second clock read per log; re-anchored by the dispatcher on every tick.
-_WALL_OFFSET = [time.time_ns() - time.perf_counter_ns()]
-
-
-def reanchor_wall_clock() -> None:
-    """
-    Re-read the offset between the wall clock and the monotonic clock.
-    """
-    _WALL_OFFSET[0] = time.time_ns() - time.perf_counter_ns()
-
-
-_PREFIX = os.urandom(4).hex()
-
-
-def new_log_number() -> int:
-    """
-    Return the next per-process log number (atomic under the GIL: a C-level ``next``).
-    """
-    return next(_counter)
-
-
-def reset_ids_after_fork() -> None:
-    """
-    Give a forked child its own id prefix, so its ids never collide with the parent's.
-    """
-    global _PREFIX
-    _PREFIX = os.urandom(4).hex()
-
-
-def _format_id(wall_ns: int, number: int) -> str:
-    # 48 bits of milliseconds (sortable by creation time), 32 random bits per process,
-    # 48 bits of per-process counter: 32 hex characters.
-    return f"{(wall_ns // 1_000_000) & 0xFFFFFFFFFFFF:012x}{_PREFIX}{number & 0xFFFFFFFFFFFF:012x}"
-
-
 _ISO_CACHE: dict[int, str] = {}
 
 
@@ -433,7 +359,7 @@ class Log:
     def id(self) -> str:
         ident = self._id
         if ident is None:
-            ident = self._id = _format_id(self._wall_ns, self._number)
+            ident = self._id = format_id(self._wall_ns, self._number)
         return ident
 
     @property
@@ -492,7 +418,7 @@ class Log:
         ordered: Any = records(raw)
         seqs = seq_map(raw)
         if seqs is not None:
-            ordered = sorted(ordered, key=_start_of)
+            ordered = sorted(ordered, key=start_of)
         for seq, rec in enumerate(ordered):
             function, tracker, level = rec[META]
             start = rec[START]
@@ -634,7 +560,7 @@ def _raw_dicts(raw: list[Any], t0: int) -> list[dict[str, Any]]:
     seqs = seq_map(raw)
     if seqs is not None:
         # Threads raced between reading the clock and appending: order by start.
-        return _dicts(sorted(records(raw), key=_start_of), t0, seqs)
+        return _dicts(sorted(records(raw), key=start_of), t0, seqs)
     return _dicts(records(raw), t0, None)
 
 
@@ -667,20 +593,6 @@ def _dicts(
             }
         )
     return out
-
-
-_start_of = itemgetter(START)
-
-
-def _unsorted(raw: list[Any]) -> bool:
-    # Calls are appended at call start, so they are in start order unless threads
-    # raced between reading the clock and appending; sorting is then needed.
-    prev = -1
-    for start in raw[START::REC]:
-        if start < prev:
-            return True
-        prev = start
-    return False
 
 
 Call.__module__ = "asynctrack"

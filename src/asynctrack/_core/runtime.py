@@ -20,8 +20,8 @@ from collections import deque
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, Protocol
 
+from asynctrack._core.layout import REC
 from asynctrack._core.levels import DEFAULT
-from asynctrack._core.records import REC
 
 if TYPE_CHECKING:
     from asynctrack._core.records import Log

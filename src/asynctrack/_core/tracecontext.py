@@ -12,8 +12,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from asynctrack._core import calltree
-from asynctrack._core.records import REC, Log, seq_map, span_id_of
+from asynctrack._core import activity, calltree
+from asynctrack._core.ids import span_id_of
+from asynctrack._core.layout import REC, seq_map
+from asynctrack._core.records import Log
 
 __all__ = ["SpanContext", "current_span", "link_remote", "parse_traceparent"]
 
@@ -165,5 +167,5 @@ def link_remote(frame: Any, traceparent: str | bytes | None, tracestate: Any = N
     if isinstance(tracestate, bytes):
         tracestate = tracestate.decode("latin-1")
     if isinstance(tracestate, str) and tracestate.strip() and len(tracestate) <= MAX_TRACESTATE:
-        calltree.add_info_many(log, {"tracestate": tracestate.strip()})
+        activity.add_info_many(log, {"tracestate": tracestate.strip()})
     return True

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 
-from asynctrack._core import calltree, tracecontext
+from asynctrack._core import activity, calltree, failure, tracecontext
 from asynctrack._core.levels import DEFAULT, NONE, OFF, Level, level_name, parse_level
 from asynctrack._core.probe import make_probe
 from asynctrack._core.runtime import RUNTIME
@@ -170,13 +170,13 @@ class Tracker:
         """
         Same as :func:`asynctrack.add_info`.
         """
-        calltree.add_info(key, value)
+        activity.add_info(key, value)
 
     def add_data(self, key: str, value: Any, depth: int | None = None) -> None:
         """
         Same as :func:`asynctrack.add_data`.
         """
-        calltree.add_data(key, value, depth)
+        activity.add_data(key, value, depth)
 
     async def flush(self, timeout: float | None = None) -> Any:
         """
@@ -256,7 +256,7 @@ class CallScope:
         """
         frame = self._frame
         if frame is not None and frame is not calltree.SILENT and values:
-            calltree.add_info_many(frame[0], values)
+            activity.add_info_many(frame[0], values)
 
     def link_remote(self, traceparent: str | bytes | None, tracestate: Any = None) -> bool:
         """
@@ -286,7 +286,7 @@ class CallScope:
         if frame is not None and frame is not calltree.SILENT:
             token = calltree.FRAME.set(frame)
             try:
-                calltree.add_data(key, value)
+                activity.add_data(key, value)
             finally:
                 calltree.FRAME.reset(token)
 
@@ -324,7 +324,7 @@ class CallScope:
             pass
         if frame is not calltree.SILENT:
             if exc is not None:
-                calltree.fail(frame, exc)
+                failure.fail(frame, exc)
             calltree.leave(frame)
 
     async def __aenter__(self) -> CallScope:

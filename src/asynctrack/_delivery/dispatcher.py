@@ -19,7 +19,8 @@ from collections.abc import Callable, Sequence
 from typing import TypeVarTuple
 
 from asynctrack._core import calltree
-from asynctrack._core.records import Log, reanchor_wall_clock
+from asynctrack._core.ids import reanchor_wall_clock
+from asynctrack._core.records import Log
 from asynctrack._core.runtime import RUNTIME
 from asynctrack._core.selfwarn import report
 from asynctrack._delivery.counters import Counters

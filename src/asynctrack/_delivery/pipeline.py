@@ -20,7 +20,8 @@ from types import FrameType
 from typing import Any, cast
 
 from asynctrack._core import calltree, selfwarn, tracker
-from asynctrack._core.records import Log, reset_ids_after_fork
+from asynctrack._core.ids import reset_ids_after_fork
+from asynctrack._core.records import Log
 from asynctrack._core.runtime import RUNTIME
 from asynctrack._core.selfwarn import report
 from asynctrack._delivery.counters import Counters, FlushResult, Stats

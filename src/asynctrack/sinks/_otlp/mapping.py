@@ -31,7 +31,8 @@ from opentelemetry.proto.common.v1.common_pb2 import (
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span, Status
 
-from asynctrack._core.records import Call, Log, span_id_of, trace_id_of
+from asynctrack._core.ids import span_id_of, trace_id_of
+from asynctrack._core.records import Call, Log
 
 __all__ = [
     "CLIENT_TRACKERS",

@@ -1,0 +1,200 @@
+"""
+What application code adds to the current log: info, data, and context propagation.
+
+``add_info`` and ``info`` set values shared by the whole log (or bound to the context
+outside any log), ``add_data`` sets values on one call entry, ``propagate`` carries the
+context into executors that do not copy it. Info dicts are copy-on-write: a dict
+handed to the pipeline is never mutated. Writers of shared log state take one lock,
+never held while blocking and never taken by the per-call path.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import os
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from asynctrack._core.calltree import FRAME, INFO, SILENT
+from asynctrack._core.layout import DATA
+from asynctrack._core.records import Log
+from asynctrack._core.values import REDACTED, convert, is_redacted
+
+__all__ = ["add_data", "add_info", "add_info_many", "info", "propagate"]
+
+_get = FRAME.get
+
+#: Serialises writers of shared log state (add_info/add_data); never held while
+#: blocking and never taken by the per-call path.
+_LOCK = threading.Lock()
+
+
+def _check_key(key: object, what: str) -> str:
+    if type(key) is not str:
+        if isinstance(key, str):
+            return str.__str__(key)
+        raise TypeError(f"{what}: key must be a str, not {type(key).__name__}")
+    return key
+
+
+def _value(key: str, value: Any) -> Any:
+    return REDACTED if is_redacted(key) else convert(value)
+
+
+def _converted(values: dict[Any, Any], what: str) -> dict[str, Any]:
+    # Keys checked, values converted (sensitive keys redacted), two calls per item.
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        if type(key) is not str:
+            key = _check_key(key, what)
+        out[key] = REDACTED if is_redacted(key) else convert(value)
+    return out
+
+
+def add_info(key: str, value: Any) -> None:
+    """
+    Set ``key`` in the info of the current log, shared by all its calls (last write wins).
+
+    Outside any log, bind it to the current context instead: logs opened later in this
+    context, and in tasks spawned from it, start with it (the way a middleware records
+    the user before the handler runs). Inside an untracked call it does nothing.
+
+    Raises:
+        TypeError: ``key`` is not a str.
+
+    .. versionadded:: 0.1
+    """
+    key = _check_key(key, "add_info")
+    frame = _get()
+    if frame is SILENT:
+        return
+    converted = _value(key, value)
+    if frame is not None:
+        log = frame[0]
+        if not log._done:
+            with _LOCK:
+                # Copy on write: a dict handed to the pipeline is never mutated.
+                log.info = {**log.info, key: converted}
+            return
+    bound = INFO.get()
+    INFO.set({**bound, key: converted} if bound else {key: converted})
+
+
+def add_info_many(log: Log, values: dict[str, Any]) -> None:
+    """
+    Set several info keys of ``log`` with one copy of its info dict.
+    """
+    converted = _converted(values, "add_info")
+    if log._done:
+        return
+    with _LOCK:
+        log.info = {**log.info, **converted}
+
+
+def add_data(key: str, value: Any, depth: int | None = None) -> None:
+    """
+    Set ``key`` in the data of the current call entry (or of an ancestor).
+
+    Args:
+        key: the name.
+        value: any value; converted like parameters.
+        depth: ``None`` for the current call, ``k >= 0`` for the ancestor at depth k,
+            a negative number counts up from the current call (-1 is its caller).
+
+    Outside a tracked call it does nothing.
+
+    Raises:
+        TypeError: ``key`` is not a str, or ``depth`` is not an int.
+        ValueError: ``depth`` is out of range for the current call.
+
+    .. versionadded:: 0.1
+    """
+    key = _check_key(key, "add_data")
+    if depth is not None and (type(depth) is not int):
+        raise TypeError(f"add_data: depth must be an int or None, not {type(depth).__name__}")
+    frame = _get()
+    if frame is None or frame is SILENT:
+        return
+    target = frame
+    if depth is not None:
+        current = frame[2]
+        wanted = depth if depth >= 0 else current + depth
+        if not 0 <= wanted <= current:
+            raise ValueError(
+                f"add_data: depth={depth} is out of range for a call at depth {current}"
+            )
+        while target[2] != wanted:
+            target = target[3]
+    log = target[0]
+    if log._done:
+        return
+    converted = _value(key, value)
+    slots, at = target[4], target[1] + DATA
+    with _LOCK:
+        old = slots[at]
+        slots[at] = {**old, key: converted} if old else {key: converted}
+
+
+@contextmanager
+def info(**values: Any) -> Iterator[None]:
+    """
+    Bind info values for the duration of a ``with`` block.
+
+    Logs opened inside the block (and in tasks spawned from it) start with these
+    values; a log already open gets them too.
+
+    .. versionadded:: 0.1
+    """
+    frame = _get()
+    if frame is SILENT:
+        yield
+        return
+    converted = _converted(values, "info")
+    if frame is not None and not frame[0]._done:
+        log = frame[0]
+        with _LOCK:
+            log.info = {**log.info, **converted}
+    bound = INFO.get()
+    token = INFO.set({**bound, **converted} if bound else converted)
+    try:
+        yield
+    finally:
+        try:
+            INFO.reset(token)
+        except ValueError:  # exited in another context (a generator moved between tasks)
+            pass
+
+
+def propagate(func: Callable[..., Any]) -> Callable[..., Any]:
+    """
+    Return a callable that runs ``func`` in a copy of the current context.
+
+    ``loop.run_in_executor`` and ``ThreadPoolExecutor.submit`` do not copy the context
+    (``asyncio.to_thread`` and ``anyio.to_thread.run_sync`` do); wrap the function with
+    ``propagate`` so its probed calls join the current log::
+
+        await loop.run_in_executor(None, asynctrack.propagate(work), arg)
+
+    .. versionadded:: 0.1
+    """
+    ctx = contextvars.copy_context()
+
+    def run(*args: Any, **kwargs: Any) -> Any:
+        # A Context cannot be entered twice at once: run each call in its own copy.
+        return ctx.copy().run(func, *args, **kwargs)
+
+    run.__wrapped__ = func  # type: ignore[attr-defined]
+    run.__name__ = getattr(func, "__name__", "propagated")
+    run.__doc__ = getattr(func, "__doc__", None)
+    return run
+
+
+def _after_fork_in_child() -> None:
+    # The lock may have been held by a thread that does not exist in the child.
+    _LOCK._at_fork_reinit()  # type: ignore[attr-defined]
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)

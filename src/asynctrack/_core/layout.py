@@ -1,0 +1,104 @@
+"""
+The layout of a live log's calls: ten fields per call in one flat list.
+
+Each call appends its fields ``meta, depth, params, data, start_ns, end_ns, status,
+error, parent, traceback`` to its log's ``_raw`` list (a C-level, atomic ``+=`` of a
+tuple). A call is known by its *first slot*, the index of its ``meta`` in ``_raw``;
+field ``F`` of the call at slot ``i`` is ``raw[i + F]``. Every reader and writer of
+the list (the call tree, the generated wrappers, the records, the encoder) uses the
+names below, never a bare offset.
+
+``parent`` is the first slot of the parent call's fields; its ``seq`` is worked out
+later, off the hot path (:func:`seq_map`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from operator import itemgetter
+from typing import Any
+
+__all__ = [
+    "DATA",
+    "DEPTH",
+    "END",
+    "ERROR",
+    "FIELDS",
+    "META",
+    "PARAMS",
+    "PARENT",
+    "REC",
+    "START",
+    "STATUS",
+    "TRACEBACK",
+    "records",
+    "seq_map",
+    "slot_of",
+    "start_of",
+]
+
+#: The fields of one call, in slot order.
+FIELDS = (
+    "meta",
+    "depth",
+    "params",
+    "data",
+    "start",
+    "end",
+    "status",
+    "error",
+    "parent",
+    "traceback",
+)
+# Offsets of a call's fields from its first slot in ``Log._raw`` (mutated only by the
+# call's own wrapper), and the number of slots per call.
+META, DEPTH, PARAMS, DATA, START, END, STATUS, ERROR, PARENT, TRACEBACK = range(len(FIELDS))
+REC = len(FIELDS)
+
+#: The start of a call given as a tuple of its fields.
+start_of = itemgetter(START)
+
+
+def records(raw: list[Any]) -> Iterator[tuple[Any, ...]]:
+    """
+    Iterate over the calls of a flat ``_raw`` list as 10-tuples (C-level).
+    """
+    it = iter(raw)
+    return zip(it, it, it, it, it, it, it, it, it, it, strict=True)
+
+
+def seq_map(raw: list[Any]) -> dict[int, int] | None:
+    """
+    Return ``{first slot: seq}`` when the calls of ``raw`` are not in start order.
+
+    None when they are (the usual case): a call's ``seq`` is then its slot // REC.
+    """
+    if not _unsorted(raw):
+        return None
+    order = sorted(range(0, len(raw) - len(raw) % REC, REC), key=lambda i: raw[i + START])
+    return {slot: seq for seq, slot in enumerate(order)}
+
+
+def _unsorted(raw: list[Any]) -> bool:
+    # Calls are appended at call start, so they are in start order unless threads
+    # raced between reading the clock and appending; sorting is then needed.
+    prev = -1
+    for start in raw[START::REC]:
+        if start < prev:
+            return True
+        prev = start
+    return False
+
+
+def slot_of(raw: list[Any], t: int) -> int:
+    """
+    Return the first slot of the call that started at ``t`` (the very int object).
+
+    A call reads ``len(raw)`` and then appends its fields: another thread may have
+    appended in between, so the call checks its start and, should it differ, finds
+    its fields here (nothing is ever removed, so they do not move afterwards).
+    """
+    for i in range(len(raw) - REC, -1, -REC):
+        if raw[i + START] is t:
+            return i
+    raise LookupError("asynctrack: a call's record is missing from its log")  # pragma: no cover
