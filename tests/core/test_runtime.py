@@ -5,6 +5,7 @@ The process-wide state is one object, ``RUNTIME``, and ``reset()`` restores it.
 from __future__ import annotations
 
 from typing import Any
+from unittest import mock
 
 from hypothesis import given
 from hypothesis import strategies as st
@@ -15,7 +16,8 @@ from asynctrack._core.runtime import RUNTIME, Runtime
 from asynctrack.testing import capture
 
 # Slots whose value reset() leaves alone: hooks the layers above install once.
-_KEPT = {"flush", "flush_sync", "dispatcher_thread", "on_reset"}
+# exit_hooked: the exit hook, once registered, stays registered for the interpreter.
+_KEPT = {"flush", "flush_sync", "dispatcher_thread", "on_reset", "exit_hooked"}
 
 
 def _state(rt: Runtime) -> dict[str, Any]:
@@ -44,6 +46,7 @@ _CHANGES = st.fixed_dictionaries(
         "root_level": st.integers(0, 100),
         "enabled": st.integers(0, 5),
         "pipeline_enabled": st.booleans(),
+        "exit_spent": st.floats(0, 10),
         "name_levels": st.dictionaries(st.text(max_size=5), st.integers(0, 100), max_size=3),
         "settled": st.sets(st.integers(0, 100), max_size=3),
     },
@@ -100,3 +103,21 @@ class TestRuntime:
         RUNTIME.reset()
         assert RUNTIME.pipeline is None
         assert not asynctrack.get_tracker("runtime.off").enabled
+
+    def test_exit_hook_is_registered_once_across_resets(self) -> None:
+        """
+        The pipeline's early exit step is registered among threading's exit hooks once
+        per interpreter: ``RUNTIME.reset()`` keeps ``exit_hooked``, so configuring
+        again after a reset does not register it a second time (it would run twice).
+        """
+        registered = RUNTIME.exit_hooked
+        RUNTIME.exit_hooked = False
+        try:
+            with mock.patch("threading._register_atexit") as register:
+                asynctrack.configure(sinks=[asynctrack.MemorySink()])
+                RUNTIME.reset()
+                asynctrack.configure(sinks=[asynctrack.MemorySink()])
+            assert register.call_count == 1
+            assert RUNTIME.exit_hooked
+        finally:
+            RUNTIME.exit_hooked = registered

@@ -63,6 +63,8 @@ class Runtime:
     __slots__ = (
         "dispatcher_thread",
         "enabled",
+        "exit_hooked",
+        "exit_spent",
         "flush",
         "flush_sync",
         "handoff",
@@ -116,6 +118,13 @@ class Runtime:
         self.pipeline_enabled = False
         #: The dispatcher's thread: ``configure()`` refuses to run in it.
         self.dispatcher_thread: threading.Thread | None = None
+        #: Whether the pipeline's early exit step is registered among threading's
+        #: exit hooks. Not reset: a hook, once registered, stays for the interpreter's
+        #: life, and registering it again would run it twice at exit.
+        self.exit_hooked = False
+        #: Seconds the early exit step used: the final step gets what is left of
+        #: ``exit_timeout`` (see docs/guarantees.md).
+        self.exit_spent = 0.0
         #: Called in order by :meth:`reset` once the slots hold their defaults.
         self.on_reset: list[Callable[[], None]] = []
 
@@ -143,6 +152,7 @@ class Runtime:
         self.enabled = 0
         self.tracker_class = None
         self.pipeline_enabled = False
+        self.exit_spent = 0.0
         for hook in self.on_reset:
             hook()
 

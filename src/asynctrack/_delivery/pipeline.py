@@ -291,7 +291,6 @@ def _slice(deadline: float | None, step: float = 0.25) -> float:
 
 
 _SWAP_LOCK = threading.RLock()  # re-entrant: signal handlers shut down
-_EXIT_HOOK = [False]
 
 
 def current() -> Pipeline | None:
@@ -467,8 +466,8 @@ def stats() -> Stats:
 #    Sinks reopen for it; their blocking calls run on the dispatcher's own executor,
 #    which (unlike the default one) still accepts work once pools are shut down.
 #
-# A probe that completes after step 2 is counted in stats().dropped.
-_EXIT_SPENT = [0.0]
+# A probe that completes after step 2 is counted in stats().dropped. The time step 1
+# used is ``RUNTIME.exit_spent``; whether it is registered, ``RUNTIME.exit_hooked``.
 
 
 def _exit_early() -> None:
@@ -484,7 +483,7 @@ def _exit_early() -> None:
         barrier.wait(pipeline.exit_timeout)
     except Exception as exc:  # pragma: no cover - exit must go on
         report("exit", f"asynctrack: flush at exit failed: {type(exc).__name__}")
-    _EXIT_SPENT[0] = time.monotonic() - started
+    RUNTIME.exit_spent = time.monotonic() - started
 
 
 def _exit_final() -> None:
@@ -493,7 +492,7 @@ def _exit_final() -> None:
         return
     # One deadline for the whole exit: what the first step used is taken off.
     # Logs left when it is used up are spilled at once by the rescue in close().
-    timeout = max(0.0, pipeline.exit_timeout - _EXIT_SPENT[0])
+    timeout = max(0.0, pipeline.exit_timeout - RUNTIME.exit_spent)
     # A process id that differs means a fork without fork hooks (uWSGI): the close
     # below takes the pipeline over for this process, so its logs are written too.
     try:
@@ -506,9 +505,9 @@ atexit.register(_exit_final)
 
 
 def _register_exit_hook() -> None:
-    if _EXIT_HOOK[0]:
+    if RUNTIME.exit_hooked:
         return
-    _EXIT_HOOK[0] = True
+    RUNTIME.exit_hooked = True
     import concurrent.futures.thread  # noqa: F401  (registers its hook before ours)
 
     try:
