@@ -41,7 +41,7 @@ import orjson
 
 import asynctrack
 from asynctrack import FileSink, Log, Sink
-from asynctrack._config.options import OPTIONS
+from asynctrack._config.options import DEFAULTS
 from asynctrack._core.encode import encode_logs
 from asynctrack._core.runtime import RUNTIME
 from asynctrack.testing import capture
@@ -591,11 +591,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         rows += [[k, _mib(v), f"+{_mib(v - base)}"] for k, v in samples.items()]
         out.append(table(["logs produced", "RSS MiB", "vs before"], rows))
         out.append("")
-        held = 10_000 + OPTIONS["max_pending_batches"] * OPTIONS["batch_size"]
+        held = 10_000 + DEFAULTS["max_pending_batches"] * DEFAULTS["batch_size"]
         out.append(
             f"At most {held:,} logs are held in memory here: the intake's 10,000 plus the "
-            f"sink worker's {OPTIONS['max_pending_batches']} pending batches of "
-            f"{OPTIONS['batch_size']} (defaults); beyond that a slow sink's batches are "
+            f"sink worker's {DEFAULTS['max_pending_batches']} pending batches of "
+            f"{DEFAULTS['batch_size']} (defaults); beyond that a slow sink's batches are "
             f"spilled to disk and new logs dropped."
         )
         out.append("")

@@ -4,6 +4,7 @@ Tests of ``configure()``: validation, environment variables, reconfiguration at 
 
 from __future__ import annotations
 
+import inspect
 import math
 import re
 import threading
@@ -494,13 +495,13 @@ class TestDocumentation:
         variables = {option: var for var, option in ENV_VARS.items()}
         for option, columns in rows.items():
             var = variables.get(option)
-            assert columns[3].startswith(f"`{var}" if var else "—"), option
+            assert columns[4].startswith(f"`{var}" if var else "—"), option
         assert f"`{CONFIG_ENV}`" in text
 
     def test_every_option_is_in_the_docstring(self) -> None:
         """
         help(asynctrack.configure) describes every option.
         """
-        doc = asynctrack.configure.__doc__ or ""
+        doc = inspect.getdoc(asynctrack.configure) or ""
         for option in OPTIONS:
-            assert f"        {option}: " in doc
+            assert f"\n    {option}: " in doc

@@ -1,27 +1,99 @@
 """
-``configure()``'s typed keyword arguments match the option table.
+Each option is declared once: ``configure()``'s typed keyword arguments, validation,
+the environment variables, the file reader and the manual's reference table all come
+from the annotations of ``Options``.
 """
 
 from __future__ import annotations
 
 import inspect
 import typing
+from pathlib import Path
 
 import pytest
 
 import asynctrack
-from asynctrack._config.options import OPTIONS, Options
+from asynctrack._config import kinds
+from asynctrack._config.__main__ import main as reference_main
+from asynctrack._config.file import load
+from asynctrack._config.options import DEFAULTS, ENV_VARS, OPTIONS, Options, from_env, validate
+from asynctrack._config.reference import BEGIN, END, docstring, splice, table
+from tests.helpers import DOCS
+
+#: The static type each kind of option is annotated with (what mypy checks).
+STATIC_TYPES: dict[type[kinds.Option], str] = {
+    kinds.Int: "<class 'int'>",
+    kinds.Seconds: "<class 'float'>",
+    kinds.Flag: "<class 'bool'>",
+    kinds.Level: "int | str",
+}
+
+
+class TestDeclarations:
+    def test_every_key_of_options_is_declared_once(self) -> None:
+        """
+        Each key of the ``Options`` TypedDict that types ``configure(**options)`` carries
+        exactly one declaration, so mypy knows every option and no other, and the
+        option table is the TypedDict's keys, in order.
+        """
+        assert Options.__total__ is False
+        for name, annotation in Options.__annotations__.items():
+            declared = [m for m in typing.get_args(annotation)[1:] if isinstance(m, kinds.Option)]
+            assert len(declared) == 1, name
+        assert list(OPTIONS) == list(Options.__annotations__)
+        assert all(option.name == name for name, option in OPTIONS.items())
+
+    def test_kinds_match_the_static_types(self) -> None:
+        """
+        The static type of an option agrees with the kind that checks it at run time,
+        and a choice's accepted values are those of its ``Literal`` type.
+        """
+        for name, option in OPTIONS.items():
+            static = typing.get_args(Options.__annotations__[name])[0]
+            if type(option) in STATIC_TYPES:
+                assert str(static) == STATIC_TYPES[type(option)], name
+            if isinstance(option, kinds.Choice):
+                assert option.choices == typing.get_args(static)
+                assert option.choices  # a Choice is annotated with a Literal
+        assert OPTIONS["on_full"].expected == "'drop' or 'block'"
+
+    def test_defaults_are_valid_values(self) -> None:
+        """
+        Every declared default passes its own check, and ``validate({})`` returns them.
+        """
+        checked = validate({})
+        for name, option in OPTIONS.items():
+            assert option.check(DEFAULTS[name], name) == checked[name]
+
+    def test_environment_variables_follow_the_declarations(self) -> None:
+        """
+        An option has its ``ASYNCTRACK_<NAME>`` variable exactly when declared so.
+        """
+        assert sorted(ENV_VARS.values()) == sorted(n for n, o in OPTIONS.items() if o.env)
+        assert from_env({"ASYNCTRACK_REDACT": "x", "ASYNCTRACK_SINKS": "y"}).options == {}
+
+    def test_a_file_cannot_set_an_option_declared_code_only(
+        self, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    ) -> None:
+        """
+        An option declared ``file=False`` is refused by the file reader, naming the file
+        and the key; the reference table shows no file form for it.
+        """
+        from dataclasses import replace
+
+        monkeypatch.setitem(OPTIONS, "processors", replace(OPTIONS["processors"], file=False))
+        path = tmp_path / "track.toml"
+        path.write_text('[asynctrack]\nprocessors = ["os:getcwd"]\n', encoding="utf-8")
+        with pytest.raises(asynctrack.ConfigError) as info:
+            load(path)
+        assert str(info.value) == (
+            f"{path}: asynctrack.processors cannot be set in a configuration file, only in code"
+        )
+        (row,) = [r for r in table().splitlines() if r.startswith("| `processors`")]
+        assert row.split(" | ")[3] == "—"
 
 
 class TestTypedOptions:
-    def test_typed_options_are_the_option_table(self) -> None:
-        """
-        The ``Options`` TypedDict that types ``configure(**options)`` declares exactly
-        the options of the table, so mypy knows every option and no other.
-        """
-        assert set(Options.__annotations__) == set(OPTIONS)
-        assert Options.__total__ is False
-
     def test_entry_points_take_typed_options(self) -> None:
         """
         ``configure``, ``configure_from_file`` and ``tracking`` take ``**Options``.
@@ -39,3 +111,59 @@ class TestTypedOptions:
         options: dict[str, typing.Any] = {"levle": "INFO"}
         with pytest.raises(asynctrack.ConfigError, match="levle"):
             asynctrack.configure(**options)
+
+
+class TestReference:
+    def test_the_manual_shows_the_generated_table(self) -> None:
+        """
+        The reference table of docs/configuration.md, between its marker comments, is
+        the one generated from the declarations (``make reference`` rewrites it).
+        """
+        text = (DOCS / "configuration.md").read_text(encoding="utf-8")
+        assert BEGIN in text and END in text
+        assert splice(text, table()) == text, "stale table: run `make reference`"
+
+    def test_the_command_writes_and_checks_the_table(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """
+        ``python -m asynctrack._config`` prints the table; ``--write`` replaces what lies
+        between the markers (and only that); ``--check`` fails on a stale table.
+        """
+        page = tmp_path / "page.md"
+        page.write_text(f"# Title\n\n{BEGIN}\n| old |\n{END}\n\nAfter.\n", encoding="utf-8")
+        assert reference_main(["--check", str(page)]) == 1
+        assert "out of date" in capsys.readouterr().err
+        assert reference_main(["--write", str(page)]) == 0
+        assert page.read_text(encoding="utf-8") == (
+            f"# Title\n\n{BEGIN}\n\n{table()}\n{END}\n\nAfter.\n"
+        )
+        assert reference_main(["--check", str(page)]) == 0
+        assert reference_main([]) == 0
+        assert capsys.readouterr().out == table()
+        page.write_text("no markers\n", encoding="utf-8")
+        assert reference_main(["--write", str(page)]) == 2
+
+    def test_every_row_states_what_the_option_accepts(self) -> None:
+        """
+        Each row names the option, its default and what it accepts, in the words of the
+        error messages (the bounds included).
+        """
+        rows = {r.split(" | ")[0]: r.split(" | ") for r in table().splitlines()[2:]}
+        assert list(rows) == [f"| `{name}`" for name in OPTIONS]
+        assert rows["| `max_string`"][1:3] == ["`1000`", "an int >= 16"]
+        assert rows["| `flush_interval`"][2] == "a finite number of seconds >= 0.001"
+        assert rows["| `level`"][1] == "`DEFAULT`"
+        with pytest.raises(asynctrack.ConfigError, match="an int >= 16"):
+            validate({"max_string": 3})
+
+    def test_help_lists_every_option(self) -> None:
+        """
+        ``help(configure)`` describes each option, generated from its declaration.
+        """
+        doc = inspect.getdoc(asynctrack.configure) or ""
+        assert doc.endswith(docstring())
+        for name, option in OPTIONS.items():
+            assert f"\n    {name}: " in doc
+            if option.env_var:
+                assert option.env_var in doc

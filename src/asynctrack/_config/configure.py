@@ -6,11 +6,13 @@ levels and trackers, hooks, sinks and the dispatcher.
 
 Where a value comes from, highest priority first: a keyword argument of
 ``configure()`` / ``configure_from_file()``, then an ``ASYNCTRACK_*`` environment
-variable, then the configuration file, then the default in :data:`OPTIONS`.
+variable, then the configuration file, then the default declared in
+:mod:`asynctrack._config.options`.
 """
 
 from __future__ import annotations
 
+import inspect
 import os
 import threading
 from collections.abc import AsyncIterator, Callable
@@ -26,6 +28,7 @@ from asynctrack._config.options import (
     resolve,
     validate,
 )
+from asynctrack._config.reference import docstring
 from asynctrack._core import calltree, failure, params
 from asynctrack._core import tracker as _tracker
 from asynctrack._core.encode import has_nonfinite, jsonable
@@ -78,35 +81,10 @@ def configure(**options: Unpack[Options]) -> None:
     never a keyword argument given here.
 
     Args:
-        level: root threshold (``DEBUG``, ``INFO``, ``DEFAULT``, ``NONE``, a name or an
-            int); default ``DEFAULT``.
-        levels: thresholds per dotted tracker name, ``{"shop.db": "DEBUG"}``; default none.
-        sinks: list of :class:`Sink` instances; default ``[SQLSink()]`` (``track.db``).
-        max_queue: completed logs held in memory before ``on_full`` applies (100000).
-        batch_size: logs per batch handed to the sinks (512).
-        flush_interval: seconds between writes of a partial batch (0.5).
-        on_full: ``"drop"`` (count and drop) or ``"block"`` (wait up to
-            ``block_timeout``) when the queue is full; default ``"drop"``.
-        block_timeout: longest wait of a producer with ``on_full="block"`` (1.0 s).
-        spill_dir: directory of the spill files of failing sinks (``"."``).
-        fsync_spill: fsync spill files after each append (False).
-        exit_timeout: deadline of the flush at exit and of reconfiguration (5.0 s).
-        retry_attempts: retries of a failed write before spilling (3).
-        max_backoff: longest pause between retries (5.0 s).
-        write_timeout: longest ``Sink.write``/``open``/``close`` before it counts as
-            failed (30.0 s).
-        max_pending_batches: batches queued per sink before new ones spill (16).
-        max_calls_per_log: calls recorded per log; the rest are counted (10000).
-        max_traceback_frames: frames kept in the traceback of the innermost probed
-            call an exception passed through, innermost last; 0 records none (30).
-        redact: substrings marking sensitive names (case-insensitive); default
-            password, secret, token, api_key, authorization, cookie, session, ...
-        max_depth: nesting depth kept in recorded values (6).
-        max_items: items kept per container (100).
-        max_string: characters kept per string (1000).
-        tracker_class: a :class:`Tracker` subclass returned by ``get_tracker`` (None).
-        processors: callables applied in order to each completed log; returning
-            None drops it (none).
+        **options: the options of the reference table on the Configuration page of the
+            manual, each with its default, bounds, environment variable and file form;
+            ``help(configure)`` lists them too (both are generated from their
+            declarations).
 
     Raises:
         ConfigError: an unknown option or an invalid value (in an argument, an
@@ -121,6 +99,10 @@ def configure(**options: Unpack[Options]) -> None:
 
         file = discover()
     apply(resolve(options, file))
+
+
+# help(configure) lists every option, described from its declaration.
+configure.__doc__ = inspect.cleandoc(configure.__doc__ or "") + "\n\n" + docstring()
 
 
 def configure_from_file(path: str | os.PathLike[str], **overrides: Unpack[Options]) -> None:

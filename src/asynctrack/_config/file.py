@@ -19,8 +19,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from asynctrack._config.kinds import (
+    Functions,
+    Level,
+    LevelMap,
+    Option,
+    SinkList,
+    TrackerClass,
+    level_value,
+)
 from asynctrack._config.options import CONFIG_ENV, OPTIONS, Layer, suggest
-from asynctrack._core.levels import parse_level
 from asynctrack._exceptions import ConfigError, quote
 from asynctrack.sinks._base import Sink
 
@@ -117,32 +125,28 @@ def _convert(table: Any, file: str, prefix: str) -> Layer:
     layer = Layer()
     for key, value in table.items():
         where = f"{prefix}.{_key(key)}"
-        if key not in OPTIONS:
+        option = OPTIONS.get(key)
+        if option is None:
             raise ConfigError(
                 f"{file}: unknown key {where}{suggest(key, OPTIONS)}; "
                 f"accepted: {', '.join(sorted(OPTIONS))}"
             )
-        label = f"{file}: {where}"
-        layer.labels[key] = label
-        if key == "level":
-            value = _level(value, label)
-        elif key == "levels":
-            value = _levels(value, file, where)
-        elif key == "sinks":
-            value = _sinks(value, file, where)
-        elif key == "tracker_class":
-            value = _import(value, label, "a Tracker subclass")
-        elif key == "processors":
-            value = _processors(value, file, where)
-        layer.options[key] = value
+        if not option.file:
+            raise ConfigError(
+                f"{file}: {where} cannot be set in a configuration file, only in code"
+            )
+        layer.labels[key] = f"{file}: {where}"
+        convert = _FROM_TOML.get(type(option))
+        layer.options[key] = value if convert is None else convert(value, file, where)
     return layer
 
 
-def _level(value: Any, label: str) -> int:
-    try:
-        return parse_level(value, label)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(str(exc)) from None
+def _root_level(value: Any, file: str, where: str) -> int:
+    return level_value(value, f"{file}: {where}")
+
+
+def _tracker_class(value: Any, file: str, where: str) -> Any:
+    return _import(value, f"{file}: {where}", "a Tracker subclass")
 
 
 def _levels(value: Any, file: str, where: str) -> dict[str, int]:
@@ -151,7 +155,7 @@ def _levels(value: Any, file: str, where: str) -> dict[str, int]:
             f"{file}: {where} must be a table of tracker name to level "
             f'(e.g. [{where}] "shop.db" = "DEBUG"), got {quote(value)}'
         )
-    return {name: _level(lvl, f"{file}: {where}.{_key(name)}") for name, lvl in value.items()}
+    return {name: level_value(lvl, f"{file}: {where}.{_key(name)}") for name, lvl in value.items()}
 
 
 def _processors(value: Any, file: str, where: str) -> list[Callable[..., Any]]:
@@ -271,3 +275,15 @@ def _blame(where: str, kwargs: dict[str, Any], message: str) -> str:
     # A constructor's message usually names its argument: point at that key.
     hits = [k for k in kwargs if re.search(rf"\b{re.escape(k)}\b", message)]
     return f"{where}.{_key(hits[0])}" if len(hits) == 1 else where
+
+
+#: How a file's value of each kind of option becomes what ``configure`` takes: TOML
+#: tables become sinks, ``"module:Name"`` strings the objects they name. Kinds not
+#: listed are taken as TOML gives them and checked with the other sources.
+_FROM_TOML: dict[type[Option], Callable[[Any, str, str], Any]] = {
+    Level: _root_level,
+    LevelMap: _levels,
+    SinkList: _sinks,
+    TrackerClass: _tracker_class,
+    Functions: _processors,
+}

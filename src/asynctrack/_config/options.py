@@ -1,140 +1,221 @@
 """
-The options of ``configure``: their defaults, bounds and environment variables, and
-the validation and merging shared by ``configure()`` and the configuration file reader.
+The options of ``configure``, each declared once, and the validation and merging
+shared by ``configure()`` and the configuration file reader.
+
+Each key of :class:`Options` is annotated with its type (for type checkers) and its
+declaration (an :class:`~asynctrack._config.kinds.Option`: default, bounds, one-line
+doc, whether an environment variable or a file may set it). Everything else derives
+from these annotations: :data:`OPTIONS`, :data:`DEFAULTS`, :data:`ENV_VARS`,
+:func:`validate`, :func:`from_env`, the file reader and the reference table of the
+manual (``python -m asynctrack._config.reference``; see docs/configuration.md).
 
 Where a value comes from, highest priority first: a keyword argument of
 ``configure()`` / ``configure_from_file()``, then an ``ASYNCTRACK_*`` environment
-variable, then the configuration file, then the default in :data:`OPTIONS`.
+variable, then the configuration file, then the default.
 """
 
-from __future__ import annotations
+# No `from __future__ import annotations` in this module: the annotations of `Options`
+# hold the declarations and are read at import time, without evaluating strings.
 
-import inspect
-import math
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Literal, TypedDict
+from typing import Annotated, Any, Literal, TypedDict, get_args
 
+from asynctrack._config.kinds import (
+    Choice,
+    Directory,
+    Flag,
+    Functions,
+    Int,
+    Level,
+    LevelMap,
+    Names,
+    Option,
+    Seconds,
+    SinkList,
+    TrackerClass,
+)
 from asynctrack._core import tracker as _tracker
-from asynctrack._core.levels import DEFAULT, parse_level
+from asynctrack._core.levels import DEFAULT
 from asynctrack._core.records import Log
 from asynctrack._core.values import DEFAULT_REDACT
-from asynctrack._exceptions import ConfigError, quote
+from asynctrack._exceptions import ConfigError
 from asynctrack.sinks._base import Sink
 
 __all__ = [
     "CONFIG_ENV",
+    "DEFAULTS",
     "ENV_VARS",
+    "MIN_PERIOD",
     "OPTIONS",
     "Layer",
     "Options",
+    "from_env",
     "resolve",
     "suggest",
     "validate",
 ]
 
+#: The pipeline's own periods have a floor of a millisecond: a flush interval or a
+#: backoff of ~0 turns the idle dispatcher, or the retries of a sink that is down,
+#: into a busy loop that takes the host's CPU (and GIL) and hammers the database
+#: (#15: bounded configuration).
+MIN_PERIOD = 0.001
+
 
 class Options(TypedDict, total=False):
     """
-    The keyword arguments of ``configure()``, typed, so that a type checker rejects a
-    misspelt option (``configure(levle="INFO")``). Its keys are those of
-    :data:`OPTIONS` (a test checks it); what each accepts is checked at run time by
-    :func:`validate` too, for callers that are not type-checked.
+    The options of ``configure()``: the type of each for type checkers (so that
+    ``configure(levle="INFO")`` is an error), and its declaration for everything else.
     """
 
-    level: int | str
-    levels: Mapping[str, int | str]
-    sinks: Sequence[Sink] | None
-    max_queue: int
-    batch_size: int
-    flush_interval: float
-    on_full: Literal["drop", "block"]
-    block_timeout: float
-    spill_dir: str | os.PathLike[str]
-    fsync_spill: bool
-    exit_timeout: float
-    retry_attempts: int
-    max_backoff: float
-    write_timeout: float
-    max_pending_batches: int
-    max_calls_per_log: int
-    max_traceback_frames: int
-    redact: Iterable[str]
-    max_depth: int
-    max_items: int
-    max_string: int
-    tracker_class: type[_tracker.Tracker] | None
-    processors: Sequence[Callable[[Log], Log | None]]
+    level: Annotated[
+        int | str,
+        Level(
+            DEFAULT,
+            "root threshold: a call is tracked when its level is `>=` it",
+            example="INFO",
+            env_example="DEBUG",
+        ),
+    ]
+    levels: Annotated[
+        Mapping[str, int | str],
+        LevelMap(
+            {},
+            "thresholds per dotted tracker name (the variable adds to and overrides the "
+            "file's entries)",
+            file_example='`[asynctrack.levels]` `"shop.db" = "DEBUG"`',
+            env_example="shop.db=DEBUG,shop=INFO",
+        ),
+    ]
+    sinks: Annotated[
+        Sequence[Sink] | None,
+        SinkList(
+            None,
+            "where logs are written",
+            env=False,
+            shown_default="`[SQLSink()]` (SQLite `track.db`)",
+            file_example="`[[asynctrack.sinks]]` tables",
+        ),
+    ]
+    max_queue: Annotated[
+        int, Int(100_000, "completed logs held in memory before `on_full` applies", minimum=1)
+    ]
+    batch_size: Annotated[int, Int(512, "logs per batch handed to the sinks", minimum=1)]
+    flush_interval: Annotated[
+        float, Seconds(0.5, "seconds before a partial batch is written", minimum=MIN_PERIOD)
+    ]
+    on_full: Annotated[
+        Literal["drop", "block"],
+        Choice(
+            "drop",
+            'queue full: `"drop"` (counted in `stats().dropped`) or `"block"` the producer',
+            example="block",
+        ),
+    ]
+    block_timeout: Annotated[
+        float,
+        Seconds(1.0, 'longest wait of a producer with `on_full = "block"`, then drop'),
+    ]
+    spill_dir: Annotated[
+        str | os.PathLike[str],
+        Directory(".", "directory of the spill files of failing sinks", example="/var/spool/app"),
+    ]
+    fsync_spill: Annotated[
+        bool, Flag(False, "fsync spill files after each append", example=True, env_example="1")
+    ]
+    exit_timeout: Annotated[
+        float,
+        Seconds(5.0, "deadline of the flush at exit, of `shutdown()` and of a reconfiguration"),
+    ]
+    retry_attempts: Annotated[
+        int, Int(3, "retries of a failed write before the batch is spilled", minimum=0)
+    ]
+    max_backoff: Annotated[
+        float, Seconds(5.0, "longest pause between retries, in seconds", minimum=MIN_PERIOD)
+    ]
+    write_timeout: Annotated[
+        float,
+        Seconds(
+            30.0,
+            "a sink's `open`/`write`/`close` taking longer has failed",
+            minimum=MIN_PERIOD,
+        ),
+    ]
+    max_pending_batches: Annotated[
+        int, Int(16, "batches queued per sink before new ones go to its spill file", minimum=1)
+    ]
+    max_calls_per_log: Annotated[
+        int,
+        Int(10_000, "calls recorded per log; the rest are counted in `dropped_calls`", minimum=1),
+    ]
+    max_traceback_frames: Annotated[
+        int,
+        Int(
+            30,
+            "frames kept in the traceback of the innermost probed call an exception "
+            "passed through; `0` records none",
+            minimum=0,
+        ),
+    ]
+    redact: Annotated[
+        Iterable[str],
+        Names(
+            DEFAULT_REDACT,
+            "substrings marking a name as sensitive, compared without case and without "
+            "the separators `_`, `-`, `.` and spaces (`private_key` marks `privateKey`); "
+            "replaces the list: repeat the defaults you keep",
+            env=False,
+            example=["password", "ssn"],
+        ),
+    ]
+    max_depth: Annotated[int, Int(6, "nesting depth kept in recorded values", minimum=1)]
+    max_items: Annotated[int, Int(100, "items kept per list or dict", minimum=1)]
+    max_string: Annotated[int, Int(1000, "characters kept per string", minimum=16)]
+    tracker_class: Annotated[
+        type[_tracker.Tracker] | None,
+        TrackerClass(
+            None,
+            "class of the trackers `get_tracker` returns (see [Customising](#customising))",
+            env=False,
+            shown_default="`Tracker`",
+            example="myapp.tracking:AppTracker",
+        ),
+    ]
+    processors: Annotated[
+        Sequence[Callable[[Log], Log | None]],
+        Functions(
+            (),
+            "functions applied in order to each completed log; returning None drops it",
+            env=False,
+            example=["myapp.tracking:drop_health_checks"],
+        ),
+    ]
 
 
-#: Every option of ``configure`` with its default.
-OPTIONS: dict[str, Any] = {
-    "level": DEFAULT,
-    "levels": {},
-    "sinks": None,
-    "max_queue": 100_000,
-    "batch_size": 512,
-    "flush_interval": 0.5,
-    "on_full": "drop",
-    "block_timeout": 1.0,
-    "spill_dir": ".",
-    "fsync_spill": False,
-    "exit_timeout": 5.0,
-    "retry_attempts": 3,
-    "max_backoff": 5.0,
-    "write_timeout": 30.0,
-    "max_pending_batches": 16,
-    "max_calls_per_log": 10_000,
-    "max_traceback_frames": 30,
-    "redact": DEFAULT_REDACT,
-    "max_depth": 6,
-    "max_items": 100,
-    "max_string": 1000,
-    "tracker_class": None,
-    "processors": (),
+def _declarations() -> dict[str, Option]:
+    options: dict[str, Option] = {}
+    for name, annotation in Options.__annotations__.items():
+        type_, *declared = get_args(annotation)
+        (option,) = (d for d in declared if isinstance(d, Option))
+        options[name] = option.bind(name, type_)
+    return options
+
+
+#: Every option of ``configure``, by name, in the order of the reference table.
+OPTIONS: dict[str, Option] = _declarations()
+
+#: The default of each option.
+DEFAULTS: dict[str, Any] = {name: option.default for name, option in OPTIONS.items()}
+
+#: Environment variables overriding single options: ``ASYNCTRACK_<OPTION>``.
+ENV_VARS: dict[str, str] = {
+    option.env_var: name for name, option in OPTIONS.items() if option.env_var is not None
 }
 
 #: The environment variable naming the configuration file read by ``configure()``.
 CONFIG_ENV = "ASYNCTRACK_CONFIG"
-
-# Options that only code (or a file) can set: objects to build or import, and the
-# redaction list, which an environment variable must not be able to shorten silently.
-_NOT_FROM_ENV = frozenset({"sinks", "tracker_class", "processors", "redact"})
-
-#: Environment variables overriding single options: ``ASYNCTRACK_<OPTION>``.
-ENV_VARS: dict[str, str] = {
-    f"ASYNCTRACK_{key.upper()}": key for key in OPTIONS if key not in _NOT_FROM_ENV
-}
-
-_INTS = {
-    "max_queue": 1,
-    "batch_size": 1,
-    "retry_attempts": 0,
-    "max_pending_batches": 1,
-    "max_calls_per_log": 1,
-    "max_traceback_frames": 0,
-    "max_depth": 1,
-    "max_items": 1,
-    "max_string": 16,
-}
-# option -> (minimum, whether the minimum itself is excluded). The pipeline's own
-# periods have a floor of a millisecond: a flush interval or a backoff of ~0 turns the
-# idle dispatcher, or the retries of a sink that is down, into a busy loop that takes
-# the host's CPU (and GIL) and hammers the database (#15: bounded configuration).
-MIN_PERIOD = 0.001
-_FLOATS = {
-    "flush_interval": (MIN_PERIOD, False),
-    "block_timeout": (0.0, False),
-    "exit_timeout": (0.0, False),
-    "max_backoff": (MIN_PERIOD, False),
-    "write_timeout": (MIN_PERIOD, False),
-}
-#: Ints and seconds above this are refused (a float cannot hold a huge int at all).
-_MAX_INT = 2**63 - 1
-_TRUE = frozenset({"1", "true", "yes", "on"})
-_FALSE = frozenset({"0", "false", "no", "off"})
 
 
 @dataclass
@@ -160,43 +241,6 @@ def suggest(word: str, choices: Iterable[str]) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
-class _Checker:
-    def __init__(self, labels: Mapping[str, str]) -> None:
-        self.labels = labels
-
-    def label(self, key: str) -> str:
-        return self.labels.get(key) or f"configure(): {key}"
-
-    def fail(self, key: str, expected: str, value: Any) -> ConfigError:
-        return ConfigError(f"{self.label(key)} must be {expected}, got {quote(value)}")
-
-    def integer(self, key: str, value: Any, minimum: int) -> int:
-        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-            raise self.fail(key, f"an int >= {minimum}", value)
-        if value > _MAX_INT:
-            raise self.fail(key, f"an int >= {minimum} and < 2**63", value)
-        return value
-
-    def number(self, key: str, value: Any, minimum: float, strict: bool) -> float:
-        expected = f"a finite number of seconds {'>' if strict else '>='} {minimum:g}"
-        if (
-            isinstance(value, bool)
-            or not isinstance(value, (int, float))
-            or not -_MAX_INT <= value <= _MAX_INT  # an int too large for a float
-            or not math.isfinite(value)
-            or value < minimum
-            or (strict and value == minimum)
-        ):
-            raise self.fail(key, expected, value)
-        return float(value)
-
-    def level(self, key: str, value: Any, label: str | None = None) -> int:
-        try:
-            return parse_level(value, label or self.label(key))
-        except (TypeError, ValueError) as exc:
-            raise ConfigError(str(exc)) from None
-
-
 def validate(options: Mapping[str, Any], labels: Mapping[str, str] | None = None) -> dict[str, Any]:
     """
     Check options and return them completed with defaults.
@@ -214,7 +258,6 @@ def validate(options: Mapping[str, Any], labels: Mapping[str, str] | None = None
         ConfigError: an unknown option or a bad value, naming the option and what it
             accepts.
     """
-    check = _Checker(labels or {})
     unknown = sorted(set(options) - set(OPTIONS))
     if unknown:
         hint = suggest(unknown[0], OPTIONS) if len(unknown) == 1 else ""
@@ -222,93 +265,14 @@ def validate(options: Mapping[str, Any], labels: Mapping[str, str] | None = None
             f"configure(): unknown option(s) {', '.join(unknown)}{hint}; "
             f"accepted: {', '.join(sorted(OPTIONS))}"
         )
-    o = {**OPTIONS, **options}
-    o["level"] = check.level("level", o["level"])
-    levels = o["levels"]
-    if not isinstance(levels, Mapping):
-        raise check.fail("levels", "a mapping of tracker name to level", levels)
-    checked: dict[str, int] = {}
-    for name, lvl in levels.items():
-        if not isinstance(name, str):
-            raise check.fail("levels", "a mapping with str keys (tracker names)", levels)
-        checked[name] = check.level("levels", lvl, f"{check.label('levels')}[{quote(name)}]")
-    o["levels"] = checked
-    for key, minimum in _INTS.items():
-        o[key] = check.integer(key, o[key], minimum)
-    for key, (low, strict) in _FLOATS.items():
-        o[key] = check.number(key, o[key], low, strict)
-    if o["on_full"] not in ("drop", "block"):
-        raise check.fail("on_full", "'drop' or 'block'", o["on_full"])
-    if not isinstance(o["fsync_spill"], bool):
-        raise check.fail("fsync_spill", "a bool", o["fsync_spill"])
-    spill_dir = o["spill_dir"]
-    if (
-        not isinstance(spill_dir, (str, os.PathLike))
-        or not os.fspath(spill_dir)
-        or "\0" in str(os.fspath(spill_dir))
-    ):
-        raise check.fail("spill_dir", "a directory path (str or Path)", spill_dir)
-    o["spill_dir"] = Path(os.fspath(spill_dir))
-    redact = o["redact"]
-    if isinstance(redact, (str, bytes)) or not isinstance(redact, Iterable):
-        raise check.fail("redact", "a list of str", redact)
-    redact = tuple(redact)
-    if not all(isinstance(r, str) and r for r in redact):
-        raise check.fail("redact", "a list of non-empty str", redact)
-    o["redact"] = tuple(r.lower() for r in redact)
-    o["tracker_class"] = _check_tracker_class(check, o["tracker_class"])
-    processors = o["processors"]
-    if isinstance(processors, (str, bytes)) or not isinstance(processors, Iterable):
-        raise check.fail("processors", "a list of callables taking and returning a Log", processors)
-    processors = tuple(processors)
-    for p in processors:
-        if not callable(p):
-            raise check.fail("processors", "a list of callables taking and returning a Log", p)
-    o["processors"] = processors
-    o["sinks"] = _check_sinks(check, o["sinks"])
-    return o
-
-
-def _check_tracker_class(check: _Checker, cls: Any) -> type[_tracker.Tracker] | None:
-    if cls is None:
-        return None
-    if not (isinstance(cls, type) and issubclass(cls, _tracker.Tracker)):
-        raise check.fail("tracker_class", "a subclass of asynctrack.Tracker", cls)
-    try:
-        inspect.signature(cls).bind("name")
-    except TypeError as exc:
-        raise check.fail(
-            "tracker_class", "a Tracker subclass whose constructor takes (name)", cls
-        ) from exc
-    except ValueError:  # pragma: no cover - a signature inspect cannot read: trust it
-        pass
-    return cls
-
-
-def _check_sinks(check: _Checker, sinks: Any) -> list[Sink] | None:
-    if sinks is None:
-        return None
-    if isinstance(sinks, (Sink, str, bytes)) or not isinstance(sinks, Iterable):
-        raise check.fail("sinks", "a list of asynctrack.Sink instances", sinks)
-    checked: list[Sink] = list(sinks)
-    names: dict[str, int] = {}
-    label = check.label("sinks")
-    for i, sink in enumerate(checked):
-        if not isinstance(sink, Sink):
-            raise ConfigError(
-                f"{label}[{i}] must be an asynctrack.Sink instance, got {type(sink).__name__}"
-            )
-        try:
-            name = str(sink.name)
-        except Exception as exc:
-            raise ConfigError(f"{label}[{i}]: {type(sink).__name__}.name raised {exc!r}") from None
-        if name in names:
-            raise ConfigError(
-                f"{label}[{i}]: sinks[{names[name]}] and sinks[{i}] are both named {name!r}; "
-                "sink names must differ (they name spill files and counters)"
-            )
-        names[name] = i
-    return checked
+    labels = labels or {}
+    return {
+        name: option.check(
+            options[name] if name in options else option.default,
+            labels.get(name) or f"configure(): {name}",
+        )
+        for name, option in OPTIONS.items()
+    }
 
 
 # -- the environment --------------------------------------------------------------------------
@@ -327,63 +291,14 @@ def from_env(environ: Mapping[str, str] | None = None) -> Layer:
     """
     env = os.environ if environ is None else environ
     layer = Layer()
-    for var, key in ENV_VARS.items():
+    for var, name in ENV_VARS.items():
         raw = env.get(var, "").strip()
         if not raw:
             continue
         label = f"environment variable {var}"
-        layer.labels[key] = label
-        layer.options[key] = _parse_env(key, raw, label)
+        layer.labels[name] = label
+        layer.options[name] = OPTIONS[name].parse_env(raw, label)
     return layer
-
-
-def _parse_env(key: str, raw: str, label: str) -> Any:
-    default = OPTIONS[key]
-    if key == "level":
-        return int(raw) if raw.isdigit() else raw
-    if key == "levels":
-        return _parse_levels(raw, label)
-    try:
-        if isinstance(default, bool):
-            low = raw.lower()
-            if low in _TRUE | _FALSE:
-                return low in _TRUE
-            raise ValueError
-        if key in _INTS:
-            return int(raw)
-        if key in _FLOATS:
-            return float(raw)
-    except ValueError:
-        if isinstance(default, bool):
-            kind = "a boolean (1, 0, true, false, yes, no, on, off)"
-        elif key in _INTS:
-            kind = "an int"
-        else:
-            kind = "a number of seconds"
-        raise ConfigError(f"{label} must be {kind}, got {quote(raw)}") from None
-    return raw
-
-
-def _parse_levels(raw: str, label: str) -> dict[str, int]:
-    out: dict[str, int] = {}
-    for part in raw.split(","):
-        part = part.strip()
-        if not part:
-            continue
-        name, sep, level = part.partition("=")
-        if not sep or not name.strip() or not level.strip():
-            raise ConfigError(
-                f"{label} must be name=LEVEL pairs separated by commas "
-                f"(e.g. 'shop.db=DEBUG,shop=INFO'), got {quote(raw)}"
-            )
-        level = level.strip()
-        try:
-            out[name.strip()] = parse_level(
-                int(level) if level.isdigit() else level, f"{label} ({quote(name.strip())})"
-            )
-        except (TypeError, ValueError) as exc:
-            raise ConfigError(str(exc)) from None
-    return out
 
 
 def resolve(
@@ -394,8 +309,8 @@ def resolve(
     """
     Merge the sources (keyword arguments > environment > file > defaults) and validate.
 
-    ``ASYNCTRACK_LEVELS`` adds to (and overrides entries of) the file's ``levels``; a
-    ``levels`` keyword argument replaces both.
+    A mapping option from the environment (``ASYNCTRACK_LEVELS``) adds to (and
+    overrides entries of) the file's; a keyword argument replaces both.
 
     Raises:
         ConfigError: as :func:`validate` and :func:`from_env`.
@@ -406,14 +321,14 @@ def resolve(
         merged.update(file.options)
         labels.update(file.labels)
     env = from_env(environ)
-    for key, value in env.options.items():
-        if key in kwargs:
+    for name, value in env.options.items():
+        if name in kwargs:
             continue
-        if key == "levels" and isinstance(merged.get("levels"), Mapping):
-            value = {**merged["levels"], **value}
-        merged[key] = value
-        labels[key] = env.labels[key]
-    for key, value in kwargs.items():
-        merged[key] = value
-        labels.pop(key, None)
+        if isinstance(OPTIONS[name], LevelMap) and isinstance(merged.get(name), Mapping):
+            value = {**merged[name], **value}
+        merged[name] = value
+        labels[name] = env.labels[name]
+    for name, value in kwargs.items():
+        merged[name] = value
+        labels.pop(name, None)
     return validate(merged, labels)
