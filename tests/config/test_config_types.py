@@ -18,7 +18,18 @@ from asynctrack._config.__main__ import main as reference_main
 from asynctrack._config.file import load
 from asynctrack._config.options import DEFAULTS, ENV_VARS, OPTIONS, Options, from_env, validate
 from asynctrack._config.reference import BEGIN, END, docstring, splice, table
+from asynctrack._core.layout import REC
+from asynctrack._core.runtime import Runtime
+from asynctrack._core.values import Limits
+from asynctrack._delivery.worker import WorkerOptions
 from tests.helpers import DOCS
+
+
+def _after_reset(runtime: Runtime) -> Runtime:
+    runtime.max_slots = runtime.max_frames = runtime.root_level = -1
+    runtime.reset()
+    return runtime
+
 
 #: The static type each kind of option is annotated with (what mypy checks).
 STATIC_TYPES: dict[type[kinds.Option], str] = {
@@ -64,6 +75,32 @@ class TestDeclarations:
         checked = validate({})
         for name, option in OPTIONS.items():
             assert option.check(DEFAULTS[name], name) == checked[name]
+
+    def test_the_unconfigured_state_is_the_declared_defaults(self) -> None:
+        """
+        The layers below the configuration keep their own state for a process that has
+        not called ``configure()`` (they cannot import the declarations): it equals the
+        declared defaults, so ``configure()`` with no option changes none of it.
+        """
+        limits = Limits()
+        worker = WorkerOptions()
+        for runtime in (Runtime(), _after_reset(Runtime())):
+            assert runtime.max_slots == DEFAULTS["max_calls_per_log"] * REC
+            assert runtime.max_frames == DEFAULTS["max_traceback_frames"]
+            assert runtime.root_level == DEFAULTS["level"]
+        assert (limits.max_depth, limits.max_items, limits.max_string, limits.redact) == (
+            DEFAULTS["max_depth"],
+            DEFAULTS["max_items"],
+            DEFAULTS["max_string"],
+            DEFAULTS["redact"],
+        )
+        for name in ("retry_attempts", "max_backoff", "write_timeout", "max_pending_batches"):
+            assert getattr(worker, name) == DEFAULTS[name], name
+        assert worker.replay_batch == DEFAULTS["batch_size"]
+        assert (worker.spill_dir, worker.fsync_spill) == (
+            Path(DEFAULTS["spill_dir"]),
+            DEFAULTS["fsync_spill"],
+        )
 
     def test_environment_variables_follow_the_declarations(self) -> None:
         """

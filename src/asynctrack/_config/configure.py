@@ -19,15 +19,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
-from asynctrack._config.options import (
-    CONFIG_ENV,
-    ENV_VARS,
-    OPTIONS,
-    Layer,
-    Options,
-    resolve,
-    validate,
-)
+from asynctrack._config.options import Layer, Options, resolve
 from asynctrack._config.reference import docstring
 from asynctrack._core import calltree, failure, params
 from asynctrack._core import tracker as _tracker
@@ -45,15 +37,9 @@ if TYPE_CHECKING:
     from typing_extensions import Unpack  # typing.Unpack from Python 3.12
 
 __all__ = [
-    "CONFIG_ENV",
-    "ENV_VARS",
-    "OPTIONS",
-    "Layer",
     "configure",
     "configure_from_file",
-    "resolve",
     "tracking",
-    "validate",
 ]
 
 _LOCK = threading.RLock()
