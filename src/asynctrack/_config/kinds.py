@@ -14,7 +14,6 @@ import math
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from enum import Enum
 from pathlib import Path
 from typing import Any, get_args
 
@@ -58,7 +57,7 @@ class Option:
     """
     One option of ``configure``, declared once.
 
-    Args:
+    Attributes:
         default: the value when no source sets it.
         doc: one line for the manual's reference table and ``help(configure)``.
         env: whether ``ASYNCTRACK_<NAME>`` may set it.
@@ -70,6 +69,7 @@ class Option:
         file_example: the file column of the reference table, where ``name = value``
             does not fit (tables).
         env_example: a value shown after the variable in the reference table.
+        name: the option's name, set from the key it annotates (see :meth:`bind`).
     """
 
     default: Any
@@ -80,7 +80,6 @@ class Option:
     shown_default: str = field(default="", kw_only=True)
     file_example: str = field(default="", kw_only=True)
     env_example: str = field(default="", kw_only=True)
-    #: Set from the annotation that declares the option (see :meth:`bind`).
     name: str = field(default="", kw_only=True)
 
     @property
@@ -114,27 +113,6 @@ class Option:
         The environment variable that sets this option, or None.
         """
         return f"ASYNCTRACK_{self.name.upper()}" if self.env else None
-
-
-def _number_text(value: float) -> str:
-    return f"{value:_}" if isinstance(value, int) and value >= 10_000 else repr(value)
-
-
-def toml(value: Any) -> str:
-    """
-    Write a plain value as TOML, the way the reference table shows it.
-    """
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, Enum):
-        return str(value.name)
-    if isinstance(value, (int, float)):
-        return _number_text(value)
-    if isinstance(value, str):
-        return f'"{value}"'
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(toml(v) for v in value) + "]"
-    return str(value)
 
 
 # -- scalars -----------------------------------------------------------------------------------

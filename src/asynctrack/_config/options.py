@@ -20,6 +20,7 @@ variable, then the configuration file, then the default.
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Annotated, Any, Literal, TypedDict, get_args
 
 from asynctrack._config.kinds import (
@@ -82,7 +83,7 @@ class Options(TypedDict, total=False):
     levels: Annotated[
         Mapping[str, int | str],
         LevelMap(
-            {},
+            MappingProxyType({}),
             "thresholds per dotted tracker name (the variable adds to and overrides the "
             "file's entries)",
             file_example='`[asynctrack.levels]` `"shop.db" = "DEBUG"`',

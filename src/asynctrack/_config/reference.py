@@ -17,8 +17,9 @@ import re
 import textwrap
 from collections.abc import Mapping, Sequence
 from enum import Enum
+from typing import Any
 
-from asynctrack._config.kinds import Option, toml
+from asynctrack._config.kinds import Option
 from asynctrack._config.options import CONFIG_ENV, OPTIONS
 
 __all__ = ["BEGIN", "END", "docstring", "splice", "table"]
@@ -32,6 +33,27 @@ _HEADER = (
     "|---|---|---|---|---|---|",
 )
 _LINK = re.compile(r"\[([^\]]+)\]\([^)]*\)")
+
+
+def _number_text(value: float) -> str:
+    return f"{value:_}" if isinstance(value, int) and value >= 10_000 else repr(value)
+
+
+def toml(value: Any) -> str:
+    """
+    Write a plain value as TOML, the way the reference table shows it.
+    """
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, Enum):
+        return str(value.name)
+    if isinstance(value, (int, float)):
+        return _number_text(value)
+    if isinstance(value, str):
+        return f'"{value}"'
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(toml(v) for v in value) + "]"
+    return str(value)
 
 
 def shown_default(option: Option) -> str:
