@@ -24,6 +24,9 @@ def misspelt() -> None:
 def wrong_type() -> None:
     asynctrack.configure(max_queue="10")  # type: ignore[arg-type]
     asynctrack.configure(on_full="wait")  # type: ignore[arg-type]
+    asynctrack.configure(fsync_spill="yes")  # type: ignore[arg-type]
+    asynctrack.configure(sinks=asynctrack.MemorySink())  # type: ignore[arg-type]
+    asynctrack.configure_from_file("track.toml", flush_interval="1s")  # type: ignore[arg-type]
 
 
 async def lifespan() -> None:
