@@ -38,6 +38,11 @@ GROUPS: tuple[tuple[str, str, str], ...] = (
     ("report", "bench_report", "HTML report next to stats"),
     ("asgi", "bench_asgi", "ASGI app, tracking off vs on"),
     (
+        "encode-instructions",
+        "bench_encode_instructions",
+        "instructions per log to encode and write it with a FileSink (callgrind)",
+    ),
+    (
         "asgi-instructions",
         "bench_asgi_instructions",
         "instructions per web request, tracking off vs on, by part (callgrind)",

@@ -200,6 +200,32 @@ class TestInstructions:
         assert "Smoke run" in out
 
 
+class TestEncodeInstructions:
+    def test_per_log_cancels_making_the_logs(self) -> None:
+        """
+        For counts linear in N, per_log returns exactly what the variant adds per log.
+        """
+        from benchmarks.bench_encode_instructions import per_log
+
+        def total(variant: str, n: int) -> int:
+            return (
+                9_000_000
+                + n * 170_000
+                + {"build": 0, "encode": 500_000 + n * 30_000}.get(variant, 0)
+            )
+
+        res = {(v, n): total(v, n) for v in ("build", "encode") for n in (1024, 5120)}
+        assert per_log(res, "encode", 1024, 5120) == 30_000
+
+    @pytest.mark.slow
+    def test_smoke_runs_each_variant(self) -> None:
+        """
+        bench_encode_instructions --smoke runs the build, encode and file variants once.
+        """
+        out = _run("-m", "benchmarks.bench_encode_instructions", "--smoke")
+        assert "Smoke run" in out
+
+
 MEASURE_SCRIPT = """
 import json, sys
 from benchmarks._timing import Variant, measure, parse_args, ratio
