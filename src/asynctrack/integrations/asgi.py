@@ -25,6 +25,7 @@ from urllib.parse import parse_qsl
 
 import asynctrack
 from asynctrack import DEFAULT, NONE, Tracker
+from asynctrack.integrations._exchange import Exchange
 from asynctrack.integrations._unmatched import near_secrets
 from asynctrack.integrations._web import WebMiddleware
 
@@ -171,68 +172,33 @@ class TrackMiddleware(WebMiddleware):
             level=self.level,
             params={"query": _query(query)} if query else None,
         )
-        with call:
+        # Not a ``with`` block, and one Exchange rather than two closures: a request
+        # holds these objects at every await, and each one held by each concurrent
+        # request brings the next gen0 collection nearer (see docs/performance.md,
+        # "The garbage collector").
+        call.__enter__()
+        try:
             if not call.tracked:
                 await self.app(scope, receive, send)
-                return
-            self._start_info(call, scope, method)
-            root_path: str = scope.get("root_path", "")
-            status: int | None = None
-            ended = False
-            disconnected = False
-            named = False
-            recorded: int | None = None  # the status already in the info
-
-            async def send_observed(message: Message) -> None:
-                nonlocal status, ended, disconnected, named, recorded
-                kind = message["type"]
-                if kind == "http.response.start":
-                    status = message.get("status")
-                    if not named:
-                        # The usual case: routed by now, so the path and the status
-                        # go into the info together (one copy of the info dict).
-                        named = self._name(
-                            call, scope, method, root_path, final=False, status=status
-                        )
-                        if named:
-                            recorded = status
-                elif not named:
-                    named = self._name(call, scope, method, root_path, final=False)
-                if (
-                    kind == "http.response.body" and not message.get("more_body", False)
-                ) or kind == "http.response.pathsend":
-                    ended = True
+            else:
+                self._start_info(call, scope, method)
+                ex = Exchange(self, call, scope, method, send, receive)
                 try:
-                    await send(message)
-                except OSError:
-                    # Servers implementing ASGI spec 2.4 (uvicorn) raise an OSError
-                    # from send once the client is gone.
-                    disconnected = True
+                    await self.app(scope, ex.receive, ex)
+                except Exception:
+                    if ex.status is None:
+                        ex.status = 500  # what the server (or ServerErrorMiddleware) sends
                     raise
-
-            async def receive_observed() -> Message:
-                nonlocal disconnected, named
-                if not named:
-                    named = self._name(call, scope, method, root_path, final=False)
-                message = await receive()
-                # Servers answer http.disconnect to reads after the response ended;
-                # only a disconnect before the end is the client going away.
-                if message["type"] == "http.disconnect" and not ended:
-                    disconnected = True
-                return message
-
-            try:
-                await self.app(scope, receive_observed, send_observed)
-            except Exception:
-                if status is None:
-                    status = 500  # what the server (or ServerErrorMiddleware) will send
-                raise
-            finally:
-                if not named:
-                    self._name(call, scope, method, root_path, final=True)
-                self._finish(call, scope, None if status == recorded else status)
-                if disconnected:
-                    self._data(call, "disconnected", True)
+                finally:
+                    if not ex.named:
+                        self._name(call, scope, method, ex.root_path, final=True)
+                    self._finish(call, scope, None if ex.status == ex.recorded else ex.status)
+                    if ex.disconnected:
+                        self._data(call, "disconnected", True)
+        except BaseException as exc:
+            call.__exit__(type(exc), exc, exc.__traceback__)
+            raise
+        call.__exit__(None, None, None)
 
     async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
         if self._excluded(_app_path(scope, scope.get("root_path", ""))):

@@ -1,0 +1,105 @@
+"""
+The observed ``send`` and ``receive`` of one HTTP request of ``TrackMiddleware``.
+
+One object per request rather than two closures over a dozen cells: a request holds
+it at every ``await``, and each object held by each concurrent request brings the next
+gen0 collection nearer (see docs/performance.md, "The garbage collector").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+__all__ = ["Exchange"]
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+
+class Exchange:
+    """
+    One HTTP request's ``send`` (the object itself) and ``receive``, observed.
+
+    ``mw`` is the ``TrackMiddleware`` (its ``_name`` names the root call once the
+    request is routed), ``call`` the request's ``CallScope``.
+    """
+
+    __slots__ = (
+        "_call",
+        "_method",
+        "_mw",
+        "_receive",
+        "_scope",
+        "_send",
+        "disconnected",
+        "ended",
+        "named",
+        "recorded",
+        "root_path",
+        "status",
+    )
+
+    def __init__(
+        self,
+        mw: Any,
+        call: Any,
+        scope: Scope,
+        method: str,
+        send: Send,
+        receive: Receive,
+    ) -> None:
+        self._mw, self._call, self._scope, self._method = mw, call, scope, method
+        self._send, self._receive = send, receive
+        self.root_path: str = scope.get("root_path", "")
+        self.status: int | None = None
+        self.recorded: int | None = None  # the status already in the info
+        self.ended = self.disconnected = self.named = False
+
+    async def __call__(self, message: Message) -> None:
+        kind = message["type"]
+        if kind == "http.response.start":
+            self.status = message.get("status")
+            if not self.named:
+                # The usual case: routed by now, so the path and the status go into
+                # the info together (one copy of the info dict).
+                self.named = self._mw._name(
+                    self._call,
+                    self._scope,
+                    self._method,
+                    self.root_path,
+                    final=False,
+                    status=self.status,
+                )
+                if self.named:
+                    self.recorded = self.status
+        elif not self.named:
+            self._rename()
+        if (
+            kind == "http.response.body" and not message.get("more_body", False)
+        ) or kind == "http.response.pathsend":
+            self.ended = True
+        try:
+            await self._send(message)
+        except OSError:
+            # Servers implementing ASGI spec 2.4 (uvicorn) raise an OSError from send
+            # once the client is gone.
+            self.disconnected = True
+            raise
+
+    async def receive(self) -> Message:
+        if not self.named:
+            self._rename()
+        message = await self._receive()
+        # Servers answer http.disconnect to reads after the response ended; only a
+        # disconnect before the end is the client going away.
+        if message["type"] == "http.disconnect" and not self.ended:
+            self.disconnected = True
+        return message
+
+    def _rename(self) -> None:
+        self.named = self._mw._name(
+            self._call, self._scope, self._method, self.root_path, final=False
+        )
