@@ -100,6 +100,29 @@ class TestGroupsSmoke:
             assert NUMBER.match(cell.split(" / ")[0]), cell
         assert "Gen0 collections per 10k requests at K = 8" in out
 
+    def test_asgi_prints_both_loads_and_the_targets(self) -> None:
+        """
+        bench_asgi --smoke loads both servers at 8 and 32 connections and prints, per
+        load and mode, the figures with the longest pauses, then the #20 targets.
+        """
+        out = _run("-m", "benchmarks.bench_asgi", "--smoke")
+        rows = [
+            [c.strip() for c in line.strip().strip("|").split("|")]
+            for line in out.splitlines()
+            if line.startswith(("| 8 ", "| 32 "))
+        ]
+        assert [(r[0], r[1]) for r in rows] == [
+            ("8", "off"),
+            ("8", "on"),
+            ("32", "off"),
+            ("32", "on"),
+        ]
+        for r in rows:
+            assert all(NUMBER.match(c) for c in (r[2], r[3], r[5], r[8])), r
+        assert all(NUMBER.match(r[9]) for r in rows if r[1] == "on")
+        assert "| p99 latency" in out and "<= 1.5×" in out and "<= 1.3×" in out
+        assert re.search(r"Logs written by the \*on\* server: ([\d,]+) for \1 requests", out)
+
     def test_runner_runs_a_chosen_group(self) -> None:
         """
         python -m benchmarks --smoke --only calls prints the machine table and that group.

@@ -31,8 +31,13 @@ class Stats(NamedTuple):
         hook_errors: exceptions raised by hooks and processors (the log was kept).
         reopened: files found deleted or moved underneath a sink while in use (its
             ``FileSink`` file, its spill file) and opened again by name.
+        longest_hold_ms: the longest stretch, in milliseconds, that the dispatcher's
+            thread held the GIL between two releases (its work comes in slices of
+            about 1 ms; see the pipeline page of the docs).
 
     .. versionadded:: 0.1
+    .. versionchanged:: 0.2
+        ``longest_hold_ms``.
     """
 
     enqueued: int = 0
@@ -47,6 +52,7 @@ class Stats(NamedTuple):
     pending: int = 0
     hook_errors: int = 0
     reopened: int = 0
+    longest_hold_ms: float = 0.0
 
 
 class FlushResult(NamedTuple):
@@ -127,7 +133,9 @@ class Counters:
         with self._lock:
             self.written[sink] = self.written.get(sink, 0) + n
 
-    def snapshot(self, queued: int, pending: int, reopened: int = 0) -> Stats:
+    def snapshot(
+        self, queued: int, pending: int, reopened: int = 0, *, longest_hold_ns: int = 0
+    ) -> Stats:
         with self._lock:
             return Stats(
                 enqueued=self.dispatched + queued,
@@ -142,4 +150,5 @@ class Counters:
                 pending=queued + pending,
                 hook_errors=self.hook_errors,
                 reopened=reopened,
+                longest_hold_ms=longest_hold_ns / 1e6,
             )

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import selectors
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -23,13 +24,14 @@ from asynctrack._core.ids import reanchor_wall_clock
 from asynctrack._core.records import Log
 from asynctrack._core.runtime import RUNTIME
 from asynctrack._core.selfwarn import report
+from asynctrack._core.slices import Slices, activate
 from asynctrack._delivery.counters import Counters
 from asynctrack._delivery.executor import ExitProofExecutor
 from asynctrack._delivery.intake import Barrier, Intake
 from asynctrack._delivery.worker import SinkWorker, WorkerOptions
 from asynctrack.sinks._base import Sink
 
-__all__ = ["Dispatcher", "DispatcherLoop"]
+__all__ = ["Dispatcher", "DispatcherLoop", "TimedSelector"]
 
 _Ts = TypeVarTuple("_Ts")
 
@@ -64,6 +66,25 @@ class DispatcherLoop(asyncio.SelectorEventLoop):
             return handle
 
 
+class TimedSelector(selectors.DefaultSelector):
+    """
+    The dispatcher loop's selector: each wait for I/O ends one stretch of the thread's
+    work holding the GIL and begins the next (see docs/pipeline.md).
+    """
+
+    def __init__(self, slices: Slices) -> None:
+        super().__init__()
+        self.slices = slices
+
+    def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
+        slices = self.slices
+        slices.released()
+        try:
+            return super().select(timeout)
+        finally:
+            slices.resumed()
+
+
 class Dispatcher:
     """
     Owns the background thread, its loop and one worker per sink.
@@ -82,6 +103,8 @@ class Dispatcher:
         self.flush_interval = flush_interval
         self.counters = counters
         self.workers = [SinkWorker(sink, options, counters) for sink in sinks]
+        #: The thread's stretches between releases of the GIL (asynctrack.stats()).
+        self.slices = Slices()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None
         self._thread: threading.Thread | None = None
@@ -154,6 +177,7 @@ class Dispatcher:
         self._ready = threading.Event()
         self._stopped = threading.Event()
         self._lock = threading.RLock()
+        self.slices = Slices()
         for worker in self.workers:
             worker.after_fork()
         self.workers = [SinkWorker(w.sink, w.options, self.counters) for w in self.workers]
@@ -163,7 +187,10 @@ class Dispatcher:
         # Nothing this thread does is tracked: sink I/O that is itself traced would feed
         # back into the tracker (see docs/design.md, "Traps").
         calltree.FRAME.set(calltree.SILENT)
-        loop = DispatcherLoop()
+        slices = self.slices
+        activate(slices)
+        slices.own()
+        loop = DispatcherLoop(TimedSelector(slices))
         loop.set_default_executor(ExitProofExecutor())
         try:
             main = loop.create_task(self._main(loop))
@@ -192,6 +219,7 @@ class Dispatcher:
             with contextlib.suppress(Exception):
                 loop.run_until_complete(loop.shutdown_default_executor())
             loop.close()
+            slices.disown()
             self._loop = None
             self._stopped.set()
             self._ready.set()

@@ -139,7 +139,12 @@ class Pipeline:
 
     def stats(self) -> Stats:
         reopened = sum(w.reopened() for w in self.dispatcher.workers)
-        return self.counters.snapshot(len(self.intake), self.dispatcher.pending(), reopened)
+        return self.counters.snapshot(
+            len(self.intake),
+            self.dispatcher.pending(),
+            reopened,
+            longest_hold_ns=self.dispatcher.slices.longest_ns,
+        )
 
     def close(self, timeout: float | None, *, write_open_logs: bool) -> bool:
         """

@@ -1,0 +1,141 @@
+"""
+The dispatcher's work in slices: the GIL is released between chunks (#20).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+
+import asynctrack
+from asynctrack import MemorySink
+from asynctrack._core import slices
+from asynctrack._core.encode import encode_logs
+from asynctrack._core.records import Log
+from asynctrack._core.slices import SLICE_NS, Slices, in_slices
+from asynctrack.sinks import FileSink, read_logs
+
+from .conftest import Configure
+
+tr = asynctrack.get_tracker("tests.slices")
+
+
+@tr.probe
+def work(n: int) -> int:
+    return leaf(n)
+
+
+@tr.probe
+def leaf(n: int) -> int:
+    return n
+
+
+def busy(ns: int) -> None:
+    end = time.perf_counter_ns() + ns
+    while time.perf_counter_ns() < end:
+        pass
+
+
+class TestSlices:
+    def test_a_stretch_past_a_slice_is_released_and_timed(self) -> None:
+        s = Slices()
+        s.own()
+        s.mark()
+        s.check()  # a chunk of no work: nothing to release
+        assert s.releases == 0
+        busy(SLICE_NS + SLICE_NS // 2)
+        s.check()
+        assert s.releases == 1
+        assert s.longest_ns > 0
+        s.check()  # the stretch began again at the release
+        assert s.releases == 1
+
+    def test_a_chunk_that_would_end_past_the_slice_is_preceded_by_a_release(self) -> None:
+        s = Slices()
+        s.own()
+        s.mark()
+        busy(SLICE_NS * 6 // 10)
+        s.check()  # 0.6 ms held, and a next chunk like this one would end at 1.2 ms
+        assert s.releases == 1
+
+    def test_the_selector_ends_and_begins_stretches(self) -> None:
+        s = Slices()
+        s.own()
+        busy(SLICE_NS // 2)
+        s.released()
+        first = s.longest_ns
+        assert first > 0
+        s.resumed()
+        s.released()  # a stretch of nothing is not the longest
+        assert s.longest_ns == first
+
+    def test_other_threads_are_neither_timed_nor_sliced(self) -> None:
+        s = Slices()
+        s.own()
+        seen: list[tuple[int, int]] = []
+
+        def other() -> None:
+            s.mark()
+            busy(2 * SLICE_NS)
+            s.check()
+            s.released()
+            seen.append((s.releases, s.longest_ns))
+
+        thread = threading.Thread(target=other)
+        thread.start()
+        thread.join()
+        assert seen == [(0, 0)]
+
+    def test_in_slices_keeps_the_chunks_in_order(self) -> None:
+        items = list(range(100))
+        assert in_slices(tuple, items, 32) == [
+            tuple(range(0, 32)),
+            tuple(range(32, 64)),
+            tuple(range(64, 96)),
+            tuple(range(96, 100)),
+        ]
+        assert in_slices(tuple, items, 100) == [tuple(items)]
+        assert in_slices(tuple, [], 32) == [()]
+
+    def test_chunked_encoding_is_the_encoding_of_the_batch(self, configured: Configure) -> None:
+        sink = MemorySink()
+        configured(sink)
+        for i in range(300):
+            work(i)
+        asynctrack.flush_sync(timeout=30)
+        logs = list(sink.logs)
+        assert len(logs) == 300
+        assert b"".join(in_slices(encode_logs, logs, 32)) == encode_logs(logs)
+
+
+class TestDispatcher:
+    def test_a_long_batch_is_written_in_slices(
+        self, configured: Configure, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """
+        A batch whose encoding takes several slices releases the GIL between chunks,
+        and is written whole, in order.
+        """
+
+        def slow_encode(logs: Sequence[Log]) -> bytes:
+            busy(len(logs) * 10_000)  # 10 µs per log: 5 ms for a batch of 512
+            return encode_logs(logs)
+
+        monkeypatch.setattr("asynctrack.sinks._file.encode_logs", slow_encode)
+        path = tmp_path / "t.jsonl"
+        configured(FileSink(path), batch_size=512, flush_interval=30)
+        for i in range(512):
+            work(i)
+        asynctrack.flush_sync(timeout=30)
+        assert [log.calls[0].params["n"] for log in read_logs(path)] == list(range(512))
+        assert slices.active().releases >= 3
+        stats = asynctrack.stats()
+        assert stats.written == {"file-t.jsonl": 512}
+        assert 0 < stats.longest_hold_ms
+
+    def test_stats_default(self) -> None:
+        assert asynctrack.Stats().longest_hold_ms == 0.0
