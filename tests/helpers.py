@@ -12,6 +12,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import anyio
+
 import asynctrack
 from asynctrack import Log
 
@@ -57,11 +59,13 @@ class FlakySink(asynctrack.Sink):
 
 class SlowSink(asynctrack.Sink):
     """
-    Takes ``delay`` seconds per batch (or blocks until ``release`` is set).
+    Takes ``delay`` seconds per batch (or blocks until ``release`` is set); ``entered``
+    is set once a write has started.
     """
 
     def __init__(self, delay: float = 0.0, *, block: bool = False) -> None:
         self.delay = delay
+        self.entered = threading.Event()
         self.release = threading.Event()
         if not block:
             self.release.set()
@@ -72,6 +76,7 @@ class SlowSink(asynctrack.Sink):
         return "slow"
 
     async def write(self, logs: Sequence[Log]) -> None:
+        self.entered.set()
         while not self.release.is_set():  # noqa: ASYNC110 - a threading.Event, set by the test
             await asyncio.sleep(0.01)
         if self.delay:
@@ -93,6 +98,21 @@ def wait_for(predicate: Callable[[], Any], timeout: float, interval: float = 0.0
         if value or time.monotonic() >= deadline:
             return bool(value)
         time.sleep(interval)
+
+
+async def wait_for_async(
+    predicate: Callable[[], Any], timeout: float, interval: float = 0.005
+) -> bool:
+    """
+    :func:`wait_for` for a test running on the event loop that does the work: sleeps
+    between polls yield to the loop instead of blocking it.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value or time.monotonic() >= deadline:
+            return bool(value)
+        await anyio.sleep(interval)
 
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"

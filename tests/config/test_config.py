@@ -27,6 +27,7 @@ from asynctrack._config.options import (
     resolve,
     validate,
 )
+from tests.conftest import Configure
 from tests.helpers import config_docs, wait_for
 
 
@@ -330,13 +331,15 @@ class TestEnvironment:
         asynctrack.configure(sinks=[MemorySink()], level="INFO", levels={})
         assert asynctrack.get_tracker("shop").level == asynctrack.INFO
 
-    def test_variable_applies_to_a_probe(self, monkeypatch: pytest.MonkeyPatch) -> None:
+    def test_variable_applies_to_a_probe(
+        self, configured: Configure, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
         """
         ASYNCTRACK_LEVELS turns on a DEBUG probe of one tracker only.
         """
         monkeypatch.setenv("ASYNCTRACK_LEVELS", "shop.db=DEBUG")
         sink = MemorySink()
-        asynctrack.configure(sinks=[sink])
+        configured(sink)
         db = asynctrack.get_tracker("shop.db")
         web = asynctrack.get_tracker("shop.web")
 
@@ -355,7 +358,9 @@ class TestEnvironment:
 
 
 class TestReconfigure:
-    def test_sinks_are_swapped_after_the_old_ones_close(self, tmp_path: Path) -> None:
+    def test_sinks_are_swapped_after_the_old_ones_close(
+        self, configured: Configure, tmp_path: Path
+    ) -> None:
         """
         A second configure() flushes and closes the old sinks; later logs go to the new.
         """
@@ -366,10 +371,10 @@ class TestReconfigure:
             return n
 
         old = StrictSink("old")
-        asynctrack.configure(sinks=[old], flush_interval=60)  # nothing flushes on a timer
+        configured(old, flush_interval=60)  # nothing flushes on a timer
         act(1)
         new = FileSink(tmp_path / "new.jsonl")
-        asynctrack.configure(sinks=[new])
+        configured(new)
         assert old.state == "closed"
         assert len(old.ids) == 1
         act(2)
@@ -377,7 +382,7 @@ class TestReconfigure:
         assert [log.calls[0].params for log in read_logs(tmp_path / "new.jsonl")] == [{"n": 2}]
         assert old.violations == []
 
-    def test_the_same_sink_instance_can_stay(self) -> None:
+    def test_the_same_sink_instance_can_stay(self, configured: Configure) -> None:
         """
         A sink kept across configurations is closed by the old pipeline before the new
         one opens it again, and never written while closed.
@@ -385,16 +390,16 @@ class TestReconfigure:
         tr = asynctrack.get_tracker("shop")
         f = tr.probe(lambda: None)
         sink = StrictSink("kept")
-        asynctrack.configure(sinks=[sink])
+        configured(sink)
         f()
-        asynctrack.configure(sinks=[sink], batch_size=4)
+        configured(sink, batch_size=4)
         f()
         asynctrack.shutdown_sync()
         assert len(sink.ids) == 2
         assert sink.opens == 2
         assert sink.violations == []
 
-    def test_levels_apply_to_calls_that_start_afterwards(self) -> None:
+    def test_levels_apply_to_calls_that_start_afterwards(self, configured: Configure) -> None:
         """
         A new root level changes what is tracked from the next call on.
         """
@@ -405,14 +410,16 @@ class TestReconfigure:
             pass
 
         sink = MemorySink()
-        asynctrack.configure(sinks=[sink], level="DEFAULT")
+        configured(sink, level="DEFAULT")
         detail()
-        asynctrack.configure(sinks=[sink], level="INFO")
+        configured(sink, level="INFO")
         detail()
         asynctrack.shutdown_sync()
         assert len(sink.logs) == 1
 
-    def test_reconfigure_while_four_threads_log(self, tmp_path: Path) -> None:
+    def test_reconfigure_while_four_threads_log(
+        self, configured: Configure, tmp_path: Path
+    ) -> None:
         """
         Reconfiguring six times while 4 threads log: every log is written exactly once
         per configuration's sinks, none is lost and none reaches a closed sink.
@@ -440,8 +447,10 @@ class TestReconfigure:
             strict = strict or StrictSink(f"strict{k}")
             memory = MemorySink(f"memory{k}")
             path = tmp_path / f"f{k}.jsonl"
-            asynctrack.configure(
-                sinks=[strict, memory, FileSink(path)],
+            configured(
+                strict,
+                memory,
+                FileSink(path),
                 batch_size=64,
                 flush_interval=0.01,
                 on_full="block",  # "drop" would be a legitimate loss under overload

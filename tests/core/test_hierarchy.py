@@ -535,13 +535,16 @@ class TestCancellation:
         Cancellation gives status "cancelled" and the CancelledError propagates.
         """
 
+        started = asyncio.Event()
+
         @tr.probe
         async def sleeper() -> None:
+            started.set()
             await asyncio.sleep(10)
 
         with capture() as logs:
             task = asyncio.get_running_loop().create_task(sleeper())
-            await asyncio.sleep(0.01)
+            await started.wait()
             task.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await task

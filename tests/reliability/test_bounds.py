@@ -21,6 +21,7 @@ from typing import Any
 
 import asynctrack
 from asynctrack.sinks import FileSink
+from tests.conftest import Configure
 
 tr = asynctrack.get_tracker("rel.bounds")
 
@@ -102,12 +103,12 @@ class TestBounds:
         assert r == "<unrepresentable RaisingRepr>"
         assert json.dumps(n).count("[") == 6
 
-    def test_calls_per_log_are_capped(self, tmp_path: Path) -> None:
+    def test_calls_per_log_are_capped(self, configured: Configure, tmp_path: Path) -> None:
         """
         A log whose root makes 15,000 probed calls keeps 10,000 and counts the rest.
         """
         out = tmp_path / "out.jsonl"
-        asynctrack.configure(sinks=[FileSink(out)], spill_dir=tmp_path)
+        configured(FileSink(out))
         many(15_000)
         asynctrack.flush_sync(timeout=30)
         (line,) = out.read_text().splitlines()
@@ -172,11 +173,11 @@ class TestHostileValues:
         seconds, size = proc.stdout.split()
         assert float(seconds) < 1.0 and int(size) < 1_000_000
 
-    def test_slow_repr_is_paid_at_most_once_per_type(self) -> None:
+    def test_slow_repr_is_paid_at_most_once_per_type(self, configured: Configure) -> None:
         """
         A __repr__ taking 0.2 s does not slow every probed call that receives it.
         """
-        asynctrack.configure(sinks=[asynctrack.MemorySink()])
+        configured(asynctrack.MemorySink())
         t0 = time.perf_counter()
         for _ in range(10):
             take(SlowRepr())

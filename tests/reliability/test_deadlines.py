@@ -19,6 +19,7 @@ from asynctrack import Log
 from asynctrack._delivery import pipeline as _pipeline
 from asynctrack._delivery.counters import Counters
 from asynctrack._delivery.worker import SinkWorker, WorkerOptions
+from tests.conftest import Configure
 
 from . import _support as s
 
@@ -101,7 +102,8 @@ class TestShutdownDeadline:
         for i in range(10):
             work(i)
         assert sink.attempted.wait(10)
-        time.sleep(0.05)  # now inside the 30-60 s backoff
+        # The retry is counted just before the worker starts its 30-60 s backoff.
+        assert s.wait_for(lambda: asynctrack.stats().retried >= 1, 10)
         t0 = time.monotonic()
         assert asynctrack.shutdown_sync(timeout=10) is True
         elapsed = time.monotonic() - t0
@@ -194,7 +196,7 @@ class TestHangingSink:
             assert "100 pending logs not written" in err or "queued" in err
 
     @pytest.mark.anyio
-    async def test_flush_timeout_while_a_write_hangs(self, tmp_path: Path) -> None:
+    async def test_flush_timeout_while_a_write_hangs(self, configured: Configure) -> None:
         """
         In-process: an awaiting write that never returns makes flush(timeout) raise
         TimeoutError under asyncio and trio; shutdown then cancels the write, spills
@@ -205,7 +207,7 @@ class TestHangingSink:
             async def write(self, logs: Sequence[Log]) -> None:
                 await asyncio.Event().wait()
 
-        asynctrack.configure(sinks=[Hanging()], spill_dir=tmp_path, flush_interval=0.01)
+        configured(Hanging(), flush_interval=0.01)
         for i in range(20):
             work(i)
         with pytest.raises(TimeoutError):

@@ -15,6 +15,7 @@ from asynctrack import Log
 from asynctrack._delivery import pipeline as _pipeline
 from asynctrack.sinks import FileSink, read_logs
 from asynctrack.testing import capture
+from tests.conftest import Configure
 
 from . import _support as s
 
@@ -64,21 +65,16 @@ class PoisonFile(FileSink):
 
 
 class TestFlakySink:
-    def test_every_third_batch_fails_over_1000_batches(self, tmp_path: Path) -> None:
+    def test_every_third_batch_fails_over_1000_batches(
+        self, configured: Configure, tmp_path: Path
+    ) -> None:
         """
         A sink failing every third write, over 1,000+ batches of 10: the application
         sees no exception, each failed batch is retried and written once, nothing is
         spilled or dropped, and the dispatcher keeps working afterwards.
         """
         sink = EveryThird()
-        asynctrack.configure(
-            sinks=[sink],
-            spill_dir=tmp_path,
-            batch_size=10,
-            flush_interval=0.01,
-            max_backoff=0.002,
-            retry_attempts=3,
-        )
+        configured(sink, batch_size=10, flush_interval=0.01, max_backoff=0.002, retry_attempts=3)
         with capture() as produced:
             for i in range(10_000):
                 assert work(i) == i

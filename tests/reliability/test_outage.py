@@ -27,6 +27,7 @@ import asynctrack
 from asynctrack import Log
 from asynctrack.sinks._sql.sink import SQLSink
 from asynctrack.testing import capture
+from tests.conftest import Configure
 
 from ..helpers import drop_tables
 from . import _support as s
@@ -335,7 +336,7 @@ def step(k: int, text: str) -> int:
 
 class TestAtomicBatches:
     def test_connection_killed_mid_batch(
-        self, tmp_path: Path, postgres_url: str, pg_tables: str
+        self, configured: Configure, postgres_url: str, pg_tables: str
     ) -> None:
         """
         The sink's connection terminated (pg_terminate_backend) while it COPYs a batch:
@@ -349,14 +350,7 @@ class TestAtomicBatches:
                 "connect_args": {"server_settings": {"application_name": VICTIM}, "timeout": 10}
             },
         )
-        asynctrack.configure(
-            sinks=[sink],
-            spill_dir=tmp_path,
-            batch_size=2000,
-            flush_interval=0.05,
-            max_backoff=0.2,
-            retry_attempts=5,
-        )
+        configured(sink, batch_size=2000, flush_interval=0.05, max_backoff=0.2, retry_attempts=5)
         asynctrack.flush_sync(timeout=30)
         stop, kills = threading.Event(), list[float]()
         killer = threading.Thread(target=kill_copies, args=(sink.dsn, stop, kills, 5), daemon=True)

@@ -9,7 +9,6 @@ import gc
 import logging
 import threading
 import time
-from pathlib import Path
 
 import psutil  # type: ignore[import-untyped]
 import pytest
@@ -17,6 +16,7 @@ import pytest
 import asynctrack
 from asynctrack._core import selfwarn
 from asynctrack._delivery import pipeline as _pipeline
+from tests.conftest import Configure
 
 from ..helpers import SlowSink
 from . import _support as s
@@ -44,7 +44,7 @@ def timed_burst(n: int) -> float:
 
 class TestOverflow:
     def test_blocked_sink_exactly_9000_drops_one_warning(
-        self, tmp_path: Path, caplog: pytest.LogCaptureFixture
+        self, configured: Configure, caplog: pytest.LogCaptureFixture
     ) -> None:
         """
         Queue of 1,000, a blocked sink, 10,000 probes: exactly 9,000 drops, one warning,
@@ -54,13 +54,7 @@ class TestOverflow:
         not move logs into the sink's own queue during the burst: the count is exact.
         """
         sink = SlowSink(block=True)
-        asynctrack.configure(
-            sinks=[sink],
-            spill_dir=tmp_path,
-            max_queue=1000,
-            batch_size=20_000,
-            flush_interval=60,
-        )
+        configured(sink, max_queue=1000, batch_size=20_000, flush_interval=60)
         with caplog.at_level(logging.WARNING, logger="asynctrack"):
             worst = timed_burst(10_000)
             st = asynctrack.stats()
@@ -94,22 +88,15 @@ class TestOverflow:
             "asynctrack: full (39 similar messages suppressed)",
         ]
 
-    def test_realistic_batching_counts_every_log(self, tmp_path: Path) -> None:
+    def test_realistic_batching_counts_every_log(self, configured: Configure) -> None:
         """
         With ordinary batching the dispatcher also fills the sink's own queue, so the
         drop count depends on timing, but every log is written or counted as dropped.
         """
         sink = SlowSink(block=True)
-        asynctrack.configure(
-            sinks=[sink],
-            spill_dir=tmp_path,
-            max_queue=1000,
-            batch_size=100,
-            flush_interval=0.01,
-            max_pending_batches=4,
-        )
+        configured(sink, max_queue=1000, batch_size=100, flush_interval=0.01, max_pending_batches=4)
         worst = timed_burst(10_000)
-        time.sleep(0.2)
+        assert sink.entered.wait(10)  # the dispatcher holds a batch in the blocked write
         sink.release.set()
         asynctrack.flush_sync(timeout=30)
         st = asynctrack.stats()
@@ -117,16 +104,14 @@ class TestOverflow:
         assert 1000 <= sink.count <= 1000 + 5 * 100
         assert worst < 0.5
 
-    def test_dropping_takes_no_lock(self, tmp_path: Path) -> None:
+    def test_dropping_takes_no_lock(self, configured: Configure) -> None:
         """
         While another thread holds the counters' and the reporter's locks, probes that
         hit a full queue still return at once: a producer never waits on a lock (a
         signal handler that shuts down can never wait for the code it interrupted).
         """
         sink = SlowSink(block=True)
-        asynctrack.configure(
-            sinks=[sink], spill_dir=tmp_path, max_queue=10, batch_size=1000, flush_interval=60
-        )
+        configured(sink, max_queue=10, batch_size=1000, flush_interval=60)
         timed_burst(20)  # the queue is full; the first warning is out
         pipeline = _pipeline.current()
         assert pipeline is not None
@@ -151,19 +136,13 @@ class TestOverflow:
         assert asynctrack.stats().dropped == 1010
         sink.release.set()
 
-    def test_memory_stays_bounded(self, tmp_path: Path) -> None:
+    def test_memory_stays_bounded(self, configured: Configure) -> None:
         """
         100,000 probes into a queue of 1,000 in front of a blocked sink: RSS grows by
         less than 20 MB.
         """
         sink = SlowSink(block=True)
-        asynctrack.configure(
-            sinks=[sink],
-            spill_dir=tmp_path,
-            max_queue=1000,
-            batch_size=20_000,
-            flush_interval=60,
-        )
+        configured(sink, max_queue=1000, batch_size=20_000, flush_interval=60)
         timed_burst(2000)  # warm up: allocator arenas, caches
         gc.collect()
         before = psutil.Process().memory_info().rss

@@ -18,6 +18,7 @@ import pytest
 import asynctrack
 from asynctrack import ConfigError, Log
 from asynctrack.sinks import FileSink
+from tests.conftest import Configure
 
 from ._support import wait_for
 
@@ -122,6 +123,7 @@ class TestSecretsInErrors:
     @pytest.mark.parametrize("url", URLS)
     def test_password_not_in_warnings_errors_or_reprs(
         self,
+        configured: Configure,
         tmp_path: Path,
         url: str,
         caplog: pytest.LogCaptureFixture,
@@ -145,9 +147,7 @@ class TestSecretsInErrors:
         sink = asynctrack.SQLSink(url, connect_timeout=1.0)
         texts += [repr(sink), sink.url, sink.name]
         with caplog.at_level(logging.DEBUG):
-            asynctrack.configure(
-                sinks=[sink], spill_dir=tmp_path, retry_attempts=1, max_backoff=0.05
-            )
+            configured(sink, retry_attempts=1, max_backoff=0.05)
             for i in range(5):
                 work(i)
             result = asynctrack.flush_sync(timeout=None)

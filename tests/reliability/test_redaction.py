@@ -19,6 +19,7 @@ from starlette.datastructures import Headers
 import asynctrack
 from asynctrack import Log
 from asynctrack.sinks import FileSink
+from tests.conftest import Configure
 
 tr = asynctrack.get_tracker("rel.redaction")
 
@@ -122,13 +123,13 @@ class TestRedaction:
         st = asynctrack.stats()
         assert st.written["file-track.jsonl"] == 30 and st.spilled == 30
 
-    def test_url_password_in_an_error_message(self, tmp_path: Path) -> None:
+    def test_url_password_in_an_error_message(self, configured: Configure, tmp_path: Path) -> None:
         """
         An exception whose message holds a DSN with a password: the recorded error
         keeps the message but not the password.
         """
         out = tmp_path / "out.jsonl"
-        asynctrack.configure(sinks=[FileSink(out)], spill_dir=tmp_path)
+        configured(FileSink(out))
 
         @tr.probe
         def fails(dsn: str) -> None:

@@ -21,6 +21,7 @@ import asynctrack
 from asynctrack import Log, MemorySink
 from asynctrack._core.runtime import RUNTIME
 from asynctrack.testing import capture
+from tests.conftest import Configure
 
 tr = asynctrack.get_tracker("rel.shutdown_edges")
 
@@ -103,7 +104,7 @@ class Named(MemorySink):
 
 class TestSpillAtTheDeadline:
     def test_what_the_dispatcher_cannot_deliver_is_spilled_by_the_exiting_thread(
-        self, tmp_path: Path
+        self, configured: Configure
     ) -> None:
         """
         The dispatcher is stalled (as under CPU-bound threads that starve it of the
@@ -112,7 +113,7 @@ class TestSpillAtTheDeadline:
         spill: every log is delivered once.
         """
         sink = Stuck()
-        asynctrack.configure(sinks=[sink], spill_dir=tmp_path, batch_size=10, max_pending_batches=4)
+        configured(sink, batch_size=10, max_pending_batches=4)
         with capture() as logs:
             for i in range(10):
                 outer(i)
@@ -130,7 +131,7 @@ class TestSpillAtTheDeadline:
         assert st_.spilled == 490
         RUNTIME.reset()
         replay = Named()
-        asynctrack.configure(sinks=[replay], spill_dir=tmp_path)
+        configured(replay)
         asynctrack.flush_sync(timeout=30)
         replayed = [log.id for log in replay.logs]
         assert len(replayed) == len(set(replayed)) == 490

@@ -22,6 +22,7 @@ from asynctrack._delivery.counters import Counters
 from asynctrack._delivery.intake import Barrier
 from asynctrack._delivery.worker import SinkWorker, WorkerOptions
 from asynctrack.testing import capture
+from tests.helpers import wait_for_async
 
 tr = asynctrack.get_tracker("tests.split_outage")
 
@@ -79,10 +80,7 @@ async def deliver(logs: list[Log], sink: OutageSink, spill: Path) -> tuple[SinkW
     # The batch is settled (written, spilled or set aside) before the barrier passes.
     assert await asyncio.to_thread(barrier.wait, 30)
     sink.down = False
-    for _ in range(100_000):
-        if not worker.spill.has_backlog:
-            break
-        await asyncio.sleep(0.001)
+    assert await wait_for_async(lambda: not worker.spill.has_backlog, 60)
     worker.stop(asyncio.get_running_loop().time() + 5)
     assert worker.task is not None
     await worker.task

@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 import asynctrack
 from asynctrack import ConfigError
 from asynctrack._core.encode import nul_unescape
+from tests.conftest import Configure
 
 DROP = 'x"; DROP TABLE track_logs;--'
 HOSTILE_NAMES = [
@@ -109,14 +110,16 @@ class TestSQLSafety:
             asynctrack.configure_from_file(toml)
         assert not (tmp_path / "x.db").exists()
 
-    def test_sqlite_values_are_data(self, tmp_path: Path, statements: list[str]) -> None:
+    def test_sqlite_values_are_data(
+        self, configured: Configure, tmp_path: Path, statements: list[str]
+    ) -> None:
         """
         Through the pipeline into SQLite: hostile values are stored verbatim as data,
         the schema is unchanged, and no value ever appears in a statement's text.
         """
         db = tmp_path / "track.db"
         sink = asynctrack.SQLSink(f"sqlite+aiosqlite:///{db}", columns={"user": "string(200)"})
-        asynctrack.configure(sinks=[sink], spill_dir=tmp_path)
+        configured(sink)
         benign()
         asynctrack.flush_sync(timeout=30)  # tables created
         with sqlite3.connect(db) as conn:
@@ -137,7 +140,7 @@ class TestSQLSafety:
         assert not [x for x in statements if marker in x]
 
     def test_postgres_values_are_data(
-        self, tmp_path: Path, postgres_url: str, table_prefix: str
+        self, configured: Configure, postgres_url: str, table_prefix: str
     ) -> None:
         """
         The same through the pipeline into PostgreSQL (COPY): stored verbatim (NUL kept
@@ -146,7 +149,7 @@ class TestSQLSafety:
         sink = asynctrack.SQLSink(
             postgres_url, table_prefix=table_prefix, columns={"user": "string(200)"}
         )
-        asynctrack.configure(sinks=[sink], spill_dir=tmp_path)
+        configured(sink)
         benign()
         asynctrack.flush_sync(timeout=30)
         schema_sql = sa.text(
