@@ -23,11 +23,13 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import pyperf
 
 __all__ = [
     "Measured",
+    "Option",
     "Settings",
     "Variant",
     "clock_name",
@@ -165,16 +167,26 @@ class Measured:
     n: int
 
 
+#: A group's own option: its flag and ``add_argument`` keywords (``dest`` is derived).
+Option = tuple[str, dict[str, Any]]
+
+
 def parse_args(
-    description: str, argv: Sequence[str] | None, *, module: str, clock: str = "cpu"
+    description: str,
+    argv: Sequence[str] | None,
+    *,
+    module: str,
+    clock: str = "cpu",
+    options: Sequence[Option] = (),
 ) -> argparse.Namespace:
     """
     Parse a group's options and create the process's pyperf runner.
 
     ``--quick``, ``--smoke`` and ``--clock`` (``clock`` is the group's default) are
-    the group's; everything else is pyperf's. ``module`` (``"benchmarks.bench_calls"``)
-    is what pyperf runs in its worker processes. Returns the namespace with
-    ``settings`` (a :class:`Settings`).
+    the group's, and so are ``options`` (``("--logs", {"type": int, "default": 20})``),
+    which worker processes receive too; everything else is pyperf's. ``module``
+    (``"benchmarks.bench_calls"``) is what pyperf runs in its worker processes. Returns
+    the namespace with ``settings`` (a :class:`Settings`).
     """
     pre = argparse.ArgumentParser(add_help=False)
     mode = pre.add_mutually_exclusive_group()
@@ -189,6 +201,12 @@ def parse_args(
     def forward(cmd: list[str], args: argparse.Namespace) -> None:
         # Worker processes need the group's own options: pyperf forwards only its own.
         cmd.extend(["--mode", args.mode, "--clock", args.clock])
+        for flag, spec in options:
+            value = getattr(args, flag.lstrip("-").replace("-", "_"))
+            if spec.get("action") == "store_true":
+                cmd.extend([flag] if value else [])
+            else:
+                cmd.extend([flag, str(value)])
 
     opts = _MODES[name]
     runner = pyperf.Runner(
@@ -208,6 +226,8 @@ def parse_args(
         default=clock,
         help=f"time samples by wall clock, process CPU or thread CPU (default: {clock})",
     )
+    for flag, spec in options:
+        parser.add_argument(flag, **spec)
     args = runner.parse_args(rest)
     set_clock(args.clock)
     args.settings = Settings(name, runner)

@@ -9,6 +9,9 @@ memory, and for ``report`` the size of the page. Targets (issue #18): the report
 at most twice ``stats --by user`` on the same source (the report shows per-user
 figures too), and the page is at most 3 MB.
 
+Like ``bench_stats``, it times whole commands in child processes with its own loop,
+not pyperf (see docs/performance.md).
+
 Run it alone, it is heavy::
 
     python benchmarks/bench_report.py                 # full size

@@ -7,6 +7,11 @@ each, every run in its own process: wall time, and peak memory from the child's
 ``rusage`` (``ru_maxrss``). Targets (issue #8): PostgreSQL <= 1 s, SQLite <= 2 s,
 JSON lines <= 4 s, peak memory < 150 MB.
 
+Not on pyperf, unlike the per-operation groups: each figure is one whole command over
+a million logs (three runs, the median), with the client's CPU time and peak RSS that
+pyperf does not take, and pyperf's worker processes would each generate the 1.5 GB of
+data again (see docs/performance.md).
+
 Run it alone, it is heavy::
 
     python benchmarks/bench_stats.py                  # full size

@@ -90,6 +90,18 @@ class TestGroupsSmoke:
         assert file_row[8] == "2,000/2,000"  # every log written, none lost
         assert NUMBER.match(_row(out, "100 %")[1])  # RSS at the end of the memory run
 
+    def test_sql_prints_rows_per_second(self) -> None:
+        """
+        bench_sql --smoke (SQLite only) prints rows/s for the raw driver and SQLSink.
+        """
+        out = _run("-m", "benchmarks.bench_sql", "--smoke", "--no-postgres", "--no-mysql")
+        assert "### SQLite (800 rows)" in out
+        for label in ("sqlite3.executemany, one transaction", "SQLSink.write, batches of 512"):
+            cells = _row(out, label)
+            assert NUMBER.match(cells[2]), cells  # rows/s
+        assert _row(out, "sqlite3.executemany, one transaction")[3] == "1.00"
+        assert "PostgreSQL" not in out
+
     def test_gc_prints_collections_and_objects_per_request(self) -> None:
         """
         bench_gc --smoke prints collections per concurrency level and in-flight objects.
