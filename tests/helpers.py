@@ -6,6 +6,7 @@ without sleeping as synchronisation, and the manual's pages.
 from __future__ import annotations
 
 import asyncio
+import gc
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -82,6 +83,74 @@ class SlowSink(asynctrack.Sink):
         if self.delay:
             await asyncio.sleep(self.delay)
         self.count += len(logs)
+
+
+class CyclicGarbage:
+    """
+    Objects of asynctrack that only the garbage collector could free, made in a block.
+
+    Inside ``with CyclicGarbage() as found:`` the collector is off and saves what it
+    finds (``gc.DEBUG_SAVEALL``); on exit it collects, and ``found`` lists the garbage
+    that is asynctrack's own: objects of its types, its functions, coroutines and
+    frames (generated probe wrappers included), and containers holding one of those.
+    Objects alive before the block are held meanwhile, so only what the block made
+    is reported.
+    """
+
+    def __init__(self) -> None:
+        self.found: list[Any] = []
+
+    def __enter__(self) -> list[Any]:
+        gc.collect()
+        self._enabled = gc.isenabled()
+        gc.disable()
+        # Held until the end: garbage made before the block (a previous test's) cannot
+        # become garbage inside it.
+        self._before = gc.get_objects()
+        gc.set_debug(gc.DEBUG_SAVEALL)
+        return self.found
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            gc.collect()
+            self.found.extend(o for o in gc.garbage if _safe(_ours, o) or _safe(_holds_ours, o))
+        finally:
+            gc.set_debug(0)
+            gc.garbage.clear()
+            del self._before
+            if self._enabled:
+                gc.enable()
+
+
+_OWN_DIR = str(Path(asynctrack.__file__).resolve().parent)
+
+
+def _safe(test: Callable[[object], bool], o: object) -> bool:
+    try:
+        return test(o)
+    except Exception:  # pragma: no cover - a broken object in someone else's cycle
+        return False
+
+
+def _ours(o: object) -> bool:
+    if type(o).__module__.startswith("asynctrack"):
+        return True
+    for attr in ("f_code", "cr_code", "gi_code", "ag_code", "__code__"):
+        code = getattr(o, attr, None)
+        if code is not None and hasattr(code, "co_filename"):
+            name = code.co_filename
+            return name.startswith(_OWN_DIR) or name.startswith("<asynctrack ")
+    return False
+
+
+def _holds_ours(o: object) -> bool:
+    if isinstance(o, dict):
+        items: Any = [*o.keys(), *o.values()]
+    elif isinstance(o, (tuple, list)):
+        items = o
+    else:
+        return False
+    return any(_ours(x) for x in items)
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float, interval: float = 0.02) -> bool:

@@ -10,11 +10,13 @@ import traceback
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import pytest
 
 import asynctrack
 from asynctrack import DEBUG, DEFAULT, INFO, NONE
 from asynctrack.testing import capture
+from tests.helpers import CyclicGarbage
 
 tr = asynctrack.get_tracker("tests.probe")
 
@@ -640,3 +642,78 @@ class TestCallScope:
         assert first.calls[0].data == {"status": 200} and first.calls[0].params == {"q": "1"}
         assert len(first.calls) == 2
         assert second.calls[0].status == "error"
+
+
+@tr.probe
+def _leaf(x: int) -> int:
+    if x < 0:
+        raise ValueError(f"negative: {x}")
+    return x + 1
+
+
+@tr.probe
+def _branch(x: int) -> int:
+    return _leaf(x) + _leaf(x + 1)
+
+
+@tr.probe
+async def _aleaf(x: int) -> int:
+    await anyio.lowlevel.checkpoint()
+    if x < 0:
+        raise ValueError(f"negative: {x}")
+    return x + 1
+
+
+@tr.probe
+async def _abranch(x: int) -> int:
+    return await _aleaf(x) + await _aleaf(x + 1)
+
+
+@tr.probe
+def _gen(n: int) -> Any:
+    yield from range(n)
+
+
+class TestNoCyclicGarbage:
+    """
+    A tracked call leaves nothing that only the garbage collector can free: each cycle
+    would make gen0 collections come sooner on every request (issue #20).
+    """
+
+    def test_sync_calls_ok_and_failing(self) -> None:
+        """
+        Nested sync probes, returning and raising, and a tracker.call block, create no
+        cyclic garbage of asynctrack's (collector off, DEBUG_SAVEALL, then a collection).
+        """
+        with capture() as logs, CyclicGarbage() as found:
+            for i in range(20):
+                assert _branch(i) == 2 * i + 3
+                with pytest.raises(ValueError, match="negative"):
+                    _branch(-5)
+                with tr.call("block", params={"i": i}) as call:
+                    call.add_info(user="u")
+                    _leaf(i)
+                with pytest.raises(ValueError, match="negative"), tr.call("failing block"):
+                    _leaf(-1)
+                assert list(_gen(3)) == [0, 1, 2]
+        assert len(logs) == 100
+        assert logs[1].calls[0].status == "error"
+        assert found == []
+
+    @pytest.mark.anyio
+    async def test_async_calls_ok_and_failing(self) -> None:
+        """
+        Nested coroutine probes, returning and raising, in one task and in concurrent
+        child tasks, create no cyclic garbage of asynctrack's.
+        """
+        with capture() as logs, CyclicGarbage() as found:
+            for i in range(20):
+                assert await _abranch(i) == 2 * i + 3
+                with pytest.raises(ValueError, match="negative"):
+                    await _abranch(-5)
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(_abranch, i)
+                    tg.start_soon(_aleaf, i)
+        assert len(logs) == 80
+        assert logs[1].calls[0].status == "error"
+        assert found == []

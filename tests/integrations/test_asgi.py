@@ -26,6 +26,7 @@ import asynctrack
 from asynctrack import Log
 from asynctrack.integrations.asgi import TrackMiddleware
 from asynctrack.testing import capture
+from tests.helpers import CyclicGarbage
 
 tr = asynctrack.get_tracker("tests.asgi")
 
@@ -605,6 +606,53 @@ class TestRequests:
                 await c.get("/items/1")
         root = logs[0].calls[0]
         assert (root.tracker, root.level) == ("tests.asgi.own", "INFO")
+
+    @pytest.mark.anyio
+    async def test_requests_leave_no_cyclic_garbage(self) -> None:
+        """
+        Tracked requests (ok, failing, streamed, unmatched, with a query) leave nothing
+        of asynctrack's that only the collector can free: the app is called directly,
+        with the collector off and saving what it finds (issue #20).
+        """
+        app = starlette_app()
+        sent: list[int] = []
+
+        async def receive() -> Message:
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        async def send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                sent.append(message["status"])
+
+        def scope(path: str, query: bytes = b"") -> Scope:
+            return {
+                "type": "http",
+                "asgi": {"version": "3.0", "spec_version": "2.4"},
+                "http_version": "1.1",
+                "method": "GET",
+                "scheme": "http",
+                "path": path,
+                "raw_path": path.encode(),
+                "root_path": "",
+                "query_string": query,
+                "headers": [(b"host", b"testserver"), (b"x-user", b"u")],
+                "client": ("127.0.0.1", 40000),
+                "server": ("testserver", 80),
+            }
+
+        with capture() as logs, CyclicGarbage() as found:
+            for i in range(10):
+                await app(scope(f"/items/{i}", b"q=1&token=t"), receive, send)
+                await app(scope(f"/echo/{i}"), receive, send)
+                await app(scope("/stream"), receive, send)
+                await app(scope("/nowhere"), receive, send)
+                try:
+                    await app(scope("/boom"), receive, send)
+                except Boom:  # not bound to a name: that would be the test's own cycle
+                    pass
+        assert sent == [200, 200, 200, 404, 500] * 10
+        assert len(logs) == 50
+        assert found == []
 
     @pytest.mark.parametrize(
         ("options", "error", "match"),
