@@ -327,17 +327,36 @@ class TestEncoder:
         assert encode_logs([copy.copy(log) for log in logs]) == expected
 
     @settings(max_examples=60, deadline=None)
-    @given(records=st.lists(_records_strategy(), min_size=1, max_size=70), shuffle=st.booleans())
+    @given(
+        records=st.lists(_records_strategy(), min_size=1, max_size=70),
+        shuffle=st.booleans(),
+        parent=st.tuples(
+            st.none() | st.text(max_size=3),
+            st.none() | st.integers(0, 3),
+            st.none() | st.sampled_from(["00f067aa0ba902b7"]),
+        ),
+        wall_ns=st.integers(0, 2**62),
+        number=st.integers(1, 2**48 + 2),
+    )
     def test_any_flat_record_list_encodes_like_the_dict_form(
-        self, records: list[tuple[Any, ...]], shuffle: bool
+        self,
+        records: list[tuple[Any, ...]],
+        shuffle: bool,
+        parent: tuple[Any, Any, Any],
+        wall_ns: int,
+        number: int,
     ) -> None:
         """
         For any calls in a log's flat record list — out of start order, with data,
-        errors or cancellations — encode_logs writes the bytes of to_dict().
+        errors or cancellations — and any start time, log number and parent fields,
+        encode_logs writes the bytes of to_dict().
         """
         with capture() as logs:
             checkout(1)
         log = copy.copy(logs[0])
+        log.parent_id, log.parent_seq, log.remote_parent = parent
+        log._wall_ns = wall_ns
+        log._number = number
         t0 = log._t0
         ordered = sorted(records, key=lambda r: r[4], reverse=shuffle)
         n = len(ordered)

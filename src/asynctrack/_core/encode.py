@@ -233,6 +233,8 @@ _meta_count = 0
 if _Fragment is not None:
     #: The value of "status" and the keys after it, for a call that ended well.
     _OK_NULL: Any = _Fragment(b'"ok","error":null,"traceback":null')
+    #: The value of "parent_id" and the keys after it, for a log that continues nothing.
+    _NULL3: Any = _Fragment(b'null,"parent_seq":null,"remote_parent":null')
 
 
 def _status_fragment(status: Any, error: Any, tb: Any) -> Any:
@@ -280,6 +282,8 @@ def encode_logs(logs: Iterable[Log]) -> bytes:
     ok_null = _OK_NULL
     empty = _EMPTY
     metas = _META
+    seqs = _SEQS
+    digits = _DIGITS3
     mask = _MASK48
     second = second_ns = last_ms = -(10**30)
     stamp = id_prefix = ""
@@ -288,20 +292,11 @@ def encode_logs(logs: Iterable[Log]) -> bytes:
     # belong to this call, so concurrent calls never share them.
     slots: list[dict[str, Any]] = []
     lists: list[list[dict[str, Any]]] = [[]]
-    head: dict[str, Any] = dict.fromkeys(
-        (
-            "id",
-            "trace_id",
-            "parent_id",
-            "parent_seq",
-            "remote_parent",
-            "started_at",
-            "duration_us",
-            "complete",
-            "info",
-            "calls",
-        )
-    )
+    head: dict[str, Any] = dict.fromkeys(_HEAD_KEYS)
+    # The head of a log that continues nothing (the usual case): "parent_id" holds the
+    # three nulls.
+    root_head: dict[str, Any] = dict.fromkeys(_ROOT_HEAD_KEYS)
+    root_head["parent_id"] = _NULL3
     parts: list[bytes] = []
     append_part = parts.append
     for log in logs:
@@ -314,6 +309,10 @@ def encode_logs(logs: Iterable[Log]) -> bytes:
         t0 = log._t0
         end_max = previous = t0
         n = len(raw) // REC
+        if len(raw) != n * REC:
+            # Not whole calls: the general path says so.
+            append_part(_dump_dict(log, dumps, newline))
+            continue
         try:
             calls = lists[n]
         except IndexError:
@@ -324,11 +323,11 @@ def encode_logs(logs: Iterable[Log]) -> bytes:
         try:
             # layout.records() unrolled into this loop: one zip over the call dicts
             # and ten views of the flat list, so a call's slots come out as loop
-            # variables without a nested unpacking (8 % of the encoder). strict: a list
-            # that is not whole calls raises ValueError, and the general path takes it.
+            # variables without a nested unpacking (8 % of the encoder). Not strict
+            # (its keyword costs 3 % of the encoder): the list was checked above.
             it = iter(raw)
-            for call, meta, depth, params, data, start, end, status, error, parent, tb in zip(
-                calls, it, it, it, it, it, it, it, it, it, it, strict=True
+            for call, meta, depth, params, data, start, end, status, error, parent, tb in zip(  # noqa: B905
+                calls, it, it, it, it, it, it, it, it, it, it
             ):
                 if start < previous or not end:
                     # Out of start order (threads raced) or still running: the
@@ -343,7 +342,10 @@ def encode_logs(logs: Iterable[Log]) -> bytes:
                 except KeyError:
                     call["depth"] = _meta_fragment(meta, depth)
                 # In start order, a call's seq is its first slot // REC.
-                call["parent"] = None if parent is None else parent // REC
+                try:
+                    call["parent"] = seqs[parent]
+                except KeyError:
+                    call["parent"] = parent // REC
                 call["params"] = params
                 call["offset_us"] = (start - t0) // 1000
                 call["duration_us"] = (end - start) // 1000
@@ -369,34 +371,42 @@ def encode_logs(logs: Iterable[Log]) -> bytes:
                     sub = wall - second_ns
                     stamp = iso_second(second)
                     last_ms = -1
+                micros = sub // 1000
+                ms = micros // 1000
                 ident = log._id
                 if ident is None:
-                    ms = sub // 1_000_000
                     if ms != last_ms:
                         last_ms = ms
-                        id_prefix = f"{(second * 1000 + ms) & mask:012x}{ids.id_prefix()}"
-                    # int.to_bytes().hex() is a zero-padded hex string without a format
-                    # spec (3x cheaper); numbers past 48 bits raise OverflowError.
+                        # int.to_bytes().hex() is a zero-padded hex string without a
+                        # format spec (3x cheaper); numbers past 48 bits raise
+                        # OverflowError.
+                        millis = (second * 1000 + ms) & mask
+                        id_prefix = millis.to_bytes(6).hex() + ids.id_prefix()
                     ident = id_prefix + log._number.to_bytes(6).hex()
-                head["id"] = ident
+                parent_id = log.parent_id
+                if parent_id is None and log.parent_seq is None and log.remote_parent is None:
+                    line = root_head
+                else:
+                    line = head
+                    head["parent_id"] = parent_id
+                    head["parent_seq"] = log.parent_seq
+                    head["remote_parent"] = log.remote_parent
+                line["id"] = ident
                 trace = log._trace
                 if trace is None:
                     trace = log._trace = trace_id_of(ident)
-                head["trace_id"] = trace
-                head["parent_id"] = log.parent_id
-                head["parent_seq"] = log.parent_seq
-                head["remote_parent"] = log.remote_parent
-                head["started_at"] = f"{stamp}.{str(sub // 1000 + 1_000_000)[1:]}+00:00"
-                head["duration_us"] = (t1 - t0) // 1000
-                head["complete"] = complete
-                head["info"] = log.info
-                head["calls"] = calls
+                line["trace_id"] = trace
+                line["started_at"] = f"{stamp}.{digits[ms]}{digits[micros - ms * 1000]}+00:00"
+                line["duration_us"] = (t1 - t0) // 1000
+                line["complete"] = complete
+                line["info"] = log.info
+                line["calls"] = calls
                 if log.dropped_calls:
-                    d = dict(head)
+                    d = dict(line)
                     d["dropped_calls"] = log.dropped_calls
                     append_part(dumps(d, option=newline))
                 else:
-                    append_part(dumps(head, option=newline))
+                    append_part(dumps(line, option=newline))
         except (TypeError, ValueError, OverflowError):
             # A value orjson refuses (lone surrogate, huge int), a malformed record, a
             # log number past 48 bits.
@@ -408,6 +418,24 @@ def encode_logs(logs: Iterable[Log]) -> bytes:
     # One pass over the whole batch for the line breaks orjson leaves raw.
     return _escape_breaks(b"".join(parts))
 
+
+_HEAD_KEYS = (
+    "id",
+    "trace_id",
+    "parent_id",
+    "parent_seq",
+    "remote_parent",
+    "started_at",
+    "duration_us",
+    "complete",
+    "info",
+    "calls",
+)
+_ROOT_HEAD_KEYS = tuple(k for k in _HEAD_KEYS if k not in ("parent_seq", "remote_parent"))
+#: Three digits, zero-padded, by value: the milliseconds and microseconds of a stamp.
+_DIGITS3 = tuple(f"{i:03d}" for i in range(1000))
+#: A parent call's first slot -> its seq (calls in start order), for the first calls.
+_SEQS: dict[int | None, int | None] = {None: None} | {i * REC: i for i in range(256)}
 
 _CALL_KEYS = (
     "seq",
