@@ -319,15 +319,15 @@ class TestRootPath:
 
 def _redact_path_reference(path: str, template: str, secrets: list[str]) -> str:
     # The per-request parse that the per-template cache replaced (#20).
-    from asynctrack.integrations.asgi import _PLACEHOLDER, _redact_values
+    from asynctrack.integrations._paths import PLACEHOLDER, redact_values
 
     segments = path.split("/")
     parts = template.split("/")
     if len(segments) == len(parts):
         for i, part in enumerate(parts):
-            if any(asynctrack.is_redacted(m[1]) for m in _PLACEHOLDER.finditer(part)):
+            if any(asynctrack.is_redacted(m[1]) for m in PLACEHOLDER.finditer(part)):
                 segments[i] = "[REDACTED]"
-    return _redact_values("/".join(segments), secrets)
+    return redact_values("/".join(segments), secrets)
 
 
 _SEGMENT = st.one_of(
@@ -352,8 +352,8 @@ def test_redact_path_cached_per_template_matches_the_per_request_parse(
     parsing the template on every request did, whatever the template's shape, and a
     second call (answered from the cache) gives the same result as the first.
     """
-    from asynctrack.integrations.asgi import _redact_path
+    from asynctrack.integrations._paths import redact_path
 
     expected = _redact_path_reference(path, template, secrets)
-    assert _redact_path(path, template, secrets) == expected
-    assert _redact_path(path, template, secrets) == expected
+    assert redact_path(path, template, secrets) == expected
+    assert redact_path(path, template, secrets) == expected

@@ -23,7 +23,7 @@ class Exchange:
     """
     One HTTP request's ``send`` (the object itself) and ``receive``, observed.
 
-    ``mw`` is the ``TrackMiddleware`` (its ``_name`` names the root call once the
+    ``mw`` is the ``TrackMiddleware`` (its ``_routed`` names the root call once the
     request is routed), ``call`` the request's ``CallScope``.
     """
 
@@ -65,7 +65,7 @@ class Exchange:
             if not self.named:
                 # The usual case: routed by now, so the path and the status go into
                 # the info together (one copy of the info dict).
-                self.named = self._mw._name(
+                self.named = self._mw._routed(
                     self._call,
                     self._scope,
                     self._method,
@@ -100,6 +100,6 @@ class Exchange:
         return message
 
     def _rename(self) -> None:
-        self.named = self._mw._name(
+        self.named = self._mw._routed(
             self._call, self._scope, self._method, self.root_path, final=False
         )

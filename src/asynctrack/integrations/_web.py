@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from typing import Any
 
 import asynctrack
-from asynctrack import DEFAULT, NONE, Tracker
+from asynctrack import DEFAULT, NONE, CallScope, Tracker
 
 _logger = logging.getLogger("asynctrack")
 
@@ -60,6 +60,8 @@ class WebMiddleware:
             raise type(exc)(f"TrackMiddleware(): level: {exc}") from None
         self.tracker = tracker
         self.level = level
+        self._info = info
+        self._route = route
         self._exact, self._prefixes = parse_excludes(exclude_paths)
         #: Whether the first request checked that something is configured.
         self._checked = False
@@ -87,6 +89,40 @@ class WebMiddleware:
 
     def _excluded(self, path: str) -> bool:
         return path in self._exact or (bool(self._prefixes) and path.startswith(self._prefixes))
+
+    # -- bookkeeping: never raises into the application ------------------------------------
+    def _finish(self, call: CallScope, request: Any, status: int | None) -> None:
+        # The status (unless already recorded), then the info hook's items.
+        try:
+            if status is not None:
+                call.add_info(status=status)
+        except Exception:
+            self.internal_errors += 1
+        hook = self._info
+        if hook is not None:
+            try:
+                extra = hook(request)
+                if extra is not None:
+                    call.add_info(**extra)
+            except Exception as exc:
+                self._hook_failed("info", hook, exc)
+
+    def _hook_failed(self, kind: str, hook: Any, exc: Exception) -> None:
+        self.info_errors += 1
+        if self.info_errors == 1:
+            _logger.warning(
+                "asynctrack: TrackMiddleware %s hook %r failed: %r "
+                "(counted in info_errors; reported once)",
+                kind,
+                hook,
+                exc,
+            )
+
+    def _data(self, call: CallScope, key: str, value: Any) -> None:
+        try:
+            call.add_data(key, value)
+        except Exception:
+            self.internal_errors += 1
 
 
 def parse_excludes(paths: Iterable[str]) -> tuple[frozenset[str], tuple[str, ...]]:

@@ -17,15 +17,25 @@ and probed handlers called beneath it join that log.
 
 from __future__ import annotations
 
-import logging
-import re
 from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
 from typing import Any
-from urllib.parse import parse_qsl
 
 import asynctrack
 from asynctrack import DEFAULT, NONE, Tracker
 from asynctrack.integrations._exchange import Exchange
+from asynctrack.integrations._paths import (
+    METHODS,
+    PENDING,
+    PLACEHOLDER,
+    UNMATCHED,
+    app_path,
+    method_name,
+    parse_query,
+    redact_path,
+    redact_values,
+    route_template,
+    secret_values,
+)
 from asynctrack.integrations._unmatched import near_secrets
 from asynctrack.integrations._web import WebMiddleware
 
@@ -39,18 +49,8 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 InfoHook = Callable[[Scope], Mapping[str, Any] | None]
 RouteHook = Callable[[Scope], str | None]
 
-#: The name of a request no route matched: one per method, however many paths (#15).
-UNMATCHED = "<unmatched>"
-#: The name of a request not routed yet (seen only in a log written incomplete).
-PENDING = "<pending>"
-REDACTED = "[REDACTED]"
-#: Methods named as they are; any other (a client can send any token) is ``OTHER``.
-_METHODS = frozenset(
-    {"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE", "WEBSOCKET"}
-)
-_PLACEHOLDER = re.compile(r"\{([^{}:]+)(?::[^{}]*)?\}")
-
-_logger = logging.getLogger("asynctrack")
+_PENDING_NAMES = {m: f"{m} {PENDING}" for m in METHODS}
+_PENDING_OTHER = f"OTHER {PENDING}"
 
 
 class TrackMiddleware(WebMiddleware):
@@ -123,6 +123,9 @@ class TrackMiddleware(WebMiddleware):
 
     KIND = "an ASGI"
     HOOK_ARG = "scope"
+    #: False names every request the general way, without the route cache (tests
+    #: compare the two).
+    _FAST_PATH = True
 
     def __init__(
         self,
@@ -143,34 +146,29 @@ class TrackMiddleware(WebMiddleware):
             route=route,
         )
         self.app = app
-        self._info = info
-        self._route = route
+        self._excludes = bool(self._exact or self._prefixes)
+        #: Whether the route data is cached (see _routed); tests turn it off to compare.
+        self._cache_routes = False
+        #: id(route) -> (route, template, placeholder names) of the routes seen.
+        self._routes: dict[int, tuple[Any, str, frozenset[str]]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """
         Serve one ASGI connection, recording HTTP and websocket scopes.
         """
-        kind = scope["type"]
-        if kind == "websocket":
-            if not self._checked:
-                self._check_configured()
-            await self._websocket(scope, receive, send)
+        if scope["type"] != "http" or not self._checked:
+            await self._other(scope, receive, send)
             return
-        if kind != "http":
-            await self.app(scope, receive, send)
-            return
-        if not self._checked:
-            self._check_configured()
-        if self._excluded(_app_path(scope, scope.get("root_path", ""))):
+        if self._excludes and self._excluded(app_path(scope, scope.get("root_path", ""))):
             with self.tracker.call("excluded", level=NONE):
                 await self.app(scope, receive, send)
             return
         method: str = scope.get("method", "GET")
         query = scope.get("query_string")
         call = self.tracker.call(
-            f"{_method_name(method)} {PENDING}",
+            _PENDING_NAMES.get(method, _PENDING_OTHER),
             level=self.level,
-            params={"query": _query(query)} if query else None,
+            params={"query": parse_query(query)} if query else None,
         )
         # Not a ``with`` block, and one Exchange rather than two closures: a request
         # holds these objects at every await, and each one held by each concurrent
@@ -192,7 +190,9 @@ class TrackMiddleware(WebMiddleware):
                 finally:
                     if not ex.named:
                         self._name(call, scope, method, ex.root_path, final=True)
-                    self._finish(call, scope, None if ex.status == ex.recorded else ex.status)
+                    status = ex.status
+                    if status != ex.recorded or self._info is not None:
+                        self._finish(call, scope, None if status == ex.recorded else status)
                     if ex.disconnected:
                         self._data(call, "disconnected", True)
         except BaseException as exc:
@@ -200,8 +200,21 @@ class TrackMiddleware(WebMiddleware):
             raise
         call.__exit__(None, None, None)
 
+    async def _other(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # Websockets, lifespan and other scopes, and the first request.
+        kind = scope["type"]
+        if not self._checked and kind in ("http", "websocket"):
+            self._check_configured()
+            self._cache_routes = self._FAST_PATH
+        if kind == "http":
+            await self(scope, receive, send)
+        elif kind == "websocket":
+            await self._websocket(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)
+
     async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if self._excluded(_app_path(scope, scope.get("root_path", ""))):
+        if self._excluded(app_path(scope, scope.get("root_path", ""))):
             with self.tracker.call("excluded", level=NONE):
                 await self.app(scope, receive, send)
             return
@@ -209,7 +222,7 @@ class TrackMiddleware(WebMiddleware):
         call = self.tracker.call(
             f"WEBSOCKET {PENDING}",
             level=self.level,
-            params={"query": _query(query)} if query else None,
+            params={"query": parse_query(query)} if query else None,
         )
         with call:
             if not call.tracked:
@@ -284,7 +297,10 @@ class TrackMiddleware(WebMiddleware):
                 call.add_info(method=method)
             headers = scope.get("headers")
             if headers:
-                self._link(call, headers)
+                # Looked up in a dict built in C; the loop only for a trace header.
+                names = dict(headers)
+                if b"traceparent" in names or b"tracestate" in names:
+                    self._link(call, headers)
         except Exception:
             self.internal_errors += 1
 
@@ -302,11 +318,65 @@ class TrackMiddleware(WebMiddleware):
         if parent is not None and (seen > 1 or not call.link_remote(parent, state)):
             self.malformed_traceparent += 1
 
+    def _routed(
+        self,
+        call: Any,
+        scope: Scope,
+        method: str,
+        root_path: str,
+        *,
+        final: bool,
+        status: int | None = None,
+    ) -> bool:
+        """
+        :meth:`_name`, with the route's data looked up once per route.
+
+        The usual request only: no server root path, not final, a route that is not a
+        mount and has no secret-named placeholder or path parameter; :meth:`_name`
+        decides every other.
+        """
+        if root_path or final or not self._cache_routes:
+            return self._name(call, scope, method, root_path, final=final, status=status)
+        route = scope.get("route")
+        entry = self._routes.get(id(route))
+        if entry is None or entry[0] is not route:
+            entry = self._route_entry(route)
+        params = scope.get("path_params")
+        if (
+            entry is None
+            or scope.get("root_path")
+            or (params and not (type(params) is dict and params.keys() <= entry[2]))
+        ):
+            return self._name(call, scope, method, "", final=False, status=status)
+        for name in entry[2]:
+            if asynctrack.is_redacted(name):
+                return self._name(call, scope, method, "", final=False, status=status)
+        try:
+            call.rename(f"{method if method in METHODS else 'OTHER'} {entry[1]}")
+            if status is None:
+                call.add_info(path=scope.get("path", ""))
+            else:
+                call.add_info(path=scope.get("path", ""), status=status)
+        except Exception:
+            self.internal_errors += 1
+        return True
+
+    def _route_entry(self, route: Any) -> tuple[Any, str, frozenset[str]] | None:
+        if route is None or hasattr(route, "routes"):
+            return None  # not routed yet, or a mount: the general path
+        template = getattr(route, "path_format", None) or getattr(route, "path", None)
+        if not isinstance(template, str) or not template:
+            return None
+        entry = (route, template, frozenset(m[1] for m in PLACEHOLDER.finditer(template)))
+        if len(self._routes) < 1024:
+            self._routes[id(route)] = entry  # the route is kept: its id is never reused
+        return entry
+
     def _template(self, scope: Scope, root_path: str) -> tuple[str | None, bool]:
         """
         Return the route template (None: no route yet) and whether that is final.
         """
-        template = _route_template(scope, root_path)
+        template = route_template(scope, root_path)
         hook = self._route
         if template is not None or hook is None:
             return template, False
@@ -341,19 +411,19 @@ class TrackMiddleware(WebMiddleware):
             template, failed = self._template(scope, root_path)
             if template is None and not (final or failed):
                 return False
-            secrets = _secret_values(scope.get("path_params"))
+            secrets = secret_values(scope.get("path_params"))
             full: str = scope.get("path", "")
-            relative = _app_path(scope, root_path)
+            relative = app_path(scope, root_path)
             root = full[: len(full) - len(relative)] if full.endswith(relative) else ""
             if template is None:
-                call.rename(f"{_method_name(method)} {UNMATCHED}")
-                shown = _redact_values(full, secrets + near_secrets(scope, relative, root_path))
+                call.rename(f"{method_name(method)} {UNMATCHED}")
+                shown = redact_values(full, secrets + near_secrets(scope, relative, root_path))
             else:
                 if hasattr(scope.get("route"), "routes"):
                     # Matched by a mount alone: none of its routes matched the rest.
                     secrets += near_secrets(scope, relative, root_path)
-                call.rename(f"{_method_name(method)} {_redact_values(template, secrets)}")
-                shown = root + _redact_path(relative, template, secrets)
+                call.rename(f"{method_name(method)} {redact_values(template, secrets)}")
+                shown = root + redact_path(relative, template, secrets)
             if status is None:
                 call.add_info(path=shown)
             else:
@@ -361,187 +431,6 @@ class TrackMiddleware(WebMiddleware):
         except Exception:
             self.internal_errors += 1
         return True
-
-    def _finish(self, call: Any, scope: Scope, status: int | None) -> None:
-        try:
-            if status is not None:
-                call.add_info(status=status)
-        except Exception:
-            self.internal_errors += 1
-        hook = self._info
-        if hook is not None:
-            try:
-                extra = hook(scope)
-                if extra is not None:
-                    call.add_info(**extra)
-            except Exception as exc:
-                self._hook_failed("info", hook, exc)
-
-    def _hook_failed(self, kind: str, hook: Any, exc: Exception) -> None:
-        self.info_errors += 1
-        if self.info_errors == 1:
-            _logger.warning(
-                "asynctrack: TrackMiddleware %s hook %r failed: %r "
-                "(counted in info_errors; reported once)",
-                kind,
-                hook,
-                exc,
-            )
-
-    def _data(self, call: Any, key: str, value: Any) -> None:
-        try:
-            call.add_data(key, value)
-        except Exception:
-            self.internal_errors += 1
-
-
-def _query(raw: bytes | str) -> Any:
-    """
-    Parse a query string into ``{name: value}`` (a list for repeated names).
-
-    A dict rather than the raw string, so that the value of ``?token=...`` is redacted
-    like any parameter named ``token``.
-    """
-    try:
-        text = raw.decode("latin-1") if isinstance(raw, bytes) else str(raw)
-        parsed: dict[str, Any] = {}
-        for key, value in parse_qsl(text, keep_blank_values=True):
-            old = parsed.get(key)
-            if old is None:
-                parsed[key] = value
-            elif isinstance(old, list):
-                old.append(value)
-            else:
-                parsed[key] = [old, value]
-        return parsed
-    except Exception:
-        return "<unparsable query string>"
-
-
-def _method_name(method: str) -> str:
-    return method if method in _METHODS else "OTHER"
-
-
-def _app_path(scope: Scope, root: str) -> str:
-    """
-    Return the request's path relative to the server's ``root_path`` (``root``).
-
-    ASGI servers include ``root_path`` in ``path`` (``uvicorn --root-path /api``
-    gives ``/api/health``); routes and ``exclude_paths`` are relative to the app.
-    ``root`` is read before the app runs: Starlette's mounts extend the scope's.
-    """
-    path: str = scope.get("path", "")
-    if root and path.startswith(root) and (len(path) == len(root) or path[len(root)] == "/"):
-        return path[len(root) :] or "/"
-    return path
-
-
-def _secret_values(params: Any) -> list[str]:
-    """
-    Return the text of the path parameters whose names are on the redaction list.
-    """
-    if type(params) is not dict:
-        if not isinstance(params, Mapping):
-            return []
-    elif not params:
-        return []
-    out = []
-    for name, value in params.items():
-        if isinstance(name, str) and asynctrack.is_redacted(name):
-            text = str(value).strip("/")
-            if text:
-                out.append(text)
-    return out
-
-
-def _redact_path(path: str, template: str, secrets: list[str]) -> str:
-    """
-    Replace in ``path`` the segments of ``template``'s redacted placeholders.
-
-    Segments are aligned with the template when both have as many (a placeholder's
-    raw text, whatever its convertor); values are matched segment by segment otherwise
-    (``{rest:path}`` parameters, parameters of enclosing mounts).
-    """
-    count, named = _template_parts(template)
-    if named:
-        segments = path.split("/")
-        if len(segments) == count:
-            for i, names in named:
-                if any(asynctrack.is_redacted(name) for name in names):
-                    segments[i] = REDACTED
-            path = "/".join(segments)
-    return _redact_values(path, secrets)
-
-
-#: Route template -> its segment count and the placeholder names of each segment that
-#: has any. Parsed once per template rather than per request; bounded, because a
-#: ``route`` hook may return templates built from the request.
-_TEMPLATES: dict[str, tuple[int, tuple[tuple[int, tuple[str, ...]], ...]]] = {}
-
-
-def _template_parts(template: str) -> tuple[int, tuple[tuple[int, tuple[str, ...]], ...]]:
-    hit = _TEMPLATES.get(template)
-    if hit is None:
-        parts = template.split("/")
-        named = tuple(
-            (i, tuple(m[1] for m in _PLACEHOLDER.finditer(part)))
-            for i, part in enumerate(parts)
-            if "{" in part
-        )
-        hit = (len(parts), tuple(x for x in named if x[1]))
-        if len(_TEMPLATES) < 4096 and len(template) <= 512:
-            _TEMPLATES[template] = hit
-    return hit
-
-
-def _redact_values(path: str, secrets: list[str]) -> str:
-    """
-    Replace each run of whole segments of ``path`` that spells a secret value.
-    """
-    if not secrets:
-        return path
-    segments = path.split("/")
-    for secret in sorted(secrets, key=len, reverse=True):
-        wanted = secret.split("/")
-        n = len(wanted)
-        out: list[str] = []
-        i = 0
-        while i < len(segments):
-            if segments[i : i + n] == wanted:
-                out.append(REDACTED)
-                i += n
-            else:
-                out.append(segments[i])
-                i += 1
-        segments = out
-    return "/".join(segments)
-
-
-def _route_template(scope: Scope, root_path: str) -> str | None:
-    """
-    Return the matched route's path template, with the prefixes of enclosing mounts.
-    """
-    route = scope.get("route")
-    if route is None:
-        return None
-    template = getattr(route, "path_format", None) or getattr(route, "path", None)
-    if not isinstance(template, str) or not template:
-        return None
-    # Starlette's Mount extends root_path by the part of the path it matched.
-    mounted = scope.get("root_path", "")
-    prefix = ""
-    if isinstance(mounted, str) and mounted != root_path and mounted.startswith(root_path):
-        prefix = mounted[len(root_path) :]
-    if not prefix:
-        return template
-    if hasattr(route, "routes"):
-        # The route is itself a mount (of a non-routing app such as StaticFiles): its
-        # own template already covers the last prefix segment.
-        own = getattr(route, "path", "")
-        if isinstance(own, str) and prefix.endswith(own):
-            return prefix[: len(prefix) - len(own)] + template
-        return prefix + "/{path:path}"
-    return prefix + template
 
 
 TrackMiddleware.__module__ = "asynctrack.integrations.asgi"

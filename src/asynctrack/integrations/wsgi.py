@@ -19,21 +19,20 @@ It uses only asynctrack's public API.
 from __future__ import annotations
 
 import contextvars
-import logging
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from types import TracebackType
 from typing import Any
 
 import asynctrack
 from asynctrack import DEFAULT, NONE, CallScope, Tracker
-from asynctrack.integrations._web import WebMiddleware
-from asynctrack.integrations.asgi import (
+from asynctrack.integrations._paths import (
     PENDING,
     UNMATCHED,
-    _method_name,
-    _query,
-    _redact_values,
+    method_name,
+    parse_query,
+    redact_values,
 )
+from asynctrack.integrations._web import WebMiddleware
 
 __all__ = ["TrackMiddleware"]
 
@@ -43,8 +42,6 @@ StartResponse = Callable[..., Callable[[bytes], object]]
 WSGIApp = Callable[[Environ, StartResponse], Iterable[bytes]]
 InfoHook = Callable[[Environ], Mapping[str, Any] | None]
 RouteHook = Callable[[Environ], str | None]
-
-_logger = logging.getLogger("asynctrack")
 
 
 class TrackMiddleware(WebMiddleware):
@@ -119,8 +116,6 @@ class TrackMiddleware(WebMiddleware):
             route=route,
         )
         self.app = app
-        self._info = info
-        self._route = route
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         """
@@ -137,9 +132,9 @@ class TrackMiddleware(WebMiddleware):
             method: str = environ.get("REQUEST_METHOD", "GET")
             query = environ.get("QUERY_STRING")
             call = self.tracker.call(
-                f"{_method_name(method)} {PENDING}",
+                f"{method_name(method)} {PENDING}",
                 level=self.level,
-                params={"query": _query(query)} if query else None,
+                params={"query": parse_query(query)} if query else None,
             )
         request = _Request(self, call, environ, path)
         # A fresh context per request: the call's ContextVar is set and reset in it,
@@ -165,7 +160,7 @@ class TrackMiddleware(WebMiddleware):
         """
         Return the route template (None: no route matched) and the secret path values.
         """
-        template, params = _route_template(environ)
+        template, params = route_template(environ)
         hook = self._route
         if template is None and hook is not None:
             try:
@@ -183,41 +178,15 @@ class TrackMiddleware(WebMiddleware):
         """
         try:
             template, secrets = route
-            method = _method_name(environ.get("REQUEST_METHOD", "GET"))
+            method = method_name(environ.get("REQUEST_METHOD", "GET"))
             if template is None:
                 call.rename(f"{method} {UNMATCHED}")
             else:
-                call.rename(f"{method} {_redact_values(template, secrets)}")
+                call.rename(f"{method} {redact_values(template, secrets)}")
             path = environ.get("SCRIPT_NAME", "") + (environ.get("PATH_INFO", "") or "/")
-            call.add_info(path=_redact_values(path, secrets))
+            call.add_info(path=redact_values(path, secrets))
         except Exception:
             self.internal_errors += 1
-
-    def _finish(self, call: CallScope, environ: Environ, status: int | None) -> None:
-        try:
-            if status is not None:
-                call.add_info(status=status)
-        except Exception:
-            self.internal_errors += 1
-        hook = self._info
-        if hook is not None:
-            try:
-                extra = hook(environ)
-                if extra is not None:
-                    call.add_info(**extra)
-            except Exception as exc:
-                self._hook_failed("info", hook, exc)
-
-    def _hook_failed(self, kind: str, hook: Any, exc: Exception) -> None:
-        self.info_errors += 1
-        if self.info_errors == 1:
-            _logger.warning(
-                "asynctrack: TrackMiddleware %s hook %r failed: %r "
-                "(counted in info_errors; reported once)",
-                kind,
-                hook,
-                exc,
-            )
 
 
 class _Request:
@@ -353,7 +322,7 @@ class _Body:
         self._request.ctx.run(self._request.end, exc, early=early)
 
 
-def _route_template(environ: Environ) -> tuple[str | None, Any]:
+def route_template(environ: Environ) -> tuple[str | None, Any]:
     """
     Return the matched route's template and path parameters, when the framework left
     them in the environ.
