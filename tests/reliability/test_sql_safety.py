@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 import asynctrack
 from asynctrack import ConfigError
-from asynctrack._core.encode import nul_unescape
+from asynctrack._core.jsonb import nul_unescape
 from tests.conftest import Configure
 
 DROP = 'x"; DROP TABLE track_logs;--'

@@ -11,9 +11,10 @@ No value costs its log: what no encoder takes becomes a placeholder string.
 The dispatcher's path (issue #9): a completed log is encoded straight from its call
 records, one ``orjson.dumps`` per line into one buffer per batch, without building
 the dicts of ``Log.to_dict()`` (which cost four times the encoding itself). What is
-the same for every call of a probe at a depth (depth, function, tracker, level) is
-encoded once and reused as an ``orjson.Fragment``, as is ``"status":"ok",
-"error":null,"traceback":null``; the dicts handed to orjson are reused from line to
+the same for every call of a probe at a depth under a parent (parent, depth,
+function, tracker, level) is encoded once and reused as an ``orjson.Fragment``, as
+are ``"status":"ok","error":null,"traceback":null`` and the three null parent fields
+of a log that continues nothing; the dicts handed to orjson are reused from line to
 line, so a line allocates almost nothing and frees nothing the garbage collector has
 to look at.
 Logs built by hand, read back, or whose calls were materialised take the general
@@ -51,17 +52,12 @@ except ImportError:  # pragma: no cover
     _NEWLINE = 0
 
 __all__ = [
-    "NEG_ZERO",
-    "NUL_MARK",
     "decode_line",
     "encode_log",
     "encode_logs",
     "encode_obj",
     "jsonable",
     "loads",
-    "needs_nul_escape",
-    "nul_escape",
-    "nul_unescape",
 ]
 
 # 19+ digits: maybe an integer beyond 64 bits, which orjson reads back as a float.
@@ -224,9 +220,10 @@ def encode_log(log: Log) -> bytes:
 _MASK48 = 0xFFFFFFFFFFFF
 #: Only ever handed to orjson: the "data" of a call without add_data.
 _EMPTY: dict[str, Any] = {}
-#: (function, tracker, level) -> {depth: fragment for the value of "depth" and the
-#: three keys after it}. Bounded: cleared when it holds _META_MAX fragments.
-_META: dict[Any, dict[int, Any]] = {}
+#: (function, tracker, level) -> {depth: {parent's first slot: fragment for the value
+#: of "parent" and the four keys after it}}. Bounded: cleared when it holds _META_MAX
+#: fragments.
+_META: dict[Any, dict[int, dict[int | None, Any]]] = {}
 _META_MAX = 4096
 _meta_count = 0
 
@@ -247,8 +244,9 @@ def _status_fragment(status: Any, error: Any, tb: Any) -> Any:
     )
 
 
-def _meta_fragment(meta: tuple[Any, Any, Any], depth: int) -> Any:
-    # The value of "depth" and the three keys after it, for a probe at a depth.
+def _meta_fragment(meta: tuple[Any, Any, Any], depth: int, parent: int | None) -> Any:
+    # The value of "parent" and the four keys after it (depth, function, tracker,
+    # level), for a probe at a depth under a parent (calls in start order).
     assert _dumps is not None
     global _meta_count
     by_depth = _META.get(meta)
@@ -257,14 +255,18 @@ def _meta_fragment(meta: tuple[Any, Any, Any], depth: int) -> Any:
             _META.clear()
             _meta_count = 0
         by_depth = _META[meta] = {}
+    by_parent = by_depth.get(depth)
+    if by_parent is None:
+        by_parent = by_depth[depth] = {}
     function, tracker, level = meta
-    text = b'%d,"function":%s,"tracker":%s,"level":%s' % (
+    text = b'%s,"depth":%d,"function":%s,"tracker":%s,"level":%s' % (
+        b"null" if parent is None else b"%d" % (parent // REC),
         depth,
         _dumps(function),
         _dumps(tracker),
         _dumps(level),
     )
-    frag = by_depth[depth] = _Fragment(_escape_breaks(text))
+    frag = by_parent[parent] = _Fragment(_escape_breaks(text))
     _meta_count += 1
     return frag
 
@@ -282,7 +284,6 @@ def encode_logs(logs: Iterable[Log]) -> bytes:
     ok_null = _OK_NULL
     empty = _EMPTY
     metas = _META
-    seqs = _SEQS
     digits = _DIGITS3
     mask = _MASK48
     second = second_ns = last_ms = -(10**30)
@@ -338,14 +339,9 @@ def encode_logs(logs: Iterable[Log]) -> bytes:
                 if end > end_max:
                     end_max = end
                 try:
-                    call["depth"] = metas[meta][depth]
+                    call["parent"] = metas[meta][depth][parent]
                 except KeyError:
-                    call["depth"] = _meta_fragment(meta, depth)
-                # In start order, a call's seq is its first slot // REC.
-                try:
-                    call["parent"] = seqs[parent]
-                except KeyError:
-                    call["parent"] = parent // REC
+                    call["parent"] = _meta_fragment(meta, depth, parent)
                 call["params"] = params
                 call["offset_us"] = (start - t0) // 1000
                 call["duration_us"] = (end - start) // 1000
@@ -419,6 +415,7 @@ def encode_logs(logs: Iterable[Log]) -> bytes:
     return _escape_breaks(b"".join(parts))
 
 
+#: The keys of a log's line before its optional "dropped_calls", in order.
 _HEAD_KEYS = (
     "id",
     "trace_id",
@@ -434,13 +431,10 @@ _HEAD_KEYS = (
 _ROOT_HEAD_KEYS = tuple(k for k in _HEAD_KEYS if k not in ("parent_seq", "remote_parent"))
 #: Three digits, zero-padded, by value: the milliseconds and microseconds of a stamp.
 _DIGITS3 = tuple(f"{i:03d}" for i in range(1000))
-#: A parent call's first slot -> its seq (calls in start order), for the first calls.
-_SEQS: dict[int | None, int | None] = {None: None} | {i * REC: i for i in range(256)}
 
 _CALL_KEYS = (
     "seq",
     "parent",
-    "depth",
     "params",
     "data",
     "offset_us",
@@ -454,8 +448,9 @@ _LISTS_MAX = 64
 
 
 def _calls_list(slots: list[dict[str, Any]], lists: list[list[dict[str, Any]]], n: int) -> Any:
-    # Reusable call dicts for seq 0..n-1 ("depth" holds depth, function, tracker and
-    # level; "status" holds status and error), and the list of the first n of them.
+    # Reusable call dicts for seq 0..n-1 ("parent" holds parent, depth, function,
+    # tracker and level; "status" holds status, error and traceback), and the list of
+    # the first n of them.
     # "data" and "status" hold their usual values unless encode_logs marks the log.
     while len(slots) < n:
         call = dict.fromkeys(_CALL_KEYS)
@@ -550,56 +545,3 @@ def loads(text: bytes | str) -> Any:
     except ValueError:
         # Also for escaped lone surrogates, which orjson refuses and other writers produce.
         return json.loads(text)
-
-
-# -- NUL characters in PostgreSQL's JSONB ------------------------------------------------
-# JSONB refuses NUL ("\u0000") in strings, which every other store (and json) keeps.
-# Strings bound for a JSONB column escape it reversibly with a noncharacter as marker:
-# the marker itself becomes marker + "M", NUL becomes marker + "0". Readers undo it
-# whenever the marker occurs, so a value reads back exactly from every backend.
-NUL_MARK = "\U0010ffff"
-#: -0.0, which JSONB's numbers cannot hold (an escaped string never equals it).
-NEG_ZERO = NUL_MARK + "-0"
-_UNESCAPE = re.compile(NUL_MARK + "(.)", re.S)
-
-
-def needs_nul_escape(text: str) -> bool:
-    """
-    Return True when JSON ``text`` holds a NUL escape or the marker.
-    """
-    return "\\u0000" in text or NUL_MARK in text
-
-
-def nul_escape(obj: Any) -> Any:
-    """
-    Return ``obj`` with NUL characters (and the marker) escaped in every string.
-    """
-    if isinstance(obj, str):
-        if "\x00" in obj or NUL_MARK in obj:
-            return obj.replace(NUL_MARK, NUL_MARK + "M").replace("\x00", NUL_MARK + "0")
-        return obj
-    if isinstance(obj, dict):
-        return {nul_escape(k): nul_escape(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [nul_escape(v) for v in obj]
-    return obj
-
-
-def _unescape_one(match: re.Match[str]) -> str:
-    c = match.group(1)
-    return "\x00" if c == "0" else NUL_MARK if c == "M" else match.group(0)
-
-
-def nul_unescape(obj: Any) -> Any:
-    """
-    Undo :func:`nul_escape` (strings without the marker are left as they are).
-    """
-    if isinstance(obj, str):
-        if NUL_MARK not in obj:
-            return obj
-        return -0.0 if obj == NEG_ZERO else _UNESCAPE.sub(_unescape_one, obj)
-    if isinstance(obj, dict):
-        return {nul_unescape(k): nul_unescape(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [nul_unescape(v) for v in obj]
-    return obj

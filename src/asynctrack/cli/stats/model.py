@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from asynctrack._core.encode import NUL_MARK, nul_unescape
+from asynctrack._core.jsonb import NUL_MARK, nul_unescape
 
 _MARK_BYTES = NUL_MARK.encode()
 

@@ -26,7 +26,7 @@ from typing import Any
 
 import orjson
 
-from asynctrack._core.encode import NEG_ZERO, NUL_MARK, nul_escape
+from asynctrack._core.jsonb import NEG_ZERO, NUL_MARK, nul_escape
 from asynctrack.cli.stats.db import Database, PostgresDatabase, SQLiteDatabase, connect
 from asynctrack.cli.stats.model import (
     FunctionRow,
