@@ -644,6 +644,25 @@ class TestCallScope:
         assert second.calls[0].status == "error"
 
 
+class TestBlockParams:
+    def test_blocks_without_params_never_share_a_dict(self) -> None:
+        """
+        A tracker.call block without params records {}; editing one log's params
+        (its calls or its dict form) changes no other log.
+        """
+        with capture() as logs:
+            for _ in range(3):
+                with tr.call("block"):
+                    pass
+        first, second, third = logs
+        first.calls[0].params["edited"] = 1
+        second.to_dict()["calls"][0]["params"]["edited"] = 1
+        assert second.calls[0].params == {}
+        assert third.to_dict()["calls"][0]["params"] == {}
+        assert third.calls[0].params == {}
+        assert third.calls[0].params is not second.calls[0].params
+
+
 @tr.probe
 def _leaf(x: int) -> int:
     if x < 0:

@@ -25,6 +25,7 @@ __all__ = [
     "ERROR",
     "FIELDS",
     "META",
+    "NO_PARAMS",
     "PARAMS",
     "PARENT",
     "REC",
@@ -54,6 +55,12 @@ FIELDS = (
 # call's own wrapper), and the number of slots per call.
 META, DEPTH, PARAMS, DATA, START, END, STATUS, ERROR, PARENT, TRACEBACK = range(len(FIELDS))
 REC = len(FIELDS)
+
+#: The params of a ``tracker.call`` block given none (a request without a query string):
+#: one shared dict rather than one per call, which each buffered log would keep (see
+#: docs/performance.md, "The garbage collector"). Never mutated: the records hand out
+#: a fresh dict for it.
+NO_PARAMS: dict[str, Any] = {}
 
 #: The start of a call given as a tuple of its fields.
 start_of = itemgetter(START)

@@ -438,7 +438,7 @@ class Log:
                 function=function,
                 tracker=tracker,
                 level=level,
-                params=rec[PARAMS],
+                params=rec[PARAMS] or {},  # never the shared NO_PARAMS
                 data=dict(data) if data else {},
                 offset_us=(start - t0) // 1000,
                 duration_us=(end - start) // 1000,
@@ -583,7 +583,7 @@ def _dicts(
                 "function": meta[0],
                 "tracker": meta[1],
                 "level": meta[2],
-                "params": params,
+                "params": params or {},  # never the shared NO_PARAMS
                 "data": data if data else {},
                 "offset_us": (start - t0) // 1000,
                 "duration_us": (end - start) // 1000,

@@ -14,6 +14,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 
 from asynctrack._core import activity, calltree, failure, tracecontext
+from asynctrack._core.layout import NO_PARAMS
 from asynctrack._core.levels import DEFAULT, NONE, OFF, Level, level_name, parse_level
 from asynctrack._core.probe import make_probe
 from asynctrack._core.runtime import RUNTIME
@@ -216,6 +217,20 @@ class Tracker:
 Tracker.__module__ = "asynctrack"
 
 
+#: The (function, tracker, level) tuples of renamed calls, shared: a request's root
+#: call is renamed after its route, and a tuple made per request would stay with each
+#: buffered log until it is written (see docs/performance.md, "The garbage
+#: collector"). Bounded: a name can come from the request.
+_RENAMED: dict[tuple[str, str, str], tuple[str, str, str]] = {}
+_RENAMED_MAX = 4096
+
+
+def _renamed(meta: tuple[str, str, str]) -> tuple[str, str, str]:
+    if len(_RENAMED) < _RENAMED_MAX and len(meta[0]) <= 512:
+        _RENAMED[meta] = meta
+    return meta
+
+
 class CallScope:
     """
     A call recorded around a block (see :meth:`Tracker.call`).
@@ -248,7 +263,8 @@ class CallScope:
         if frame is not None and frame is not calltree.SILENT:
             slots, i = frame[4], frame[1]
             meta = slots[i]
-            slots[i] = (str(function), meta[1], meta[2])
+            named = (str(function), meta[1], meta[2])
+            slots[i] = _RENAMED.get(named) or _renamed(named)
 
     def add_info(self, **values: Any) -> None:
         """
@@ -303,7 +319,7 @@ class CallScope:
         else:
             raw = self._params
             meta = (self._function, tracker.name, level_name(level))
-            frame = calltree.enter(tracker, meta, cur, convert_mapping(raw) if raw else {})
+            frame = calltree.enter(tracker, meta, cur, convert_mapping(raw) if raw else NO_PARAMS)
         if frame is not None:
             self._frame = frame
             self._token = calltree.FRAME.set(frame)
