@@ -16,8 +16,9 @@ from asynctrack._core.runtime import RUNTIME, Runtime
 from asynctrack.testing import capture
 
 # Slots whose value reset() leaves alone: hooks the layers above install once.
-# exit_hooked: the exit hook, once registered, stays registered for the interpreter.
-_KEPT = {"flush", "flush_sync", "dispatcher_thread", "on_reset", "exit_hooked"}
+# exit_hooked: the exit hook, once registered, stays registered for the interpreter;
+# wall_offset: a clock anchor, re-read by the dispatcher.
+_KEPT = {"flush", "flush_sync", "dispatcher_thread", "on_reset", "exit_hooked", "wall_offset"}
 
 
 def _state(rt: Runtime) -> dict[str, Any]:

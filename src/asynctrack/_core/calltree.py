@@ -31,7 +31,7 @@ from collections.abc import Callable
 from typing import Any
 
 from asynctrack._core import selfwarn
-from asynctrack._core.ids import COUNTER, WALL_OFFSET, reset_ids_after_fork
+from asynctrack._core.ids import COUNTER, reset_ids_after_fork
 from asynctrack._core.layout import (
     END,
     REC,
@@ -253,7 +253,7 @@ def open_root(
     log = _new_log(Log)
     log._id = None
     log._number = next(COUNTER)
-    log._wall_ns = WALL_OFFSET[0] + t
+    log._wall_ns = RUNTIME.wall_offset + t
     log._t0 = log._t1 = t
     if cur is None:
         log._trace = log.parent_id = log.parent_seq = log.remote_parent = None

@@ -3,7 +3,7 @@ Log numbers and ids, the trace and span ids derived from them, and the wall cloc
 
 A live log gets a per-process number when it opens (a C-level ``next``) and the
 wall-clock time of its first call from ``perf_counter_ns`` plus an offset
-(:data:`WALL_OFFSET`), so opening a log reads one clock. Its 32-hex id is formatted
+(``RUNTIME.wall_offset``), so opening a log reads one clock. Its 32-hex id is formatted
 only when someone asks (:func:`format_id`), off the probe's path; the trace and span
 ids are hashes of it.
 """
@@ -15,9 +15,10 @@ import itertools
 import os
 import time
 
+from asynctrack._core.runtime import RUNTIME
+
 __all__ = [
     "COUNTER",
-    "WALL_OFFSET",
     "format_id",
     "id_prefix",
     "new_log_number",
@@ -31,16 +32,14 @@ _blake2b = hashlib.blake2b
 
 #: The per-process log numbers.
 COUNTER = itertools.count(1)
-#: time.time_ns() - time.perf_counter_ns(): turns a call's start into wall-clock time
-#: without a second clock read per log; re-anchored by the dispatcher on every tick.
-WALL_OFFSET = [time.time_ns() - time.perf_counter_ns()]
 
 
 def reanchor_wall_clock() -> None:
     """
-    Re-read the offset between the wall clock and the monotonic clock.
+    Re-read the offset between the wall clock and the monotonic clock
+    (``RUNTIME.wall_offset``).
     """
-    WALL_OFFSET[0] = time.time_ns() - time.perf_counter_ns()
+    RUNTIME.wall_offset = time.time_ns() - time.perf_counter_ns()
 
 
 _PREFIX = os.urandom(4).hex()

@@ -90,7 +90,6 @@ def _generate(
             f"{prefix}Log": Log,
             f"{prefix}next": next,
             f"{prefix}counter": ids.COUNTER,
-            f"{prefix}wall": ids.WALL_OFFSET,
             f"{prefix}info": calltree.INFO.get,
             f"{prefix}OPEN": RUNTIME.open_logs,
             f"{prefix}reg": RUNTIME.open_logs.append,

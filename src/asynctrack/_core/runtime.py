@@ -16,6 +16,7 @@ configured. ``RUNTIME.reset()`` puts every slot back to its default, for tests.
 from __future__ import annotations
 
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, Protocol
@@ -81,6 +82,7 @@ class Runtime:
         "settled",
         "sweep_at",
         "tracker_class",
+        "wall_offset",
     )
 
     def __init__(self) -> None:
@@ -125,6 +127,10 @@ class Runtime:
         #: Seconds the early exit step used: the final step gets what is left of
         #: ``exit_timeout`` (see docs/guarantees.md).
         self.exit_spent = 0.0
+        #: ``time.time_ns() - time.perf_counter_ns()``: turns a call's start into
+        #: wall-clock time without a second clock read per log. Re-anchored by the
+        #: dispatcher on every tick (``ids.reanchor_wall_clock``), not by :meth:`reset`.
+        self.wall_offset = time.time_ns() - time.perf_counter_ns()
         #: Called in order by :meth:`reset` once the slots hold their defaults.
         self.on_reset: list[Callable[[], None]] = []
 

@@ -26,14 +26,14 @@ name                  what it is
 ``Prejoin``,          calltree helpers: join a log completed concurrently,
 ``Pslot``, ``Pfail``, find a call's slot, record an error, complete a log,
 ``Pcont``,            open a continuation,
-``Pcomplete``,        the open-log registry, its sweep and threshold (``PRT``,
-``POPEN``, ``Preg``,  the runtime state), warn that a log is full
-``PRT`` (runtime),
+``Pcomplete``,        the open-log registry, its sweep and threshold, the
+``POPEN``, ``Preg``,  wall-clock offset (``PRT``, the runtime state), warn
+``PRT`` (runtime),    that a log is full
 ``Psweep``, ``Pfull``
-``Pnew``, ``PLog``,   ``object.__new__``, ``Log``, ``next``, the log counter,
-``Pnext``,            the wall-clock offset and ``INFO.get``
+``Pnew``, ``PLog``,   ``object.__new__``, ``Log``, ``next``, the log counter
+``Pnext``,            and ``INFO.get``
 ``Pcounter``,
-``Pwall``, ``Pinfo``
+``Pinfo``
 ``Plen``, ``Ptype``,  the builtins ``len``, ``type``, ``str``,
 ``Pstr``, ``PBE``,    ``BaseException`` and ``ValueError``
 ``PVE``
@@ -296,7 +296,7 @@ _TRACKED = """
         {P}log = {P}new({P}Log)
         {P}log._id = None
         {P}log._number = {P}next({P}counter)
-        {P}log._wall_ns = {P}wall[0] + {P}t
+        {P}log._wall_ns = {P}RT.wall_offset + {P}t
         {P}log._t0 = {P}log._t1 = {P}t
         if {P}cur is None:
             {P}log._trace = {P}log.parent_id = {P}log.parent_seq = None
