@@ -17,8 +17,16 @@ from asynctrack.testing import capture
 
 # Slots whose value reset() leaves alone: hooks the layers above install once.
 # exit_hooked: the exit hook, once registered, stays registered for the interpreter;
-# wall_offset: a clock anchor, re-read by the dispatcher.
-_KEPT = {"flush", "flush_sync", "dispatcher_thread", "on_reset", "exit_hooked", "wall_offset"}
+# wall_offset: a clock anchor, re-read by the dispatcher; slices: the last dispatcher's.
+_KEPT = {
+    "flush",
+    "flush_sync",
+    "dispatcher_thread",
+    "on_reset",
+    "exit_hooked",
+    "wall_offset",
+    "slices",
+}
 
 
 def _state(rt: Runtime) -> dict[str, Any]:

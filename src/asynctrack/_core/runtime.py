@@ -80,6 +80,7 @@ class Runtime:
         "postprocess",
         "root_level",
         "settled",
+        "slices",
         "sweep_at",
         "tracker_class",
         "wall_offset",
@@ -131,6 +132,9 @@ class Runtime:
         #: wall-clock time without a second clock read per log. Re-anchored by the
         #: dispatcher on every tick (``ids.reanchor_wall_clock``), not by :meth:`reset`.
         self.wall_offset = time.time_ns() - time.perf_counter_ns()
+        #: The running dispatcher's ``slices.Slices`` (its GIL clock), set by that
+        #: module when imported and by each new dispatcher; not reset.
+        self.slices: Any = None
         #: Called in order by :meth:`reset` once the slots hold their defaults.
         self.on_reset: list[Callable[[], None]] = []
 

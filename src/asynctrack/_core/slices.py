@@ -19,6 +19,8 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
+from asynctrack._core.runtime import RUNTIME
+
 __all__ = ["SLICE_NS", "Slices", "activate", "active", "in_slices"]
 
 #: The longest the dispatcher means to hold the GIL in one stretch (ns).
@@ -108,19 +110,23 @@ class Slices:
         self._cpu = _cpu_ns()
 
 
-#: The slices of the running dispatcher (replaced by each new one).
-_ACTIVE: list[Slices] = [Slices()]
+# Before any dispatcher starts: slices owned by no thread, which time nothing.
+RUNTIME.slices = Slices()
 
 
 def active() -> Slices:
     """
     The slices of the running dispatcher (one that does nothing before any starts).
     """
-    return _ACTIVE[0]
+    slices: Slices = RUNTIME.slices
+    return slices
 
 
 def activate(slices: Slices) -> None:
-    _ACTIVE[0] = slices
+    """
+    Make ``slices`` the running dispatcher's (``RUNTIME.slices``; each new one does).
+    """
+    RUNTIME.slices = slices
 
 
 def in_slices(func: Callable[[Sequence[_T]], _R], items: Sequence[_T], chunk: int) -> list[_R]:

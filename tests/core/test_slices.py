@@ -18,8 +18,7 @@ from asynctrack._core.encode import encode_logs
 from asynctrack._core.records import Log
 from asynctrack._core.slices import SLICE_NS, Slices, in_slices
 from asynctrack.sinks import FileSink, read_logs
-
-from .conftest import Configure
+from tests.conftest import Configure
 
 tr = asynctrack.get_tracker("tests.slices")
 
