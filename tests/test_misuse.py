@@ -23,6 +23,7 @@ from asynctrack._core.encode import encode_logs
 from asynctrack._core.redact import hide_url_secrets, mask_url
 from asynctrack.cli.commands import main
 from tests.cli.test_cli import LOGS
+from tests.conftest import Configure
 
 PASSWORD = "pw-s3cr3t-XYZ"
 MARK = "S3CR3T"
@@ -194,7 +195,7 @@ class TestSinkURLs:
 
 class TestWarningsNameTheURL:
     def test_a_failing_sql_sink_is_named_by_its_masked_url(
-        self, tmp_path: Path, caplog: pytest.LogCaptureFixture
+        self, configured: Configure, caplog: pytest.LogCaptureFixture
     ) -> None:
         """
         The warning about a SQL sink that cannot open names its URL (password hidden),
@@ -209,9 +210,7 @@ class TestWarningsNameTheURL:
             pass
 
         with caplog.at_level(logging.WARNING, logger="asynctrack"):
-            asynctrack.configure(
-                sinks=[sink], spill_dir=tmp_path, retry_attempts=0, max_backoff=0.01
-            )
+            configured(sink, retry_attempts=0, max_backoff=0.01)
             work()
             asynctrack.flush_sync(timeout=10)
             asynctrack.shutdown_sync(timeout=10)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,6 +16,7 @@ import asynctrack
 from asynctrack import NONE
 from asynctrack.integrations import asgi, wsgi
 from asynctrack.testing import capture
+from tests.conftest import Configure
 
 tr = asynctrack.get_tracker("tests.misuse")
 
@@ -30,7 +30,7 @@ def _warnings(caplog: pytest.LogCaptureFixture, text: str) -> list[str]:
 
 
 class TestTrackerFlushSync:
-    def test_flush_sync_writes_like_the_module_function(self, tmp_path: Path) -> None:
+    def test_flush_sync_writes_like_the_module_function(self, configured: Configure) -> None:
         """
         ``Tracker.flush_sync()`` blocks until the logs completed before it are written.
         """
@@ -39,7 +39,7 @@ class TestTrackerFlushSync:
         def job() -> None: ...
 
         sink = asynctrack.MemorySink()
-        asynctrack.configure(sinks=[sink], spill_dir=tmp_path)
+        configured(sink)
         job()
         result = tr.flush_sync(timeout=10)
         assert len(sink.logs) == 1 and result.written == {sink.name: 1}
@@ -70,7 +70,7 @@ class TestFlushWhileUnconfigured:
         assert "asynctrack.flush()" in message
 
     def test_no_warning_while_capturing_or_configured(
-        self, caplog: pytest.LogCaptureFixture, tmp_path: Path
+        self, configured: Configure, caplog: pytest.LogCaptureFixture
     ) -> None:
         """
         Inside ``capture()`` (which records without a pipeline) and once configured,
@@ -79,7 +79,7 @@ class TestFlushWhileUnconfigured:
         with caplog.at_level(logging.WARNING, logger="asynctrack"):
             with capture():
                 asynctrack.flush_sync()
-            asynctrack.configure(sinks=[asynctrack.MemorySink()], spill_dir=tmp_path)
+            configured(asynctrack.MemorySink())
             asynctrack.flush_sync()
         assert _warnings(caplog, "nothing is configured") == []
 
@@ -189,7 +189,7 @@ class TestMiddlewareWhileUnconfigured:
 
 class TestMaxCallsWarning:
     def test_full_log_warns_once_naming_the_root(
-        self, caplog: pytest.LogCaptureFixture, tmp_path: Path
+        self, configured: Configure, caplog: pytest.LogCaptureFixture
     ) -> None:
         """
         A log reaching ``max_calls_per_log`` warns once per root function, naming it;
@@ -210,7 +210,7 @@ class TestMaxCallsWarning:
                 leaf()
 
         sink = asynctrack.MemorySink()
-        asynctrack.configure(sinks=[sink], max_calls_per_log=4, spill_dir=tmp_path)
+        configured(sink, max_calls_per_log=4)
         with caplog.at_level(logging.WARNING, logger="asynctrack"):
             main_loop(10)
             main_loop(10)
@@ -223,7 +223,7 @@ class TestMaxCallsWarning:
         assert [log.dropped_calls for log in sink.logs] == [7, 7, 7]
 
     def test_generators_and_call_blocks_warn_too(
-        self, caplog: pytest.LogCaptureFixture, tmp_path: Path
+        self, configured: Configure, caplog: pytest.LogCaptureFixture
     ) -> None:
         """
         The general path (generators, ``Tracker.call`` blocks) warns like the generated
@@ -234,9 +234,7 @@ class TestMaxCallsWarning:
         def numbers() -> Iterator[int]:
             yield 1
 
-        asynctrack.configure(
-            sinks=[asynctrack.MemorySink()], max_calls_per_log=2, spill_dir=tmp_path
-        )
+        configured(asynctrack.MemorySink(), max_calls_per_log=2)
         with caplog.at_level(logging.WARNING, logger="asynctrack"):
             with tr.call("worker loop"):
                 for _ in range(5):
@@ -245,7 +243,7 @@ class TestMaxCallsWarning:
         assert "worker loop" in message
 
     def test_warnings_stay_bounded_for_many_roots(
-        self, caplog: pytest.LogCaptureFixture, tmp_path: Path
+        self, configured: Configure, caplog: pytest.LogCaptureFixture
     ) -> None:
         """
         Root names can come from requests (a raw path): however many distinct roots
@@ -256,9 +254,7 @@ class TestMaxCallsWarning:
         @tr.probe
         def leaf() -> None: ...
 
-        asynctrack.configure(
-            sinks=[asynctrack.MemorySink()], max_calls_per_log=1, spill_dir=tmp_path
-        )
+        configured(asynctrack.MemorySink(), max_calls_per_log=1)
         with caplog.at_level(logging.WARNING, logger="asynctrack"):
             for i in range(400):
                 with tr.call(f"GET /{i}" + "x" * 1000):

@@ -16,6 +16,7 @@ import pytest
 import asynctrack
 from asynctrack import DEBUG, DEFAULT, INFO, NONE
 from asynctrack.testing import capture
+from tests.conftest import Configure
 from tests.helpers import CyclicGarbage
 
 tr = asynctrack.get_tracker("tests.probe")
@@ -368,7 +369,7 @@ class TestParams:
             f([1])
         assert only(logs).calls[0].params == {"items": [1]}
 
-    def test_configure_changes_limits_of_existing_probes(self, tmp_path: Any) -> None:
+    def test_configure_changes_limits_of_existing_probes(self, configured: Configure) -> None:
         """
         New limits and redaction lists apply to probes decorated before configure.
         """
@@ -377,7 +378,7 @@ class TestParams:
         def f(note: str, pin: str) -> None: ...
 
         sink = asynctrack.MemorySink()
-        asynctrack.configure(sinks=[sink], max_string=16, redact=["pin"], spill_dir=tmp_path)
+        configured(sink, max_string=16, redact=["pin"])
         f("x" * 40, "1234")
         asynctrack.flush_sync()
         params = sink.logs[0].calls[0].params
@@ -574,7 +575,7 @@ class TestInfoAndData:
         assert log.info == {"api_token": "[REDACTED]", "nan": "NaN"}
         assert log.calls[0].data == {"cfg": {"password": "[REDACTED]", "n": 1}}
 
-    def test_max_calls_per_log(self, tmp_path: Any) -> None:
+    def test_max_calls_per_log(self, configured: Configure) -> None:
         """
         A log keeps at most max_calls_per_log calls and counts the rest.
         """
@@ -588,7 +589,7 @@ class TestInfoAndData:
                 leaf()
 
         sink = asynctrack.MemorySink()
-        asynctrack.configure(sinks=[sink], max_calls_per_log=4, spill_dir=tmp_path)
+        configured(sink, max_calls_per_log=4)
         root()
         asynctrack.flush_sync()
         log = sink.logs[0]
