@@ -139,14 +139,16 @@ The latest run of each benchmark group on each machine, written by
 `python -m benchmarks --record`; earlier runs are in git (`git log -p
 benchmarks/RESULTS.md`). `make bench` prints the same report without recording it.
 
-**Method.** Each group runs in its own process. Per-call and per-log costs are timed
-with pyperf (calibrated loops, warm-ups, several worker processes, median of the
+**Method.** Each group runs in its own process. Per-call, per-log and per-row costs are
+timed with pyperf (calibrated loops, warm-ups, several worker processes, median of the
 values; runs recorded before issue #16 used the earlier in-process harness, interleaved
 rounds with per-round ratios, as their notes say); a group's variants run in one run,
 so compare their ratios, which hold across machines better than nanoseconds. The
 `instructions` group counts instructions per tracked nested call with valgrind's
 callgrind, which the CPU frequency does not move and the load moves little (compare
-runs made back to back; see `benchmarks/bench_instructions.py`). Target
+runs made back to back; see `benchmarks/bench_instructions.py`). The `stats` and
+`report` groups time whole commands over a million logs in child processes (three
+runs, the median, with CPU time and peak memory). Target
 verdicts marked "(estimate)" scale this machine's figure by a reference operation
 measured in the same run (the reference machine of issue #9: plain call 17 ns,
 `functools.wraps` 80 ns, `deque.append` 12 ns, `json.dumps` 230,000 logs/s). Machines
