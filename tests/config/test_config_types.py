@@ -6,6 +6,7 @@ from the annotations of ``Options``.
 
 from __future__ import annotations
 
+import copy
 import inspect
 import typing
 from pathlib import Path
@@ -116,9 +117,9 @@ class TestDeclarations:
         An option declared ``file=False`` is refused by the file reader, naming the file
         and the key; the reference table shows no file form for it.
         """
-        from dataclasses import replace
-
-        monkeypatch.setitem(OPTIONS, "processors", replace(OPTIONS["processors"], file=False))
+        code_only = copy.copy(OPTIONS["processors"])
+        code_only.file = False
+        monkeypatch.setitem(OPTIONS, "processors", code_only)
         path = tmp_path / "track.toml"
         path.write_text('[asynctrack]\nprocessors = ["os:getcwd"]\n', encoding="utf-8")
         with pytest.raises(asynctrack.ConfigError) as info:

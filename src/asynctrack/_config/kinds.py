@@ -13,7 +13,6 @@ import inspect
 import math
 import os
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, get_args
 
@@ -52,12 +51,11 @@ def fail(label: str, expected: str, value: Any) -> ConfigError:
     return ConfigError(f"{label} must be {expected}, got {quote(value)}")
 
 
-@dataclass(frozen=True, slots=True)
 class Option:
     """
     One option of ``configure``, declared once.
 
-    Attributes:
+    Args:
         default: the value when no source sets it.
         doc: one line for the manual's reference table and ``help(configure)``.
         env: whether ``ASYNCTRACK_<NAME>`` may set it.
@@ -69,18 +67,47 @@ class Option:
         file_example: the file column of the reference table, where ``name = value``
             does not fit (tables).
         env_example: a value shown after the variable in the reference table.
-        name: the option's name, set from the key it annotates (see :meth:`bind`).
     """
 
-    default: Any
-    doc: str
-    env: bool = field(default=True, kw_only=True)
-    file: bool = field(default=True, kw_only=True)
-    example: Any = field(default=None, kw_only=True)
-    shown_default: str = field(default="", kw_only=True)
-    file_example: str = field(default="", kw_only=True)
-    env_example: str = field(default="", kw_only=True)
-    name: str = field(default="", kw_only=True)
+    # Plain classes, not dataclasses: generating a dataclass's methods costs about a
+    # millisecond per class at every `import asynctrack`.
+    __slots__ = (
+        "default",
+        "doc",
+        "env",
+        "env_example",
+        "example",
+        "file",
+        "file_example",
+        "name",
+        "shown_default",
+    )
+
+    def __init__(
+        self,
+        default: Any,
+        doc: str,
+        *,
+        env: bool = True,
+        file: bool = True,
+        example: Any = None,
+        shown_default: str = "",
+        file_example: str = "",
+        env_example: str = "",
+    ) -> None:
+        self.default = default
+        self.doc = doc
+        self.env = env
+        self.file = file
+        self.example = example
+        self.shown_default = shown_default
+        self.file_example = file_example
+        self.env_example = env_example
+        #: The option's name, set from the key it annotates (see :meth:`bind`).
+        self.name = ""
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} option {self.name or '(unbound)'}>"
 
     @property
     def expected(self) -> str:
@@ -89,11 +116,11 @@ class Option:
         """
         raise NotImplementedError
 
-    def bind(self, name: str, annotation: Any) -> Option:
+    def bind(self, name: str, annotation: Any) -> None:
         """
-        Return this declaration named after the key that it annotates.
+        Name this declaration after the key it annotates (once, at import).
         """
-        return replace(self, name=name)
+        self.name = name
 
     def check(self, value: Any, label: str) -> Any:
         """
@@ -118,13 +145,16 @@ class Option:
 # -- scalars -----------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
 class Int(Option):
     """
     An int of at least ``minimum``.
     """
 
-    minimum: int = field(default=0, kw_only=True)
+    __slots__ = ("minimum",)
+
+    def __init__(self, default: int, doc: str, *, minimum: int = 0, **kwargs: Any) -> None:
+        super().__init__(default, doc, **kwargs)
+        self.minimum = minimum
 
     @property
     def expected(self) -> str:
@@ -144,13 +174,16 @@ class Int(Option):
             raise ConfigError(f"{label} must be an int, got {quote(raw)}") from None
 
 
-@dataclass(frozen=True, slots=True)
 class Seconds(Option):
     """
     A finite number of seconds, at least ``minimum``.
     """
 
-    minimum: float = field(default=0.0, kw_only=True)
+    __slots__ = ("minimum",)
+
+    def __init__(self, default: float, doc: str, *, minimum: float = 0.0, **kwargs: Any) -> None:
+        super().__init__(default, doc, **kwargs)
+        self.minimum = minimum
 
     @property
     def expected(self) -> str:
@@ -174,7 +207,6 @@ class Seconds(Option):
             raise ConfigError(f"{label} must be a number of seconds, got {quote(raw)}") from None
 
 
-@dataclass(frozen=True, slots=True)
 class Flag(Option):
     """
     A bool; from the environment ``1/0/true/false/yes/no/on/off``.
@@ -198,16 +230,21 @@ class Flag(Option):
         )
 
 
-@dataclass(frozen=True, slots=True)
 class Choice(Option):
     """
     One of the strings of the ``Literal`` type that the option is annotated with.
     """
 
-    choices: tuple[str, ...] = field(default=(), kw_only=True)
+    __slots__ = ("choices",)
 
-    def bind(self, name: str, annotation: Any) -> Option:
-        return replace(self, name=name, choices=get_args(annotation))
+    def __init__(self, default: str, doc: str, **kwargs: Any) -> None:
+        super().__init__(default, doc, **kwargs)
+        #: Set by :meth:`bind` from the ``Literal`` annotation.
+        self.choices: tuple[str, ...] = ()
+
+    def bind(self, name: str, annotation: Any) -> None:
+        self.name = name
+        self.choices = get_args(annotation)
 
     @property
     def expected(self) -> str:
@@ -222,7 +259,6 @@ class Choice(Option):
         return str(value)
 
 
-@dataclass(frozen=True, slots=True)
 class Directory(Option):
     """
     A directory path, returned as a ``Path``.
@@ -255,7 +291,6 @@ def level_value(value: Any, label: str) -> int:
         raise ConfigError(str(exc)) from None
 
 
-@dataclass(frozen=True, slots=True)
 class Level(Option):
     """
     A level: a name (any case) or an int, returned as an int.
@@ -273,7 +308,6 @@ class Level(Option):
         return int(raw) if raw.isdigit() else raw
 
 
-@dataclass(frozen=True, slots=True)
 class LevelMap(Option):
     """
     Levels per dotted tracker name; from the environment ``name=LEVEL,name=LEVEL``.
@@ -322,7 +356,6 @@ def _sequence(value: Any, label: str, expected: str) -> tuple[Any, ...]:
     return tuple(value)
 
 
-@dataclass(frozen=True, slots=True)
 class Names(Option):
     """
     A list of non-empty strings, returned lower case as a tuple.
@@ -339,7 +372,6 @@ class Names(Option):
         return tuple(n.lower() for n in names)
 
 
-@dataclass(frozen=True, slots=True)
 class Functions(Option):
     """
     A list of callables, returned as a tuple.
@@ -357,7 +389,6 @@ class Functions(Option):
         return functions
 
 
-@dataclass(frozen=True, slots=True)
 class TrackerClass(Option):
     """
     None or a ``Tracker`` subclass whose constructor takes ``(name)``.
@@ -381,7 +412,6 @@ class TrackerClass(Option):
         return value
 
 
-@dataclass(frozen=True, slots=True)
 class SinkList(Option):
     """
     None (the default sink) or a list of ``Sink`` instances with distinct names.

@@ -200,7 +200,8 @@ def _declarations() -> dict[str, Option]:
     for name, annotation in Options.__annotations__.items():
         type_, *declared = get_args(annotation)
         (option,) = (d for d in declared if isinstance(d, Option))
-        options[name] = option.bind(name, type_)
+        option.bind(name, type_)
+        options[name] = option
     return options
 
 
