@@ -178,13 +178,16 @@ def parse_args(
     module: str,
     clock: str = "cpu",
     options: Sequence[Option] = (),
+    modes: dict[str, dict[str, float]] | None = None,
 ) -> argparse.Namespace:
     """
     Parse a group's options and create the process's pyperf runner.
 
     ``--quick``, ``--smoke`` and ``--clock`` (``clock`` is the group's default) are
     the group's, and so are ``options`` (``("--logs", {"type": int, "default": 20})``),
-    which worker processes receive too; everything else is pyperf's. ``module``
+    which worker processes receive too; everything else is pyperf's. ``modes``
+    overrides pyperf's settings of a mode for this group (``{"full": {"processes": 3}}``
+    for a group whose every value takes a second). ``module``
     (``"benchmarks.bench_calls"``) is what pyperf runs in its worker processes. Returns
     the namespace with ``settings`` (a :class:`Settings`).
     """
@@ -208,7 +211,7 @@ def parse_args(
             else:
                 cmd.extend([flag, str(value)])
 
-    opts = _MODES[name]
+    opts = {**_MODES[name], **(modes or {}).get(name, {})}
     runner = pyperf.Runner(
         processes=int(opts["processes"]),
         values=int(opts["values"]),
