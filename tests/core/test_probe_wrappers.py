@@ -16,6 +16,7 @@ import gc
 import inspect
 import keyword
 import linecache
+import re
 import traceback
 import unicodedata
 from collections.abc import Callable, Iterator
@@ -29,7 +30,10 @@ from hypothesis import strategies as st
 
 import asynctrack
 from asynctrack import DEBUG, NONE
+from asynctrack._core import calltree, wrapsrc
 from asynctrack._core import params as params_module
+from asynctrack._core import probe as probe_module
+from asynctrack._core.runtime import RUNTIME
 from asynctrack.testing import capture
 
 tr = asynctrack.get_tracker("tests.wrappers")
@@ -619,3 +623,88 @@ class TestProbingAClass:
             tr.probe(Service)
         with pytest.raises(TypeError, match="__init__"):
             tr.probe(level="INFO")(Service)
+
+
+def _documented_names() -> set[str]:
+    # The ``P…`` names of the table in wrapsrc's docstring; ``Pd0``, ``Pd1``, … as ``d``.
+    table = wrapsrc.__doc__ or ""
+    table = table[table.index("====") :]
+    names = set(re.findall(r"``P(\w+)``", table))
+    return {"d" if re.fullmatch(r"d\d+", n) else n for n in names}
+
+
+def _names_in_sources() -> set[str]:
+    # Every generated name is written as ``{P}name``, ``{prefix}name`` or
+    # ``{_PREFIX}name`` in the modules that generate code.
+    found: set[str] = set()
+    for module in (wrapsrc, calltree, probe_module, params_module):
+        source = inspect.getsource(module)
+        found.update(re.findall(r"\{(?:P|prefix|_PREFIX)\}(\w+)", source))
+    return found
+
+
+class TestNameTable:
+    def test_table_lists_exactly_the_names_the_generators_write(self) -> None:
+        """
+        The table of generated names in wrapsrc's docstring is the set of names the
+        generating code writes, no more and no fewer.
+        """
+        assert _documented_names() == _names_in_sources()
+
+    def test_generated_code_binds_only_documented_names(self) -> None:
+        """
+        Every prefixed global and local of generated wrappers (with a signature and
+        without one) and of the call tree's enter and leave is in the table.
+        """
+
+        def sample(a: int, b: int = 2, *args: int, **kw: int) -> int:
+            return a
+
+        class Opaque:
+            __signature__ = inspect.Signature()  # advertised: the wrapper takes *args, **kw
+
+            def __call__(self, *args: Any, **kwargs: Any) -> int:
+                return 1
+
+        codes: list[Any] = [calltree.enter, calltree.leave]
+        with capture():
+            for func in (sample, Opaque()):
+                probed = tr.probe(func)
+                probed(1)
+                codes.append(probed)
+        used: set[str] = set()
+        for func in codes:
+            names = set(func.__globals__) | set(func.__code__.co_varnames)
+            used |= {n.removeprefix("_at_") for n in names if n.startswith("_at_")}
+        used = {"d" if re.fullmatch(r"d\d+", n) else n for n in used}
+        assert used - _documented_names() == set()
+        assert {"wrapper", "enter", "leave", "args", "kw", "open", "cur", "fr"} <= used
+
+    def test_join_and_leave_are_one_source(self) -> None:
+        """
+        A generated wrapper's tracked path holds the source calltree.enter and
+        calltree.leave are compiled from, and no bare offset into a call's slots.
+        """
+
+        def sample(a: int) -> int:
+            return a
+
+        probed = tr.probe(sample)
+        limit = str(RUNTIME.max_slots)
+        for code, max_slots in (
+            (probed.__code__, limit),
+            (calltree.enter.__code__, "_at_RT.max_slots"),
+        ):
+            join = wrapsrc.render(wrapsrc.JOIN, "_at_", max_slots)
+            body = [line.strip() for line in join.splitlines() if line.strip()]
+            lines = [line.strip() for line in linecache.getlines(code.co_filename)]
+            start = lines.index(body[0])
+            assert lines[start : start + len(body)] == body
+        leave = wrapsrc.render(wrapsrc.LEAVE, "_at_", limit)
+        body = [line.strip() for line in leave.splitlines() if line.strip()]
+        for code in (probed.__code__, calltree.leave.__code__):
+            lines = [line.strip() for line in linecache.getlines(code.co_filename)]
+            start = lines.index(body[0])
+            assert lines[start : start + len(body)] == body
+        for template in (wrapsrc.WRAPPER, wrapsrc.JOIN, wrapsrc.LEAVE, wrapsrc.ENTER):
+            assert re.search(r"\{P\}i \+ \d", template) is None

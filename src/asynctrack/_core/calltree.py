@@ -32,15 +32,17 @@ from typing import Any
 
 from asynctrack._core import selfwarn
 from asynctrack._core.ids import COUNTER, reset_ids_after_fork
-from asynctrack._core.layout import (
-    END,
-    REC,
-    START,
-    seq_map,
-    slot_of,
-)
-from asynctrack._core.records import Log
+from asynctrack._core.layout import META, PARAMS, REC, START, STARTED, seq_map, slot_of
+from asynctrack._core.records import Log, fill
 from asynctrack._core.runtime import RUNTIME, SWEEP_MIN
+from asynctrack._core.wrapsrc import (
+    ENTER,
+    LEAVE_FRAME,
+    builtin_names,
+    compile_function,
+    render,
+    unique_filename,
+)
 
 __all__ = [
     "FRAME",
@@ -165,52 +167,19 @@ def claim_open(log: Log) -> bool:
 # -- the per-call path ------------------------------------------------------------
 
 
-def enter(tracker: Any, meta: tuple[str, str, str], cur: Any, params: Any) -> tuple[Any, ...]:
-    """
-    Start a tracked call below frame ``cur`` and return its frame.
-
-    The generated wrappers inline the common case (joining an open log); this is the
-    general path, used by generators, ``Tracker.call`` and the wrappers' rare cases.
-    """
-    t = _ns()
-    if cur is not None:
-        log = cur[0]
-        if not log._done:
-            active = log._active
-            active.append(None)
-            if not log._done:
-                depth = cur[2] + 1
-                raw = log._raw
-                if raw is not None and (i := len(raw)) < RUNTIME.max_slots:
-                    raw += (meta, depth, params, None, t, 0, "ok", None, cur[1], None)
-                    if raw[i + START] is not t:  # another thread appended first
-                        i = slot_of(raw, t)
-                    return (log, i, depth, cur, raw)
-                log.dropped_calls += 1
-                if log.dropped_calls == 1:
-                    overflowed(log)
-                return (
-                    log,
-                    0,
-                    depth,
-                    cur,
-                    [meta, depth, params, None, t, 0, "ok", None, None, None],
-                )
-            # Lost a race with the log's completion: back out and open a new log.
-            active.pop()
-            _try_complete(log)
-    return open_root(tracker, meta, cur, params, t)
-
-
 def overflowed(log: Log) -> None:
     """
-    Warn, once per root function, that a log reached ``max_calls_per_log``.
+    Count a call that ``log`` had no room for; warn, once per root function, that a
+    log reached ``max_calls_per_log``.
 
     A probe on a long-running function (a ``main()``, a worker loop) makes one log of
     the whole run; without this the calls beyond the limit vanish into a counter.
     """
+    log.dropped_calls += 1
+    if log.dropped_calls != 1:
+        return
     raw = log._raw
-    root = str(raw[0][0]) if raw else "?"
+    root = str(raw[META][0]) if raw else "?"
     if len(root) > 200:  # a raw request path can be long
         root = root[:200] + "…"
     selfwarn.once(
@@ -244,63 +213,72 @@ def open_root(
     """
     Open a new log whose first call starts at ``t`` and return that call's frame.
 
-    ``cur`` is the frame of a completed log (the new log's parent) or None. The
-    generated wrappers inline this (``wrapsrc._TRACKED``): keep the two alike.
+    ``cur`` is the frame of a completed log (the new log's parent) or None. Every log
+    is opened here: by the generated wrappers and by :func:`enter` (``wrapsrc.JOIN``),
+    so also by ``Tracker.call``.
     """
-    raw = [meta, 0, params, None, t, 0, "ok", None, None, None]
-    # A live log (the fields Log.__init__ sets for a finished one), built inline: this
-    # runs once per log.
-    log = _new_log(Log)
-    log._id = None
-    log._number = next(COUNTER)
-    log._wall_ns = RUNTIME.wall_offset + t
-    log._t0 = log._t1 = t
+    raw = STARTED.copy()  # a root call: depth 0, no parent
+    raw[META] = meta
+    raw[PARAMS] = params
+    raw[START] = t
     if cur is None:
-        log._trace = log.parent_id = log.parent_seq = log.remote_parent = None
         # Info dicts are copy-on-write, so the bound one can be shared (copied before
         # any hook could mutate it in place, see _try_complete).
-        log.info = INFO.get() or {}
+        info = INFO.get() or {}
+        trace = parent_id = parent_seq = None
     else:
-        continue_from(log, cur)
-    log._raw = raw
-    log._calls = None
-    log.complete = True
-    log.dropped_calls = 0
-    log._active = [None]
-    log._claim = [None]
-    log._done = False
-    log._tracker = tracker
+        trace, parent_id, parent_seq, info = continuation_of(cur)
+    # Positional arguments: this runs once per log.
+    log = fill(
+        _new_log(Log),
+        None,
+        next(COUNTER),
+        RUNTIME.wall_offset + t,
+        t,
+        t,
+        trace,
+        parent_id,
+        parent_seq,
+        None,
+        info,
+        raw,
+        None,
+        True,
+        0,
+        tracker,
+        True,
+    )
     RUNTIME.open_logs.append(log)
     if len(RUNTIME.open_logs) > RUNTIME.sweep_at:
         _sweep()
     return (log, 0, 0, None, raw)
 
 
-def continue_from(log: Log, cur: tuple[Any, ...]) -> None:
+def continuation_of(cur: tuple[Any, ...]) -> tuple[str | None, str | None, int | None, Any]:
     """
-    Make ``log`` a continuation of the completed log of frame ``cur``.
+    Return ``(trace_id, parent_id, parent_seq, info)`` of a log continuing the
+    completed log of frame ``cur``.
 
-    It gets the parent's ``trace_id`` and ``remote_parent``, ``parent_id``,
-    ``parent_seq`` (the call ``cur`` belongs to, or its nearest recorded ancestor) and
-    a copy of the parent's info: values bound in this context since, if any, under
-    the parent's (which are newer than what the context held when the task spawned).
+    It gets the parent's ``trace_id``, its ``id`` as ``parent_id``, as ``parent_seq``
+    the call ``cur`` belongs to (or its nearest recorded ancestor), and a copy of the
+    parent's info: values bound in this context since, if any, under the parent's
+    (which are newer than what the context held when the task spawned). Its
+    ``remote_parent`` is None: its parent span is a call of the parent log, not a
+    caller in another service.
     """
     parent = cur[0]
-    log._trace = parent.trace_id
-    log.parent_id = parent.id
-    # Its parent span is a call of the parent log, not a caller in another service.
-    log.remote_parent = None
     raw = parent._raw
     frame: Any = cur
     while frame is not None and frame[4] is not raw:
         frame = frame[3]  # a call the parent log had no room for
     if frame is None or raw is None:
-        log.parent_seq = None
+        parent_seq = None
     else:
         seqs = seq_map(raw)
-        log.parent_seq = frame[1] // REC if seqs is None else seqs[frame[1]]
+        parent_seq = frame[1] // REC if seqs is None else seqs[frame[1]]
     bound = INFO.get()
-    log.info = {**bound, **parent.info} if bound else parent.info
+    info = {**bound, **parent.info} if bound else parent.info
+    return parent.trace_id, parent.id, parent_seq, info
 
 
 def rejoin(
@@ -314,20 +292,8 @@ def rejoin(
     return open_root(tracker, meta, cur, params, t)
 
 
-def leave(frame: tuple[Any, ...]) -> None:
-    """
-    End the tracked call of ``frame``; complete its log when it was the last one running.
-    """
-    log = frame[0]
-    frame[4][frame[1] + END] = _ns()
-    active = log._active
-    active.pop()
-    if not active:
-        _try_complete(log)
-
-
 #: Given to completed logs in place of their join bookkeeping: a late joiner may
-#: append to it and pop again (see enter); nobody can take a claim from it.
+#: append to it and pop again (see wrapsrc.JOIN); nobody can take a claim from it.
 _DONE_ACTIVE: list[None] = []
 _NO_CLAIM: list[None] = []
 
@@ -374,6 +340,46 @@ def _try_complete(log: Log) -> None:
                 pass
     # The hand-off: the installed pipeline's Intake.put (_delivery/intake.py).
     rt.handoff(log)
+
+
+def hot_names(prefix: str) -> dict[str, Any]:
+    """
+    Return the names ``wrapsrc.JOIN`` and ``wrapsrc.LEAVE`` use besides their locals,
+    under ``prefix``: for :func:`enter` and :func:`leave` here and for the generated
+    wrappers (``_core/probe.py``), so all of them run the same code.
+    """
+    return {
+        **builtin_names(prefix),
+        f"{prefix}ns": _ns,
+        f"{prefix}open": open_root,
+        f"{prefix}rejoin": rejoin,
+        f"{prefix}slot": slot_of,
+        f"{prefix}full": overflowed,
+        f"{prefix}complete": _try_complete,
+    }
+
+
+def _compile_hot(template: str, name: str) -> Any:
+    # The general versions of the wrappers' join and leave; generated once, at import,
+    # from the same fragments (the slot limit read from the runtime state each call).
+    ns = hot_names(_PREFIX)
+    ns[f"{_PREFIX}RT"] = RUNTIME
+    source = render(template, _PREFIX, f"{_PREFIX}RT.max_slots")
+    filename = unique_filename("call tree", name)
+    return compile_function(source, filename, ns, f"{_PREFIX}{name}", rename=(name, name))
+
+
+_PREFIX = "_at_"
+
+#: Start a tracked call below frame ``cur`` (or open a log) and return its frame:
+#: ``enter(tracker, meta, cur, params)``. Used by generators, ``Tracker.call`` and
+#: ``begin``; the generated wrappers run the same source (``wrapsrc.JOIN``) inline.
+enter: Callable[[Any, tuple[str, str, str], Any, Any], tuple[Any, ...]] = _compile_hot(
+    ENTER, "enter"
+)
+#: End the tracked call of a frame, completing its log when it was the last one
+#: running: ``leave(frame)`` (``wrapsrc.LEAVE``, which the wrappers run inline).
+leave: Callable[[tuple[Any, ...]], None] = _compile_hot(LEAVE_FRAME, "leave")
 
 
 def _after_fork_in_child() -> None:

@@ -32,8 +32,9 @@ from typing import Any
 
 from asynctrack._core import ids
 from asynctrack._core.ids import trace_id_of
+from asynctrack._core.jsonform import iso_second
 from asynctrack._core.layout import REC
-from asynctrack._core.records import Log, iso_second
+from asynctrack._core.records import Log
 from asynctrack._core.values import convert, distinct_key, key_text
 
 try:  # pragma: no branch - orjson is a dependency; the fallback is for odd platforms

@@ -30,31 +30,67 @@ __all__ = [
     "PARENT",
     "REC",
     "START",
+    "STARTED",
     "STATUS",
     "TRACEBACK",
+    "fields_source",
     "records",
     "seq_map",
     "slot_of",
     "start_of",
 ]
 
-#: The fields of one call, in slot order.
-FIELDS = (
-    "meta",
-    "depth",
-    "params",
-    "data",
-    "start",
-    "end",
-    "status",
-    "error",
-    "parent",
-    "traceback",
-)
-# Offsets of a call's fields from its first slot in ``Log._raw`` (mutated only by the
-# call's own wrapper), and the number of slots per call.
-META, DEPTH, PARAMS, DATA, START, END, STATUS, ERROR, PARENT, TRACEBACK = range(len(FIELDS))
+#: The fields of a call in slot order, with the value each holds when the call starts
+#: unless its opener sets it (``end`` stays 0 while the call runs).
+_INITIAL: dict[str, Any] = {
+    "meta": None,
+    "depth": 0,
+    "params": None,
+    "data": None,
+    "start": 0,
+    "end": 0,
+    "status": "ok",
+    "error": None,
+    "parent": None,
+    "traceback": None,
+}
+FIELDS = tuple(_INITIAL)
+#: Slots per call.
 REC = len(FIELDS)
+# Offsets of a call's fields from its first slot in ``Log._raw`` (each mutated only
+# by the call's own wrapper).
+META = FIELDS.index("meta")
+DEPTH = FIELDS.index("depth")
+PARAMS = FIELDS.index("params")
+DATA = FIELDS.index("data")
+START = FIELDS.index("start")
+END = FIELDS.index("end")
+STATUS = FIELDS.index("status")
+ERROR = FIELDS.index("error")
+PARENT = FIELDS.index("parent")
+TRACEBACK = FIELDS.index("traceback")
+
+#: The fields of a root call before its opener sets ``meta``, ``params`` and ``start``:
+#: ``STARTED.copy()`` is a root call's list (depth 0, no parent).
+STARTED: list[Any] = list(_INITIAL.values())
+
+
+def fields_source(**given: str) -> str:
+    """
+    Return the source of a starting call's fields in slot order, comma-separated.
+
+    ``given`` maps field names to the source of their values (the generated code's
+    ``meta``, ``depth``, ``params``, ``start``, ``parent``); the others start with their
+    initial value.
+
+    Raises:
+        KeyError: a name that is not a field.
+    """
+    unknown = set(given) - set(FIELDS)
+    if unknown:
+        raise KeyError(f"not call fields: {sorted(unknown)}")
+    return ", ".join(given[n] if n in given else repr(v) for n, v in _INITIAL.items())
+
 
 #: The params of a ``tracker.call`` block given none (a request without a query string):
 #: one shared dict rather than one per call, which each buffered log would keep (see
@@ -68,10 +104,9 @@ start_of = itemgetter(START)
 
 def records(raw: list[Any]) -> Iterator[tuple[Any, ...]]:
     """
-    Iterate over the calls of a flat ``_raw`` list as 10-tuples (C-level).
+    Iterate over the calls of a flat ``_raw`` list as tuples of their fields (C-level).
     """
-    it = iter(raw)
-    return zip(it, it, it, it, it, it, it, it, it, it, strict=True)
+    return zip(*[iter(raw)] * REC, strict=True)
 
 
 def seq_map(raw: list[Any]) -> dict[int, int] | None:

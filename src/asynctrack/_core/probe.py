@@ -20,26 +20,23 @@ from __future__ import annotations
 
 import functools
 import inspect
-import time
 import weakref
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from asynctrack._core import calltree, ids, layout
+from asynctrack._core import calltree
 from asynctrack._core.calltree import FRAME, SILENT, begin, leave
 from asynctrack._core.failure import WRAPPER_CODES, fail
 from asynctrack._core.levels import NONE, level_name, parse_level
 from asynctrack._core.params import ParamPlan, qualname_of
-from asynctrack._core.records import Log
 from asynctrack._core.runtime import RUNTIME
 from asynctrack._core.wrapsrc import (
-    ASYNC,
-    SYNC,
+    WRAPPER,
     accepted_signature,
-    builtin_names,
     compile_function,
     forget_with,
     prefix_for,
+    render,
     signature_source,
     unique_filename,
 )
@@ -58,7 +55,7 @@ def _same_parameters(a: inspect.Signature, b: inspect.Signature) -> bool:
 
 
 def _generate(
-    template: str,
+    is_async: bool,
     func: Callable[..., Any],
     sig: inspect.Signature | None,
     tracker: Any,
@@ -74,7 +71,9 @@ def _generate(
     else:
         prefix = "_at_"
         params = call = f"*{prefix}args, **{prefix}kw"
-    ns.update(builtin_names(prefix))
+    # The names of the join and leave fragments are calltree's, as for its enter and
+    # leave; the rest are the wrapper's own (wrapsrc's table lists them all).
+    ns.update(calltree.hot_names(prefix))
     ns.update(
         {
             f"{prefix}lvl": level,
@@ -84,22 +83,7 @@ def _generate(
             f"{prefix}set": FRAME.set,
             f"{prefix}reset": FRAME.reset,
             f"{prefix}S": SILENT,
-            f"{prefix}ns": time.perf_counter_ns,
-            f"{prefix}rejoin": calltree.rejoin,
-            f"{prefix}new": object.__new__,
-            f"{prefix}Log": Log,
-            f"{prefix}next": next,
-            f"{prefix}counter": ids.COUNTER,
-            f"{prefix}info": calltree.INFO.get,
-            f"{prefix}OPEN": RUNTIME.open_logs,
-            f"{prefix}reg": RUNTIME.open_logs.append,
-            f"{prefix}RT": RUNTIME,
-            f"{prefix}sweep": calltree._sweep,
-            f"{prefix}complete": calltree._try_complete,
-            f"{prefix}slot": layout.slot_of,
-            f"{prefix}full": calltree.overflowed,
             f"{prefix}fail": fail,
-            f"{prefix}cont": calltree.continue_from,
             f"{prefix}meta": meta,
             f"{prefix}plan": plan,
         }
@@ -110,12 +94,15 @@ def _generate(
             params_expr = plan.items_src(prefix, ns)
         else:
             params_expr = f"{prefix}plan.pb({call})"
-        return (
-            template.replace("{PARAMS}", params_expr)
-            .replace("{MAX}", str(RUNTIME.max_slots))
-            .replace("{params}", params)
-            .replace("{call}", call)
-            .replace("{P}", prefix)
+        return render(
+            WRAPPER,
+            prefix,
+            str(RUNTIME.max_slots),
+            ASYNC="async " if is_async else "",
+            AWAIT="await " if is_async else "",
+            params=params,
+            call=call,
+            PARAMS=params_expr,
         )
 
     name = getattr(func, "__name__", None)
@@ -379,9 +366,9 @@ def make_probe(
     elif inspect.isgeneratorfunction(func):
         wrapper = _gen_wrapper(func, tracker, meta, eff, plan)
     elif inspect.iscoroutinefunction(func):
-        wrapper = _generate(ASYNC, func, accepted, tracker, meta, eff, plan)
+        wrapper = _generate(True, func, accepted, tracker, meta, eff, plan)
     else:
-        wrapper = _generate(SYNC, func, accepted, tracker, meta, eff, plan)
+        wrapper = _generate(False, func, accepted, tracker, meta, eff, plan)
     functools.update_wrapper(wrapper, func)
     if shown is not None:
         wrapper.__signature__ = shown  # type: ignore[attr-defined]

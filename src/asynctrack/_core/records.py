@@ -13,10 +13,18 @@ which is almost always in the dispatcher thread, off the application's hot path.
 from __future__ import annotations
 
 import datetime as _dt
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from asynctrack._core.ids import format_id, span_id_of, trace_id_of
+from asynctrack._core.jsonform import (
+    hex_or_none,
+    iso,
+    parse_time,
+    parse_traceback,
+    raw_dicts,
+    traceback_json,
+)
 from asynctrack._core.layout import (
     DATA,
     DEPTH,
@@ -34,70 +42,9 @@ from asynctrack._core.layout import (
     start_of,
 )
 
-__all__ = ["Call", "Log", "iso_second"]
-
-
-def _traceback_json(tb: Any) -> list[list[Any]] | None:
-    return None if tb is None else [[f, n, fn] for f, n, fn in tb]
-
-
-def _parse_traceback(value: Any) -> list[tuple[str, int, str]] | None:
-    if value is None:
-        return None
-    if not isinstance(value, list):
-        raise ValueError("traceback must be a list")
-    out: list[tuple[str, int, str]] = []
-    for frame in value:
-        if not isinstance(frame, (list, tuple)) or len(frame) != 3:
-            raise ValueError("a traceback frame must be [file, line, function]")
-        out.append((str(frame[0]), int(frame[1]), str(frame[2])))
-    return out
-
-
-def _hex_or_none(value: Any, what: str) -> str | None:
-    if value is None:
-        return None
-    if not isinstance(value, str):
-        raise ValueError(f"{what} must be a string")
-    return value
-
+__all__ = ["Call", "Log", "fill"]
 
 _UTC = _dt.UTC
-_ISO_CACHE: dict[int, str] = {}
-
-
-def iso_second(seconds: int) -> str:
-    """
-    Return ``YYYY-MM-DDTHH:MM:SS`` (UTC) of a time in whole seconds since the epoch.
-    """
-    # Formatting a datetime costs ~1 µs; the part up to the second is cached.
-    prefix = _ISO_CACHE.get(seconds)
-    if prefix is None:
-        if len(_ISO_CACHE) > 4096:
-            _ISO_CACHE.clear()
-        # isoformat, not strftime: "%Y" gives "1", not "0001", for years before 1000
-        # on glibc, which is no ISO 8601 timestamp for the readers.
-        stamp = _dt.datetime(1970, 1, 1) + _dt.timedelta(seconds=seconds)
-        prefix = _ISO_CACHE[seconds] = stamp.isoformat(timespec="seconds")
-    return prefix
-
-
-def _iso(wall_ns: int) -> str:
-    seconds, ns = divmod(wall_ns, 1_000_000_000)
-    return f"{iso_second(seconds)}.{ns // 1000:06d}+00:00"
-
-
-def _parse_time(value: Any, what: str) -> int:
-    if isinstance(value, _dt.datetime):
-        stamp = value
-    elif isinstance(value, str):
-        stamp = _dt.datetime.fromisoformat(value)
-    else:
-        raise ValueError(f"{what} must be an ISO 8601 string, got {type(value).__name__}")
-    if stamp.tzinfo is None:
-        stamp = stamp.replace(tzinfo=_UTC)
-    delta = stamp - _dt.datetime(1970, 1, 1, tzinfo=_UTC)
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1000
 
 
 class Call:
@@ -205,7 +152,7 @@ class Call:
             "duration_us": self.duration_us,
             "status": self.status,
             "error": self.error,
-            "traceback": _traceback_json(self.traceback),
+            "traceback": traceback_json(self.traceback),
         }
 
     @classmethod
@@ -232,7 +179,7 @@ class Call:
                 duration_us=int(d.get("duration_us", 0)),
                 status=str(d.get("status", "ok")),
                 error=None if d.get("error") is None else str(d["error"]),
-                traceback=_parse_traceback(d.get("traceback")),
+                traceback=parse_traceback(d.get("traceback")),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"malformed call record: {exc!r}") from None
@@ -333,26 +280,28 @@ class Log:
         calls: list[Call] | None = None,
         dropped_calls: int = 0,
     ) -> None:
-        self._id = id
-        self._number = 0
-        self._trace = trace_id
-        self.parent_id = parent_id
-        self.parent_seq = parent_seq
-        self.remote_parent = remote_parent
-        self._wall_ns = _parse_time(started_at, "started_at")
-        self._t0 = 0
-        self._t1 = duration_us * 1000
-        self.complete = complete
-        self.info = info if info is not None else {}
-        self._calls = calls = calls if calls is not None else []
+        calls = calls if calls is not None else []
         for call in calls:
             call._log_id = id
-        self._raw = None
-        self.dropped_calls = dropped_calls
-        self._active = []
-        self._claim = []
-        self._done = True
-        self._tracker = None
+        fill(
+            self,
+            id,
+            0,
+            parse_time(started_at, "started_at"),
+            0,
+            duration_us * 1000,
+            trace_id,
+            parent_id,
+            parent_seq,
+            remote_parent,
+            info if info is not None else {},
+            None,
+            calls,
+            complete,
+            dropped_calls,
+            None,
+            False,
+        )
 
     # -- public attributes -------------------------------------------------------
     @property
@@ -453,26 +402,25 @@ class Log:
         """
         Return a copy of this live log marked incomplete, calls still running included.
         """
-        copy = Log.__new__(Log)
-        copy._id = self.id
-        copy._number = self._number
-        copy._wall_ns = self._wall_ns
-        copy._t0 = self._t0
-        copy._t1 = max(self._t1, now, *(self._raw or ())[END::REC])
-        copy._trace = self.trace_id
-        copy.parent_id = self.parent_id
-        copy.parent_seq = self.parent_seq
-        copy.remote_parent = self.remote_parent
-        copy.info = dict(self.info)
-        copy._raw = None
-        copy._calls = list(Log._materialize(self, now))
-        copy.complete = False
-        copy.dropped_calls = self.dropped_calls
-        copy._active = []
-        copy._claim = []
-        copy._done = True
-        copy._tracker = self._tracker
-        return copy
+        return fill(
+            Log.__new__(Log),
+            self.id,
+            self._number,
+            self._wall_ns,
+            self._t0,
+            max(self._t1, now, *(self._raw or ())[END::REC]),
+            self.trace_id,
+            self.parent_id,
+            self.parent_seq,
+            self.remote_parent,
+            dict(self.info),
+            None,
+            list(Log._materialize(self, now)),
+            False,
+            self.dropped_calls,
+            self._tracker,
+            False,
+        )
 
     # -- conversion ----------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -482,7 +430,7 @@ class Log:
         calls_list = self._calls
         if calls_list is None and self._raw is not None:
             # Straight from the live records: no Call objects (the dispatcher's path).
-            calls: list[dict[str, Any]] = _raw_dicts(self._raw, self._t0)
+            calls: list[dict[str, Any]] = raw_dicts(self._raw, self._t0)
         else:
             calls = [c.to_dict() for c in self.calls]
         d: dict[str, Any] = {
@@ -491,7 +439,7 @@ class Log:
             "parent_id": self.parent_id,
             "parent_seq": self.parent_seq,
             "remote_parent": self.remote_parent,
-            "started_at": _iso(self._wall_ns),
+            "started_at": iso(self._wall_ns),
             "duration_us": self.duration_us,
             "complete": self.complete,
             "info": self.info,
@@ -525,10 +473,10 @@ class Log:
             parent_seq = d.get("parent_seq")
             return cls(
                 id=ident,
-                trace_id=_hex_or_none(d.get("trace_id"), "trace_id"),
+                trace_id=hex_or_none(d.get("trace_id"), "trace_id"),
                 parent_id=None if parent is None else str(parent),
                 parent_seq=None if parent_seq is None else int(parent_seq),
-                remote_parent=_hex_or_none(d.get("remote_parent"), "remote_parent"),
+                remote_parent=hex_or_none(d.get("remote_parent"), "remote_parent"),
                 started_at=d["started_at"],
                 duration_us=int(d.get("duration_us", 0)),
                 complete=bool(d.get("complete", True)),
@@ -556,43 +504,57 @@ class Log:
         )
 
 
-def _raw_dicts(raw: list[Any], t0: int) -> list[dict[str, Any]]:
-    seqs = seq_map(raw)
-    if seqs is not None:
-        # Threads raced between reading the clock and appending: order by start.
-        return _dicts(sorted(records(raw), key=start_of), t0, seqs)
-    return _dicts(records(raw), t0, None)
+def fill(
+    log: Log,
+    ident: str | None,
+    number: int,
+    wall_ns: int,
+    t0: int,
+    t1: int,
+    trace: str | None,
+    parent_id: str | None,
+    parent_seq: int | None,
+    remote_parent: str | None,
+    info: dict[str, Any],
+    raw: list[Any] | None,
+    calls: list[Call] | None,
+    complete: bool,
+    dropped_calls: int,
+    tracker: Any,
+    live: bool,
+) -> Log:
+    """
+    Set every slot of ``log``, a new object, and return it: the one place that does.
 
-
-def _dicts(
-    recs: Iterable[tuple[Any, ...]], t0: int, seqs: dict[int, int] | None
-) -> list[dict[str, Any]]:
-    out: list[dict[str, Any]] = []
-    append = out.append
-    for meta, depth, params, data, start, end, status, error, parent, tb in recs:
-        if end == 0:  # pragma: no cover - only snapshots have running calls
-            end = start
-            status = "running"
-        if parent is not None:
-            parent = parent // REC if seqs is None else seqs[parent]
-        append(
-            {
-                "seq": len(out),
-                "parent": parent,
-                "depth": depth,
-                "function": meta[0],
-                "tracker": meta[1],
-                "level": meta[2],
-                "params": params or {},  # never the shared NO_PARAMS
-                "data": data if data else {},
-                "offset_us": (start - t0) // 1000,
-                "duration_us": (end - start) // 1000,
-                "status": status,
-                "error": error,
-                "traceback": _traceback_json(tb),
-            }
-        )
-    return out
+    Used by ``Log.__init__`` (a finished log), by ``calltree.open_root`` (a *live* log,
+    whose calls append to ``raw``: it counts its first call as running) and by the
+    incomplete snapshot taken at shutdown. ``ident`` None: formatted when first read;
+    ``trace`` None: derived from the id when first read (a request's log).
+    """
+    log._id = ident
+    log._number = number
+    log._wall_ns = wall_ns
+    log._t0 = t0
+    log._t1 = t1
+    log._trace = trace
+    log.parent_id = parent_id
+    log.parent_seq = parent_seq
+    log.remote_parent = remote_parent
+    log.info = info
+    log._raw = raw
+    log._calls = calls
+    log.complete = complete
+    log.dropped_calls = dropped_calls
+    log._tracker = tracker
+    if live:
+        log._active = [None]
+        log._claim = [None]
+        log._done = False
+    else:
+        log._active = []
+        log._claim = []
+        log._done = True
+    return log
 
 
 Call.__module__ = "asynctrack"

@@ -1,5 +1,6 @@
 """
-Source of the generated wrappers: one template per kind, compiled at decoration time.
+Source of the generated code: the probe wrappers, and the call tree's ``enter`` and
+``leave``, compiled from the same fragments.
 
 A generated wrapper has the parameter list the wrapped callable itself accepts, so
 CPython binds each call (no ``inspect.Signature.bind``, 1.9 µs a call), and it
@@ -7,33 +8,41 @@ forwards every argument unchanged. Its source is registered with ``linecache`` u
 a unique ``<asynctrack probe of module.qualname>`` file name, as attrs does, so a
 traceback through a probe shows the wrapper's source lines.
 
+One template, :data:`WRAPPER`, serves plain and coroutine functions. Its tracked path
+is two fragments: :data:`JOIN` (start a call: join the current log or open one) and
+:data:`LEAVE` (end it). ``calltree.enter`` and ``calltree.leave`` are compiled from the
+same two fragments (:data:`ENTER`, :data:`LEAVE_FRAME`), with the same names bound
+(``calltree.hot_names``), so the inlined path and the general one cannot drift. The
+fields a call appends come from ``layout.fields_source`` and its offsets are the
+names of ``_core/layout.py``: no template holds a bare offset.
+
 Names (#14): the generated code shares its local namespace with the wrapped
 function's parameters, so every name it uses, builtins included, is one it owns.
 They all start with a prefix ``P`` (``_at_``, lengthened with leading underscores
-until no parameter starts with it) and are globals of the wrapper's own namespace:
+until no parameter starts with it) and are globals of the generated code's own
+namespace or its locals (``tests/core/test_probe_wrappers.py`` checks this table
+against the code):
 
 ====================  =======================================================
 name                  what it is
 ====================  =======================================================
 ``Pwrapper``          the wrapper (its code is renamed to the function's name)
+``Penter``,           ``calltree.enter`` and ``calltree.leave`` (renamed
+``Pleave``            ``enter``, ``leave``)
+``Ppb``, ``Pbind``    a parameter plan's builders (``_core/params.py``)
 ``Pd0``, ``Pd1``, …   the defaults of the wrapped callable, by parameter index
 ``Pf``                the wrapped callable
 ``Plvl``, ``Ptr``     the probe's level and its tracker
 ``Pmeta``, ``Pplan``  (function, tracker, level name) and the parameter plan
 ``Pget``, ``Pset``,   ``FRAME.get`` / ``.set`` / ``.reset`` and ``SILENT``
 ``Preset``, ``PS``
+``Pfail``             record that the call raised (``failure.fail``)
 ``Pns``               ``time.perf_counter_ns``
-``Prejoin``,          calltree helpers: join a log completed concurrently,
-``Pslot``, ``Pfail``, find a call's slot, record an error, complete a log,
-``Pcont``,            open a continuation,
-``Pcomplete``,        the open-log registry, its sweep and threshold, the
-``POPEN``, ``Preg``,  wall-clock offset (``PRT``, the runtime state), warn
-``PRT`` (runtime),    that a log is full
-``Psweep``, ``Pfull``
-``Pnew``, ``PLog``,   ``object.__new__``, ``Log``, ``next``, the log counter
-``Pnext``,            and ``INFO.get``
-``Pcounter``,
-``Pinfo``
+``Popen``,            calltree helpers (``hot_names``): open a log, join a new
+``Prejoin``,          log when the current one completed concurrently, find a
+``Pslot``, ``Pfull``, call's slot, count a call a full log has no room for,
+``Pcomplete``         complete a log
+``PRT``               the runtime state (``enter`` reads the slot limit there)
 ``Plen``, ``Ptype``,  the builtins ``len``, ``type``, ``str``,
 ``Pstr``, ``PBE``,    ``BaseException`` and ``ValueError``
 ``PVE``
@@ -41,9 +50,9 @@ name                  what it is
 ``Pcs``, ``Pck``,     ``*args`` and ``**kwargs`` converters and ``REDACTED``
 ``PR``
 ``Pcur``, ``Ptok``,   locals: the current frame, the reset token, the params,
-``Pp``, ``Pt``,       start time, log, active list, raw slots, index, depth,
-``Plog``, ``Pa``,     frame, exception and the type of a parameter value
-``Praw``, ``Pi``,
+``Pp``, ``Pt``,       start time, log, list of running calls, slots, first
+``Plog``, ``Pa``,     slot, depth, frame, exception and the type of a
+``Praw``, ``Pi``,     parameter value
 ``Pd``, ``Pfr``,
 ``Pe``, ``Pty``
 ``Pargs``, ``Pkw``    ``*args``/``**kwargs`` when the callable has no signature
@@ -63,14 +72,20 @@ import weakref
 from collections.abc import Iterable
 from typing import Any
 
+from asynctrack._core.layout import END, START, fields_source
+
 __all__ = [
-    "ASYNC",
-    "SYNC",
+    "ENTER",
+    "JOIN",
+    "LEAVE",
+    "LEAVE_FRAME",
+    "WRAPPER",
     "accepted_signature",
     "builtin_names",
     "compile_function",
     "forget_with",
     "prefix_for",
+    "render",
     "signature_source",
     "unique_filename",
 ]
@@ -256,67 +271,93 @@ def forget_with(owner: object, filename: str) -> None:
     weakref.finalize(owner, _forget, filename)
 
 
-# The tracked path of the generated wrappers inlines joining an open log and leaving
-# the call (see calltree.enter/leave for the commented general versions): two Python
-# calls fewer per probed call.
-_TRACKED = """
+#: Starting a tracked call below the frame ``{P}cur``: joining its log, or opening a
+#: log (``{P}open``, ``calltree.open_root``). The body of ``calltree.enter`` and of
+#: every generated wrapper's tracked path, so the two cannot differ. Given ``{P}tr``,
+#: ``{P}meta``, ``{P}cur`` and ``{P}p`` (the params), it leaves the call's frame in
+#: ``{P}fr``, and for :data:`LEAVE` its log, the log's list of running calls, the
+#: call's slots and first slot in ``{P}log``, ``{P}a``, ``{P}raw`` and ``{P}i``. ``{MAX}``
+#: is the slot limit: a literal in a wrapper (wrappers are generated again when it
+#: changes), read from the runtime state in ``enter``. The fields a call appends are
+#: written in slot order by ``layout.fields_source``.
+JOIN = """
+{P}t = {P}ns()
+if {P}cur is not None and not ({P}log := {P}cur[0])._done:
+    {P}a = {P}log._active
+    {P}a.append(None)
+    if {P}log._done:  # lost a race with the log's completion: open a new log
+        {P}fr = {P}rejoin({P}log, {P}tr, {P}meta, {P}cur, {P}p, {P}t)
+        {P}log = {P}fr[0]
+        {P}a = {P}log._active
+        {P}raw = {P}fr[4]
+        {P}i = {P}fr[1]
+    else:
+        {P}d = {P}cur[2] + 1
+        {P}raw = {P}log._raw
+        if ({P}i := {P}len({P}raw)) < {MAX}:
+            {P}raw += ({JOINED})
+            if {P}raw[{P}i + {START}] is not {P}t:  # another thread appended first
+                {P}i = {P}slot({P}raw, {P}t)
+        else:  # the log is full: the call gets slots of its own
+            {P}full({P}log)
+            {P}raw = [{UNRECORDED}]
+            {P}i = 0
+        {P}fr = ({P}log, {P}i, {P}d, {P}cur, {P}raw)
+else:
+    {P}fr = {P}open({P}tr, {P}meta, {P}cur, {P}p, {P}t)
+    {P}log = {P}fr[0]
+    {P}a = {P}log._active
+    {P}raw = {P}fr[4]
+    {P}i = 0
+"""
+
+#: Ending the tracked call :data:`JOIN` started: its end time, and the log completes
+#: when it was the last call running. The end of every generated wrapper's tracked
+#: path and the body of ``calltree.leave``.
+LEAVE = """
+{P}raw[{P}i + {END}] = {P}ns()
+{P}a.pop()
+if not {P}a:
+    {P}complete({P}log)
+"""
+
+#: ``calltree.enter``: start a tracked call below the frame ``cur``.
+ENTER = """
+def {P}enter({P}tr, {P}meta, {P}cur, {P}p):
+    {JOIN}
+    return {P}fr
+"""
+
+#: ``calltree.leave``: end the tracked call of a frame.
+LEAVE_FRAME = """
+def {P}leave({P}fr):
+    {P}log = {P}fr[0]
+    {P}a = {P}log._active
+    {P}raw = {P}fr[4]
+    {P}i = {P}fr[1]
+    {LEAVE}
+"""
+
+#: The wrapper of a plain (``{ASYNC}`` and ``{AWAIT}`` empty) or coroutine function.
+#: Below the threshold the call passes through, silencing its subtree; else it is
+#: tracked, between :data:`JOIN` and :data:`LEAVE`.
+WRAPPER = """
+{ASYNC}def {P}wrapper({params}):
+    if {P}lvl < {P}tr._th:
+        if {P}tr._off:
+            return {AWAIT}{P}f({call})
+        if {P}get() is {P}S:
+            return {AWAIT}{P}f({call})
+        {P}tok = {P}set({P}S)
+        try:
+            return {AWAIT}{P}f({call})
+        finally:
+            {RESET}
     {P}cur = {P}get()
     if {P}cur is {P}S:
         return {AWAIT}{P}f({call})
     {P}p = {PARAMS}
-    {P}t = {P}ns()
-    if {P}cur is not None and not ({P}log := {P}cur[0])._done:
-        {P}a = {P}log._active
-        {P}a.append(None)
-        if {P}log._done:
-            {P}fr = {P}rejoin({P}log, {P}tr, {P}meta, {P}cur, {P}p, {P}t)
-            {P}log = {P}fr[0]
-            {P}a = {P}log._active
-            {P}raw = {P}fr[4]
-            {P}i = {P}fr[1] + 5
-        else:
-            {P}d = {P}cur[2] + 1
-            {P}raw = {P}log._raw
-            if ({P}i := {P}len({P}raw)) < {MAX}:
-                {P}raw += ({P}meta, {P}d, {P}p, None, {P}t, 0, "ok", None, {P}cur[1], None)
-                if {P}raw[{P}i + 4] is not {P}t:  # another thread appended first
-                    {P}i = {P}slot({P}raw, {P}t)
-                {P}fr = ({P}log, {P}i, {P}d, {P}cur, {P}raw)
-                {P}i += 5
-            else:
-                {P}log.dropped_calls += 1
-                if {P}log.dropped_calls == 1:
-                    {P}full({P}log)
-                {P}raw = [{P}meta, {P}d, {P}p, None, {P}t, 0, "ok", None, None, None]
-                {P}fr = ({P}log, 0, {P}d, {P}cur, {P}raw)
-                {P}i = 5
-    else:
-        # calltree.open_root, inlined: once per log.
-        {P}raw = [{P}meta, 0, {P}p, None, {P}t, 0, "ok", None, None, None]
-        {P}log = {P}new({P}Log)
-        {P}log._id = None
-        {P}log._number = {P}next({P}counter)
-        {P}log._wall_ns = {P}RT.wall_offset + {P}t
-        {P}log._t0 = {P}log._t1 = {P}t
-        if {P}cur is None:
-            {P}log._trace = {P}log.parent_id = {P}log.parent_seq = None
-            {P}log.remote_parent = None
-            {P}log.info = {P}info() or {}
-        else:  # a continuation of the completed log of frame cur
-            {P}cont({P}log, {P}cur)
-        {P}log._raw = {P}raw
-        {P}log._calls = None
-        {P}log.complete = True
-        {P}log.dropped_calls = 0
-        {P}log._active = {P}a = [None]
-        {P}log._claim = [None]
-        {P}log._done = False
-        {P}log._tracker = {P}tr
-        {P}reg({P}log)
-        if {P}len({P}OPEN) > {P}RT.sweep_at:
-            {P}sweep()
-        {P}fr = ({P}log, 0, 0, None, {P}raw)
-        {P}i = 5
+    {JOIN}
     {P}tok = {P}set({P}fr)
     try:
         return {AWAIT}{P}f({call})
@@ -325,47 +366,53 @@ _TRACKED = """
         raise
     finally:
         {RESET}
-        {P}raw[{P}i] = {P}ns()
-        {P}a.pop()
-        if not {P}a:
-            {P}complete({P}log)
+        {LEAVE}
 """
 
-#: The template of plain functions' wrappers.
-SYNC = """
-def {P}wrapper({params}):
-    if {P}lvl < {P}tr._th:
-        if {P}tr._off:
-            return {P}f({call})
-        if {P}get() is {P}S:
-            return {P}f({call})
-        {P}tok = {P}set({P}S)
-        try:
-            return {P}f({call})
-        finally:
-            {P}reset({P}tok)
-""" + _TRACKED.replace("{AWAIT}", "").replace("{RESET}", "{P}reset({P}tok)")
+_RESET_SYNC = "{P}reset({P}tok)"
+_RESET_ASYNC = """try:
+    {P}reset({P}tok)
+except {P}VE:  # resumed in another context: leave that context alone
+    pass"""
 
-#: The template of coroutine functions' wrappers.
-ASYNC = """
-async def {P}wrapper({params}):
-    if {P}lvl < {P}tr._th:
-        if {P}tr._off:
-            return await {P}f({call})
-        if {P}get() is {P}S:
-            return await {P}f({call})
-        {P}tok = {P}set({P}S)
-        try:
-            return await {P}f({call})
-        finally:
-            try:
-                {P}reset({P}tok)
-            except {P}VE:
-                pass
-""" + _TRACKED.replace("{AWAIT}", "await ").replace(
-    "{RESET}",
-    """try:
-            {P}reset({P}tok)
-        except {P}VE:  # resumed in another context: leave that context alone
-            pass""",
-)
+
+def render(template: str, prefix: str, max_slots: str, **parts: str) -> str:
+    """
+    Return ``template`` with its placeholders filled, ready to compile.
+
+    A line holding only ``{JOIN}``, ``{LEAVE}`` or ``{RESET}`` takes that fragment,
+    indented like the line; ``{MAX}`` becomes ``max_slots``; other ``{NAME}``
+    placeholders take ``parts[NAME]`` (``params``, ``call``, ``PARAMS``, ``ASYNC``,
+    ``AWAIT``); ``{P}`` becomes ``prefix`` last.
+    """
+    blocks = {
+        "{JOIN}": JOIN,
+        "{LEAVE}": LEAVE,
+        "{RESET}": _RESET_ASYNC if parts.get("ASYNC") else _RESET_SYNC,
+    }
+    lines: list[str] = []
+    for line in template.splitlines(keepends=True):
+        block = blocks.get(line.strip())
+        if block is None:
+            lines.append(line)
+            continue
+        pad = line[: len(line) - len(line.lstrip())]
+        lines.extend(pad + piece if piece.strip() else piece for piece in _lines(block))
+    out = "".join(lines)
+    inline = {
+        "{MAX}": max_slots,
+        "{START}": str(START),
+        "{END}": str(END),
+        "{JOINED}": fields_source(
+            meta="{P}meta", depth="{P}d", params="{P}p", start="{P}t", parent="{P}cur[1]"
+        ),
+        "{UNRECORDED}": fields_source(meta="{P}meta", depth="{P}d", params="{P}p", start="{P}t"),
+        **{"{" + name + "}": value for name, value in parts.items()},
+    }
+    for name, value in inline.items():
+        out = out.replace(name, value)
+    return out.replace("{P}", prefix)
+
+
+def _lines(block: str) -> list[str]:
+    return [piece + "\n" for piece in block.strip("\n").split("\n")]
