@@ -191,20 +191,23 @@ def overflowed(log: Log) -> None:
     )
 
 
-def begin(tracker: Any, level: int, meta: tuple[str, str, str], params: Callable[[], Any]) -> Any:
+def begin(tracker: Any, level: int, start: Callable[[Any], tuple[Any, ...]]) -> Any:
     """
-    Decide how a generator's call starts (``CallScope.__enter__`` inlines the same).
+    Decide how a call starts, for the generators' wrappers and ``Tracker.call``.
 
+    ``level`` is the call's effective level (-1 for ``NONE``, which only silences).
     Returns None when it passes straight through (tracking off, or inside a silenced
-    subtree), ``SILENT`` when it is not tracked and silences its subtree, else the
-    frame of the new tracked call (``params()`` is evaluated only then).
+    subtree), ``SILENT`` when it is not tracked and silences its subtree, else
+    ``start(cur)``: the frame of the new tracked call below the current frame ``cur``
+    (which is when the parameters are recorded). The generated wrappers make the
+    same decision in their first lines (``wrapsrc.WRAPPER``).
     """
     cur = _get()
     if level < tracker._th:
         return None if tracker._off or cur is SILENT else SILENT
     if cur is SILENT:
         return None
-    return enter(tracker, meta, cur, params())
+    return start(cur)
 
 
 def open_root(

@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from asynctrack._core import calltree
-from asynctrack._core.calltree import FRAME, SILENT, begin, leave
+from asynctrack._core.calltree import FRAME, SILENT, begin, enter, leave
 from asynctrack._core.failure import WRAPPER_CODES, fail
 from asynctrack._core.levels import NONE, level_name, parse_level
 from asynctrack._core.params import ParamPlan, qualname_of
@@ -135,7 +135,9 @@ def _gen_wrapper(
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         gen = func(*args, **kwargs)
         # The body runs at the first resumption: that is when the call starts.
-        frame = begin(tracker, level, meta, lambda: plan.pb(*args, **kwargs))
+        frame = begin(
+            tracker, level, lambda cur: enter(tracker, meta, cur, plan.pb(*args, **kwargs))
+        )
         if frame is None:
             return (yield from gen)
         return (yield from _drive_gen(gen, frame))
@@ -195,7 +197,9 @@ def _agen_wrapper(
 ) -> Callable[..., Any]:
     async def wrapper(*args: Any, **kwargs: Any) -> Any:
         agen = func(*args, **kwargs)
-        frame = begin(tracker, level, meta, lambda: plan.pb(*args, **kwargs))
+        frame = begin(
+            tracker, level, lambda cur: enter(tracker, meta, cur, plan.pb(*args, **kwargs))
+        )
         tracked = frame is not None and frame is not SILENT
         value: Any = None
         pending: BaseException | None = None

@@ -14,7 +14,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 
 from asynctrack._core import activity, calltree, failure, tracecontext
-from asynctrack._core.layout import NO_PARAMS
+from asynctrack._core.layout import META, NO_PARAMS
 from asynctrack._core.levels import DEFAULT, NONE, OFF, Level, level_name, parse_level
 from asynctrack._core.probe import make_probe
 from asynctrack._core.runtime import RUNTIME
@@ -156,7 +156,8 @@ class Tracker:
             lvl = parse_level(level, "call(): level")
         if self._off:
             return _OFF_SCOPE  # nothing is configured: a shared scope that does nothing
-        return CallScope(self, function, lvl, params)
+        # NONE never tracks: -1 is below every threshold, so the block only silences.
+        return CallScope(self, function, lvl if lvl < NONE else -1, params)
 
     @property
     def enabled(self) -> bool:
@@ -261,10 +262,10 @@ class CallScope:
         """
         frame = self._frame
         if frame is not None and frame is not calltree.SILENT:
-            slots, i = frame[4], frame[1]
-            meta = slots[i]
+            slots, at = frame[4], frame[1] + META
+            meta = slots[at]
             named = (str(function), meta[1], meta[2])
-            slots[i] = _RENAMED.get(named) or _renamed(named)
+            slots[at] = _RENAMED.get(named) or _renamed(named)
 
     def add_info(self, **values: Any) -> None:
         """
@@ -306,20 +307,15 @@ class CallScope:
             finally:
                 calltree.FRAME.reset(token)
 
-    def __enter__(self) -> CallScope:
-        # calltree.begin's decision, without a closure for the params: this runs once
-        # per request in TrackMiddleware.
+    def _start(self, cur: Any) -> tuple[Any, ...]:
+        # The tracked case of calltree.begin: the params are converted only now.
         tracker = self._tracker
-        level = self._level
-        cur = calltree.FRAME.get()
-        if level >= NONE or level < tracker._th:  # NONE only silences
-            frame = None if tracker._off or cur is calltree.SILENT else calltree.SILENT
-        elif cur is calltree.SILENT:
-            frame = None
-        else:
-            raw = self._params
-            meta = (self._function, tracker.name, level_name(level))
-            frame = calltree.enter(tracker, meta, cur, convert_mapping(raw) if raw else NO_PARAMS)
+        raw = self._params
+        meta = (self._function, tracker.name, level_name(self._level))
+        return calltree.enter(tracker, meta, cur, convert_mapping(raw) if raw else NO_PARAMS)
+
+    def __enter__(self) -> CallScope:
+        frame = calltree.begin(self._tracker, self._level, self._start)
         if frame is not None:
             self._frame = frame
             self._token = calltree.FRAME.set(frame)
