@@ -71,6 +71,15 @@ class StrictSink(Sink):
         self.state = "closed"
 
 
+class _BytesPath:
+    """
+    An os.PathLike whose path is bytes, which Path() refuses.
+    """
+
+    def __fspath__(self) -> bytes:
+        return b"spool"
+
+
 class TestValidate:
     def test_defaults_complete_every_option(self) -> None:
         """
@@ -158,6 +167,7 @@ class TestValidate:
             pytest.param("on_full", "wait", "'drop' or 'block'", id="on_full"),
             pytest.param("fsync_spill", 1, "a bool", id="fsync_spill"),
             pytest.param("spill_dir", "", "a directory path", id="spill_dir"),
+            pytest.param("spill_dir", _BytesPath(), "a directory path", id="spill_dir-bytes"),
             pytest.param("redact", "password", "a list of str", id="redact-str"),
             pytest.param("redact", ["ok", ""], "non-empty str", id="redact-empty"),
             pytest.param("tracker_class", object, "a subclass of asynctrack.Tracker", id="tc"),
@@ -294,6 +304,11 @@ class TestEnvironment:
             pytest.param("ASYNCTRACK_LEVEL", "LOUD", "unknown level 'LOUD'", id="level"),
             pytest.param("ASYNCTRACK_LEVELS", "shop.db", "name=LEVEL pairs", id="levels-form"),
             pytest.param("ASYNCTRACK_LEVELS", "shop=LOUD", "unknown level", id="levels-level"),
+            # str.isdigit() is true for "²", which int() refuses.
+            pytest.param("ASYNCTRACK_LEVEL", "²", "unknown level '²'", id="level-superscript"),
+            pytest.param(
+                "ASYNCTRACK_LEVELS", "shop=²", "unknown level '²'", id="levels-superscript"
+            ),
         ],
     )
     def test_bad_values_name_the_variable(

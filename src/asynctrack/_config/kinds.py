@@ -269,13 +269,13 @@ class Directory(Option):
         return "a directory path (str or Path)"
 
     def check(self, value: Any, label: str) -> Path:
-        if (
-            not isinstance(value, (str, os.PathLike))
-            or not os.fspath(value)
-            or "\0" in str(os.fspath(value))
-        ):
+        if not isinstance(value, (str, os.PathLike)):
             raise fail(label, self.expected, value)
-        return Path(os.fspath(value))
+        path = os.fspath(value)
+        # A PathLike may return bytes, which Path() refuses.
+        if not isinstance(path, str) or not path or "\0" in path:
+            raise fail(label, self.expected, value)
+        return Path(path)
 
 
 # -- levels ------------------------------------------------------------------------------------
@@ -289,6 +289,18 @@ def level_value(value: Any, label: str) -> int:
         return _levels.parse_level(value, label)
     except (TypeError, ValueError) as exc:
         raise ConfigError(str(exc)) from None
+
+
+def _level_text(raw: str) -> int | str:
+    # A level from the environment: digits are an int, anything else a name (an
+    # unknown one is then refused by name). isdecimal(), not isdigit(): int() refuses
+    # digits such as "²", and more digits than CPython converts.
+    if raw.isdecimal():
+        try:
+            return int(raw)
+        except ValueError:
+            pass
+    return raw
 
 
 class Level(Option):
@@ -305,7 +317,7 @@ class Level(Option):
         return level_value(value, label)
 
     def parse_env(self, raw: str, label: str) -> Any:
-        return int(raw) if raw.isdigit() else raw
+        return _level_text(raw)
 
 
 class LevelMap(Option):
@@ -340,9 +352,7 @@ class LevelMap(Option):
                     f"(e.g. 'shop.db=DEBUG,shop=INFO'), got {quote(raw)}"
                 )
             level = level.strip()
-            out[name.strip()] = level_value(
-                int(level) if level.isdigit() else level, f"{label} ({quote(name.strip())})"
-            )
+            out[name.strip()] = level_value(_level_text(level), f"{label} ({quote(name.strip())})")
         return out
 
 
