@@ -256,3 +256,41 @@ async def test_routes_are_looked_up_once() -> None:
     # Three route objects: the mounted route is one of its own (named the general way).
     cached = [entry[1] for entry in middleware._routes.values()]
     assert cached == ["/items/{item_id}", "/reset/{token}", "/items/{item_id}"]
+
+
+class TouchyRoute:
+    """
+    A route object whose attributes raise what hasattr() does not catch.
+    """
+
+    path_format = "/touchy/{item}"
+
+    @property
+    def routes(self) -> Any:
+        raise RuntimeError("not a mount, and says so loudly")
+
+
+async def touchy_app(scope: Scope, receive: Receive, send: Send) -> None:
+    scope["route"] = TouchyRoute()
+    scope["path_params"] = {"item": "1"}
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"ok"})
+
+
+@pytest.mark.anyio
+async def test_a_route_that_raises_never_reaches_the_application() -> None:
+    """
+    The route cache's lookup is bookkeeping: an exception from the route object is
+    counted in internal_errors, as the general path counts it, and the request is
+    served and recorded all the same.
+    """
+    fast = TrackMiddleware(touchy_app)
+    general = TrackMiddleware(touchy_app)
+    general._FAST_PATH = False
+    scope: Scope = {"type": "http", "method": "GET", "path": "/touchy/1", "headers": []}
+    with capture() as logs:
+        for middleware in (fast, general):
+            await run(middleware, dict(scope), body=b"", gone=False)
+    assert len(logs) == 2
+    assert comparable(logs[0]) == comparable(logs[1])
+    assert (fast.internal_errors, general.internal_errors) == (1, 1)

@@ -337,10 +337,13 @@ class TrackMiddleware(WebMiddleware):
         """
         if root_path or final or not self._cache_routes:
             return self._name(call, scope, method, root_path, final=final, status=status)
-        route = scope.get("route")
-        entry = self._routes.get(id(route))
-        if entry is None or entry[0] is not route:
-            entry = self._route_entry(route)
+        try:
+            route = scope.get("route")
+            entry = self._routes.get(id(route))
+            if entry is None or entry[0] is not route:
+                entry = self._route_entry(route)
+        except Exception:
+            entry = None  # a route object that raises: the general path counts it
         params = scope.get("path_params")
         if (
             entry is None
