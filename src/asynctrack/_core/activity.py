@@ -23,6 +23,7 @@ from asynctrack._core.records import Log
 from asynctrack._core.values import (
     _ATOMS,
     _REDACT_CACHE,
+    PLAIN_NAMES,
     REDACTED,
     convert,
     current_limits,
@@ -103,12 +104,28 @@ def add_info(key: str, value: Any) -> None:
 def add_info_many(log: Log, values: dict[str, Any]) -> None:
     """
     Set several info keys of ``log`` with one copy of its info dict.
+
+    ``values`` is the caller's own dict (a ``**kwargs``), never used after this.
     """
-    converted = _converted(values, "add_info")
+    # The usual items are stored as they are, without a copy: names known not to be
+    # sensitive (all checked at once) with atoms or short plain strings (see convert).
+    if values.keys() <= PLAIN_NAMES.keys():
+        longest = current_limits().max_string
+        for value in values.values():
+            t = type(value)
+            if t is str:
+                if len(value) > longest or "://" in value:
+                    values = _converted(values, "add_info")
+                    break
+            elif t not in _ATOMS:
+                values = _converted(values, "add_info")
+                break
+    else:
+        values = _converted(values, "add_info")
     if log._done:
         return
     with _LOCK:
-        log.info = {**log.info, **converted}
+        log.info = {**log.info, **values}
 
 
 def add_data(key: str, value: Any, depth: int | None = None) -> None:

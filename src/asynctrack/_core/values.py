@@ -96,6 +96,9 @@ class Limits:
 _LIMITS = Limits()
 #: Cache of names already classified, so redaction costs a dict lookup.
 _REDACT_CACHE: dict[str, bool] = {}
+#: The names of that cache found not sensitive, for a subset test of several names
+#: at once (``names.keys() <= PLAIN_NAMES.keys()``); cleared with it.
+PLAIN_NAMES: dict[str, None] = {}
 
 
 def _squeeze(name: str) -> str:
@@ -142,6 +145,7 @@ def set_limits(limits: Limits) -> None:
     _LIMITS = limits
     _REDACT_SQUEEZED = tuple(x for x in map(_squeeze, limits.redact) if x)
     _REDACT_CACHE.clear()
+    PLAIN_NAMES.clear()
 
 
 def is_redacted(name: str) -> bool:
@@ -163,6 +167,8 @@ def is_redacted(name: str) -> bool:
         # Long names (a huge key) are not kept: the cache must stay small.
         if len(_REDACT_CACHE) < 10_000 and len(name) <= 256:
             _REDACT_CACHE[name] = hit
+            if not hit:
+                PLAIN_NAMES[name] = None
     return hit
 
 

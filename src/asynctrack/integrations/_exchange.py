@@ -66,12 +66,7 @@ class Exchange:
                 # The usual case: routed by now, so the path and the status go into
                 # the info together (one copy of the info dict).
                 self.named = self._mw._routed(
-                    self._call,
-                    self._scope,
-                    self._method,
-                    self.root_path,
-                    final=False,
-                    status=self.status,
+                    self._call, self._scope, self._method, self.root_path, self.status
                 )
                 if self.named:
                     self.recorded = self.status
@@ -100,6 +95,4 @@ class Exchange:
         return message
 
     def _rename(self) -> None:
-        self.named = self._mw._routed(
-            self._call, self._scope, self._method, self.root_path, final=False
-        )
+        self.named = self._mw._routed(self._call, self._scope, self._method, self.root_path, None)

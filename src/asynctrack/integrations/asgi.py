@@ -319,24 +319,17 @@ class TrackMiddleware(WebMiddleware):
             self.malformed_traceparent += 1
 
     def _routed(
-        self,
-        call: Any,
-        scope: Scope,
-        method: str,
-        root_path: str,
-        *,
-        final: bool,
-        status: int | None = None,
+        self, call: Any, scope: Scope, method: str, root_path: str, status: int | None
     ) -> bool:
         """
         :meth:`_name`, with the route's data looked up once per route.
 
-        The usual request only: no server root path, not final, a route that is not a
-        mount and has no secret-named placeholder or path parameter; :meth:`_name`
-        decides every other.
+        The usual request only: no server root path, a route that is not a mount and
+        has no secret-named placeholder or path parameter; :meth:`_name` decides every
+        other (before the end of the request: not ``final``).
         """
-        if root_path or final or not self._cache_routes:
-            return self._name(call, scope, method, root_path, final=final, status=status)
+        if root_path or not self._cache_routes:
+            return self._name(call, scope, method, root_path, final=False, status=status)
         try:
             route = scope.get("route")
             entry = self._routes.get(id(route))
