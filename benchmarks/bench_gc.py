@@ -30,6 +30,7 @@ almost none do. So the figures are:
     python -m benchmarks.bench_gc --quick    # 2,000
     python -m benchmarks.bench_gc --smoke    # each variant once, tiny
     python -m benchmarks.bench_gc --src /tmp/base/src   # measure another tree
+    python -m benchmarks.bench_gc --model    # the untracked app holding extra objects
 
 ``--src`` imports the ``asynctrack`` of another source tree (``git archive BASE src``
 unpacked somewhere): the way to compare a change with its base.
@@ -74,8 +75,17 @@ from fastapi import FastAPI
 import asynctrack
 from asynctrack.integrations.asgi import TrackMiddleware
 
-tracked = variant != "off"
+# "model-E-D": the untracked app, each request holding E extra objects across its
+# awaits and leaving D objects in a buffer emptied every 200 requests (--model).
+model = variant.startswith("model-")
+held_n, left_n = (int(x) for x in variant.split("-")[1:]) if model else (0, 0)
+tracked = variant != "off" and not model
 probed = variant in ("probes", "file")
+BUFFER = []
+
+
+class Held:
+    __slots__ = ()
 tr = asynctrack.get_tracker("bench")
 HOOK = []
 
@@ -108,8 +118,14 @@ app = FastAPI()
 
 @app.get("/items/{item_id}")
 async def item(item_id: int) -> dict[str, Any]:
+    held = [Held() for _ in range(held_n)] if model else None
     user = await load_user(7)
     result: dict[str, Any] = await load_item(item_id, user["id"])
+    if model:
+        BUFFER.extend(Held() for _ in range(left_n))
+        if len(BUFFER) >= 200 * left_n:
+            BUFFER.clear()
+        del held
     return result
 
 
@@ -248,6 +264,8 @@ async def main():
     result = {"levels": {}}
     configure()
     await collections_per_level(result)
+    if model:
+        return result
     if tracked:
         asynctrack.shutdown_sync()
     # A batch as large as the queue and an interval longer than the run: the logs stay.
@@ -294,6 +312,45 @@ def run(python: str, variant: str, n: int, levels: Sequence[int], workdir: Path)
     return json.loads(out.read_text(encoding="utf-8"))
 
 
+#: --model: extra objects held per request in flight, and left per request until the
+#: buffer is emptied (as a buffered log's until the dispatcher writes it).
+MODEL_HELD = (0, 6, 12, 18)
+MODEL_LEFT = (0, 2, 5)
+
+
+def model(python: str, n: int) -> int:
+    """
+    Print gen0 collections per 10k requests of the untracked app holding extra objects.
+    """
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="asynctrack-gc-") as tmp:
+        workdir = Path(tmp)
+        (workdir / "workload.py").write_text(WORKLOAD, encoding="utf-8")
+        for held in MODEL_HELD:
+            for left in MODEL_LEFT:
+                r = run(python, f"model-{held}-{left}", n, (8, 32), workdir)
+                k8, k32 = (r["levels"][k]["per_10k"][0] for k in ("8", "32"))
+                rows.append([str(held), str(left), f"{k8:,.0f}", f"{k32:,.0f}"])
+    print(
+        table(
+            [
+                "extra objects held in flight",
+                "left per request (buffered)",
+                "gen0 per 10k, K = 8",
+                "K = 32",
+            ],
+            rows,
+        )
+    )
+    print(
+        "\nThe untracked app (`off`), each request holding extra objects across its "
+        "awaits and leaving some in a buffer emptied every 200 requests: where a "
+        "tracked request's objects start to cost collections. Method: "
+        "`benchmarks/bench_gc.py --model`."
+    )
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """
     Measure each variant, print Markdown tables, return 0.
@@ -306,10 +363,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--n", type=int, default=8_000, help="requests per variant and level")
     parser.add_argument("--python", default=sys.executable, help="the interpreter to run")
     parser.add_argument("--src", default="", help="import asynctrack from this src directory")
+    parser.add_argument(
+        "--model",
+        action="store_true",
+        help="the untracked app holding extra objects per request: where collections start",
+    )
     args = parser.parse_args(argv)
     if args.src:
         SRC[:] = [str(Path(args.src).resolve())]
     n = 64 if args.smoke else 2_000 if args.quick else args.n
+    if args.model:
+        return model(args.python, n)
     res: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="asynctrack-gc-") as tmp:
         workdir = Path(tmp)
