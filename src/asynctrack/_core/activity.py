@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from asynctrack._core.calltree import FRAME, INFO, SILENT
-from asynctrack._core.layout import DATA
+from asynctrack._core.layout import DATA, FRAME_DEPTH, FRAME_LOG, FRAME_SLOT, FRAME_SLOTS, FRAME_UP
 from asynctrack._core.records import Log
 from asynctrack._core.values import (
     _ATOMS,
@@ -91,7 +91,7 @@ def add_info(key: str, value: Any) -> None:
         return
     converted = _value(key, value)
     if frame is not None:
-        log = frame[0]
+        log = frame[FRAME_LOG]
         if not log._done:
             with _LOCK:
                 # Copy on write: a dict handed to the pipeline is never mutated.
@@ -154,19 +154,19 @@ def add_data(key: str, value: Any, depth: int | None = None) -> None:
         return
     target = frame
     if depth is not None:
-        current = frame[2]
+        current = frame[FRAME_DEPTH]
         wanted = depth if depth >= 0 else current + depth
         if not 0 <= wanted <= current:
             raise ValueError(
                 f"add_data: depth={depth} is out of range for a call at depth {current}"
             )
-        while target[2] != wanted:
-            target = target[3]
-    log = target[0]
+        while target[FRAME_DEPTH] != wanted:
+            target = target[FRAME_UP]
+    log = target[FRAME_LOG]
     if log._done:
         return
     converted = _value(key, value)
-    slots, at = target[4], target[1] + DATA
+    slots, at = target[FRAME_SLOTS], target[FRAME_SLOT] + DATA
     with _LOCK:
         old = slots[at]
         slots[at] = {**old, key: converted} if old else {key: converted}
@@ -187,8 +187,8 @@ def info(**values: Any) -> Iterator[None]:
         yield
         return
     converted = _converted(values, "info")
-    if frame is not None and not frame[0]._done:
-        log = frame[0]
+    if frame is not None and not frame[FRAME_LOG]._done:
+        log = frame[FRAME_LOG]
         with _LOCK:
             log.info = {**log.info, **converted}
     bound = INFO.get()

@@ -1,8 +1,9 @@
 """
 The call hierarchy: ContextVars, frames, opening, joining and completing logs.
 
-A *frame* is an immutable tuple ``(log, index, depth, parent_frame, slots)``: the
-call's fields are ``slots[index:index + REC]``, where ``slots`` is the log's flat
+A *frame* is an immutable tuple ``(log, slot, depth, up, slots)`` (its items named
+``FRAME_*`` in ``_core/layout.py``; ``up`` is the caller's frame): the call's fields
+are ``slots[slot:slot + REC]``, where ``slots`` is the log's flat
 ``_raw`` list (or a list of its own for a call the log had no room for); the
 ContextVar ``asynctrack.frame`` holds the frame of the innermost tracked call,
 ``SILENT`` inside an untracked call's subtree, or ``None`` outside any probe.
@@ -16,7 +17,7 @@ starts after its log was completed opens a *continuation*: a new log whose
 ``parent_id`` and ``parent_seq`` name the log and the call it was spawned from, with
 the same ``trace_id`` and a copy of that log's info.
 
-A call records the first slot of its parent's fields (``frame[1]`` of the current
+A call records the first slot of its parent's fields (``FRAME_SLOT`` of the current
 frame), so its log is an exact tree whatever ran concurrently. A call the log had no
 room for has slots of its own; every call after it has too (the log only grows), so a
 recorded call never names an unrecorded parent.
@@ -32,7 +33,19 @@ from typing import Any
 
 from asynctrack._core import selfwarn
 from asynctrack._core.ids import COUNTER, reset_ids_after_fork
-from asynctrack._core.layout import META, PARAMS, REC, START, STARTED, seq_map, slot_of
+from asynctrack._core.layout import (
+    FRAME_LOG,
+    FRAME_SLOT,
+    FRAME_SLOTS,
+    FRAME_UP,
+    META,
+    PARAMS,
+    REC,
+    START,
+    STARTED,
+    seq_map,
+    slot_of,
+)
 from asynctrack._core.records import Log, fill
 from asynctrack._core.runtime import RUNTIME, SWEEP_MIN
 from asynctrack._core.wrapsrc import (
@@ -254,7 +267,7 @@ def open_root(
     RUNTIME.open_logs.append(log)
     if len(RUNTIME.open_logs) > RUNTIME.sweep_at:
         _sweep()
-    return (log, 0, 0, None, raw)
+    return (log, 0, 0, None, raw)  # log, slot, depth, up, slots
 
 
 def continuation_of(cur: tuple[Any, ...]) -> tuple[str | None, str | None, int | None, Any]:
@@ -269,16 +282,17 @@ def continuation_of(cur: tuple[Any, ...]) -> tuple[str | None, str | None, int |
     ``remote_parent`` is None: its parent span is a call of the parent log, not a
     caller in another service.
     """
-    parent = cur[0]
+    parent = cur[FRAME_LOG]
     raw = parent._raw
     frame: Any = cur
-    while frame is not None and frame[4] is not raw:
-        frame = frame[3]  # a call the parent log had no room for
+    while frame is not None and frame[FRAME_SLOTS] is not raw:
+        frame = frame[FRAME_UP]  # a call the parent log had no room for
     if frame is None or raw is None:
         parent_seq = None
     else:
         seqs = seq_map(raw)
-        parent_seq = frame[1] // REC if seqs is None else seqs[frame[1]]
+        slot = frame[FRAME_SLOT]
+        parent_seq = slot // REC if seqs is None else seqs[slot]
     bound = INFO.get()
     info = {**bound, **parent.info} if bound else parent.info
     return parent.trace_id, parent.id, parent_seq, info

@@ -13,7 +13,7 @@ import os
 from collections import deque
 from typing import Any
 
-from asynctrack._core.layout import ERROR, STATUS, TRACEBACK
+from asynctrack._core.layout import ERROR, FRAME_SLOT, FRAME_SLOTS, STATUS, TRACEBACK
 from asynctrack._core.runtime import RUNTIME
 from asynctrack._core.values import clip, current_limits
 
@@ -28,7 +28,7 @@ def fail(frame: tuple[Any, ...], exc: BaseException) -> None:
     ``CallScope.__exit__``. The traceback goes to the innermost probed call only: a
     call whose traceback shows another probe's wrapper below it leaves it out.
     """
-    slots, i = frame[4], frame[1]
+    slots, i = frame[FRAME_SLOTS], frame[FRAME_SLOT]
     cancelled = _is_cancellation(exc)
     slots[i + STATUS] = "cancelled" if cancelled else "error"
     try:

@@ -10,6 +10,10 @@ names below, never a bare offset.
 
 ``parent`` is the first slot of the parent call's fields; its ``seq`` is worked out
 later, off the hot path (:func:`seq_map`).
+
+A *frame* (``_core/calltree.py``) is the immutable tuple a tracked call keeps in the
+context: its log, its first slot, its depth, its caller's frame and the list holding
+its fields; its items are read by the names ``FRAME_*`` below.
 """
 
 from __future__ import annotations
@@ -24,6 +28,11 @@ __all__ = [
     "END",
     "ERROR",
     "FIELDS",
+    "FRAME_DEPTH",
+    "FRAME_LOG",
+    "FRAME_SLOT",
+    "FRAME_SLOTS",
+    "FRAME_UP",
     "META",
     "NO_PARAMS",
     "PARAMS",
@@ -97,6 +106,10 @@ def fields_source(**given: str) -> str:
 #: docs/performance.md, "The garbage collector"). Never mutated: the records hand out
 #: a fresh dict for it.
 NO_PARAMS: dict[str, Any] = {}
+
+#: A frame's items: ``(log, slot, depth, caller's frame, slots)``, where ``slots`` is
+#: the log's ``_raw`` or, for a call the log had no room for, a list of its own.
+FRAME_LOG, FRAME_SLOT, FRAME_DEPTH, FRAME_UP, FRAME_SLOTS = range(5)
 
 #: The start of a call given as a tuple of its fields.
 start_of = itemgetter(START)

@@ -14,7 +14,7 @@ from typing import Any
 
 from asynctrack._core import activity, calltree
 from asynctrack._core.ids import span_id_of
-from asynctrack._core.layout import REC, seq_map
+from asynctrack._core.layout import FRAME_LOG, FRAME_SLOT, FRAME_SLOTS, FRAME_UP, REC, seq_map
 from asynctrack._core.records import Log
 
 __all__ = ["SpanContext", "current_span", "link_remote", "parse_traceparent"]
@@ -51,7 +51,7 @@ class SpanContext:
     def trace_id(self) -> str:
         trace = self._trace
         if trace is None:
-            trace = self._trace = self._frame[0].trace_id or ""
+            trace = self._trace = self._frame[FRAME_LOG].trace_id or ""
         return trace
 
     @property
@@ -63,7 +63,7 @@ class SpanContext:
 
     @property
     def tracestate(self) -> str | None:
-        state = self._frame[0].info.get("tracestate")
+        state = self._frame[FRAME_LOG].info.get("tracestate")
         return state if isinstance(state, str) else None
 
     @property
@@ -98,17 +98,17 @@ def current_span() -> SpanContext | None:
 
 
 def _span_of(frame: tuple[Any, ...]) -> str:
-    log, slots, i = frame[0], frame[4], frame[1]
+    log, slots, i = frame[FRAME_LOG], frame[FRAME_SLOTS], frame[FRAME_SLOT]
     raw = log._raw
     if slots is not raw or raw is None:
         # A call the log had no room for has no seq: it is named by its nearest
         # recorded ancestor (the span its work will be attributed to).
-        parent = frame[3]
-        while parent is not None and parent[4] is not raw:
-            parent = parent[3]
+        parent = frame[FRAME_UP]
+        while parent is not None and parent[FRAME_SLOTS] is not raw:
+            parent = parent[FRAME_UP]
         if parent is None:
             return span_id_of(log.id, 0)
-        slots, i = parent[4], parent[1]
+        slots, i = parent[FRAME_SLOTS], parent[FRAME_SLOT]
     seqs = seq_map(slots)
     return span_id_of(log.id, i // REC if seqs is None else seqs[i])
 
@@ -160,8 +160,8 @@ def link_remote(frame: Any, traceparent: str | bytes | None, tracestate: Any = N
         return False
     if frame is None or frame is calltree.SILENT:
         return True
-    log: Log = frame[0]
-    if frame[1] != 0 or frame[4] is not log._raw or log.parent_id is not None:
+    log: Log = frame[FRAME_LOG]
+    if frame[FRAME_SLOT] != 0 or frame[FRAME_SLOTS] is not log._raw or log.parent_id is not None:
         return True
     log.trace_id, log.remote_parent = parsed
     if isinstance(tracestate, bytes):

@@ -14,7 +14,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 
 from asynctrack._core import activity, calltree, failure, tracecontext
-from asynctrack._core.layout import META, NO_PARAMS
+from asynctrack._core.layout import FRAME_LOG, FRAME_SLOT, FRAME_SLOTS, META, NO_PARAMS
 from asynctrack._core.levels import DEFAULT, NONE, OFF, Level, level_name, parse_level
 from asynctrack._core.probe import make_probe
 from asynctrack._core.runtime import RUNTIME
@@ -262,7 +262,7 @@ class CallScope:
         """
         frame = self._frame
         if frame is not None and frame is not calltree.SILENT:
-            slots, at = frame[4], frame[1] + META
+            slots, at = frame[FRAME_SLOTS], frame[FRAME_SLOT] + META
             meta = slots[at]
             named = (str(function), meta[1], meta[2])
             slots[at] = _RENAMED.get(named) or _renamed(named)
@@ -273,7 +273,7 @@ class CallScope:
         """
         frame = self._frame
         if frame is not None and frame is not calltree.SILENT and values:
-            activity.add_info_many(frame[0], values)
+            activity.add_info_many(frame[FRAME_LOG], values)
 
     def link_remote(self, traceparent: str | bytes | None, tracestate: Any = None) -> bool:
         """

@@ -72,7 +72,15 @@ import weakref
 from collections.abc import Iterable
 from typing import Any
 
-from asynctrack._core.layout import END, START, fields_source
+from asynctrack._core.layout import (
+    END,
+    FRAME_DEPTH,
+    FRAME_LOG,
+    FRAME_SLOT,
+    FRAME_SLOTS,
+    START,
+    fields_source,
+)
 
 __all__ = [
     "ENTER",
@@ -282,17 +290,17 @@ def forget_with(owner: object, filename: str) -> None:
 #: written in slot order by ``layout.fields_source``.
 JOIN = """
 {P}t = {P}ns()
-if {P}cur is not None and not ({P}log := {P}cur[0])._done:
+if {P}cur is not None and not ({P}log := {P}cur[{LOG}])._done:
     {P}a = {P}log._active
     {P}a.append(None)
     if {P}log._done:  # lost a race with the log's completion: open a new log
         {P}fr = {P}rejoin({P}log, {P}tr, {P}meta, {P}cur, {P}p, {P}t)
-        {P}log = {P}fr[0]
+        {P}log = {P}fr[{LOG}]
         {P}a = {P}log._active
-        {P}raw = {P}fr[4]
-        {P}i = {P}fr[1]
+        {P}raw = {P}fr[{SLOTS}]
+        {P}i = {P}fr[{SLOT}]
     else:
-        {P}d = {P}cur[2] + 1
+        {P}d = {P}cur[{DEPTH}] + 1
         {P}raw = {P}log._raw
         if ({P}i := {P}len({P}raw)) < {MAX}:
             {P}raw += ({JOINED})
@@ -302,12 +310,12 @@ if {P}cur is not None and not ({P}log := {P}cur[0])._done:
             {P}full({P}log)
             {P}raw = [{UNRECORDED}]
             {P}i = 0
-        {P}fr = ({P}log, {P}i, {P}d, {P}cur, {P}raw)
+        {P}fr = ({P}log, {P}i, {P}d, {P}cur, {P}raw)  # log, slot, depth, up, slots
 else:
     {P}fr = {P}open({P}tr, {P}meta, {P}cur, {P}p, {P}t)
-    {P}log = {P}fr[0]
+    {P}log = {P}fr[{LOG}]
     {P}a = {P}log._active
-    {P}raw = {P}fr[4]
+    {P}raw = {P}fr[{SLOTS}]
     {P}i = 0
 """
 
@@ -331,10 +339,10 @@ def {P}enter({P}tr, {P}meta, {P}cur, {P}p):
 #: ``calltree.leave``: end the tracked call of a frame.
 LEAVE_FRAME = """
 def {P}leave({P}fr):
-    {P}log = {P}fr[0]
+    {P}log = {P}fr[{LOG}]
     {P}a = {P}log._active
-    {P}raw = {P}fr[4]
-    {P}i = {P}fr[1]
+    {P}raw = {P}fr[{SLOTS}]
+    {P}i = {P}fr[{SLOT}]
     {LEAVE}
 """
 
@@ -381,7 +389,9 @@ def render(template: str, prefix: str, max_slots: str, **parts: str) -> str:
     Return ``template`` with its placeholders filled, ready to compile.
 
     A line holding only ``{JOIN}``, ``{LEAVE}`` or ``{RESET}`` takes that fragment,
-    indented like the line; ``{MAX}`` becomes ``max_slots``; other ``{NAME}``
+    indented like the line; ``{MAX}`` becomes ``max_slots``; ``{START}`` and ``{END}``
+    the offsets of those fields of a call, ``{LOG}``, ``{SLOT}``, ``{DEPTH}`` and
+    ``{SLOTS}`` those of a frame's items (``_core/layout.py``); other ``{NAME}``
     placeholders take ``parts[NAME]`` (``params``, ``call``, ``PARAMS``, ``ASYNC``,
     ``AWAIT``); ``{P}`` becomes ``prefix`` last.
     """
@@ -400,13 +410,17 @@ def render(template: str, prefix: str, max_slots: str, **parts: str) -> str:
         lines.extend(pad + piece if piece.strip() else piece for piece in _lines(block))
     out = "".join(lines)
     inline = {
+        "{JOINED}": fields_source(
+            meta="{P}meta", depth="{P}d", params="{P}p", start="{P}t", parent="{P}cur[{SLOT}]"
+        ),
+        "{UNRECORDED}": fields_source(meta="{P}meta", depth="{P}d", params="{P}p", start="{P}t"),
         "{MAX}": max_slots,
         "{START}": str(START),
         "{END}": str(END),
-        "{JOINED}": fields_source(
-            meta="{P}meta", depth="{P}d", params="{P}p", start="{P}t", parent="{P}cur[1]"
-        ),
-        "{UNRECORDED}": fields_source(meta="{P}meta", depth="{P}d", params="{P}p", start="{P}t"),
+        "{LOG}": str(FRAME_LOG),
+        "{SLOT}": str(FRAME_SLOT),
+        "{DEPTH}": str(FRAME_DEPTH),
+        "{SLOTS}": str(FRAME_SLOTS),
         **{"{" + name + "}": value for name, value in parts.items()},
     }
     for name, value in inline.items():
