@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gc
 import json
 import os
@@ -78,16 +79,18 @@ class Counts:
             self.gc_max_ns = max(self.gc_max_ns, pause)
 
     def as_dict(self) -> dict[str, Any]:
-        hold_ms = 0.0
+        hold_ms = -1.0  # not measured: untracked, or a tree from before #20 (--src)
         if self.tracked:
             import asynctrack
-            from asynctrack._core import slices
 
-            hold_ms = asynctrack.stats().longest_hold_ms
-            # Private, for this benchmark only: start the dispatcher's longest stretch
-            # again, so that each round reports its own (stats() keeps the longest
-            # since the pipeline started).
-            slices.active().longest_ns = 0
+            hold_ms = getattr(asynctrack.stats(), "longest_hold_ms", -1.0)
+            with contextlib.suppress(ImportError):
+                from asynctrack._core import slices
+
+                # Private, for this benchmark only: start the dispatcher's longest
+                # stretch again, so that each round reports its own (stats() keeps
+                # the longest since the pipeline started).
+                slices.active().longest_ns = 0
         result = {
             "requests": self.requests,
             "gc": list(self.gc),
@@ -343,7 +346,7 @@ def report(results: Rounds, loads: list[int], args: Any, use_wrk: bool) -> None:
                     " / ".join(f"{1e4 * n / max(total, 1):.1f}" for n in gens),
                     f"{gc_ns / 1e3 / max(total, 1):.1f}",
                     f"{max(x['gc_max_ms'] for x in results[key]):.2f}",
-                    f"{hold:.2f}" if mode == "on" else "",
+                    ("n/a" if hold < 0 else f"{hold:.2f}") if mode == "on" else "",
                 ]
             )
     headers = ["connections", "tracking", "req/s", "server CPU µs/req", "p50 ms", "p99 ms"]
@@ -414,6 +417,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--smoke", action="store_true", help="1 round of 1 s: proves it runs")
     parser.add_argument("--python-load", action="store_true", help="do not use wrk")
+    parser.add_argument(
+        "--src", default="", help="serve asynctrack from this src directory (a base tree)"
+    )
     parser.add_argument("--serve", choices=MODES, help=argparse.SUPPRESS)
     parser.add_argument("--load", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--connections", type=int, default=32, help=argparse.SUPPRESS)
@@ -441,9 +447,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         out = str(Path(tmp) / "track.jsonl")
         ports = {mode: free_port() for mode in MODES}
         servers = {}
+        env = dict(os.environ)
+        if args.src:
+            src = str(Path(args.src).resolve())
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, [src, env.get("PYTHONPATH")]))
         for mode, port in ports.items():
             cmd = [sys.executable, "-m", "benchmarks.bench_asgi", "--serve", mode]
-            servers[mode] = subprocess.Popen([*cmd, "--port", str(port), "--out", out])
+            cmd += ["--port", str(port), "--out", out]
+            servers[mode] = subprocess.Popen(cmd, env=env)
         try:
             for mode, port in ports.items():
                 wait_up(port, servers[mode])
@@ -460,7 +471,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                             f"p99 {result['p99']:.2f} ms, server CPU "
                             f"{result['cpu_us']:.0f} µs/req, longest gc pause "
                             f"{result['gc_max_ms']:.2f} ms"
-                            + (f", dispatcher {result['hold_ms']:.2f} ms" if mode == "on" else "")
+                            + (
+                                f", dispatcher {result['hold_ms']:.2f} ms"
+                                if result["hold_ms"] >= 0
+                                else ""
+                            )
                         )
             served = get_stats(ports["on"])["requests"]
         finally:

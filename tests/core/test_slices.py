@@ -4,6 +4,7 @@ The dispatcher's work in slices: the GIL is released between chunks (#20).
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from collections.abc import Sequence
@@ -39,47 +40,85 @@ def busy(ns: int) -> None:
         pass
 
 
+class Clock:
+    """
+    A fake clock for the slices: wall and CPU time advance together, by hand.
+    """
+
+    def __init__(self) -> None:
+        self.ns = 0
+        self.sleeps = 0
+
+    def advance(self, ns: int) -> None:
+        self.ns += ns
+
+    def now(self) -> int:
+        return self.ns
+
+    def sleep(self, seconds: float) -> None:
+        assert seconds == 0
+        self.sleeps += 1
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
+    c = Clock()
+    monkeypatch.setattr(slices, "_perf_ns", c.now)
+    monkeypatch.setattr(slices, "_cpu_ns", c.now)
+    monkeypatch.setattr(slices, "_sleep", c.sleep)
+    return c
+
+
 class TestSlices:
-    def test_a_stretch_past_a_slice_is_released_and_timed(self) -> None:
+    def test_a_stretch_past_a_slice_is_released_and_timed(self, clock: Clock) -> None:
         s = Slices()
         s.own()
         s.mark()
         s.check()  # a chunk of no work: nothing to release
-        assert s.releases == 0
-        busy(SLICE_NS + SLICE_NS // 2)
+        assert (s.releases, clock.sleeps) == (0, 0)
+        clock.advance(SLICE_NS + SLICE_NS // 2)
         s.check()
-        assert s.releases == 1
-        assert s.longest_ns > 0
+        assert (s.releases, clock.sleeps) == (1, 1)
+        assert s.longest_ns == SLICE_NS + SLICE_NS // 2
+        clock.advance(SLICE_NS // 10)
         s.check()  # the stretch began again at the release
         assert s.releases == 1
 
-    def test_a_chunk_that_would_end_past_the_slice_is_preceded_by_a_release(self) -> None:
+    def test_a_chunk_that_would_end_past_the_slice_is_preceded_by_a_release(
+        self, clock: Clock
+    ) -> None:
         s = Slices()
         s.own()
+        clock.advance(SLICE_NS // 10)  # work before the chunks
         s.mark()
-        busy(SLICE_NS * 6 // 10)
-        s.check()  # 0.6 ms held, and a next chunk like this one would end at 1.2 ms
+        clock.advance(SLICE_NS * 4 // 10)
+        s.check()  # 0.5 ms held, and a next chunk like this one ends at 0.9 ms
+        assert s.releases == 0
+        clock.advance(SLICE_NS * 4 // 10)
+        s.check()  # 0.9 ms held: the next chunk would end at 1.3 ms
         assert s.releases == 1
+        assert s.longest_ns == SLICE_NS * 9 // 10
 
-    def test_the_selector_ends_and_begins_stretches(self) -> None:
+    def test_the_selector_ends_and_begins_stretches(self, clock: Clock) -> None:
         s = Slices()
         s.own()
-        busy(SLICE_NS // 2)
+        clock.advance(SLICE_NS // 2)
         s.released()
-        first = s.longest_ns
-        assert first > 0
+        assert s.longest_ns == SLICE_NS // 2
+        clock.advance(SLICE_NS)  # waiting for I/O: not held
         s.resumed()
-        s.released()  # a stretch of nothing is not the longest
-        assert s.longest_ns == first
+        clock.advance(SLICE_NS // 4)
+        s.released()
+        assert s.longest_ns == SLICE_NS // 2
 
-    def test_other_threads_are_neither_timed_nor_sliced(self) -> None:
+    def test_other_threads_are_neither_timed_nor_sliced(self, clock: Clock) -> None:
         s = Slices()
         s.own()
         seen: list[tuple[int, int]] = []
 
         def other() -> None:
             s.mark()
-            busy(2 * SLICE_NS)
+            clock.advance(2 * SLICE_NS)
             s.check()
             s.released()
             seen.append((s.releases, s.longest_ns))
@@ -88,6 +127,36 @@ class TestSlices:
         thread.start()
         thread.join()
         assert seen == [(0, 0)]
+        assert clock.sleeps == 0
+
+    def test_a_real_release_lets_another_thread_run(self) -> None:
+        """
+        time.sleep(0) in check() lets a thread waiting for the GIL take it, long before
+        the interpreter's switch interval (made 20 s here) would.
+        """
+        s = Slices()
+        s.own()
+        go, ran = threading.Event(), threading.Event()
+
+        def other() -> None:
+            go.wait()
+            ran.set()
+
+        thread = threading.Thread(target=other)
+        thread.start()
+        interval = sys.getswitchinterval()
+        sys.setswitchinterval(20.0)
+        try:
+            go.set()
+            deadline = time.monotonic() + 10
+            while not ran.is_set() and time.monotonic() < deadline:
+                busy(SLICE_NS // 4)
+                s.check()
+            got_in = ran.is_set()  # before the switch interval could have let it in
+        finally:
+            sys.setswitchinterval(interval)
+        thread.join()
+        assert got_in and s.releases >= 1
 
     def test_in_slices_keeps_the_chunks_in_order(self) -> None:
         items = list(range(100))

@@ -21,10 +21,13 @@ from typing import TypeVar
 
 from asynctrack._core.runtime import RUNTIME
 
-__all__ = ["SLICE_NS", "Slices", "activate", "active", "in_slices"]
+__all__ = ["CHUNK", "SLICE_NS", "Slices", "activate", "active", "in_slices"]
 
 #: The longest the dispatcher means to hold the GIL in one stretch (ns).
 SLICE_NS = 1_000_000
+#: Logs handled at a time between two checks (encoded, decoded, turned into rows):
+#: some tens of µs of work each.
+CHUNK = 32
 
 _T = TypeVar("_T")
 _R = TypeVar("_R")
@@ -129,7 +132,9 @@ def activate(slices: Slices) -> None:
     RUNTIME.slices = slices
 
 
-def in_slices(func: Callable[[Sequence[_T]], _R], items: Sequence[_T], chunk: int) -> list[_R]:
+def in_slices(
+    func: Callable[[Sequence[_T]], _R], items: Sequence[_T], chunk: int = CHUNK
+) -> list[_R]:
     """
     Return ``[func(items[i:i + chunk]) for each chunk]``, releasing the GIL between
     chunks when the dispatcher's stretch would otherwise grow past a slice.

@@ -30,6 +30,7 @@ from typing import IO
 
 from asynctrack._core.encode import decode_line, encode_logs
 from asynctrack._core.records import Log
+from asynctrack._core.slices import CHUNK, active, in_slices
 from asynctrack.sinks._file import make_private_dirs
 
 try:
@@ -228,7 +229,8 @@ class SpillFile:
             self.reopened += 1
         if writer is None:
             writer = self._new_writer()
-        data = encode_logs(logs)
+        # In slices, as a sink's write (docs/pipeline.md, "The dispatcher's slices").
+        data = b"".join(in_slices(encode_logs, logs))
         writer.handle.write(data)
         if self.fsync:
             os.fsync(writer.handle.fileno())
@@ -271,9 +273,13 @@ class SpillFile:
             # deleted or replaced, and the path may now be someone's symlink.
             logs: list[Log] = []
             offset = backlog.offset
+            slices = active()
+            slices.mark()
             for line in _lines(backlog.handle.fileno(), offset, size):
                 if len(logs) >= limit:
                     break
+                if logs and not len(logs) % CHUNK:
+                    slices.check()
                 if not line.endswith(b"\n"):
                     break  # being written right now (never by us: we are one thread)
                 offset += len(line)

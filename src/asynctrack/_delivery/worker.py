@@ -26,6 +26,7 @@ from typing import Any
 from asynctrack._core.encode import encode_logs
 from asynctrack._core.records import Log
 from asynctrack._core.selfwarn import report
+from asynctrack._core.slices import in_slices
 from asynctrack._delivery.counters import Counters
 from asynctrack._delivery.failure import brief, cancelled_by_us, sink_label, sink_name
 from asynctrack._delivery.intake import Barrier
@@ -409,7 +410,7 @@ class SinkWorker:
                 path = self.options.spill_dir / f"{base}.{os.getpid()}.dead.jsonl"
                 fd = open_regular(path, flags)
             with os.fdopen(fd, "ab", buffering=0) as f:
-                f.write(encode_logs(logs))
+                f.write(b"".join(in_slices(encode_logs, logs)))
         except Exception as exc:
             self.counters.add("dropped", len(logs))
             report(f"dead:{self.name}", f"asynctrack: cannot write dead letters: {brief(exc)}")

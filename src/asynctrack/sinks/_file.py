@@ -22,10 +22,7 @@ from asynctrack._exceptions import ConfigError, quote
 from asynctrack.sinks._base import Sink
 from asynctrack.sinks._rotation import rotated_name, rotations
 
-__all__ = ["ENCODE_CHUNK", "FileSink", "make_private_dirs", "read_logs"]
-
-#: Logs encoded at a time by a sink's write (some tens of µs of work each).
-ENCODE_CHUNK = 32
+__all__ = ["FileSink", "make_private_dirs", "read_logs"]
 
 
 def make_private_dirs(path: Path) -> None:
@@ -150,7 +147,7 @@ class FileSink(Sink):
             await self.open()
         # Encoded in chunks, the GIL released between them when the dispatcher has held
         # it for a slice (docs/pipeline.md, "The dispatcher's slices").
-        data = b"".join(in_slices(encode_logs, logs, ENCODE_CHUNK))
+        data = b"".join(in_slices(encode_logs, logs))
         if self._torn:
             data = b"\n" + data  # end the fragment a failed write left: one bad line only
         if self.max_bytes and self._size and self._size + len(data) > self.max_bytes:

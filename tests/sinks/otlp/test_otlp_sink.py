@@ -171,6 +171,18 @@ class TestMapping:
         assert child.trace_id == root.trace_id
         assert child.parent_span_id == root.span_id
 
+    def test_a_long_batch_maps_in_chunks_in_order(self) -> None:
+        """
+        A request for 100 logs (mapped in chunks, #20) holds every log's spans in order,
+        from a list or any iterable.
+        """
+        logs = [Log.from_dict(_log_dict(f"{n:032x}", calls=2)) for n in range(1, 101)]
+        mapper = Mapper(resource={}, user_key=None, version="0")
+        expected = [span for log in logs for span in mapper.spans(log)]
+        for given in (logs, iter(logs)):
+            (resource,) = mapper.request(given).resource_spans
+            assert list(resource.scope_spans[0].spans) == expected
+
     def test_a_call_whose_parent_was_left_out_hangs_under_the_first(self) -> None:
         """
         When a call's parent is not in the log (removed by a filter_call hook), its

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
@@ -33,6 +33,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Sp
 
 from asynctrack._core.ids import span_id_of, trace_id_of
 from asynctrack._core.records import Call, Log
+from asynctrack._core.slices import in_slices
 
 __all__ = [
     "CLIENT_TRACKERS",
@@ -144,13 +145,21 @@ class Mapper:
         self.user_key = user_key
 
     def request(self, logs: Iterable[Log]) -> ExportTraceServiceRequest:
+        # In chunks, the GIL released between them past a slice (docs/pipeline.md,
+        # "The dispatcher's slices").
         spans: list[Span] = []
-        for log in logs:
-            spans.extend(self.spans(log))
+        for part in in_slices(self._spans_of, logs if isinstance(logs, Sequence) else [*logs]):
+            spans += part
         scope_spans = ScopeSpans(scope=self.scope, spans=spans)
         return ExportTraceServiceRequest(
             resource_spans=[ResourceSpans(resource=self.resource, scope_spans=[scope_spans])]
         )
+
+    def _spans_of(self, logs: Sequence[Log]) -> list[Span]:
+        spans: list[Span] = []
+        for log in logs:
+            spans += self.spans(log)
+        return spans
 
     def spans(self, log: Log) -> list[Span]:
         # Logs written before trace ids existed (read back from old files) get the id

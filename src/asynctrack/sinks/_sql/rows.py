@@ -5,6 +5,7 @@ order, values that do not fit their column shortened (the exact value kept in JS
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
@@ -34,11 +35,12 @@ _NAME_COLUMNS = ("function", "tracker", "level", "status")
 
 
 def rows(
-    plan: WritePlan, logs: list[Log]
+    plan: WritePlan, logs: Sequence[Log], seen: set[str] | None = None
 ) -> tuple[list[tuple[Any, ...]], list[Any], list[tuple[Log, Exception]]]:
     """
     Build the rows of a batch: ``(log_rows, call_rows, refused)`` in column order;
-    ``refused`` holds the logs whose id cannot be stored.
+    ``refused`` holds the logs whose id cannot be stored. ``seen``: the ids of the
+    batch's earlier parts (a log whose id is there is left out, as a repeat).
     """
     fits = plan.fits
     fits_id = fits["id"]
@@ -67,7 +69,7 @@ def rows(
     fast = fast and (both or not plan.call_optional) and "traceback" not in check_json
     nul_checked = bool(jsonb & {"params", "data"})
     orjson_dumps = orjson.dumps
-    seen: set[str] = set()
+    seen = set() if seen is None else seen
     refused: list[tuple[Log, Exception]] = []
     for log in logs:
         lid = log.id

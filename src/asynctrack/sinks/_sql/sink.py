@@ -40,6 +40,7 @@ from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from asynctrack._core.records import Log
+from asynctrack._core.slices import in_slices
 from asynctrack._exceptions import ConfigError, quote
 from asynctrack.sinks._base import Sink
 from asynctrack.sinks._sql.plan import WritePlan, make_plan
@@ -412,7 +413,16 @@ class SQLSink(Sink):
         engine = self._engine
         if plan is None or engine is None:  # closed while writing
             raise RuntimeError(f"SQLSink {self._name!r} is closed")
-        log_rows, call_rows, refused = rows(plan, logs)
+        # In chunks, the GIL released between them past a slice (docs/pipeline.md,
+        # "The dispatcher's slices"); ids repeated across chunks are still left out.
+        seen: set[str] = set()
+        log_rows: list[tuple[Any, ...]] = []
+        call_rows: list[Any] = []
+        refused: list[tuple[Log, Exception]] = []
+        for part in in_slices(lambda chunk: rows(plan, chunk, seen), logs):
+            log_rows += part[0]
+            call_rows += part[1]
+            refused += part[2]
         if not log_rows:
             return refused
         try:
