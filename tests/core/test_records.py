@@ -387,3 +387,57 @@ class TestEncoder:
         for t in threads:
             t.join()
         assert len(results) == 120 and set(results) == {expected}
+
+    @settings(max_examples=60, deadline=None)
+    @given(
+        specs=st.lists(
+            st.tuples(
+                st.lists(_records_strategy(), min_size=1, max_size=6),
+                st.tuples(
+                    st.none() | st.text(max_size=3),
+                    st.none() | st.integers(0, 3),
+                    st.none() | st.sampled_from(["00f067aa0ba902b7"]),
+                ),
+                st.integers(0, 3_000_000_000),  # within a few seconds of each other
+                st.integers(1, 2**48 + 2),
+                st.booleans(),  # its id read before (cached on the log)
+                st.integers(0, 2),  # dropped calls
+            ),
+            min_size=2,
+            max_size=6,
+        )
+    )
+    def test_a_batch_encodes_like_its_logs_one_by_one(self, specs: list[tuple[Any, ...]]) -> None:
+        """
+        The state encode_logs carries from line to line (reused call dicts put back
+        after a call with data or an error, the second and id prefix of the last
+        stamp, the head with or without parent fields) never leaks into the next
+        line: a batch is the concatenation of its logs' dict forms.
+        """
+        with capture() as captured:
+            checkout(1)
+        base = captured[0]
+        logs = []
+        for records, parent, wall, number, read_id, dropped in specs:
+            log = copy.copy(base)
+            log._id = log._trace = None
+            log.parent_id, log.parent_seq, log.remote_parent = parent
+            log._wall_ns = 1_700_000_000 * 10**9 + wall
+            log._number = number
+            log.dropped_calls = dropped
+            n = len(records)
+            log._raw = [
+                log._t0 + v
+                if k in (4, 5)
+                else (v % n) * REC
+                if k == PARENT and v is not None
+                else v
+                for rec in sorted(records, key=lambda r: r[4])
+                for k, v in enumerate(rec)
+            ]
+            if read_id:
+                _ = log.id
+            logs.append(log)
+        assert encode_logs([copy.copy(log) for log in logs]) == _reference(
+            [copy.copy(log) for log in logs]
+        )
