@@ -26,6 +26,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import asynctrack
+from asynctrack._core import values
 from asynctrack._core.redact import clip, scrub
 from asynctrack._core.values import REDACTED, Limits, convert, set_limits
 
@@ -500,3 +501,36 @@ class TestKeys:
         for i, k in enumerate(keys):
             d[k] = i
         assert len(convert(d)) == len(d)
+
+
+class _ReconfiguredMidway(dict[str, bool]):
+    """
+    A redaction cache whose size check, between classifying a name and storing the
+    result, is where a reconfiguration by another thread lands.
+    """
+
+    def __init__(self, limits: Limits) -> None:
+        super().__init__()
+        self.limits: Limits | None = limits
+
+    def __len__(self) -> int:
+        limits, self.limits = self.limits, None
+        if limits is not None:
+            set_limits(limits)
+        return super().__len__()
+
+
+class TestRedactionCache:
+    def test_a_name_classified_during_a_reconfiguration_is_not_cached_stale(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """
+        A name classified by the old redaction list while configure() installs a new
+        one is not remembered as the old list said: afterwards the new list decides
+        (else a name newly made secret is written in clear until the next configure).
+        """
+        cache = _ReconfiguredMidway(Limits(redact=("blob",)))
+        monkeypatch.setattr(values, "_REDACT_CACHE", cache)
+        assert not asynctrack.is_redacted("blob_value")  # the old list, mid-change
+        assert asynctrack.is_redacted("blob_value")
+        assert "blob_value" not in values.PLAIN_NAMES

@@ -162,13 +162,19 @@ def is_redacted(name: str) -> bool:
     """
     hit = _REDACT_CACHE.get(name)
     if hit is None:
+        squeezed = _REDACT_SQUEEZED
         low = _squeeze(name)
-        hit = any(p in low for p in _REDACT_SQUEEZED)
+        hit = any(p in low for p in squeezed)
         # Long names (a huge key) are not kept: the cache must stay small.
         if len(_REDACT_CACHE) < 10_000 and len(name) <= 256:
             _REDACT_CACHE[name] = hit
             if not hit:
                 PLAIN_NAMES[name] = None
+            if squeezed is not _REDACT_SQUEEZED:
+                # set_limits ran meanwhile (configure in another thread), maybe after
+                # it cleared the caches: what the old list said is not kept.
+                _REDACT_CACHE.pop(name, None)
+                PLAIN_NAMES.pop(name, None)
     return hit
 
 
