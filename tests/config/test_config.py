@@ -170,6 +170,7 @@ class TestValidate:
             pytest.param("spill_dir", _BytesPath(), "a directory path", id="spill_dir-bytes"),
             pytest.param("redact", "password", "a list of str", id="redact-str"),
             pytest.param("redact", ["ok", ""], "non-empty str", id="redact-empty"),
+            pytest.param("redact", {"password": True}, "a list of str", id="redact-mapping"),
             pytest.param("tracker_class", object, "a subclass of asynctrack.Tracker", id="tc"),
             pytest.param("processors", print, "a list of callables", id="processors-type"),
             pytest.param("processors", [1], "a list of callables", id="processors-item"),

@@ -524,6 +524,11 @@ ERRORS = [
         id="processors-not-array",
     ),
     pytest.param(
+        "[asynctrack]\nredact = { password = true, ssn = false }\n",
+        "track.toml: asynctrack.redact must be a list of str, got {'password': True",
+        id="redact-table",
+    ),
+    pytest.param(
         '[asyntrack]\nlevel = "INFO"\n',
         "track.toml: expected an [asynctrack] table (or [tool.asynctrack] in pyproject.toml); "
         "found asyntrack",

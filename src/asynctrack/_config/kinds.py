@@ -360,8 +360,9 @@ class LevelMap(Option):
 
 
 def _sequence(value: Any, label: str, expected: str) -> tuple[Any, ...]:
-    # A str or bytes is iterable but never meant as a list here.
-    if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
+    # A str or bytes is iterable but never meant as a list here, nor a mapping (a TOML
+    # table), whose keys alone would be taken.
+    if isinstance(value, (str, bytes, Mapping)) or not isinstance(value, Iterable):
         raise fail(label, expected, value)
     return tuple(value)
 
