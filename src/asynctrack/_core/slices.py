@@ -8,8 +8,13 @@ milliseconds during which a request of the application waits. So the dispatcher'
 Python work comes in chunks (e.g. some dozens of logs encoded at a time) with a call
 to :meth:`Slices.check` between them, which releases the GIL (``time.sleep(0)``: a
 waiting thread takes it) once the stretch would pass :data:`SLICE_NS`. Its loop's
-selector marks the other releases (each wait for I/O or for the next batch). See
-docs/pipeline.md, "The dispatcher's slices".
+selector marks the other releases (each wait for I/O or for the next batch).
+
+Whether to release is decided on the wall clock (``time.perf_counter_ns``, cheap); the
+stretch recorded (``stats().longest_hold_ms``) is the thread's CPU time between two
+releases (``time.thread_time_ns``), so a wait to get the GIL back after a blocking
+call inside a stretch is not counted as held. See docs/pipeline.md, "The dispatcher's
+slices".
 """
 
 from __future__ import annotations
@@ -25,8 +30,8 @@ __all__ = ["CHUNK", "SLICE_NS", "Slices", "activate", "active", "in_slices"]
 
 #: The longest the dispatcher means to hold the GIL in one stretch (ns).
 SLICE_NS = 1_000_000
-#: Logs handled at a time between two checks (encoded, decoded, turned into rows):
-#: some tens of µs of work each.
+#: Logs handled at a time between two checks (encoded, decoded, turned into rows): a
+#: chunk is some tens to a few hundred µs of work.
 CHUNK = 32
 
 _T = TypeVar("_T")
