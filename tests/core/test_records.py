@@ -21,7 +21,7 @@ import asynctrack
 from asynctrack import Call, Log
 from asynctrack._core import encode
 from asynctrack._core.encode import decode_line, encode_log, encode_logs, encode_obj
-from asynctrack._core.layout import PARENT, REC
+from asynctrack._core.layout import DATA, ERROR, PARENT, REC, STATUS, TRACEBACK
 from asynctrack.testing import capture
 
 tr = asynctrack.get_tracker("tests.records")
@@ -441,3 +441,30 @@ class TestEncoder:
         assert encode_logs([copy.copy(log) for log in logs]) == _reference(
             [copy.copy(log) for log in logs]
         )
+
+    def test_an_encoder_that_raised_leaves_no_values_behind(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """
+        The reusable dicts are kept from call to call; an exception in the middle of a
+        log (its data and status already set) does not leak them into the next line.
+        """
+        with capture() as logs:
+            checkout(1)  # data on the root call, an error on the second
+            checkout(2)
+        failing, clean = logs
+        raw = clean._raw = list(clean._raw or [])  # the same calls without data or error
+        for i in range(0, len(raw), REC):
+            raw[i + DATA] = raw[i + ERROR] = raw[i + TRACEBACK] = None
+            raw[i + STATUS] = "ok"
+        expected = _reference([copy.copy(clean)])
+        assert encode_logs([copy.copy(clean)]) == expected
+
+        def boom(*args: Any) -> Any:
+            raise RuntimeError("boom")
+
+        with monkeypatch.context() as mp:
+            mp.setattr(encode, "_status_fragment", boom)
+            with pytest.raises(RuntimeError):
+                encode_logs([copy.copy(failing)])
+        assert encode_logs([copy.copy(clean)]) == expected

@@ -27,6 +27,7 @@ import enum
 import json
 import math
 import re
+import threading
 from collections.abc import Iterable
 from typing import Any
 
@@ -272,16 +273,57 @@ def _meta_fragment(meta: tuple[Any, Any, Any], depth: int, parent: int | None) -
     return frag
 
 
+class _Scratch:
+    """
+    The dicts handed to orjson, reused from line to line and from call to call.
+
+    Each line is encoded at once, so its dicts are reused from line to line: filling a
+    dict that has its keys costs half of building one (and nothing to free). They are
+    kept from one call to the next (a sink encodes its batch in chunks), one set per
+    thread, so concurrent calls never share them.
+    """
+
+    __slots__ = ("head", "lists", "root_head", "slots")
+
+    def __init__(self) -> None:
+        #: Reusable call dicts by seq, and lists of the first k of them (_calls_list).
+        self.slots: list[dict[str, Any]] = []
+        self.lists: list[list[dict[str, Any]]] = [[]]
+        self.head: dict[str, Any] = dict.fromkeys(_HEAD_KEYS)
+        #: The head of a log that continues nothing (the usual case): "parent_id"
+        #: holds the three nulls.
+        self.root_head: dict[str, Any] = dict.fromkeys(_ROOT_HEAD_KEYS)
+        self.root_head["parent_id"] = _NULL3
+
+
+_LOCAL = threading.local()
+
+
 def encode_logs(logs: Iterable[Log]) -> bytes:
     """
     Encode logs as JSON lines into one buffer (the form of ``Log.to_dict()``).
     """
     if _dumps is None:  # pragma: no cover - orjson missing
         return b"".join(encode_obj(log.to_dict()) + b"\n" for log in logs)
+    if _Fragment is None:  # pragma: no cover - an orjson without Fragment
+        return _escape_breaks(b"".join(_dump_dict(log, _dumps, _NEWLINE) for log in logs))
+    local = _LOCAL
+    scratch: _Scratch | None = getattr(local, "scratch", None)
+    if scratch is None:
+        scratch = _Scratch()
+    else:
+        # In use: a call made meanwhile in this thread (a value's conversion calling
+        # back) gets its own.
+        local.scratch = None
+    data = _encode(logs, scratch)
+    # Not put back if _encode raised: its dicts may hold values of the log it was on.
+    local.scratch = scratch
+    return data
+
+
+def _encode(logs: Iterable[Log], scratch: _Scratch) -> bytes:
     dumps = _dumps
     newline = _NEWLINE
-    if _Fragment is None:  # pragma: no cover - an orjson without Fragment
-        return _escape_breaks(b"".join(_dump_dict(log, dumps, newline) for log in logs))
     ok_null = _OK_NULL
     empty = _EMPTY
     metas = _META
@@ -289,16 +331,10 @@ def encode_logs(logs: Iterable[Log]) -> bytes:
     mask = _MASK48
     second = second_ns = last_ms = -(10**30)
     stamp = id_prefix = ""
-    # Each line is encoded at once, so its dicts are reused from line to line: filling
-    # a dict that has its keys costs half of building one (and nothing to free). They
-    # belong to this call, so concurrent calls never share them.
-    slots: list[dict[str, Any]] = []
-    lists: list[list[dict[str, Any]]] = [[]]
-    head: dict[str, Any] = dict.fromkeys(_HEAD_KEYS)
-    # The head of a log that continues nothing (the usual case): "parent_id" holds the
-    # three nulls.
-    root_head: dict[str, Any] = dict.fromkeys(_ROOT_HEAD_KEYS)
-    root_head["parent_id"] = _NULL3
+    slots = scratch.slots
+    lists = scratch.lists
+    head = scratch.head
+    root_head = scratch.root_head
     parts: list[bytes] = []
     append_part = parts.append
     for log in logs:
