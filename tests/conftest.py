@@ -13,6 +13,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 import pytest
+from hypothesis import settings
 
 import asynctrack
 from asynctrack._core.runtime import RUNTIME
@@ -22,6 +23,12 @@ POSTGRES_URL = os.environ.get(
 )
 MYSQL_URL = os.environ.get("ASYNCTRACK_TEST_MYSQL_URL", "mysql+asyncmy://root:@127.0.0.1:3306/test")
 REQUIRE_SERVERS = os.environ.get("ASYNCTRACK_REQUIRE_SERVERS") == "1"
+
+# No property test has a time limit per example: speed is checked by benchmarks/, never by
+# timed tests, and Hypothesis's default 200 ms deadline failed examples on a loaded CI
+# machine (tests/core/test_runtime.py). A test's own @settings still applies on top.
+settings.register_profile("asynctrack", deadline=None)
+settings.load_profile("asynctrack")
 
 
 @pytest.fixture(
