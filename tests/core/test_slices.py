@@ -7,7 +7,7 @@ from __future__ import annotations
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
@@ -17,6 +17,7 @@ from asynctrack import MemorySink
 from asynctrack._core import slices
 from asynctrack._core.encode import encode_logs
 from asynctrack._core.records import Log
+from asynctrack._core.runtime import RUNTIME
 from asynctrack._core.slices import SLICE_NS, Slices, in_slices
 from asynctrack.sinks import FileSink, read_logs
 from tests.conftest import Configure
@@ -158,18 +159,42 @@ class TestSlices:
         thread.join()
         assert got_in and s.releases >= 1
 
-    def test_in_slices_keeps_the_chunks_in_order(self) -> None:
-        items = list(range(100))
-        assert in_slices(tuple, items, 32) == [
-            tuple(range(0, 32)),
-            tuple(range(32, 64)),
-            tuple(range(64, 96)),
-            tuple(range(96, 100)),
-        ]
-        assert in_slices(tuple, items, 100) == [tuple(items)]
+    def test_in_slices_sizes_chunks_to_a_quarter_slice(
+        self, clock: Clock, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """
+        In the dispatcher's thread: a first chunk of ``chunk`` items, then chunks sized
+        from the last one's time to about a quarter of a slice, never fewer than
+        ``chunk``; in order.
+        """
+        s = Slices()
+        monkeypatch.setattr(RUNTIME, "slices", s)
+        s.own()
+
+        def costing(per_item_ns: int) -> Callable[[Sequence[int]], tuple[int, ...]]:
+            def func(chunk: Sequence[int]) -> tuple[int, ...]:
+                clock.advance(per_item_ns * len(chunk))
+                return tuple(chunk)
+
+            return func
+
+        items = list(range(600))
+        parts = in_slices(costing(10_000), items, 32)  # 10 µs an item: 32 at a time
+        assert [len(p) for p in parts] == [32] * 18 + [24]
+        assert sum(parts, ()) == tuple(items)
+        parts = in_slices(costing(1_000), items, 32)  # 1 µs an item: 250 at a time
+        assert [len(p) for p in parts] == [32, 250, 250, 68]
+        assert sum(parts, ()) == tuple(items)
+        assert in_slices(tuple, items[:32], 32) == [tuple(items[:32])]
         assert in_slices(tuple, [], 32) == [()]
 
-    def test_chunked_encoding_is_the_encoding_of_the_batch(self, configured: Configure) -> None:
+    def test_other_threads_take_the_items_in_one_call(self) -> None:
+        items = list(range(100))
+        assert in_slices(tuple, items, 32) == [tuple(items)]
+
+    def test_chunked_encoding_is_the_encoding_of_the_batch(
+        self, configured: Configure, clock: Clock, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
         sink = MemorySink()
         configured(sink)
         for i in range(300):
@@ -177,7 +202,17 @@ class TestSlices:
         asynctrack.flush_sync(timeout=30)
         logs = list(sink.logs)
         assert len(logs) == 300
-        assert b"".join(in_slices(encode_logs, logs, 32)) == encode_logs(logs)
+        s = Slices()
+        monkeypatch.setattr(RUNTIME, "slices", s)
+        s.own()
+
+        def slow_encode(chunk: Sequence[Log]) -> bytes:
+            clock.advance(len(chunk) * 10_000)
+            return encode_logs(chunk)
+
+        parts = in_slices(slow_encode, logs, 32)
+        assert len(parts) == 10
+        assert b"".join(parts) == encode_logs(logs)
 
 
 class TestDispatcher:

@@ -73,6 +73,12 @@ class Slices:
     def disown(self) -> None:
         self._owner = None
 
+    def owned(self) -> bool:
+        """
+        Whether the calling thread is the one timed (the dispatcher's).
+        """
+        return _get_ident() == self._owner
+
     def released(self) -> None:
         """
         The owner is about to release the GIL (to wait for I/O): its stretch ends.
@@ -141,17 +147,32 @@ def in_slices(
     func: Callable[[Sequence[_T]], _R], items: Sequence[_T], chunk: int = CHUNK
 ) -> list[_R]:
     """
-    Return ``[func(items[i:i + chunk]) for each chunk]``, releasing the GIL between
-    chunks when the dispatcher's stretch would otherwise grow past a slice.
+    Return ``func`` applied to consecutive chunks of ``items``, in order, releasing the
+    GIL between chunks when the dispatcher's stretch would otherwise grow past a slice.
+
+    The first chunk has ``chunk`` items; each next one is sized, from the time the last
+    took, to about a quarter of a slice (never fewer than ``chunk`` items), so a fast
+    machine makes few calls and a slow one still slices. Outside the dispatcher's
+    thread nothing is released, so the items go in one call.
     """
-    if len(items) <= chunk:
-        return [func(items)]
+    n = len(items)
     slices = active()
+    if n <= chunk or not slices.owned():
+        return [func(items)]
     check = slices.check
     slices.mark()
     out: list[_R] = []
-    for i in range(0, len(items), chunk):
-        if i:
-            check()
-        out.append(func(items[i : i + chunk]))
-    return out
+    i = 0
+    size = chunk
+    while True:
+        t0 = _perf_ns()
+        out.append(func(items[i : i + size]))
+        i += size
+        if i >= n:
+            return out
+        spent = _perf_ns() - t0
+        size = max(chunk, size * _QUARTER // max(spent, 1))
+        check()
+
+
+_QUARTER = SLICE_NS // 4
