@@ -104,9 +104,13 @@ class Counts:
         return result
 
 
-def build_app(mode: str, out: str) -> Any:
+def build_app(mode: str, out: str, freeze: bool = False) -> Any:
     """
     Return the FastAPI app for ``mode`` ``"on"`` or ``"off"``.
+
+    With ``freeze``, the server calls ``gc.freeze()`` once started (both modes alike):
+    the objects of start-up (FastAPI, pydantic, the modules) leave the collector's
+    generations, so a full collection scans only what requests created since.
     """
     from fastapi import FastAPI
 
@@ -134,9 +138,13 @@ def build_app(mode: str, out: str) -> Any:
     @asynccontextmanager
     async def lifespan(app: Any) -> AsyncIterator[None]:
         if not tracked:
+            if freeze:
+                gc.freeze()
             yield
             return
         async with asynctrack.tracking(sinks=[asynctrack.FileSink(out)]):
+            if freeze:
+                gc.freeze()
             yield
 
     app = FastAPI(lifespan=lifespan)
@@ -157,12 +165,12 @@ def build_app(mode: str, out: str) -> Any:
     return app
 
 
-def serve(mode: str, port: int, out: str) -> None:
+def serve(mode: str, port: int, out: str, freeze: bool = False) -> None:
     import uvicorn
 
     os.sched_setaffinity(0, {SERVER_CORE})
     uvicorn.run(
-        build_app(mode, out),
+        build_app(mode, out, freeze),
         host="127.0.0.1",
         port=port,
         log_level="warning",
@@ -325,7 +333,9 @@ def report(results: Rounds, loads: list[int], args: Any, use_wrk: bool) -> None:
         "over the rounds; collections summed over them; the longest collector pause "
         "(gc callbacks in the server, any thread) and the dispatcher's longest stretch "
         "holding the GIL (its CPU time between two releases, `stats().longest_hold_ms`) "
-        "are the longest of any round.\n"
+        "are the longest of any round."
+        + (" Both servers called `gc.freeze()` once started." if args.gc_freeze else "")
+        + "\n"
     )
     rows = []
     for conns in loads:
@@ -420,6 +430,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--src", default="", help="serve asynctrack from this src directory (a base tree)"
     )
+    parser.add_argument(
+        "--gc-freeze",
+        action="store_true",
+        help="both servers call gc.freeze() once started (a remedy for long full collections)",
+    )
     parser.add_argument("--serve", choices=MODES, help=argparse.SUPPRESS)
     parser.add_argument("--load", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--connections", type=int, default=32, help=argparse.SUPPRESS)
@@ -427,7 +442,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve:
-        serve(args.serve, args.port, args.out)
+        serve(args.serve, args.port, args.out, args.gc_freeze)
         return 0
     if args.load:
         os.sched_setaffinity(0, {LOAD_CORE})
@@ -454,6 +469,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         for mode, port in ports.items():
             cmd = [sys.executable, "-m", "benchmarks.bench_asgi", "--serve", mode]
             cmd += ["--port", str(port), "--out", out]
+            if args.gc_freeze:
+                cmd.append("--gc-freeze")
             servers[mode] = subprocess.Popen(cmd, env=env)
         try:
             for mode, port in ports.items():
