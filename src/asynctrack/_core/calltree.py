@@ -12,7 +12,11 @@ sees frames its parent pushes later.
 
 Joining and completing a log is lock-free: a log counts its running calls in
 ``_active`` (a list: ``append``/``pop`` are atomic C operations) and is completed
-by whoever takes the single ``_claim`` token while no call is running. A call that
+by whoever takes the single ``_claim`` token while no call is running. The token is
+the log's ``_claim`` slot itself: ``del log._claim`` is one C operation under the GIL
+that either empties the slot or raises ``AttributeError`` (already taken), so a live
+log holds no list for it — one container object less per request in flight (see
+docs/performance.md, "The garbage collector"). A call that
 starts after its log was completed opens a *continuation*: a new log whose
 ``parent_id`` and ``parent_seq`` name the log and the call it was spawned from, with
 the same ``trace_id`` and a copy of that log's info.
@@ -164,8 +168,8 @@ def claim_open(log: Log) -> bool:
     """
     for _ in range(1000):
         try:
-            log._claim.pop()
-        except IndexError:
+            del log._claim  # the token: atomic, see the module's docstring
+        except AttributeError:
             if log._done:
                 return False  # completed, or being completed: its completer hands it off
             # A completer holds the token for an instant and gives it back when a call
@@ -309,10 +313,10 @@ def rejoin(
     return open_root(tracker, meta, cur, params, t)
 
 
-#: Given to completed logs in place of their join bookkeeping: a late joiner may
-#: append to it and pop again (see wrapsrc.JOIN); nobody can take a claim from it.
+#: Given to completed logs in place of their list of running calls: a late joiner
+#: may append to it and pop again (see wrapsrc.JOIN). A completed log's claim token is
+#: gone for good (its ``_claim`` slot stays empty).
 _DONE_ACTIVE: list[None] = []
-_NO_CLAIM: list[None] = []
 
 
 def _try_complete(log: Log) -> None:
@@ -320,24 +324,22 @@ def _try_complete(log: Log) -> None:
     # joining at that moment sees ``_done`` and backs out (see enter); if it appended
     # before the claimant re-checked, the claimant gives the token back and retries.
     active = log._active
-    claim = log._claim
     while not active:
         try:
-            claim.pop()
-        except IndexError:
+            del log._claim  # the token: atomic, see the module's docstring
+        except AttributeError:
             return
         log._done = True
         if not active:
             break
         log._done = False
-        claim.append(None)
+        log._claim = True
     else:
         return
     # Complete the log (inlined: this runs once per log). Its calls stay where they
     # are, in one flat list of plain values: no cycles, and two objects per log for
     # the garbage collector, however many calls it has.
     log._active = _DONE_ACTIVE
-    log._claim = _NO_CLAIM
     rt = RUNTIME
     if rt.settled and log._number in rt.settled:
         rt.settled.discard(log._number)

@@ -254,7 +254,7 @@ class Log:
     _raw: list[Any] | None
     _calls: list[Call] | None
     _active: list[None]
-    _claim: list[None]
+    _claim: bool  # the completion token while present (see _core/calltree.py)
     _done: bool
     _tracker: Any
     _trace: str | None
@@ -548,11 +548,10 @@ def fill(
     log._tracker = tracker
     if live:
         log._active = [None]
-        log._claim = [None]
+        log._claim = True
         log._done = False
     else:
-        log._active = []
-        log._claim = []
+        log._active = []  # and no ``_claim``: nobody can complete it
         log._done = True
     return log
 

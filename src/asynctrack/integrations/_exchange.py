@@ -1,15 +1,17 @@
 """
 The observed ``send`` and ``receive`` of one HTTP request of ``TrackMiddleware``.
 
-One object per request rather than two closures over a dozen cells: a request holds
-it at every ``await``, and each object held by each concurrent request brings the next
-gen0 collection nearer (see docs/performance.md, "The garbage collector").
+One object per request rather than two closures over a dozen cells, and the same
+object serves as both callables (called with a message it is ``send``, without one
+``receive``), so no bound method either: a request holds it at every ``await``, and
+each object held by each concurrent request brings the next gen0 collection nearer
+(see docs/performance.md, "The garbage collector").
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
+from typing import Any, overload
 
 __all__ = ["Exchange"]
 
@@ -21,7 +23,10 @@ Send = Callable[[Message], Awaitable[None]]
 
 class Exchange:
     """
-    One HTTP request's ``send`` (the object itself) and ``receive``, observed.
+    One HTTP request's ``send`` and ``receive`` (both the object itself), observed.
+
+    ``ex(message)`` sends, ``ex()`` receives: an ASGI application calls ``receive``
+    without arguments and ``send`` with one message.
 
     ``mw`` is the ``TrackMiddleware`` (its ``_routed`` names the root call once the
     request is routed), ``call`` the request's ``CallScope``.
@@ -58,7 +63,20 @@ class Exchange:
         self.recorded: int | None = None  # the status already in the info
         self.ended = self.disconnected = self.named = False
 
-    async def __call__(self, message: Message) -> None:
+    @overload
+    async def __call__(self) -> Message: ...
+    @overload
+    async def __call__(self, message: Message) -> None: ...
+    async def __call__(self, message: Message | None = None) -> Message | None:
+        if message is None:  # receive (inline: no second coroutine per read)
+            if not self.named:
+                self._rename()
+            message = await self._receive()
+            # Servers answer http.disconnect to reads after the response ended; only a
+            # disconnect before the end is the client going away.
+            if message["type"] == "http.disconnect" and not self.ended:
+                self.disconnected = True
+            return message
         kind = message["type"]
         if kind == "http.response.start":
             self.status = message.get("status")
@@ -83,16 +101,7 @@ class Exchange:
             # once the client is gone.
             self.disconnected = True
             raise
-
-    async def receive(self) -> Message:
-        if not self.named:
-            self._rename()
-        message = await self._receive()
-        # Servers answer http.disconnect to reads after the response ended; only a
-        # disconnect before the end is the client going away.
-        if message["type"] == "http.disconnect" and not self.ended:
-            self.disconnected = True
-        return message
+        return None
 
     def _rename(self) -> None:
         self.named = self._mw._routed(self._call, self._scope, self._method, self.root_path, None)

@@ -182,7 +182,7 @@ class TrackMiddleware(WebMiddleware):
                 self._start_info(call, scope, method)
                 ex = Exchange(self, call, scope, method, send, receive)
                 try:
-                    await self.app(scope, ex.receive, ex)
+                    await self.app(scope, ex, ex)
                 except Exception:
                     if ex.status is None:
                         ex.status = 500  # what the server (or ServerErrorMiddleware) sends
