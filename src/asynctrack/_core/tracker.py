@@ -308,7 +308,11 @@ class CallScope:
                 calltree.FRAME.reset(token)
 
     def _start(self, cur: Any) -> tuple[Any, ...]:
-        # The tracked case of calltree.begin: the params are converted only now.
+        # The tracked case of calltree.begin: the params are converted only now. The
+        # frame it replaces in the context is kept rather than a ContextVar token: one
+        # object less held while the block runs (see docs/performance.md, "The garbage
+        # collector").
+        self._token = cur
         tracker = self._tracker
         raw = self._params
         meta = (self._function, tracker.name, level_name(self._level))
@@ -318,7 +322,10 @@ class CallScope:
         frame = calltree.begin(self._tracker, self._level, self._start)
         if frame is not None:
             self._frame = frame
-            self._token = calltree.FRAME.set(frame)
+            if frame is calltree.SILENT:
+                self._token = calltree.FRAME.set(frame)
+            else:
+                calltree.FRAME.set(frame)
         return self
 
     def __exit__(
@@ -330,14 +337,19 @@ class CallScope:
         frame = self._frame
         if frame is None:
             return
-        try:
-            calltree.FRAME.reset(self._token)
-        except ValueError:
-            pass
-        if frame is not calltree.SILENT:
-            if exc is not None:
-                failure.fail(frame, exc)
-            calltree.leave(frame)
+        if frame is calltree.SILENT:
+            try:
+                calltree.FRAME.reset(self._token)
+            except ValueError:
+                pass
+            return
+        if calltree.FRAME.get() is frame:
+            # Back to the frame the block replaced; only in the context the block
+            # entered (elsewhere the frame is not ours to restore).
+            calltree.FRAME.set(self._token)
+        if exc is not None:
+            failure.fail(frame, exc)
+        calltree.leave(frame)
 
     async def __aenter__(self) -> CallScope:
         return self.__enter__()
