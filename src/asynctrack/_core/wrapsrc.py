@@ -366,16 +366,28 @@ WRAPPER = """
         return {AWAIT}{P}f({call})
     {P}p = {PARAMS}
     {JOIN}
-    {P}tok = {P}set({P}fr)
+    {ENTERED}
     try:
         return {AWAIT}{P}f({call})
     except {P}BE as {P}e:
         {P}fail({P}fr, {P}e)
         raise
     finally:
-        {RESET}
+        {RESTORE}
         {LEAVE}
 """
+
+#: A tracked coroutine gives the context back its caller's frame ``{P}cur`` rather
+#: than keeping a ``ContextVar`` token across its awaits: one object less held per
+#: call in flight (see docs/performance.md, "The garbage collector"). It restores it
+#: only in the context it started in (its frame is still there); resumed elsewhere it
+#: leaves that context alone. A plain function is never suspended: it keeps the
+#: token, whose reset is cheaper than a second ``set``.
+_ENTERED_SYNC = "{P}tok = {P}set({P}fr)"
+_ENTERED_ASYNC = "{P}set({P}fr)"
+_RESTORE_SYNC = "{P}reset({P}tok)"
+_RESTORE_ASYNC = """if {P}get() is {P}fr:
+    {P}set({P}cur)"""
 
 _RESET_SYNC = "{P}reset({P}tok)"
 _RESET_ASYNC = """try:
@@ -388,7 +400,8 @@ def render(template: str, prefix: str, max_slots: str, **parts: str) -> str:
     """
     Return ``template`` with its placeholders filled, ready to compile.
 
-    A line holding only ``{JOIN}``, ``{LEAVE}`` or ``{RESET}`` takes that fragment,
+    A line holding only ``{JOIN}``, ``{LEAVE}``, ``{RESET}``, ``{ENTERED}`` or
+    ``{RESTORE}`` takes that fragment,
     indented like the line; ``{MAX}`` becomes ``max_slots``; ``{START}`` and ``{END}``
     the offsets of those fields of a call, ``{LOG}``, ``{SLOT}``, ``{DEPTH}`` and
     ``{SLOTS}`` those of a frame's items (``_core/layout.py``); other ``{NAME}``
@@ -399,6 +412,8 @@ def render(template: str, prefix: str, max_slots: str, **parts: str) -> str:
         "{JOIN}": JOIN,
         "{LEAVE}": LEAVE,
         "{RESET}": _RESET_ASYNC if parts.get("ASYNC") else _RESET_SYNC,
+        "{ENTERED}": _ENTERED_ASYNC if parts.get("ASYNC") else _ENTERED_SYNC,
+        "{RESTORE}": _RESTORE_ASYNC if parts.get("ASYNC") else _RESTORE_SYNC,
     }
     lines: list[str] = []
     for line in template.splitlines(keepends=True):
