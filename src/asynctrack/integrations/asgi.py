@@ -147,6 +147,10 @@ class TrackMiddleware(WebMiddleware):
         )
         self.app = app
         self._excludes = bool(self._exact or self._prefixes)
+        # The root call's level as ``Tracker.call`` passes it to its scope (validated
+        # above): NONE, which only silences, as -1.
+        lvl = int(asynctrack.Level[level.strip().upper()]) if isinstance(level, str) else level
+        self._call_level = int(lvl) if lvl < NONE else -1
         #: Whether the route data is cached (see _routed); tests turn it off to compare.
         self._cache_routes = False
         #: id(route) -> (route, template, placeholder names) of the routes seen.
@@ -165,22 +169,27 @@ class TrackMiddleware(WebMiddleware):
             return
         method: str = scope.get("method", "GET")
         query = scope.get("query_string")
-        call = self.tracker.call(
+        # One Exchange, the root call and the observed send and receive at once, not a
+        # ``with`` block: a request holds these objects at every await, and each one
+        # held by each concurrent request brings the next gen0 collection nearer (see
+        # docs/performance.md, "The garbage collector").
+        ex = Exchange(
+            self,
+            self.tracker,
             _PENDING_NAMES.get(method, _PENDING_OTHER),
-            level=self.level,
-            params={"query": parse_query(query)} if query else None,
+            self._call_level,
+            {"query": parse_query(query)} if query else None,
+            scope,
+            method,
+            send,
+            receive,
         )
-        # Not a ``with`` block, and one Exchange rather than two closures: a request
-        # holds these objects at every await, and each one held by each concurrent
-        # request brings the next gen0 collection nearer (see docs/performance.md,
-        # "The garbage collector").
-        call.__enter__()
+        ex.__enter__()
         try:
-            if not call.tracked:
+            if not ex.tracked:
                 await self.app(scope, receive, send)
             else:
-                self._start_info(call, scope, method)
-                ex = Exchange(self, call, scope, method, send, receive)
+                self._start_info(ex, scope, method)
                 try:
                     await self.app(scope, ex, ex)
                 except Exception:
@@ -189,16 +198,16 @@ class TrackMiddleware(WebMiddleware):
                     raise
                 finally:
                     if not ex.named:
-                        self._name(call, scope, method, ex.root_path, final=True)
+                        self._name(ex, scope, method, ex.root_path, final=True)
                     status = ex.status
                     if status != ex.recorded or self._info is not None:
-                        self._finish(call, scope, None if status == ex.recorded else status)
+                        self._finish(ex, scope, None if status == ex.recorded else status)
                     if ex.disconnected:
-                        self._data(call, "disconnected", True)
+                        self._data(ex, "disconnected", True)
         except BaseException as exc:
-            call.__exit__(type(exc), exc, exc.__traceback__)
+            ex.__exit__(type(exc), exc, exc.__traceback__)
             raise
-        call.__exit__(None, None, None)
+        ex.__exit__(None, None, None)
 
     async def _other(self, scope: Scope, receive: Receive, send: Send) -> None:
         # Websockets, lifespan and other scopes, and the first request.
