@@ -74,6 +74,7 @@ __all__ = [
     "rejoin",
     "set_handoff",
     "set_postprocess",
+    "within",
 ]
 
 FRAME: contextvars.ContextVar[Any] = contextvars.ContextVar("asynctrack.frame", default=None)
@@ -227,6 +228,22 @@ def begin(tracker: Any, level: int, start: Callable[[Any], tuple[Any, ...]]) -> 
     return start(cur)
 
 
+def within(frame: tuple[Any, ...]) -> bool:
+    """
+    Whether the context's current frame is a call below ``frame``: a call inside
+    ``frame`` that did not give the context back its caller's frame (a ``tracker.call``
+    block left open across an async generator's ``yield``, a coroutine finished in
+    another context). The context is still the one ``frame`` was entered in (or a copy
+    of it), so ``frame``'s caller must restore it, as ``ContextVar.reset`` would.
+    """
+    cur = _get()
+    while type(cur) is tuple:
+        cur = cur[FRAME_UP]
+        if cur is frame:
+            return True
+    return False
+
+
 def open_root(
     tracker: Any, meta: tuple[str, str, str], cur: Any, params: Any, t: int
 ) -> tuple[Any, ...]:
@@ -375,6 +392,7 @@ def hot_names(prefix: str) -> dict[str, Any]:
         f"{prefix}slot": slot_of,
         f"{prefix}full": overflowed,
         f"{prefix}complete": _try_complete,
+        f"{prefix}within": within,
     }
 
 

@@ -343,9 +343,10 @@ class CallScope:
             except ValueError:
                 pass
             return
-        if calltree.FRAME.get() is frame:
+        if calltree.FRAME.get() is frame or calltree.within(frame):
             # Back to the frame the block replaced; only in the context the block
-            # entered (elsewhere the frame is not ours to restore).
+            # entered, where its frame or a call below it is current (elsewhere the
+            # frame is not ours to restore).
             calltree.FRAME.set(self._token)
         if exc is not None:
             failure.fail(frame, exc)

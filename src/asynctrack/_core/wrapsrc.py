@@ -41,7 +41,8 @@ name                  what it is
 ``Popen``,            calltree helpers (``hot_names``): open a log, join a new
 ``Prejoin``,          log when the current one completed concurrently, find a
 ``Pslot``, ``Pfull``, call's slot, count a call a full log has no room for,
-``Pcomplete``         complete a log
+``Pcomplete``,        complete a log, whether the current frame is below a
+``Pwithin``           given one (``within``)
 ``PRT``               the runtime state (``enter`` reads the slot limit there)
 ``Plen``, ``Ptype``,  the builtins ``len``, ``type``, ``str``,
 ``Pstr``, ``PBE``,    ``BaseException`` and ``ValueError``
@@ -380,13 +381,14 @@ WRAPPER = """
 #: A tracked coroutine gives the context back its caller's frame ``{P}cur`` rather
 #: than keeping a ``ContextVar`` token across its awaits: one object less held per
 #: call in flight (see docs/performance.md, "The garbage collector"). It restores it
-#: only in the context it started in (its frame is still there); resumed elsewhere it
-#: leaves that context alone. A plain function is never suspended: it keeps the
+#: only in the context it started in (its frame, or a call below it that left the
+#: context without restoring it, is still there: ``calltree.within``); resumed
+#: elsewhere it leaves that context alone. A plain function is never suspended: it keeps the
 #: token, whose reset is cheaper than a second ``set``.
 _ENTERED_SYNC = "{P}tok = {P}set({P}fr)"
 _ENTERED_ASYNC = "{P}set({P}fr)"
 _RESTORE_SYNC = "{P}reset({P}tok)"
-_RESTORE_ASYNC = """if {P}get() is {P}fr:
+_RESTORE_ASYNC = """if {P}get() is {P}fr or {P}within({P}fr):
     {P}set({P}cur)"""
 
 _RESET_SYNC = "{P}reset({P}tok)"
