@@ -16,7 +16,11 @@ by whoever takes the single ``_claim`` token while no call is running. The token
 the log's ``_claim`` slot itself: ``del log._claim`` is one C operation under the GIL
 that either empties the slot or raises ``AttributeError`` (already taken), so a live
 log holds no list for it — one container object less per request in flight (see
-docs/performance.md, "The garbage collector"). A call that
+docs/performance.md, "The garbage collector"). That relies on the GIL: the slot's
+check and its emptying run with no bytecode boundary between them, and the value
+released is ``True``, which has no finalizer to run other threads. A free-threaded
+build (3.13t) checks the slot outside the object's critical section, so two threads
+could both take it there; ``list.pop`` is atomic on both builds. A call that
 starts after its log was completed opens a *continuation*: a new log whose
 ``parent_id`` and ``parent_seq`` name the log and the call it was spawned from, with
 the same ``trace_id`` and a copy of that log's info.
