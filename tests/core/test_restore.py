@@ -12,8 +12,12 @@ import gc
 from collections.abc import AsyncIterator
 from typing import Any
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 import asynctrack
 from asynctrack import Log
+from asynctrack._core import calltree
 from asynctrack.testing import capture
 
 tr = asynctrack.get_tracker("tests.restore")
@@ -112,3 +116,43 @@ class TestRestoreBelow:
             with tr.call("c"):
                 pass
         assert shape(logs[-1]) == (False, [("c", 0)])
+
+
+class TestRestoreProperty:
+    @settings(max_examples=60, deadline=None)
+    @given(
+        kinds=st.lists(st.sampled_from(["coro", "block", "sync"]), min_size=1, max_size=5),
+        leak_at=st.integers(0, 5),
+    )
+    def test_caller_frame_is_back_after_any_nesting(self, kinds: list[str], leak_at: int) -> None:
+        """
+        However coroutines, ``tracker.call`` blocks and plain functions nest, and
+        wherever a block below is left open, the outermost call gives its caller's
+        context back the frame it found there (as ``ContextVar.reset`` would).
+        """
+        # The outermost is a call (a plain function would not enclose the rest).
+        kinds = ["coro" if kinds[0] == "sync" else kinds[0], *kinds[1:]]
+
+        async def level(i: int) -> None:
+            if i == leak_at:
+                tr.call("left open").__enter__()
+            if i == len(kinds):
+                return
+            kind = kinds[i]
+            if kind == "coro":
+                await tr.probe(level)(i + 1)
+            elif kind == "block":
+                with tr.call(f"block {i}"):
+                    await level(i + 1)
+            else:
+                tr.probe(lambda: None)()
+                await level(i + 1)
+
+        async def main() -> None:
+            before = calltree.FRAME.get()
+            await level(0)
+            if leak_at > 0:  # a block left open at the top is the caller's own
+                assert calltree.FRAME.get() is before
+
+        with capture():
+            asyncio.run(main())
