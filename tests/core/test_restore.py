@@ -123,19 +123,23 @@ class TestRestoreProperty:
     @given(
         kinds=st.lists(st.sampled_from(["coro", "block", "sync"]), min_size=1, max_size=5),
         leak_at=st.integers(0, 5),
+        silenced=st.booleans(),
     )
-    def test_caller_frame_is_back_after_any_nesting(self, kinds: list[str], leak_at: int) -> None:
+    def test_caller_frame_is_back_after_any_nesting(
+        self, kinds: list[str], leak_at: int, silenced: bool
+    ) -> None:
         """
         However coroutines, ``tracker.call`` blocks and plain functions nest, and
-        wherever a block below is left open, the outermost call gives its caller's
-        context back the frame it found there (as ``ContextVar.reset`` would).
+        wherever a block below is left open (tracked or silenced), the outermost call
+        gives its caller's context back the frame it found there (as
+        ``ContextVar.reset`` would).
         """
         # The outermost is a call (a plain function would not enclose the rest).
         kinds = ["coro" if kinds[0] == "sync" else kinds[0], *kinds[1:]]
 
         async def level(i: int) -> None:
             if i == leak_at:
-                tr.call("left open").__enter__()
+                tr.call("left open", level=asynctrack.NONE if silenced else "default").__enter__()
             if i == len(kinds):
                 return
             kind = kinds[i]

@@ -234,13 +234,19 @@ def begin(tracker: Any, level: int, start: Callable[[Any], tuple[Any, ...]]) -> 
 
 def within(frame: tuple[Any, ...]) -> bool:
     """
-    Whether the context's current frame is a call below ``frame``: a call inside
-    ``frame`` that did not give the context back its caller's frame (a ``tracker.call``
-    block left open across an async generator's ``yield``, a coroutine finished in
-    another context). The context is still the one ``frame`` was entered in (or a copy
-    of it), so ``frame``'s caller must restore it, as ``ContextVar.reset`` would.
+    Whether the context's current frame is a call below ``frame`` (or ``SILENT``): a
+    call inside ``frame`` that did not give the context back its caller's frame (a
+    ``tracker.call`` block left open across an async generator's ``yield``, a coroutine
+    finished in another context). The context is still the one ``frame`` was entered
+    in (or a copy of it), so ``frame``'s caller must restore it, as ``ContextVar.reset``
+    would.
     """
     cur = _get()
+    if cur is SILENT:
+        # A silenced block below ``frame`` left open: ``frame``'s caller was not
+        # silenced (a silenced caller makes no tracked call), so in the context
+        # ``frame`` entered only a call below it can have set ``SILENT``.
+        return True
     while type(cur) is tuple:
         cur = cur[FRAME_UP]
         if cur is frame:
