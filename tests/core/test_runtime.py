@@ -4,14 +4,19 @@ The process-wide state is one object, ``RUNTIME``, and ``reset()`` restores it.
 
 from __future__ import annotations
 
+import asyncio
+import gc
+import threading
+import weakref
 from typing import Any
 from unittest import mock
 
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import asynctrack
-from asynctrack._core import calltree
+from asynctrack._core import calltree, tracker
+from asynctrack._core.layout import PARAMS
 from asynctrack._core.runtime import RUNTIME, Runtime
 from asynctrack.testing import capture
 
@@ -40,8 +45,6 @@ def _state(rt: Runtime) -> dict[str, Any]:
         value = getattr(rt, name)
         if isinstance(value, (list, set, dict)):
             value = type(value)(value)
-        elif name == "open_logs":
-            value = list(value)
         out[name] = value
     return out
 
@@ -49,7 +52,6 @@ def _state(rt: Runtime) -> dict[str, Any]:
 _CHANGES = st.fixed_dictionaries(
     {},
     optional={
-        "sweep_at": st.integers(0, 10_000),
         "max_slots": st.integers(0, 10_000),
         "max_frames": st.integers(0, 100),
         "root_level": st.integers(0, 100),
@@ -130,3 +132,94 @@ class TestRuntime:
             assert RUNTIME.exit_hooked
         finally:
             RUNTIME.exit_hooked = registered
+
+
+_reg = asynctrack.get_tracker("runtime.registry")
+
+
+@_reg.probe
+async def _task(n: int, gate: asyncio.Event) -> int:
+    await gate.wait()
+    return n
+
+
+@_reg.probe
+def _blocking(n: int, gate: threading.Event, started: threading.Event) -> int:
+    started.set()
+    gate.wait(10)
+    return n
+
+
+@_reg.probe
+def _plain(n: int) -> int:
+    return n
+
+
+def _opened(log: Any) -> int:
+    n: int = log._raw[PARAMS]["n"]
+    return n
+
+
+class TestOpenLogRegistry:
+    @settings(max_examples=25)
+    @given(
+        st.lists(
+            st.tuples(st.sampled_from(["task", "thread", "plain"]), st.booleans()), max_size=24
+        )
+    )
+    def test_it_holds_exactly_the_logs_still_running(self, plan: list[tuple[str, bool]]) -> None:
+        """
+        Property: whatever mix of tasks, threads and plain calls runs, and whichever of
+        them finish, the registry holds exactly the logs still running, in the order
+        they opened; a finished log is not kept alive by it (nor by anything else once
+        handed off).
+        """
+        RUNTIME.reset()
+        handed: list[weakref.ref[Any]] = []
+        tracker.enable(+1)
+        calltree.set_handoff(lambda log: handed.append(weakref.ref(log)))
+
+        async def main() -> None:
+            tasks: list[tuple[asyncio.Task[int], asyncio.Event, bool]] = []
+            threads: list[tuple[threading.Thread, threading.Event, bool]] = []
+            for i, (kind, finish) in enumerate(plan):
+                if kind == "plain":
+                    _plain(i)
+                elif kind == "task":
+                    gate = asyncio.Event()
+                    tasks.append((asyncio.create_task(_task(i, gate)), gate, finish))
+                    await asyncio.sleep(0)  # the task opens its log now, in plan order
+                else:
+                    tgate, started = threading.Event(), threading.Event()
+                    t = threading.Thread(target=_blocking, args=(i, tgate, started))
+                    t.start()
+                    assert started.wait(10)
+                    threads.append((t, tgate, finish))
+            for _, gate, finish in tasks:
+                if finish:
+                    gate.set()
+            for t, tgate, finish in threads:
+                if finish:
+                    tgate.set()
+                    t.join(10)
+            for _ in range(3):
+                await asyncio.sleep(0)
+            running = [i for i, (kind, finish) in enumerate(plan) if kind != "plain" and not finish]
+            assert [_opened(log) for log in RUNTIME.open_logs.values()] == running
+            assert [_opened(log) for log in calltree.open_logs()] == running
+            gc.collect()
+            assert [r for r in handed if r() is not None] == []
+            assert len(handed) == len(plan) - len(running)
+            for _, gate, _ in tasks:
+                gate.set()
+            for t, tgate, _ in threads:
+                tgate.set()
+                t.join(10)
+            await asyncio.gather(*(task for task, _, _ in tasks))
+
+        try:
+            asyncio.run(main())
+            assert RUNTIME.open_logs == {}
+            assert len(handed) == len(plan)
+        finally:
+            RUNTIME.reset()

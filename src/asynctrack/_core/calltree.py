@@ -55,7 +55,7 @@ from asynctrack._core.layout import (
     slot_of,
 )
 from asynctrack._core.records import Log, fill
-from asynctrack._core.runtime import RUNTIME, SWEEP_MIN
+from asynctrack._core.runtime import RUNTIME
 from asynctrack._core.wrapsrc import (
     ENTER,
     LEAVE_FRAME,
@@ -138,21 +138,7 @@ def open_logs() -> list[Log]:
     """
     Return the logs opened and not yet complete in this process.
     """
-    return [log for log in list(RUNTIME.open_logs) if not log._done]
-
-
-def _sweep() -> None:
-    # Drop completed logs from the registry, keeping the open ones in order. Appends
-    # and poplefts are atomic, so producers in other threads may keep appending.
-    popleft, append = RUNTIME.open_logs.popleft, RUNTIME.open_logs.append
-    try:
-        for _ in range(len(RUNTIME.open_logs)):
-            log = popleft()
-            if not log._done:
-                append(log)
-    except IndexError:  # another thread swept at the same time
-        pass
-    RUNTIME.sweep_at = max(SWEEP_MIN, 2 * len(RUNTIME.open_logs))
+    return [log for log in list(RUNTIME.open_logs.values()) if not log._done]
 
 
 def settle(log: Log) -> None:
@@ -182,6 +168,7 @@ def claim_open(log: Log) -> bool:
             time.sleep(0)
             continue
         log._done = True  # calls starting from now open a continuation
+        RUNTIME.open_logs.pop(log._number, None)
         return True
     return False
 
@@ -276,10 +263,11 @@ def open_root(
     else:
         trace, parent_id, parent_seq, info = continuation_of(cur)
     # Positional arguments: this runs once per log.
+    number = next(COUNTER)
     log = fill(
         _new_log(Log),
         None,
-        next(COUNTER),
+        number,
         RUNTIME.wall_offset + t,
         t,
         t,
@@ -295,9 +283,10 @@ def open_root(
         tracker,
         True,
     )
-    RUNTIME.open_logs.append(log)
-    if len(RUNTIME.open_logs) > RUNTIME.sweep_at:
-        _sweep()
+    # Registered until it completes (shutdown writes the logs still open), and not a
+    # moment longer: a completed log must be freed as soon as it is handed off (see
+    # docs/performance.md, "The garbage collector").
+    RUNTIME.open_logs[number] = log
     return (log, 0, 0, None, raw)  # log, slot, depth, up, slots
 
 
@@ -368,6 +357,7 @@ def _try_complete(log: Log) -> None:
     # the garbage collector, however many calls it has.
     log._active = _DONE_ACTIVE
     rt = RUNTIME
+    rt.open_logs.pop(log._number, None)
     if rt.settled and log._number in rt.settled:
         rt.settled.discard(log._number)
         return

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -27,10 +26,7 @@ from asynctrack._core.levels import DEFAULT
 if TYPE_CHECKING:
     from asynctrack._core.records import Log
 
-__all__ = ["RUNTIME", "SWEEP_MIN", "Runtime"]
-
-#: The open-log registry is swept when it outgrows this (or twice its last size).
-SWEEP_MIN = 128
+__all__ = ["RUNTIME", "Runtime"]
 
 
 class _Closable(Protocol):
@@ -81,7 +77,6 @@ class Runtime:
         "root_level",
         "settled",
         "slices",
-        "sweep_at",
         "tracker_class",
         "wall_offset",
     )
@@ -93,14 +88,12 @@ class Runtime:
         self.postprocess: Callable[[Log], Log | None] | None = None
         #: Called with each completed log (``testing.capture()``); mutated in place.
         self.listeners: list[Callable[[Log], None]] = []
-        #: Logs opened in this process, for shutdown to write those still open as
-        #: incomplete. The generated wrappers hold its ``append``: never replaced.
-        self.open_logs: deque[Log] = deque()
+        #: Logs opened in this process and not yet complete, by number, in the order
+        #: they opened: shutdown writes them as incomplete. Never replaced.
+        self.open_logs: dict[int, Log] = {}
         #: Numbers of open logs already written incomplete (at shutdown) or orphaned
         #: by a fork: their late completion is not handed off again. Never replaced.
         self.settled: set[int] = set()
-        #: Sweep the open-log registry when it holds more logs than this.
-        self.sweep_at = SWEEP_MIN
         #: ``max_calls_per_log`` as a number of slots of ``Log._raw``.
         self.max_slots = 10_000 * REC
         #: ``max_traceback_frames``: frames kept per traceback, innermost last.
@@ -154,7 +147,6 @@ class Runtime:
         self.listeners.clear()
         self.open_logs.clear()
         self.settled.clear()
-        self.sweep_at = SWEEP_MIN
         self.max_slots = 10_000 * REC
         self.max_frames = 30
         self.root_level = int(DEFAULT)
