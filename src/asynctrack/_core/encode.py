@@ -299,14 +299,22 @@ class _Scratch:
 _LOCAL = threading.local()
 
 
-def encode_logs(logs: Iterable[Log]) -> bytes:
+def encode_logs(logs: Iterable[Log | bytes]) -> bytes:
     """
     Encode logs as JSON lines into one buffer (the form of ``Log.to_dict()``).
+
+    An item that is already a line (``bytes``: a log encoded when it completed, see
+    docs/pipeline.md, "Logs encoded at completion") is copied as it is.
     """
     if _dumps is None:  # pragma: no cover - orjson missing
-        return b"".join(encode_obj(log.to_dict()) + b"\n" for log in logs)
+        return b"".join(
+            log if isinstance(log, bytes) else encode_obj(log.to_dict()) + b"\n" for log in logs
+        )
     if _Fragment is None:  # pragma: no cover - an orjson without Fragment
-        return _escape_breaks(b"".join(_dump_dict(log, _dumps, _NEWLINE) for log in logs))
+        return b"".join(
+            log if isinstance(log, bytes) else _escape_breaks(_dump_dict(log, _dumps, _NEWLINE))
+            for log in logs
+        )
     local = _LOCAL
     scratch: _Scratch | None = getattr(local, "scratch", None)
     if scratch is None:
@@ -321,7 +329,7 @@ def encode_logs(logs: Iterable[Log]) -> bytes:
     return data
 
 
-def _encode(logs: Iterable[Log], scratch: _Scratch) -> bytes:
+def _encode(logs: Iterable[Log | bytes], scratch: _Scratch) -> bytes:
     dumps = _dumps
     newline = _NEWLINE
     ok_null = _OK_NULL
@@ -338,6 +346,10 @@ def _encode(logs: Iterable[Log], scratch: _Scratch) -> bytes:
     parts: list[bytes] = []
     append_part = parts.append
     for log in logs:
+        if isinstance(log, bytes):
+            # Encoded when it completed (a pipeline of line sinks, _delivery/pipeline.py).
+            append_part(log)
+            continue
         raw = log._raw
         complete = log.complete
         if raw is None or log._calls is not None or not (complete is True or complete is False):

@@ -17,9 +17,10 @@ import selectors
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import TypeVarTuple
+from typing import Any, TypeVarTuple
 
 from asynctrack._core import calltree
+from asynctrack._core.encode import decode_line, encode_log
 from asynctrack._core.ids import reanchor_wall_clock
 from asynctrack._core.records import Log
 from asynctrack._core.runtime import RUNTIME
@@ -29,7 +30,7 @@ from asynctrack._delivery.counters import Counters
 from asynctrack._delivery.executor import ExitProofExecutor
 from asynctrack._delivery.intake import Barrier, Intake
 from asynctrack._delivery.worker import SinkWorker, WorkerOptions
-from asynctrack.sinks._base import Sink
+from asynctrack.sinks._base import Sink, takes_lines
 
 __all__ = ["Dispatcher", "DispatcherLoop", "TimedSelector"]
 
@@ -103,6 +104,10 @@ class Dispatcher:
         self.flush_interval = flush_interval
         self.counters = counters
         self.workers = [SinkWorker(sink, options, counters) for sink in sinks]
+        #: Every sink takes logs as JSON lines: logs are encoded when they complete
+        #: and queued as bytes (docs/pipeline.md, "Logs encoded at completion").
+        self.lines = bool(sinks) and all(map(takes_lines, sinks))
+        self._plain: frozenset[type] = frozenset({bytes} if self.lines else {Log})
         #: The thread's stretches between releases of the GIL (asynctrack.stats()).
         self.slices = Slices()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -261,7 +266,10 @@ class Dispatcher:
             items = intake.drain(size)
             if not items:
                 break
-            if Barrier not in map(type, items):
+            kinds = set(map(type, items))
+            if not kinds <= self._plain:
+                items = self._conform(items)
+            if Barrier not in kinds:
                 # Only logs (the usual case): no Python step per log.
                 batch = self._add_logs(batch, items, size)
                 continue
@@ -280,6 +288,15 @@ class Dispatcher:
             batch = self._add_logs(batch, items[start:], size)
         if batch:
             self._submit(batch)
+
+    def _conform(self, items: list[Any]) -> list[Any]:
+        # Logs in the form this pipeline's sinks take: lines when they all take lines,
+        # else Log objects. Both forms meet in one intake only in passing: a log that
+        # completed while the pipeline was being replaced, an incomplete log queued at
+        # shutdown, a log the hand-off could not encode.
+        if self.lines:
+            return [x if type(x) is bytes or type(x) is Barrier else _line_of(x) for x in items]
+        return [_log_of(x) if type(x) is bytes else x for x in items]
 
     def _add_logs(self, batch: list[Log], logs: list[Log], size: int) -> list[Log]:
         """
@@ -327,3 +344,19 @@ class Dispatcher:
             await asyncio.wait(not_done, timeout=0.2)
             names = ", ".join(w.label for w in self.workers if w.task in not_done)
             report("stop", f"asynctrack: sink(s) {names} did not finish before the deadline")
+
+
+def _line_of(log: Log) -> Log | bytes:
+    # Should the encoder fail on it, the log goes on as it is: the sink's own encoding
+    # then fails the batch, which is retried, split and set aside like any other.
+    try:
+        return encode_log(log)
+    except Exception:
+        return log
+
+
+def _log_of(line: bytes) -> Log | bytes:
+    try:
+        return decode_line(line)
+    except ValueError:  # pragma: no cover - a line of our own encoder
+        return line

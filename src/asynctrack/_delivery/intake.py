@@ -113,13 +113,13 @@ class Intake:
         self.counters = counters
         self.closed = False
         #: After a reconfiguration, late puts into this old intake go to the new one.
-        self.forward: Callable[[Log], None] | None = None
+        self.forward: Callable[[Log | bytes], None] | None = None
 
     def __len__(self) -> int:
         return len(self._dq)
 
     # -- producer side -------------------------------------------------------------------
-    def put(self, log: Log) -> None:
+    def put(self, log: Log | bytes) -> None:
         """
         Hand a completed log to the pipeline; never raises, never waits unless
         ``on_full="block"`` and the queue is full.
@@ -153,7 +153,7 @@ class Intake:
             except Exception:  # pragma: no cover - the loop is closing
                 pass
 
-    def _overflow(self, log: Log) -> None:
+    def _overflow(self, log: Log | bytes) -> None:
         if self._on_foreign_pid is not None and os.getpid() != self._pid:
             self._signal()  # the wake-up went to the parent's dispatcher: recover here
             forward = self.forward

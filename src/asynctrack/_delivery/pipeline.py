@@ -15,11 +15,12 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from types import FrameType
 from typing import Any, cast
 
 from asynctrack._core import calltree, selfwarn, tracker
+from asynctrack._core.encode import encode_log
 from asynctrack._core.ids import reset_ids_after_fork
 from asynctrack._core.records import Log
 from asynctrack._core.runtime import RUNTIME
@@ -84,6 +85,28 @@ class Pipeline:
 
     def start(self) -> None:
         self.dispatcher.start()
+
+    def handoff(self) -> Callable[[Log], None]:
+        """
+        Return what takes each completed log (``calltree.set_handoff``): the intake's
+        ``put``, or, when every sink takes JSON lines, a ``put`` of the log's line,
+        encoded here in the application's thread (docs/pipeline.md, "Logs encoded at
+        completion").
+        """
+        put = self.intake.put
+        if not self.dispatcher.lines:
+            return put
+        encode = encode_log
+
+        def put_line(log: Log) -> None:
+            try:
+                line = encode(log)
+            except Exception:  # the dispatcher tries again, and the sink says why
+                put(log)
+                return
+            put(line)
+
+        return put_line
 
     def ensure_running(self) -> None:
         """
@@ -215,7 +238,7 @@ class Pipeline:
             The number of logs spilled (each sink spills its copy).
         """
         items = self.intake.take_all()
-        logs = [x for x in items if isinstance(x, Log)]
+        logs = [x for x in items if isinstance(x, (Log, bytes))]
         for x in items:
             if isinstance(x, Barrier):
                 x.release()
@@ -270,11 +293,11 @@ class Pipeline:
         self.dispatcher.after_fork()
         self._close_lock = threading.RLock()
         if RUNTIME.pipeline is self:
-            calltree.set_handoff(self.intake.put)
+            calltree.set_handoff(self.handoff())
         if keep_queued:
             old.forward = self.intake.put
             old.close()  # a late put into the old intake is forwarded
-            self.intake.extend([x for x in old.take_all() if isinstance(x, Log)])
+            self.intake.extend([x for x in old.take_all() if isinstance(x, (Log, bytes))])
 
     def _forked_without_hooks(self) -> None:
         # A hand-off in a process forked without fork hooks (the intake compares the
@@ -314,7 +337,7 @@ def install(pipeline: Pipeline) -> None:
         pipeline.start()
         RUNTIME.pipeline = pipeline
         # From now on every completed log goes to this pipeline's intake.
-        calltree.set_handoff(pipeline.intake.put)
+        calltree.set_handoff(pipeline.handoff())
         if not RUNTIME.pipeline_enabled:
             RUNTIME.pipeline_enabled = True
             tracker.enable(+1)

@@ -46,7 +46,7 @@ def take_queued(worker: SinkWorker) -> list[Log]:
     return out
 
 
-def spill_now(worker: SinkWorker, logs: Sequence[Log], until: float) -> int:
+def spill_now(worker: SinkWorker, logs: Sequence[Log | bytes], until: float) -> int:
     """
     Append ``logs`` to a spill file of ``worker``'s sink from the calling thread, in
     chunks, until the monotonic time ``until``; count the rest as dropped.

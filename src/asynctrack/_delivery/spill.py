@@ -214,7 +214,7 @@ class SpillFile:
     def has_backlog(self) -> bool:
         return any(b.size() > b.offset for b in self._backlogs)
 
-    def append(self, logs: Sequence[Log]) -> None:
+    def append(self, logs: Sequence[Log | bytes]) -> None:
         """
         Append logs at the end of the spill (they are replayed after everything before).
 

@@ -4,11 +4,34 @@ The sink protocol: ``open``, ``write(logs)``, ``close``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 from asynctrack._core.records import Log
 
-__all__ = ["Sink"]
+__all__ = ["Sink", "takes_lines", "write_lines"]
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def write_lines(write: _F) -> _F:
+    """
+    Mark a sink's ``write`` as taking each log as its JSON line (``bytes``) as well.
+
+    When every sink of a pipeline takes lines, logs are encoded when they complete and
+    queued as bytes: a buffered log is then nothing the garbage collector counts or
+    visits (docs/pipeline.md, "Logs encoded at completion"). A subclass that overrides
+    ``write`` is not marked.
+    """
+    write._asynctrack_lines = True  # type: ignore[attr-defined]
+    return write
+
+
+def takes_lines(sink: Sink) -> bool:
+    """
+    Whether ``sink``'s ``write`` takes logs as JSON lines (:func:`write_lines`).
+    """
+    return getattr(type(sink).write, "_asynctrack_lines", False) is True
 
 
 class Sink:

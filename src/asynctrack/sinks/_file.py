@@ -19,7 +19,7 @@ from asynctrack._core.records import Log
 from asynctrack._core.selfwarn import report
 from asynctrack._core.slices import in_slices
 from asynctrack._exceptions import ConfigError, quote
-from asynctrack.sinks._base import Sink
+from asynctrack.sinks._base import Sink, write_lines
 from asynctrack.sinks._rotation import rotated_name, rotations
 
 __all__ = ["FileSink", "make_private_dirs", "read_logs"]
@@ -98,7 +98,7 @@ class FileSink(Sink):
         self._ident: tuple[int, int] | None = None
         #: A batch whose write was cut (cancelled) after its bytes were handed to the
         #: OS: the worker counts it written instead of spilling or retrying it.
-        self._asynctrack_landed: Sequence[Log] | None = None
+        self._asynctrack_landed: Sequence[Log | bytes] | None = None
         #: Times the file was found deleted or moved (``logrotate``, an operator) and
         #: opened again by its path; counted in ``asynctrack.stats().reopened``.
         self.reopened = 0
@@ -131,7 +131,8 @@ class FileSink(Sink):
             return True
         return (st.st_dev, st.st_ino) != self._ident
 
-    async def write(self, logs: Sequence[Log]) -> None:
+    @write_lines
+    async def write(self, logs: Sequence[Log | bytes]) -> None:
         if self._file is not None and self._moved():
             # Deleted or moved underneath us (#15): writing on would count logs as
             # written into a file nobody can find. Reopen by path (recreating the
