@@ -19,6 +19,7 @@ import pytest
 
 import asynctrack
 from asynctrack import MemorySink
+from asynctrack._core.runtime import RUNTIME
 from asynctrack.sinks import FileSink, read_logs
 from tests.conftest import Configure
 from tests.helpers import FlakySink, SlowSink, wait_for
@@ -298,6 +299,50 @@ class TestOutages:
         dead = tmp_path / "asynctrack-p.dead.jsonl"
         assert [json.loads(x)["id"] for x in dead.read_text().splitlines()] == [logs[137].id]
         assert asynctrack.stats().dead_lettered == 1
+
+
+class TestWakeUps:
+    def test_the_dispatcher_wakes_every_few_batches(self, configured: Configure) -> None:
+        """
+        Before its timer, the dispatcher is woken once 8 batches are queued, not at
+        every batch (each wake-up costs the application's threads on other cores);
+        it then writes them all, in batches of at most batch_size.
+        """
+        sizes: list[int] = []
+
+        class Recorder(MemorySink):
+            async def write(self, logs: Any) -> None:
+                sizes.append(len(logs))
+                await super().write(logs)
+
+        sink = Recorder()
+        configured(sink, batch_size=10, flush_interval=60, max_queue=1000)
+        pipeline = RUNTIME.pipeline
+        assert pipeline is not None
+        intake = pipeline.intake
+        assert intake.wake_every == 80
+        for i in range(79):
+            work(i)
+        # Not signalled: the dispatcher, waiting on its 60 s timer, took nothing.
+        assert len(intake) == 79 and intake._wake_at == 80
+        work(79)
+        wait_for(lambda: len(sink.logs) == 80, 10)
+        assert sizes and max(sizes) <= 10 and sum(sizes) == 80
+
+    @pytest.mark.parametrize(
+        ("batch_size", "max_queue", "wake_every"),
+        [(512, 100_000, 4096), (10, 160, 80), (10, 159, 10), (10_000, 1000, 10_000)],
+    )
+    def test_a_small_bound_wakes_it_every_batch(
+        self, configured: Configure, batch_size: int, max_queue: int, wake_every: int
+    ) -> None:
+        """
+        Eight batches only where they fit in half the bound; else one batch, as before.
+        """
+        configured(MemorySink(), batch_size=batch_size, max_queue=max_queue)
+        pipeline = RUNTIME.pipeline
+        assert pipeline is not None
+        assert pipeline.intake.wake_every == wake_every
 
 
 class TestOverflow:

@@ -2,9 +2,10 @@
 The intake: a bounded, thread-safe hand-off of completed logs to the dispatcher.
 
 ``put`` is what completing a log costs the application: a ``deque.append`` and a
-length check. The dispatcher is woken once per batch (when the queue reaches
-``batch_size``), never per log (a per-log wake-up costs 0.4–2 µs: see docs/design.md,
-"Traps").
+length check. The dispatcher is woken by its timer, or when several batches are
+queued (``wake_every``), never per log (a per-log wake-up costs 0.4–2 µs: see
+docs/design.md, "Traps"), and not per batch either: each wake-up costs the
+application's threads on other cores (docs/pipeline.md, "When the dispatcher wakes").
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ from asynctrack._delivery.counters import Counters
 __all__ = ["Barrier", "Intake"]
 
 _NEVER = 1 << 62
+#: Batches queued before the dispatcher is woken ahead of its timer.
+WAKE_BATCHES = 8
 
 
 class Barrier:
@@ -86,6 +89,7 @@ class Intake:
         "counters",
         "forward",
         "max_queue",
+        "wake_every",
     )
 
     def __init__(
@@ -101,7 +105,13 @@ class Intake:
         self.max_queue = max_queue
         self._max = max_queue
         self.batch_size = batch_size
-        self._wake_at = batch_size
+        #: Queued logs at which the dispatcher is woken before its timer: several
+        #: batches, so it wakes rarely (each wake-up costs the application's threads
+        #: on other cores, see docs/pipeline.md, "When the dispatcher wakes"), where
+        #: that is at most half the bound; else one batch, as before.
+        several = batch_size * WAKE_BATCHES
+        self.wake_every = several if several <= max_queue // 2 else batch_size
+        self._wake_at = self.wake_every
         self._on_full = on_full
         self._block_timeout = block_timeout
         self._not_full = threading.Condition(threading.Lock())
@@ -203,7 +213,7 @@ class Intake:
         return out
 
     def rearm(self) -> None:
-        self._wake_at = self.batch_size
+        self._wake_at = self.wake_every
         if self._on_full == "block":
             with self._not_full:
                 self._not_full.notify_all()
