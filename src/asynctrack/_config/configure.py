@@ -23,7 +23,7 @@ from asynctrack._config.options import Layer, Options, resolve
 from asynctrack._config.reference import docstring
 from asynctrack._core import calltree, failure, params
 from asynctrack._core import tracker as _tracker
-from asynctrack._core.encode import has_nonfinite, jsonable
+from asynctrack._core.jsonsafe import has_nonfinite, jsonable
 from asynctrack._core.records import Log
 from asynctrack._core.runtime import RUNTIME
 from asynctrack._core.selfwarn import report

@@ -11,7 +11,9 @@ Because frames are immutable, a task that copied its parent's context never
 sees frames its parent pushes later.
 
 Joining and completing a log is lock-free: a log counts its running calls in
-``_active`` (a list: ``append``/``pop`` are atomic C operations) and is completed
+``_active``, one byte per call in a ``bytearray`` (``append``/``pop`` are atomic C
+operations, and a bytearray, holding no objects, is nothing the garbage collector
+counts or visits: see docs/performance.md, "The garbage collector"), and is completed
 by whoever takes the single ``_claim`` token while no call is running. The token is
 the log's ``_claim`` slot itself: ``del log._claim`` is one C operation under the GIL
 that either empties the slot or raises ``AttributeError`` (already taken), so a live
@@ -20,7 +22,7 @@ docs/performance.md, "The garbage collector"). That relies on the GIL: the slot'
 check and its emptying run with no bytecode boundary between them, and the value
 released is ``True``, which has no finalizer to run other threads. A free-threaded
 build (3.13t) checks the slot outside the object's critical section, so two threads
-could both take it there; ``list.pop`` is atomic on both builds. A call that
+could both take it there; ``bytearray.pop`` is atomic on both builds. A call that
 starts after its log was completed opens a *continuation*: a new log whose
 ``parent_id`` and ``parent_seq`` name the log and the call it was spawned from, with
 the same ``trace_id`` and a copy of that log's info.
@@ -332,7 +334,7 @@ def rejoin(
 #: Given to completed logs in place of their list of running calls: a late joiner
 #: may append to it and pop again (see wrapsrc.JOIN). A completed log's claim token is
 #: gone for good (its ``_claim`` slot stays empty).
-_DONE_ACTIVE: list[None] = []
+_DONE_ACTIVE = bytearray()
 
 
 def _try_complete(log: Log) -> None:

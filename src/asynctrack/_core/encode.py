@@ -23,9 +23,7 @@ path (``to_dict``); both give the same bytes.
 
 from __future__ import annotations
 
-import enum
 import json
-import math
 import re
 import threading
 from collections.abc import Iterable
@@ -34,9 +32,10 @@ from typing import Any
 from asynctrack._core import ids
 from asynctrack._core.ids import trace_id_of
 from asynctrack._core.jsonform import iso_second
+from asynctrack._core.jsonsafe import has_nonfinite, jsonable
+from asynctrack._core.jsonsafe import unencodable as _unencodable
 from asynctrack._core.layout import REC
 from asynctrack._core.records import Log
-from asynctrack._core.values import convert, distinct_key, key_text
 
 try:  # pragma: no branch - orjson is a dependency; the fallback is for odd platforms
     import orjson
@@ -118,98 +117,6 @@ def encode_obj(obj: Any) -> bytes:
         return _stdlib(_unencodable(obj))
 
 
-#: Integers with more digits than CPython's default int-to-str limit (4,300) cannot be
-#: written, nor read back by a reader under the default limit: they become placeholders.
-_INT_BOUND = 10**4300
-#: Nesting kept by jsonable (orjson refuses 255 levels; the stdlib recurses in C).
-_MAX_NEST = 200
-
-
-def _unencodable(value: Any, what: str = "unencodable") -> str:
-    return f"<{what} {type(value).__name__}>"
-
-
-def jsonable(obj: Any) -> Any:
-    """
-    Return ``obj`` made encodable by the stdlib encoder, as close to it as possible.
-
-    The last resort of the encoder (issue #14): lone surrogates become U+FFFD (as in
-    the line), ``str`` keys stay, other keys become
-    their text as the converter writes them, and a key whose text is taken gets a
-    ``" #2"`` suffix (distinct keys stay distinct); integers beyond 4,300 digits, NaN
-    and infinities, cycles, nesting beyond 200 levels and what lies past a budget of a
-    million values become placeholder strings; other objects become their converted
-    snapshot (as a probe records a parameter).
-    """
-    return _Jsonable().run(obj, 0)
-
-
-class _Jsonable:
-    __slots__ = ("budget", "path")
-
-    def __init__(self) -> None:
-        self.budget = 1_000_000
-        self.path: set[int] = set()  # ids of the containers being walked: cycles
-
-    def run(self, obj: Any, depth: int) -> Any:
-        t = type(obj)
-        if t is str:
-            return obj if obj.isascii() else _clean(obj)
-        if obj is None or t is bool:
-            return obj
-        if t is int:
-            return obj if -_INT_BOUND < obj < _INT_BOUND else f"<int of {obj.bit_length()} bits>"
-        if t is float:
-            if math.isfinite(obj):
-                return obj
-            return "NaN" if obj != obj else ("Infinity" if obj > 0 else "-Infinity")
-        self.budget -= 1
-        if depth >= _MAX_NEST or self.budget < 0:
-            return _unencodable(obj, "too deep:" if self.budget >= 0 else "size limit:")
-        if isinstance(obj, (dict, list, tuple)):
-            if id(obj) in self.path:
-                return _unencodable(obj, "cycle:")
-            self.path.add(id(obj))
-            try:
-                if isinstance(obj, dict):
-                    return self._dict(obj, depth)
-                return [self.run(value, depth + 1) for value in obj]
-            finally:
-                self.path.discard(id(obj))
-        if isinstance(obj, str):
-            return self.run(str.__str__(obj), depth)
-        if isinstance(obj, int) and not isinstance(obj, enum.Enum):
-            return self.run(int(obj), depth)
-        if isinstance(obj, float):
-            return self.run(float(obj), depth)
-        return self.run(convert(obj), depth + 1)
-
-    def _dict(self, obj: dict[Any, Any], depth: int) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        renamed = False  # set once a key was made text: a str key may then collide
-        for key, value in obj.items():
-            if type(key) is not str:
-                key = distinct_key(_clean(key_text(key)), out)
-                renamed = True
-            elif not key.isascii() and _clean(key) is not key:
-                # Lone surrogates become U+FFFD in the line: two keys could merge.
-                key = distinct_key(_clean(key), out)
-                renamed = True
-            elif renamed:
-                key = distinct_key(key, out)
-            out[key] = self.run(value, depth + 1)
-        return out
-
-
-def _clean(text: str) -> str:
-    # The text as the line will hold it: lone surrogates replaced by U+FFFD.
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
-    return text
-
-
 def encode_log(log: Log) -> bytes:
     """
     Encode one log as a JSON line, newline included.
@@ -279,11 +186,24 @@ class _Scratch:
 
     Each line is encoded at once, so its dicts are reused from line to line: filling a
     dict that has its keys costs half of building one (and nothing to free). They are
-    kept from one call to the next (a sink encodes its batch in chunks), one set per
-    thread, so concurrent calls never share them.
+    kept from one call to the next (a sink encodes its batch in chunks, a pipeline of
+    line sinks each log on its own), one set per thread, so concurrent calls never
+    share them; so is what the last line's time stamp and id had in common with the
+    next one's (the second, its text, the millisecond and the id's prefix).
     """
 
-    __slots__ = ("head", "lists", "root_head", "slots")
+    __slots__ = (
+        "head",
+        "id_prefix",
+        "last_ms",
+        "lists",
+        "proc",
+        "root_head",
+        "second",
+        "second_ns",
+        "slots",
+        "stamp",
+    )
 
     def __init__(self) -> None:
         #: Reusable call dicts by seq, and lists of the first k of them (_calls_list).
@@ -294,6 +214,11 @@ class _Scratch:
         #: holds the three nulls.
         self.root_head: dict[str, Any] = dict.fromkeys(_ROOT_HEAD_KEYS)
         self.root_head["parent_id"] = _NULL3
+        self.second = self.second_ns = self.last_ms = -(10**30)
+        self.stamp = self.id_prefix = ""
+        #: The process's id prefix when ``id_prefix`` was made (a forked child has its
+        #: own: the cached prefix is then made again).
+        self.proc = ""
 
 
 _LOCAL = threading.local()
@@ -337,8 +262,9 @@ def _encode(logs: Iterable[Log | bytes], scratch: _Scratch) -> bytes:
     metas = _META
     digits = _DIGITS3
     mask = _MASK48
-    second = second_ns = last_ms = -(10**30)
-    stamp = id_prefix = ""
+    second, second_ns, stamp = scratch.second, scratch.second_ns, scratch.stamp
+    id_prefix = scratch.id_prefix
+    last_ms = scratch.last_ms if scratch.proc is ids.id_prefix() else -1
     slots = scratch.slots
     lists = scratch.lists
     head = scratch.head
@@ -460,8 +386,10 @@ def _encode(logs: Iterable[Log | bytes], scratch: _Scratch) -> bytes:
             for call in calls:
                 call["data"] = empty
                 call["status"] = ok_null
+    scratch.second, scratch.second_ns, scratch.stamp = second, second_ns, stamp
+    scratch.last_ms, scratch.id_prefix, scratch.proc = last_ms, id_prefix, ids.id_prefix()
     # One pass over the whole batch for the line breaks orjson leaves raw.
-    return _escape_breaks(b"".join(parts))
+    return _escape_breaks(parts[0] if len(parts) == 1 else b"".join(parts))
 
 
 #: The keys of a log's line before its optional "dropped_calls", in order.
@@ -512,30 +440,6 @@ def _calls_list(slots: list[dict[str, Any]], lists: list[list[dict[str, Any]]], 
     while len(lists) <= n:
         lists.append(slots[: len(lists)])
     return lists[n]
-
-
-def has_nonfinite(obj: Any, depth: int = 0) -> bool:
-    """
-    Return True when ``obj`` holds a NaN or an infinite float at any depth.
-
-    orjson writes those as ``null`` without an error, so a value that did not come
-    through the probe's conversion (a processor's, a log built by hand) would change
-    silently; the callers then convert it with :func:`jsonable` first.
-    """
-    if obj.__class__ is float:
-        return obj != obj or obj in (_INF, -_INF)
-    if depth > _MAX_NEST:
-        return False
-    if isinstance(obj, dict):
-        return any(has_nonfinite(v, depth + 1) for v in obj.values())
-    if isinstance(obj, (list, tuple)):
-        return any(has_nonfinite(v, depth + 1) for v in obj)
-    if isinstance(obj, float):
-        return not math.isfinite(obj)
-    return False
-
-
-_INF = float("inf")
 
 
 def _dump_dict(log: Log, dumps: Any, newline: int) -> bytes:

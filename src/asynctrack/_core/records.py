@@ -253,7 +253,7 @@ class Log:
     _t1: int
     _raw: list[Any] | None
     _calls: list[Call] | None
-    _active: list[None]
+    _active: bytearray  # running calls, one byte each (see _core/calltree.py)
     _claim: bool  # the completion token while present (see _core/calltree.py)
     _done: bool
     _tracker: Any
@@ -547,11 +547,11 @@ def fill(
     log.dropped_calls = dropped_calls
     log._tracker = tracker
     if live:
-        log._active = [None]
+        log._active = bytearray(1)
         log._claim = True
         log._done = False
     else:
-        log._active = []  # and no ``_claim``: nobody can complete it
+        log._active = bytearray()  # and no ``_claim``: nobody can complete it
         log._done = True
     return log
 

@@ -17,8 +17,8 @@ from typing import Any
 import orjson
 import sqlalchemy as sa
 
-from asynctrack._core.encode import jsonable
 from asynctrack._core.jsonb import NEG_ZERO, needs_nul_escape, nul_escape
+from asynctrack._core.jsonsafe import jsonable
 from asynctrack._core.selfwarn import report
 from asynctrack._exceptions import ConfigError
 from asynctrack.sinks._sql.layout import MIN_LENGTH
