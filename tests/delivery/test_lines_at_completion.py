@@ -280,3 +280,26 @@ class TestThreadsAndShutdown:
         logs = {log.calls[0].function.rsplit(".", 1)[-1]: log for log in read_logs(path)}
         assert logs["work"].complete and not logs["slow"].complete
         assert logs["slow"].calls[0].status == "running"
+
+
+class TestIdsAfterFork:
+    def test_a_new_id_prefix_is_used_at_once(self) -> None:
+        """
+        The encoder keeps the id prefix of its thread's last line; once the process's
+        prefix changes (a forked child), the next line, even in the same millisecond,
+        carries the new one.
+        """
+        from asynctrack._core import ids
+        from asynctrack.testing import capture
+
+        with capture() as logs:
+            work(1)
+            work(2)
+        first, second = logs
+        before = decode_line(encode_log(first)).id
+        assert before[12:20] == ids.id_prefix()
+        ids.reset_ids_after_fork()
+        second._wall_ns = first._wall_ns  # the same millisecond as the last line
+        after = decode_line(encode_log(second)).id
+        assert after[12:20] == ids.id_prefix() != before[12:20]
+        assert after[:12] == before[:12]
