@@ -48,6 +48,11 @@ GROUPS: tuple[tuple[str, str, str], ...] = (
         "instructions per web request, tracking off vs on, by part (callgrind)",
     ),
     ("gc", "bench_gc", "garbage collections per web request, tracking off vs on"),
+    (
+        "wakeups",
+        "bench_wakeups",
+        "what the dispatcher's wake-ups cost the application's thread on another core",
+    ),
 )
 GROUP_TIMEOUT_S = 1200.0
 

@@ -112,6 +112,25 @@ class TestGroupsSmoke:
             assert NUMBER.match(cell.split(" / ")[0]), cell
         assert "Gen0 collections per 10k requests at K = 8" in out
 
+    def test_wakeups_prints_each_dispatcher_rule_pinned_and_not(self) -> None:
+        """
+        bench_wakeups --smoke prints the application thread's CPU per request for each
+        wake-up rule and sink, on one core and on all.
+        """
+        out = _run("-m", "benchmarks.bench_wakeups", "--smoke")
+        rows = [
+            [c.strip() for c in line.strip("|").split("|")]
+            for line in out.splitlines()
+            if line.startswith(("| unpinned", "| pinned"))
+        ]
+        assert len(rows) == 14  # off, then 3 rules x 2 sinks, on all cores and on one
+        assert {(r[0], r[1], r[2]) for r in rows} >= {
+            ("unpinned", "default", "file"),
+            ("pinned", "every-batch", "objects"),
+        }
+        for row in rows:
+            assert float(row[3]) > 0 and row[4].endswith("×"), row
+
     def test_asgi_prints_both_loads_and_the_targets(self) -> None:
         """
         bench_asgi --smoke loads both servers at 8 and 32 connections and prints, per
