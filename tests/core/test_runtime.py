@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import threading
+import time
 import weakref
 from typing import Any
 from unittest import mock
@@ -221,5 +222,34 @@ class TestOpenLogRegistry:
             asyncio.run(main())
             assert RUNTIME.open_logs == {}
             assert len(handed) == len(plan)
+        finally:
+            RUNTIME.reset()
+
+
+class TestLateJoiner:
+    def test_backs_out_of_the_list_it_joined(self) -> None:
+        """
+        A call joining a log at the moment it completes appended to the log's list of
+        running calls as it was; backing out pops that list, not the shared one every
+        completed log now holds (which may be empty or hold another joiner's entry).
+        """
+        RUNTIME.reset()
+        handed: list[Any] = []
+        tracker.enable(+1)
+        calltree.set_handoff(handed.append)
+        try:
+            meta = ("late.joiner", "runtime.registry", "DEFAULT")
+            frame = calltree.enter(_reg, meta, None, None)
+            log = frame[0]
+            joined = log._active  # read by the joiner before the log completes
+            calltree.leave(frame)  # the log completes: its list is replaced
+            assert handed == [log] and log._done and log._active is not joined
+            done_active = log._active
+            joined.append(0)  # the joiner appends to what it read
+            new = calltree.rejoin(log, joined, _reg, meta, frame, None, time.perf_counter_ns())
+            assert len(joined) == 0 and len(done_active) == 0
+            assert new[0] is not log and new[0].parent_id == log.id
+            calltree.leave(new)
+            assert len(handed) == 2
         finally:
             RUNTIME.reset()

@@ -140,7 +140,9 @@ def open_logs() -> list[Log]:
     """
     Return the logs opened and not yet complete in this process.
     """
-    return [log for log in list(RUNTIME.open_logs.values()) if not log._done]
+    # copy(): one atomic step on every build (a free-threaded one included), while
+    # other threads add and remove logs.
+    return [log for log in RUNTIME.open_logs.copy().values() if not log._done]
 
 
 def settle(log: Log) -> None:
@@ -321,12 +323,22 @@ def continuation_of(cur: tuple[Any, ...]) -> tuple[str | None, str | None, int |
 
 
 def rejoin(
-    log: Log, tracker: Any, meta: tuple[str, str, str], cur: Any, params: Any, t: int
+    log: Log,
+    active: bytearray,
+    tracker: Any,
+    meta: tuple[str, str, str],
+    cur: Any,
+    params: Any,
+    t: int,
 ) -> tuple[Any, ...]:
     """
     Back out of a log that completed while we joined it, and open a new one.
+
+    ``active`` is the list of running calls the joiner appended to: the log's own, or,
+    when the log completed in between, the one it had until then (its ``_active`` is
+    ``_DONE_ACTIVE`` now, which other late joiners share).
     """
-    log._active.pop()
+    active.pop()
     _try_complete(log)
     return open_root(tracker, meta, cur, params, t)
 

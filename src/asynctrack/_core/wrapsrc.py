@@ -295,7 +295,7 @@ if {P}cur is not None and not ({P}log := {P}cur[{LOG}])._done:
     {P}a = {P}log._active
     {P}a.append(0)
     if {P}log._done:  # lost a race with the log's completion: open a new log
-        {P}fr = {P}rejoin({P}log, {P}tr, {P}meta, {P}cur, {P}p, {P}t)
+        {P}fr = {P}rejoin({P}log, {P}a, {P}tr, {P}meta, {P}cur, {P}p, {P}t)
         {P}log = {P}fr[{LOG}]
         {P}a = {P}log._active
         {P}raw = {P}fr[{SLOTS}]
