@@ -13,6 +13,7 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import pytest
 from hypothesis import given, settings
@@ -21,7 +22,7 @@ from hypothesis import strategies as st
 import asynctrack
 from asynctrack import Log, MemorySink
 from asynctrack._core import calltree
-from asynctrack._core.encode import decode_line, encode_log
+from asynctrack._core.encode import decode_line, encode_log, encode_logs
 from asynctrack._core.runtime import RUNTIME
 from asynctrack.sinks import FileSink, read_logs
 from asynctrack.sinks._base import takes_lines
@@ -83,10 +84,15 @@ class TestWhichPipelines:
         assert takes_lines(FileSink(tmp_path / "a.jsonl"))
         assert not takes_lines(MemorySink())
         assert not takes_lines(OwnWrite(tmp_path / "o.jsonl"))
+        patched = FileSink(tmp_path / "p.jsonl")
+        with mock.patch.object(patched, "write"):
+            assert not takes_lines(patched)
+        assert takes_lines(patched)
+        own = OwnWrite(tmp_path / "o2.jsonl")
         cases = [
             ([FileSink(tmp_path / "f1.jsonl"), FileSink(tmp_path / "f2.jsonl")], bytes),
             ([FileSink(tmp_path / "f3.jsonl"), MemorySink()], Log),
-            ([OwnWrite(tmp_path / "o2.jsonl")], Log),
+            ([own], Log),
         ]
         for sinks, kind in cases:
             configured(*sinks, flush_interval=60, batch_size=10_000)
@@ -94,7 +100,7 @@ class TestWhichPipelines:
             asyncio.run(awork(2))
             assert [type(x) for x in queued()] == [kind, kind]
             asynctrack.flush_sync(timeout=10)
-        assert OwnWrite(tmp_path / "x").seen == []
+        assert own.seen == [Log, Log]
 
     def test_a_queued_line_is_nothing_the_collector_counts(
         self, configured: Configure, tmp_path: Path
@@ -153,7 +159,12 @@ class TestSameBytes:
                 asynctrack.shutdown_sync()
             lines = path.read_bytes().splitlines(keepends=True)
             assert len(lines) == 1 + fail
-            assert lines == [encode_log(log) for log in captured]
+            # The dispatcher's encoding: a batch, in another thread (its own scratch).
+            batch: list[bytes] = []
+            other = threading.Thread(target=lambda: batch.append(encode_logs(captured)))
+            other.start()
+            other.join()
+            assert b"".join(lines) == batch[0]
             assert [decode_line(line) for line in lines] == [
                 decode_line(encode_log(log)) for log in captured
             ]
@@ -298,8 +309,40 @@ class TestIdsAfterFork:
         first, second = logs
         before = decode_line(encode_log(first)).id
         assert before[12:20] == ids.id_prefix()
+        kept = ids._PREFIX
         ids.reset_ids_after_fork()
-        second._wall_ns = first._wall_ns  # the same millisecond as the last line
-        after = decode_line(encode_log(second)).id
-        assert after[12:20] == ids.id_prefix() != before[12:20]
-        assert after[:12] == before[:12]
+        try:
+            second._wall_ns = first._wall_ns  # the same millisecond as the last line
+            after = decode_line(encode_log(second)).id
+            assert after[12:20] == ids.id_prefix() != before[12:20]
+            assert after[:12] == before[:12]
+        finally:
+            ids._PREFIX = kept
+
+
+class TestEncodingInTheApplicationThread:
+    def test_code_a_value_runs_while_encoded_is_not_tracked(
+        self, configured: Configure, tmp_path: Path
+    ) -> None:
+        """
+        A value that only the general encoder takes (a hook put an object in the info)
+        is converted where the log completes; probed code its repr calls records
+        nothing there, as in the dispatcher's thread.
+        """
+
+        class User:
+            def __repr__(self) -> str:
+                leaf(5)
+                return "User()"
+
+        def add_user(log: Log) -> Log:
+            log.info["user"] = User()
+            return log
+
+        path = tmp_path / "f.jsonl"
+        configured(FileSink(path), processors=[add_user])
+        work(1)
+        asynctrack.flush_sync(timeout=10)
+        logs = list(read_logs(path))
+        assert len(logs) == 1
+        assert "User()" in str(logs[0].info["user"])

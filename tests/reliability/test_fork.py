@@ -160,6 +160,32 @@ emit(f"child {os.waitstatus_to_exitcode(status)}")
 """
 
 
+# A fork that runs no Python fork hook at all (libc's fork, as uWSGI's C code forks):
+# neither asynctrack's pipeline hook nor its id hook runs. Two workers forked alike.
+LIBC_FORK = """
+import ctypes
+
+out = Path(sys.argv[1])
+asynctrack.configure(sinks=[asynctrack.FileSink(out)], spill_dir=out.parent, batch_size=50)
+for i in range(200):
+    work(i, payload="before")
+asynctrack.flush_sync(timeout=10)
+libc = ctypes.CDLL(None)
+kids = []
+for k in range(2):
+    pid = libc.fork()
+    if pid == 0:
+        for i in range(300):
+            work(i, payload=f"worker-{k}")
+        asynctrack.flush_sync(timeout=10)
+        os._exit(0)
+    kids.append(pid)
+for pid in kids:
+    _, status = os.waitpid(pid, 0)
+    emit(f"worker {os.waitstatus_to_exitcode(status)}")
+"""
+
+
 class TestForkWithoutHooks:
     def test_child_notices_by_process_id(self, tmp_path: Path) -> None:
         """
@@ -172,3 +198,22 @@ class TestForkWithoutHooks:
         assert proc.returncode == 0, proc.stderr
         assert "child 0" in proc.stdout
         assert tags(out) == {"before": 1000, "child": 1000, "parent": 1000}
+
+    def test_workers_forked_by_libc_write_their_own_ids(self, tmp_path: Path) -> None:
+        """
+        Workers forked with libc's fork (no Python fork hook runs at all) each notice
+        the fork at their first completed log, before it is encoded: every log is
+        written once, and no id is shared between the workers (each draws its own id
+        prefix).
+        """
+        out = tmp_path / "out.jsonl"
+        proc = s.run(s.script(tmp_path, LIBC_FORK), str(out), timeout=60)
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stdout.count("worker 0") == 2, proc.stdout
+        assert tags(out) == {"before": 200, "worker-0": 300, "worker-1": 300}
+        prefixes = collections.defaultdict(set)
+        for line in s.lines_of(out):
+            log = json.loads(line)
+            prefixes[log["calls"][0]["params"]["payload"]].add(log["id"][12:20])
+        assert all(len(p) == 1 for p in prefixes.values()), prefixes
+        assert len(set.union(*prefixes.values())) == 3, prefixes

@@ -30,6 +30,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from asynctrack._core import ids
+from asynctrack._core.calltree import FRAME, SILENT
 from asynctrack._core.ids import trace_id_of
 from asynctrack._core.jsonform import iso_second
 from asynctrack._core.jsonsafe import has_nonfinite, jsonable
@@ -264,7 +265,8 @@ def _encode(logs: Iterable[Log | bytes], scratch: _Scratch) -> bytes:
     mask = _MASK48
     second, second_ns, stamp = scratch.second, scratch.second_ns, scratch.stamp
     id_prefix = scratch.id_prefix
-    last_ms = scratch.last_ms if scratch.proc is ids.id_prefix() else -1
+    proc = ids.id_prefix()
+    last_ms = scratch.last_ms if scratch.proc is proc else -1
     slots = scratch.slots
     lists = scratch.lists
     head = scratch.head
@@ -352,7 +354,7 @@ def _encode(logs: Iterable[Log | bytes], scratch: _Scratch) -> bytes:
                         # format spec (3x cheaper); numbers past 48 bits raise
                         # OverflowError.
                         millis = (second * 1000 + ms) & mask
-                        id_prefix = millis.to_bytes(6).hex() + ids.id_prefix()
+                        id_prefix = millis.to_bytes(6).hex() + proc
                     ident = id_prefix + log._number.to_bytes(6).hex()
                 parent_id = log.parent_id
                 if parent_id is None and log.parent_seq is None and log.remote_parent is None:
@@ -387,7 +389,7 @@ def _encode(logs: Iterable[Log | bytes], scratch: _Scratch) -> bytes:
                 call["data"] = empty
                 call["status"] = ok_null
     scratch.second, scratch.second_ns, scratch.stamp = second, second_ns, stamp
-    scratch.last_ms, scratch.id_prefix, scratch.proc = last_ms, id_prefix, ids.id_prefix()
+    scratch.last_ms, scratch.id_prefix, scratch.proc = last_ms, id_prefix, proc
     # One pass over the whole batch for the line breaks orjson leaves raw.
     return _escape_breaks(parts[0] if len(parts) == 1 else b"".join(parts))
 
@@ -443,6 +445,18 @@ def _calls_list(slots: list[dict[str, Any]], lists: list[list[dict[str, Any]]], 
 
 
 def _dump_dict(log: Log, dumps: Any, newline: int) -> bytes:
+    # The general path may convert values a hook put in, running their own code (a
+    # repr, a __track__): since logs are encoded where they complete, that can be the
+    # application's thread, and what that code calls is not tracked there either, as
+    # in the dispatcher's (docs/pipeline.md, "Logs encoded at completion").
+    token = FRAME.set(SILENT)
+    try:
+        return _general(log, dumps, newline)
+    finally:
+        FRAME.reset(token)
+
+
+def _general(log: Log, dumps: Any, newline: int) -> bytes:
     d = log.to_dict()
     if has_nonfinite(d["info"]) or any(
         has_nonfinite(c["params"]) or has_nonfinite(c["data"]) for c in d["calls"]

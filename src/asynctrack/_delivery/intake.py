@@ -84,6 +84,7 @@ class Intake:
         "_pid",
         "_wake",
         "_wake_at",
+        "_wake_next",
         "batch_size",
         "closed",
         "counters",
@@ -111,7 +112,12 @@ class Intake:
         #: that is at most half the bound; else one batch, as before.
         several = batch_size * WAKE_BATCHES
         self.wake_every = several if several <= max_queue // 2 else batch_size
-        self._wake_at = self.wake_every
+        #: Queue length at which ``put`` next looks up: at every batch, to notice a
+        #: fork that ran no fork hooks; it wakes the dispatcher at ``wake_every``.
+        self._wake_at = batch_size
+        #: The next hand-off wakes the dispatcher whatever the queue holds (a forked
+        #: child's first log starts the child's dispatcher).
+        self._wake_next = False
         self._on_full = on_full
         self._block_timeout = block_timeout
         self._not_full = threading.Condition(threading.Lock())
@@ -138,7 +144,7 @@ class Intake:
         if len(dq) < self._max:
             dq.append(log)
             if len(dq) >= self._wake_at:
-                self._signal()
+                self._reached()
             return
         self._overflow(log)
 
@@ -149,8 +155,30 @@ class Intake:
         self._dq.append(item)
         self._signal()
 
+    def _reached(self) -> None:
+        # Once per batch: the process id checked (a fork without hooks is noticed at
+        # the child's next batch, docs/guarantees.md), the dispatcher woken only once
+        # ``wake_every`` logs wait.
+        n = len(self._dq)
+        if (
+            n < self.wake_every
+            and not self._wake_next
+            and (self._on_foreign_pid is None or os.getpid() == self._pid)
+        ):
+            self._wake_at = n + self.batch_size
+            return
+        self._signal()
+
+    def wake_on_next(self) -> None:
+        """
+        Have the next hand-off wake the dispatcher, however short the queue.
+        """
+        self._wake_next = True
+        self._wake_at = 1
+
     def _signal(self) -> None:
-        self._wake_at = _NEVER  # one wake-up per batch; the dispatcher re-arms
+        self._wake_at = _NEVER  # one wake-up until the dispatcher re-arms
+        self._wake_next = False
         if self._on_foreign_pid is not None and os.getpid() != self._pid:
             # Checked once per batch, not per log (os.getpid is a system call).
             self._pid = os.getpid()
@@ -213,7 +241,7 @@ class Intake:
         return out
 
     def rearm(self) -> None:
-        self._wake_at = self.wake_every
+        self._wake_at = self.batch_size
         if self._on_full == "block":
             with self._not_full:
                 self._not_full.notify_all()

@@ -97,8 +97,17 @@ class Pipeline:
         if not self.dispatcher.lines:
             return put
         encode = encode_log
+        pid = self._pid
+        getpid = os.getpid
 
         def put_line(log: Log) -> None:
+            if getpid() != pid:
+                # A fork that ran no fork hooks (uWSGI): the child's id prefix must be
+                # drawn before its first log is encoded, or siblings share ids. Take
+                # over here, then hand the log to the child's own intake.
+                self._forked_without_hooks()
+                self.handoff()(log)
+                return
             try:
                 line = encode(log)
             except Exception:  # the dispatcher tries again, and the sink says why
@@ -285,7 +294,7 @@ class Pipeline:
             block_timeout=old._block_timeout,
             counters=self.counters,
         )
-        self.intake._wake_at = 1
+        self.intake.wake_on_next()
         self.intake.set_wake(self._first_need)
         self.intake.set_foreign_pid_handler(self._forked_without_hooks)
         self.dispatcher.intake = self.intake

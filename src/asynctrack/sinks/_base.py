@@ -30,7 +30,12 @@ def write_lines(write: _F) -> _F:
 def takes_lines(sink: Sink) -> bool:
     """
     Whether ``sink``'s ``write`` takes logs as JSON lines (:func:`write_lines`).
+
+    A ``write`` set on the instance itself (a test's ``mock.patch.object``) hides the
+    class's: it is not taken to take lines.
     """
+    if "write" in getattr(sink, "__dict__", ()):
+        return False
     return getattr(type(sink).write, "_asynctrack_lines", False) is True
 
 
