@@ -52,6 +52,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from ._asgi_driver import with_driver
 from ._report import machine_info, table
 
 VARIANTS = ("off", "middleware", "probes", "file")
@@ -59,7 +60,8 @@ VARIANTS = ("off", "middleware", "probes", "file")
 #: Issue #20: tracking adds at most this many instructions per request.
 TARGET_EXTRA = 68_000
 
-WORKLOAD = r"""
+WORKLOAD = with_driver(
+    r"""
 import asyncio
 import gc
 import json
@@ -125,22 +127,7 @@ if tracked:
         sinks=[sink], spill_dir=tmp, max_queue=1_000_000, flush_interval=FLUSH_INTERVAL
     )
 
-SCOPE = {
-    "type": "http", "asgi": {"version": "3.0", "spec_version": "2.4"},
-    "http_version": "1.1", "method": "GET", "scheme": "http", "path": "/items/42",
-    "raw_path": b"/items/42", "root_path": "", "query_string": b"",
-    "headers": [(b"host", b"127.0.0.1"), (b"user-agent", b"bench")],
-    "client": ("127.0.0.1", 40000), "server": ("127.0.0.1", 8000),
-}
-REQUEST = {"type": "http.request", "body": b"", "more_body": False}
-
-
-async def receive():
-    return REQUEST
-
-
-async def send(message):
-    return None
+# ASGI driver
 
 
 async def main():
@@ -158,6 +145,7 @@ with open(stats_out, "w") as f:
     json.dump([a - b for a, b in zip(after, before)], f)
 print(asynctrack.__file__, file=sys.stderr)
 """
+)
 
 #: CPython 3.11's collection entry point; its inclusive count is the collector's cost.
 GC_FUNCTIONS = ("gc_collect_main",)

@@ -48,6 +48,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ._asgi_driver import with_driver
 from ._report import machine_info, table
 
 VARIANTS = ("off", "middleware", "probes", "file")
@@ -56,7 +57,8 @@ CONCURRENCY = (1, 8, 32)
 #: Issue #20: gen0 collections per 10k requests with tracking <= 1.15x without.
 TARGET_RATIO = 1.15
 
-WORKLOAD = r"""
+WORKLOAD = with_driver(
+    r"""
 import asyncio
 import collections
 import gc
@@ -141,22 +143,7 @@ def configure(**extra):
         asynctrack.configure(sinks=[sink], spill_dir=tmp, max_queue=1_000_000, **extra)
 
 
-SCOPE = {
-    "type": "http", "asgi": {"version": "3.0", "spec_version": "2.4"},
-    "http_version": "1.1", "method": "GET", "scheme": "http", "path": "/items/42",
-    "raw_path": b"/items/42", "root_path": "", "query_string": b"",
-    "headers": [(b"host", b"127.0.0.1"), (b"user-agent", b"bench")],
-    "client": ("127.0.0.1", 40000), "server": ("127.0.0.1", 8000),
-}
-REQUEST = {"type": "http.request", "body": b"", "more_body": False}
-
-
-async def receive():
-    return REQUEST
-
-
-async def send(message):
-    return None
+# ASGI driver
 
 
 async def rounds(k, requests):
@@ -284,6 +271,7 @@ result = asyncio.run(main())
 with open(out, "w") as f:
     json.dump(result, f)
 """
+)
 
 #: ``--src``: a source tree whose ``asynctrack`` the workload imports instead.
 SRC: list[str] = []

@@ -41,9 +41,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ._asgi_driver import with_driver
 from ._report import machine_info, table
 
-WORKLOAD = r"""
+WORKLOAD = with_driver(
+    r"""
 import asyncio, glob, json, os, sys, tempfile, threading, time
 from typing import Any
 
@@ -99,22 +101,7 @@ if tracked:
         intake = asynctrack._core.runtime.RUNTIME.pipeline.intake
         intake.wake_every = intake._wake_at = 512
 
-SCOPE = {
-    "type": "http", "asgi": {"version": "3.0", "spec_version": "2.4"},
-    "http_version": "1.1", "method": "GET", "scheme": "http", "path": "/items/42",
-    "raw_path": b"/items/42", "root_path": "", "query_string": b"",
-    "headers": [(b"host", b"127.0.0.1"), (b"user-agent", b"bench")],
-    "client": ("127.0.0.1", 40000), "server": ("127.0.0.1", 8000),
-}
-REQUEST = {"type": "http.request", "body": b"", "more_body": False}
-
-
-async def receive():
-    return REQUEST
-
-
-async def send(message):
-    return None
+# ASGI driver
 
 
 async def connection(k):
@@ -159,6 +146,7 @@ for _ in range(reps):
 with open(out, "w") as f:
     json.dump(best, f)
 """
+)
 
 MODES = ("off", "idle", "every-batch", "default")
 SINKS = ("file", "objects")

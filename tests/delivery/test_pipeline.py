@@ -43,6 +43,20 @@ async def awork(n: int) -> int:
     return leaf(n)
 
 
+class BatchRecorder(MemorySink):
+    """
+    A MemorySink that also records the size of each batch it is given.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sizes: list[int] = []
+
+    async def write(self, logs: Any) -> None:
+        self.sizes.append(len(logs))
+        await super().write(logs)
+
+
 def ids_in_file(path: Path) -> list[str]:
     return [log.id for log in read_logs(path)]
 
@@ -122,14 +136,8 @@ class TestFlush:
         """
         Batches hold at most batch_size logs; a partial batch goes on the timer.
         """
-        sizes: list[int] = []
-
-        class Recorder(MemorySink):
-            async def write(self, logs: Any) -> None:
-                sizes.append(len(logs))
-                await super().write(logs)
-
-        sink = Recorder()
+        sink = BatchRecorder()
+        sizes = sink.sizes
         configured(sink, batch_size=100, flush_interval=0.05)
         for i in range(250):
             work(i)
@@ -308,14 +316,8 @@ class TestWakeUps:
         every batch (each wake-up costs the application's threads on other cores);
         it then writes them all, in batches of at most batch_size.
         """
-        sizes: list[int] = []
-
-        class Recorder(MemorySink):
-            async def write(self, logs: Any) -> None:
-                sizes.append(len(logs))
-                await super().write(logs)
-
-        sink = Recorder()
+        sink = BatchRecorder()
+        sizes = sink.sizes
         configured(sink, batch_size=10, flush_interval=60, max_queue=1000)
         pipeline = RUNTIME.pipeline
         assert pipeline is not None

@@ -42,6 +42,10 @@ __all__ = [
 ]
 
 
+#: What the intake holds besides flush barriers: logs, as ``Log`` objects or as lines.
+_QUEUED_LOG = (Log, bytes)
+
+
 class Pipeline:
     """
     A running intake and dispatcher with their sinks.
@@ -247,7 +251,7 @@ class Pipeline:
             The number of logs spilled (each sink spills its copy).
         """
         items = self.intake.take_all()
-        logs = [x for x in items if isinstance(x, (Log, bytes))]
+        logs = [x for x in items if isinstance(x, _QUEUED_LOG)]
         for x in items:
             if isinstance(x, Barrier):
                 x.release()
@@ -306,7 +310,7 @@ class Pipeline:
         if keep_queued:
             old.forward = self.intake.put
             old.close()  # a late put into the old intake is forwarded
-            self.intake.extend([x for x in old.take_all() if isinstance(x, (Log, bytes))])
+            self.intake.extend([x for x in old.take_all() if isinstance(x, _QUEUED_LOG)])
 
     def _forked_without_hooks(self) -> None:
         # A hand-off in a process forked without fork hooks (the intake compares the
