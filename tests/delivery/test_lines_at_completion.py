@@ -216,10 +216,10 @@ class TestAcrossReconfiguration:
         Should encoding fail at completion, the Log is queued instead and the
         dispatcher encodes it (here it can): nothing is lost.
         """
-        from asynctrack._delivery import pipeline as pipeline_module
+        from asynctrack._delivery import intake as intake_module
 
         calls = {"n": 0}
-        real = pipeline_module.encode_log
+        real = intake_module.encode_log
 
         def flaky(log: Log) -> bytes:
             calls["n"] += 1
@@ -227,7 +227,7 @@ class TestAcrossReconfiguration:
                 raise RuntimeError("boom")
             return real(log)
 
-        monkeypatch.setattr(pipeline_module, "encode_log", flaky)
+        monkeypatch.setattr(intake_module, "encode_log", flaky)
         path = tmp_path / "f.jsonl"
         configured(FileSink(path), flush_interval=60, batch_size=10_000)
         for i in range(10):

@@ -20,12 +20,13 @@ from itertools import repeat
 from operator import call as _call
 from typing import Any
 
+from asynctrack._core.encode import encode_log
 from asynctrack._core.records import Log
 from asynctrack._core.runtime import RUNTIME
 from asynctrack._core.selfwarn import report
 from asynctrack._delivery.counters import Counters
 
-__all__ = ["Barrier", "Intake"]
+__all__ = ["Barrier", "Intake", "put_encoded"]
 
 _NEVER = 1 << 62
 #: Batches queued before the dispatcher is woken ahead of its timer.
@@ -278,3 +279,31 @@ class Intake:
 
 def _dispatcher_thread() -> threading.Thread | None:
     return RUNTIME.dispatcher_thread
+
+
+def put_encoded(
+    put: Callable[[Log | bytes], None], pid: int, in_child: Callable[[Log], None]
+) -> Callable[[Log], None]:
+    """
+    Return a hand-off that puts each log's JSON line, encoded in the calling thread
+    (docs/pipeline.md, "Logs encoded at completion").
+
+    In a process other than ``pid`` (forked without fork hooks, as by uWSGI) a log goes
+    to ``in_child`` instead, before it is encoded: the child's id prefix must be drawn
+    first, or sibling processes share ids.
+    """
+    encode = encode_log
+    getpid = os.getpid
+
+    def put_line(log: Log) -> None:
+        if getpid() != pid:
+            in_child(log)
+            return
+        try:
+            line = encode(log)
+        except Exception:  # the dispatcher tries again, and the sink says why
+            put(log)
+            return
+        put(line)
+
+    return put_line

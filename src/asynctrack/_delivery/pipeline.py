@@ -20,13 +20,12 @@ from types import FrameType
 from typing import Any, cast
 
 from asynctrack._core import calltree, selfwarn, tracker
-from asynctrack._core.encode import encode_log
 from asynctrack._core.ids import reset_ids_after_fork
 from asynctrack._core.records import Log
 from asynctrack._core.runtime import RUNTIME
 from asynctrack._core.selfwarn import report
 from asynctrack._delivery.counters import Counters, FlushResult, Stats
-from asynctrack._delivery.intake import Barrier, Intake
+from asynctrack._delivery.intake import Barrier, Intake, put_encoded
 from asynctrack._delivery.rescue import spill_now, take_queued
 from asynctrack._delivery.worker import WorkerOptions
 from asynctrack.sinks._base import Sink
@@ -97,29 +96,14 @@ class Pipeline:
         encoded here in the application's thread (docs/pipeline.md, "Logs encoded at
         completion").
         """
-        put = self.intake.put
         if not self.dispatcher.lines:
-            return put
-        encode = encode_log
-        pid = self._pid
-        getpid = os.getpid
+            return self.intake.put
+        return put_encoded(self.intake.put, self._pid, self._handoff_in_child)
 
-        def put_line(log: Log) -> None:
-            if getpid() != pid:
-                # A fork that ran no fork hooks (uWSGI): the child's id prefix must be
-                # drawn before its first log is encoded, or siblings share ids. Take
-                # over here, then hand the log to the child's own intake.
-                self._forked_without_hooks()
-                self.handoff()(log)
-                return
-            try:
-                line = encode(log)
-            except Exception:  # the dispatcher tries again, and the sink says why
-                put(log)
-                return
-            put(line)
-
-        return put_line
+    def _handoff_in_child(self, log: Log) -> None:
+        # The first log of a child forked without hooks: take over, then hand it on.
+        self._forked_without_hooks()
+        self.handoff()(log)
 
     def ensure_running(self) -> None:
         """

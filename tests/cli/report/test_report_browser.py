@@ -70,9 +70,11 @@ class Opened:
         page = self.page
         page.on(
             "console",
-            lambda m: self.problems.append(f"console {m.type}: {m.text}")
-            if m.type in ("error", "warning")
-            else None,
+            lambda m: (
+                self.problems.append(f"console {m.type}: {m.text}")
+                if m.type in ("error", "warning")
+                else None
+            ),
         )
         page.on("pageerror", lambda e: self.problems.append(f"page error: {e}"))
         page.on("dialog", lambda d: (self.problems.append(f"dialog: {d.message}"), d.dismiss()))
