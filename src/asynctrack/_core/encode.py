@@ -120,9 +120,28 @@ def encode_obj(obj: Any) -> bytes:
 
 def encode_log(log: Log) -> bytes:
     """
-    Encode one log as a JSON line, newline included.
+    Encode one log as a JSON line, newline included: the bytes of ``encode_logs((log,))``.
+
+    A log is encoded alone where it completes (docs/pipeline.md, "Logs encoded at
+    completion"), so the usual log, every call ended well, takes a path of its own
+    without the batch loop's set-up; any other goes through the batch path.
     """
-    return encode_logs((log,))
+    if _Fragment is None:  # pragma: no cover - an orjson without Fragment
+        return encode_logs((log,))
+    local = _LOCAL
+    scratch: _Scratch | None = getattr(local, "scratch", None)
+    if scratch is None:
+        scratch = _Scratch()
+    else:
+        local.scratch = None  # in use: see encode_logs
+    try:
+        line = _encode_one(log, scratch)
+    except (TypeError, ValueError, OverflowError):
+        line = None  # the batch path says what (and may put a placeholder)
+    if line is None:
+        line = _encode((log,), scratch)
+    local.scratch = scratch
+    return line
 
 
 # -- the dispatcher's path ------------------------------------------------------------------
@@ -392,6 +411,87 @@ def _encode(logs: Iterable[Log | bytes], scratch: _Scratch) -> bytes:
     scratch.last_ms, scratch.id_prefix, scratch.proc = last_ms, id_prefix, proc
     # One pass over the whole batch for the line breaks orjson leaves raw.
     return _escape_breaks(parts[0] if len(parts) == 1 else b"".join(parts))
+
+
+def _encode_one(log: Log, scratch: _Scratch) -> bytes | None:
+    # The batch loop of _encode for one usual log: whole calls in start order, all
+    # ended, none with data or an error, no dropped calls. Anything else returns None
+    # before a value other than its default is stored (the batch path then encodes it,
+    # to the same bytes). Kept in step with _encode: tests compare the two.
+    raw = log._raw
+    complete = log.complete
+    if (
+        raw is None
+        or log._calls is not None
+        or log.dropped_calls
+        or not (complete is True or complete is False)
+    ):
+        return None
+    n = len(raw) // REC
+    if len(raw) != n * REC:
+        return None
+    try:
+        calls = scratch.lists[n]
+    except IndexError:
+        calls = _calls_list(scratch.slots, scratch.lists, n)
+    metas = _META
+    t0 = previous = end_max = log._t0
+    it = iter(raw)
+    for call, meta, depth, params, data, start, end, status, error, parent, _ in zip(  # noqa: B905
+        calls, it, it, it, it, it, it, it, it, it, it
+    ):
+        if start < previous or not end or data or error is not None or status != "ok":
+            return None
+        previous = start
+        if end > end_max:
+            end_max = end
+        try:
+            call["parent"] = metas[meta][depth][parent]
+        except KeyError:
+            call["parent"] = _meta_fragment(meta, depth, parent)
+        call["params"] = params
+        call["offset_us"] = (start - t0) // 1000
+        call["duration_us"] = (end - start) // 1000
+    t1 = log._t1
+    if t1 == t0:
+        t1 = end_max
+    wall = log._wall_ns
+    sub = wall - scratch.second_ns
+    if not 0 <= sub < 1_000_000_000:
+        second = scratch.second = wall // 1_000_000_000
+        second_ns = scratch.second_ns = second * 1_000_000_000
+        sub = wall - second_ns
+        scratch.stamp = iso_second(second)
+        scratch.last_ms = -1
+    micros = sub // 1000
+    ms = micros // 1000
+    ident = log._id
+    if ident is None:
+        proc = ids._PREFIX
+        if ms != scratch.last_ms or scratch.proc is not proc:
+            scratch.last_ms = ms
+            scratch.proc = proc
+            millis = (scratch.second * 1000 + ms) & _MASK48
+            scratch.id_prefix = millis.to_bytes(6).hex() + proc
+        ident = scratch.id_prefix + log._number.to_bytes(6).hex()
+    if log.parent_id is None and log.parent_seq is None and log.remote_parent is None:
+        line = scratch.root_head
+    else:
+        line = scratch.head
+        line["parent_id"] = log.parent_id
+        line["parent_seq"] = log.parent_seq
+        line["remote_parent"] = log.remote_parent
+    line["id"] = ident
+    trace = log._trace
+    if trace is None:
+        trace = log._trace = trace_id_of(ident)
+    line["trace_id"] = trace
+    line["started_at"] = f"{scratch.stamp}.{_DIGITS3[ms]}{_DIGITS3[micros - ms * 1000]}+00:00"
+    line["duration_us"] = (t1 - t0) // 1000
+    line["complete"] = complete
+    line["info"] = log.info
+    line["calls"] = calls
+    return _escape_breaks(_dumps(line, option=_NEWLINE))
 
 
 #: The keys of a log's line before its optional "dropped_calls", in order.
