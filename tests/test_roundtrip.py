@@ -22,7 +22,8 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 import asynctrack
 from asynctrack import Call, Log
-from asynctrack._core.encode import decode_line, encode_logs, encode_obj, jsonable
+from asynctrack._core.decode import decode_line
+from asynctrack._core.encode import encode_logs, encode_obj, jsonable
 from asynctrack._core.values import convert
 from asynctrack.sinks._file import read_logs
 

@@ -18,7 +18,8 @@ from hypothesis import strategies as st
 import asynctrack
 from asynctrack import Log
 from asynctrack._core import encode
-from asynctrack._core.encode import decode_line, encode_log, encode_logs
+from asynctrack._core.decode import decode_line
+from asynctrack._core.encode import encode_log, encode_logs
 from asynctrack.testing import capture
 
 tr = asynctrack.get_tracker("tests.encode_one")

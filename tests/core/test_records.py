@@ -20,7 +20,8 @@ from hypothesis import strategies as st
 import asynctrack
 from asynctrack import Call, Log
 from asynctrack._core import encode
-from asynctrack._core.encode import decode_line, encode_log, encode_logs, encode_obj
+from asynctrack._core.decode import decode_line
+from asynctrack._core.encode import encode_log, encode_logs, encode_obj
 from asynctrack._core.layout import DATA, ERROR, PARENT, REC, STATUS, TRACEBACK
 from asynctrack.testing import capture
 

@@ -22,7 +22,8 @@ from hypothesis import strategies as st
 import asynctrack
 from asynctrack import Log, MemorySink
 from asynctrack._core import calltree
-from asynctrack._core.encode import decode_line, encode_log, encode_logs
+from asynctrack._core.decode import decode_line
+from asynctrack._core.encode import encode_log, encode_logs
 from asynctrack._core.runtime import RUNTIME
 from asynctrack.sinks import FileSink, read_logs
 from asynctrack.sinks._base import takes_lines

@@ -20,7 +20,8 @@ from hypothesis import strategies as st
 
 import asynctrack
 from asynctrack import MemorySink
-from asynctrack._core.encode import decode_line, encode_logs
+from asynctrack._core.decode import decode_line
+from asynctrack._core.encode import encode_logs
 from asynctrack._core.runtime import RUNTIME
 from asynctrack.cli.commands import main
 from asynctrack.cli.stats import is_sqlite_header

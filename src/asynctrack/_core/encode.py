@@ -1,5 +1,5 @@
 """
-JSON-lines encoding and decoding of logs.
+JSON-lines encoding of logs (their decoding: ``_core/decode.py``).
 
 Every line is strict JSON (no NaN: values were converted at call time) and one
 line under both ``str.split("\\n")`` and ``str.splitlines()``: U+2028, U+2029 and
@@ -24,7 +24,6 @@ path (``to_dict``); both give the same bytes.
 from __future__ import annotations
 
 import json
-import re
 import threading
 from collections.abc import Iterable
 from typing import Any
@@ -42,29 +41,21 @@ try:  # pragma: no branch - orjson is a dependency; the fallback is for odd plat
     import orjson
 
     _dumps = orjson.dumps
-    _loads: Any = orjson.loads
     #: orjson.Fragment (orjson 3.9.0 and later): pre-encoded JSON inserted as a value.
     _Fragment: Any = getattr(orjson, "Fragment", None)
     _NEWLINE = orjson.OPT_APPEND_NEWLINE
 except ImportError:  # pragma: no cover
     orjson = None  # type: ignore[assignment]
     _dumps = None  # type: ignore[assignment]
-    _loads = json.loads
     _Fragment = None
     _NEWLINE = 0
 
 __all__ = [
-    "decode_line",
     "encode_log",
     "encode_logs",
     "encode_obj",
     "jsonable",
-    "loads",
 ]
-
-# 19+ digits: maybe an integer beyond 64 bits, which orjson reads back as a float.
-_LONG_DIGITS = re.compile(rb"\d{19}")
-_LONG_DIGITS_STR = re.compile(r"[0-9]{19}")
 
 # Characters that str.splitlines() treats as line breaks and JSON allows raw.
 _RAW_BREAKS = (
@@ -566,49 +557,3 @@ def _general(log: Log, dumps: Any, newline: int) -> bytes:
         return bytes(dumps(d, option=newline))
     except Exception:  # orjson.JSONEncodeError
         return encode_obj(d) + b"\n"
-
-
-def decode_line(line: bytes | str) -> Log:
-    """
-    Parse one JSON line into a :class:`Log`.
-
-    Raises:
-        ValueError: the line is not a JSON log record. This is the only exception:
-            whatever else decoding one line raises (``OverflowError`` for ``1e999``,
-            ``RecursionError`` for deep nesting, a ``TypeError`` for a field of the
-            wrong type) becomes a ``ValueError``, so a reader that skips bad lines
-            never stops on one (#14).
-    """
-    try:
-        return _decode_line(line)
-    except ValueError:
-        raise
-    except Exception as exc:
-        text = f"{type(exc).__name__}: {exc}"
-        raise ValueError(f"not a log record: {text[:200]}") from None
-
-
-def _decode_line(line: bytes | str) -> Log:
-    try:
-        obj = loads(line)
-    except ValueError as exc:
-        raise ValueError(f"not valid JSON: {str(exc)[:200]}") from None
-    if type(obj) is not dict:
-        raise ValueError("not a log record: not a JSON object")
-    return Log.from_dict(obj)
-
-
-def loads(text: bytes | str) -> Any:
-    """
-    Decode JSON text with integers read exactly (orjson reads those past 64 bits as floats).
-
-    Raises:
-        ValueError: the text is not JSON.
-    """
-    try:
-        if _LONG_DIGITS.search(text) if isinstance(text, bytes) else _LONG_DIGITS_STR.search(text):
-            raise ValueError("exact integers: let the stdlib parse the text")
-        return _loads(text)
-    except ValueError:
-        # Also for escaped lone surrogates, which orjson refuses and other writers produce.
-        return json.loads(text)

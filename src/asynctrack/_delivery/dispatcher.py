@@ -20,7 +20,8 @@ from collections.abc import Callable, Sequence
 from typing import Any, TypeVarTuple
 
 from asynctrack._core import calltree
-from asynctrack._core.encode import decode_line, encode_log
+from asynctrack._core.decode import decode_line
+from asynctrack._core.encode import encode_log
 from asynctrack._core.ids import reanchor_wall_clock
 from asynctrack._core.records import Log
 from asynctrack._core.runtime import RUNTIME

@@ -28,7 +28,8 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import IO
 
-from asynctrack._core.encode import decode_line, encode_logs
+from asynctrack._core.decode import decode_line
+from asynctrack._core.encode import encode_logs
 from asynctrack._core.records import Log
 from asynctrack._core.slices import CHUNK, active, in_slices
 from asynctrack.sinks._file import make_private_dirs

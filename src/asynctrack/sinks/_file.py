@@ -14,7 +14,8 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from asynctrack._core.encode import decode_line, encode_logs
+from asynctrack._core.decode import decode_line
+from asynctrack._core.encode import encode_logs
 from asynctrack._core.records import Log
 from asynctrack._core.selfwarn import report
 from asynctrack._core.slices import in_slices

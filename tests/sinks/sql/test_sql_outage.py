@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 import asynctrack
 from asynctrack import Log
-from asynctrack._core.encode import decode_line
+from asynctrack._core.decode import decode_line
 from asynctrack.sinks._sql.sink import SQLSink
 from asynctrack.testing import capture
 from tests.helpers import drop_tables, wait_for

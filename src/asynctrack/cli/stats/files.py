@@ -22,7 +22,7 @@ from typing import IO, Any
 
 import orjson
 
-from asynctrack._core.encode import decode_line
+from asynctrack._core.decode import decode_line
 from asynctrack._core.records import Log
 from asynctrack.cli.stats.model import (
     FunctionRow,

@@ -14,8 +14,8 @@ from typing import Any
 import orjson
 import sqlalchemy as sa
 
+from asynctrack._core.decode import loads as exact_loads
 from asynctrack._core.encode import encode_obj
-from asynctrack._core.encode import loads as exact_loads
 from asynctrack._core.jsonb import NUL_MARK, nul_unescape
 from asynctrack.sinks._sql.schema import MISSING, RESERVED_KEY, TextLimit
 
