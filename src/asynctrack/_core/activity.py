@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from asynctrack._core import values as _values
 from asynctrack._core.calltree import FRAME, INFO, SILENT
 from asynctrack._core.layout import DATA, FRAME_DEPTH, FRAME_LOG, FRAME_SLOT, FRAME_SLOTS, FRAME_UP
 from asynctrack._core.records import Log
@@ -30,7 +31,7 @@ from asynctrack._core.values import (
     is_redacted,
 )
 
-__all__ = ["add_data", "add_info", "add_info_many", "info", "propagate"]
+__all__ = ["add_data", "add_info", "add_info_many", "info", "open_info", "propagate"]
 
 _get = FRAME.get
 
@@ -101,6 +102,34 @@ def add_info(key: str, value: Any) -> None:
     INFO.set({**bound, key: converted} if bound else {key: converted})
 
 
+def open_info(log: Log, values: dict[str, Any]) -> None:
+    """
+    Give ``log``, just opened by the call starting now, the info items ``values``.
+
+    ``values`` is the caller's own dict, never used after this. A log opened with an
+    empty info (nothing bound in the context) takes it as its info dict after the
+    usual checks, without a copy and without the lock: no other thread can reach the
+    log's info yet (the call's frame is not in any context). Otherwise it is an
+    :func:`add_info_many`.
+    """
+    if log.info or log._done:
+        add_info_many(log, values)
+        return
+    if values.keys() <= PLAIN_NAMES.keys():
+        longest = _values._LIMITS.max_string
+        for value in values.values():
+            if type(value) is str:
+                if len(value) > longest or "://" in value:
+                    values = _converted(values, "info")
+                    break
+            elif type(value) not in _ATOMS:
+                values = _converted(values, "info")
+                break
+    else:
+        values = _converted(values, "info")
+    log.info = values
+
+
 def add_info_many(log: Log, values: dict[str, Any]) -> None:
     """
     Set several info keys of ``log`` with one copy of its info dict.
@@ -109,23 +138,28 @@ def add_info_many(log: Log, values: dict[str, Any]) -> None:
     """
     # The usual items are stored as they are, without a copy: names known not to be
     # sensitive (all checked at once) with atoms or short plain strings (see convert).
+    # A web middleware sets its info this way twice per request, so this path avoids
+    # a call (the limits are read from their module) and a ``with`` block (its bound
+    # methods) where it can (see docs/performance.md, "Instructions per request").
     if values.keys() <= PLAIN_NAMES.keys():
-        longest = current_limits().max_string
+        longest = _values._LIMITS.max_string
         for value in values.values():
-            t = type(value)
-            if t is str:
+            if type(value) is str:
                 if len(value) > longest or "://" in value:
                     values = _converted(values, "add_info")
                     break
-            elif t not in _ATOMS:
+            elif type(value) not in _ATOMS:
                 values = _converted(values, "add_info")
                 break
     else:
         values = _converted(values, "add_info")
     if log._done:
         return
-    with _LOCK:
+    _LOCK.acquire()
+    try:
         log.info = {**log.info, **values}
+    finally:
+        _LOCK.release()
 
 
 def add_data(key: str, value: Any, depth: int | None = None) -> None:

@@ -14,7 +14,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 
 from asynctrack._core import activity, calltree, failure, tracecontext
-from asynctrack._core.layout import FRAME_LOG, FRAME_SLOT, FRAME_SLOTS, META, NO_PARAMS
+from asynctrack._core.layout import FRAME_LOG, FRAME_SLOT, FRAME_SLOTS, FRAME_UP, META, NO_PARAMS
 from asynctrack._core.levels import DEFAULT, NONE, OFF, Level, level_name, parse_level
 from asynctrack._core.probe import make_probe
 from asynctrack._core.runtime import RUNTIME
@@ -131,33 +131,46 @@ class Tracker:
         *,
         level: int | str = DEFAULT,
         params: dict[str, Any] | None = None,
+        info: dict[str, Any] | None = None,
     ) -> CallScope:
         """
         Record a block of code as one call, like a probed function.
 
         Use it where a decorator does not fit (a middleware, a loop body)::
 
-            with tracker.call("import batch", params={"rows": n}) as call:
+            with tracker.call("import batch", params={"rows": n}, info={"source": "csv"}) as call:
                 ...
                 call.rename("import batch (csv)")
 
         Works with ``with`` and ``async with``; the block's exception is recorded and
         propagates unchanged.
 
+        ``info`` holds items for the info of the block's log, set when the block starts,
+        as :meth:`CallScope.add_info` would (converted, and redacted by name); a block
+        that opens its log sets them without copying the info dict, the cheapest way
+        to give a log the items known at its start (web middlewares do).
+
         Raises:
-            TypeError: ``function`` is not a str or ``params`` not a dict.
+            TypeError: ``function`` is not a str, ``params`` or ``info`` not a dict.
+
+        .. versionchanged:: 0.2
+            ``info``.
         """
         if type(function) is not str:
             raise TypeError(f"call(): function must be a str, not {type(function).__name__}")
         if params is not None and type(params) is not dict:
             raise TypeError(f"call(): params must be a dict, not {type(params).__name__}")
+        if info is not None:
+            if type(info) is not dict:
+                raise TypeError(f"call(): info must be a dict, not {type(info).__name__}")
+            info = dict(info)  # the caller may change theirs meanwhile
         lvl = level if type(level) is int or level.__class__ is Level else None
         if lvl is None or not 0 <= lvl <= NONE:
             lvl = parse_level(level, "call(): level")
         if self._off:
             return _OFF_SCOPE  # nothing is configured: a shared scope that does nothing
         # NONE never tracks: -1 is below every threshold, so the block only silences.
-        return CallScope(self, function, lvl if lvl < NONE else -1, params)
+        return CallScope(self, function, lvl if lvl < NONE else -1, params, info or None)
 
     @property
     def enabled(self) -> bool:
@@ -237,15 +250,21 @@ class CallScope:
     A call recorded around a block (see :meth:`Tracker.call`).
     """
 
-    __slots__ = ("_frame", "_function", "_level", "_params", "_token", "_tracker")
+    __slots__ = ("_frame", "_function", "_info", "_level", "_params", "_token", "_tracker")
 
     def __init__(
-        self, tracker: Tracker, function: str, level: int, params: dict[str, Any] | None
+        self,
+        tracker: Tracker,
+        function: str,
+        level: int,
+        params: dict[str, Any] | None,
+        info: dict[str, Any] | None = None,
     ) -> None:
         self._tracker = tracker
         self._function = function
         self._level = level
         self._params = params
+        self._info = info  # the scope's own dict (see Tracker.call)
         self._frame: Any = None
         self._token: Any = None
 
@@ -316,7 +335,15 @@ class CallScope:
         tracker = self._tracker
         raw = self._params
         meta = (self._function, tracker.name, level_name(self._level))
-        return calltree.enter(tracker, meta, cur, convert_mapping(raw) if raw else NO_PARAMS)
+        frame = calltree.enter(tracker, meta, cur, convert_mapping(raw) if raw else NO_PARAMS)
+        info = self._info
+        if info is not None:
+            self._info = None
+            if frame[FRAME_SLOT] == 0 and frame[FRAME_UP] is None:
+                activity.open_info(frame[FRAME_LOG], info)  # this block opened the log
+            else:
+                activity.add_info_many(frame[FRAME_LOG], info)
+        return frame
 
     def __enter__(self) -> CallScope:
         frame = calltree.begin(self._tracker, self._level, self._start)

@@ -61,8 +61,9 @@ class Exchange(CallScope):
         method: str,
         send: Send,
         receive: Receive,
+        info: dict[str, Any] | None = None,
     ) -> None:
-        CallScope.__init__(self, tracker, function, level, params)
+        CallScope.__init__(self, tracker, function, level, params, info)
         self._mw, self._scope, self._method = mw, scope, method
         self._send, self._receive = send, receive
         self.root_path: str = scope.get("root_path", "")

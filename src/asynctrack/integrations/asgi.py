@@ -169,6 +169,15 @@ class TrackMiddleware(WebMiddleware):
             return
         method: str = scope.get("method", "GET")
         query = scope.get("query_string")
+        # The info known at the start goes in as the log opens (one dict, no update),
+        # so a log written incomplete at shutdown (a long stream) still says what it
+        # was; the path waits for the route.
+        try:
+            client = scope.get("client")
+            info = {"method": method, "client": client[0]} if client else {"method": method}
+        except Exception:
+            self.internal_errors += 1
+            info = {"method": method}
         # One Exchange, the root call and the observed send and receive at once, not a
         # ``with`` block: a request holds these objects at every await, and each one
         # held by each concurrent request brings the next gen0 collection nearer (see
@@ -183,13 +192,16 @@ class TrackMiddleware(WebMiddleware):
             method,
             send,
             receive,
+            info,
         )
         ex.__enter__()
         try:
             if not ex.tracked:
                 await self.app(scope, receive, send)
             else:
-                self._start_info(ex, scope, method)
+                headers = scope.get("headers")
+                if headers:
+                    self._trace_headers(ex, headers)
                 try:
                     await self.app(scope, ex, ex)
                 except Exception:
@@ -306,10 +318,16 @@ class TrackMiddleware(WebMiddleware):
                 call.add_info(method=method)
             headers = scope.get("headers")
             if headers:
-                # Looked up in a dict built in C; the loop only for a trace header.
-                names = dict(headers)
-                if b"traceparent" in names or b"tracestate" in names:
-                    self._link(call, headers)
+                self._trace_headers(call, headers)
+        except Exception:
+            self.internal_errors += 1
+
+    def _trace_headers(self, call: Any, headers: Iterable[tuple[bytes, bytes]]) -> None:
+        try:
+            # Looked up in a dict built in C; the loop only for a trace header.
+            names = dict(headers)
+            if b"traceparent" in names or b"tracestate" in names:
+                self._link(call, headers)
         except Exception:
             self.internal_errors += 1
 

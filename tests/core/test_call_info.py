@@ -1,0 +1,116 @@
+"""
+``tracker.call(..., info={...})``: items for the info of the block's log, set as the
+block starts, converted and redacted like ``add_info`` (docs/design.md; the web
+middlewares give a request's log its method and client this way).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import asynctrack
+from asynctrack import NONE
+from asynctrack._core import calltree
+from asynctrack.testing import capture
+
+tr = asynctrack.get_tracker("tests.call_info")
+
+NAMES = st.sampled_from(["user", "password", "api_token", "method", "x y", "client"])
+VALUES = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.floats(),
+    st.text(max_size=20),
+    st.sampled_from(["x" * 5000, "https://u:secret@host/p", "\u2028"]),
+    st.lists(st.integers(), max_size=3),
+    st.dictionaries(st.sampled_from(["a", "token"]), st.integers(), max_size=2),
+)
+
+
+class TestInfoAtTheStart:
+    @settings(max_examples=80, deadline=None)
+    @given(
+        info=st.dictionaries(NAMES, VALUES, max_size=4),
+        bound=st.dictionaries(NAMES, VALUES, max_size=2),
+        joined=st.booleans(),
+    )
+    def test_same_info_as_add_info(
+        self, info: dict[str, Any], bound: dict[str, Any], joined: bool
+    ) -> None:
+        """
+        Property: a block's ``info`` gives its log the info ``add_info`` at the start
+        of the block would, whether the block opens the log (with or without info
+        bound in the context) or joins one.
+        """
+
+        def run(via_argument: bool) -> dict[str, Any]:
+            with capture() as logs:
+                with asynctrack.info(**bound):
+                    if joined:
+                        with tr.call("outer"):
+                            block(via_argument)
+                    else:
+                        block(via_argument)
+            (log,) = logs
+            return log.info
+
+        def block(via_argument: bool) -> None:
+            if via_argument:
+                with tr.call("block", info=info):
+                    pass
+            else:
+                with tr.call("block") as call:
+                    call.add_info(**info)
+
+        assert run(True) == run(False)
+
+    def test_set_before_the_block_runs(self) -> None:
+        """
+        The items are in the log while the block runs: a log written incomplete at
+        shutdown has them.
+        """
+
+        async def main() -> dict[str, Any]:
+            async with tr.call("job", info={"queue": "mail", "password": "p"}):
+                (log,) = [lg for lg in calltree.open_logs() if lg._raw[0][0] == "job"]
+                return dict(log.info)
+
+        with capture():
+            assert asyncio.run(main()) == {"queue": "mail", "password": "[REDACTED]"}
+
+    def test_the_callers_dict_is_copied(self) -> None:
+        items = {"a": 1}
+        with capture() as logs:
+            scope = tr.call("block", info=items)
+            items["a"] = 2
+            items["b"] = 3
+            with scope:
+                pass
+        assert logs[0].info == {"a": 1}
+
+    def test_the_dict_is_the_logs_own(self) -> None:
+        """
+        Two logs opened from the same items never share an info dict.
+        """
+        with capture() as logs:
+            for _ in range(2):
+                with tr.call("block", info={"a": 1}) as call:
+                    call.add_info(b=2)
+        assert logs[0].info == logs[1].info == {"a": 1, "b": 2}
+        assert logs[0].info is not logs[1].info
+
+    def test_untracked_blocks_record_nothing(self) -> None:
+        with capture() as logs:
+            with tr.call("silent", level=NONE, info={"a": 1}):
+                asynctrack.add_info("b", 2)
+        assert logs == []
+
+    def test_wrong_type(self) -> None:
+        with pytest.raises(TypeError, match="info must be a dict, not list"):
+            tr.call("block", info=[("a", 1)])  # type: ignore[arg-type]
