@@ -38,7 +38,9 @@ NONE = Level.NONE
 #: larger than any probe level, so every probe takes the pass-through branch.
 OFF = 1 << 30
 
-_NAMES = {int(m): m.name for m in Level}
+#: The recorded name of each member's value (level_name without the call).
+NAMES: dict[int, str] = {int(m): m.name for m in Level}
+_NAMES = NAMES
 
 
 def level_name(value: int) -> str:
