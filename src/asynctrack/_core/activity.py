@@ -115,18 +115,19 @@ def open_info(log: Log, values: dict[str, Any]) -> None:
     if log.info or log._done:
         add_info_many(log, values)
         return
-    if values.keys() <= PLAIN_NAMES.keys():
-        longest = _values._LIMITS.max_string
-        for value in values.values():
-            if type(value) is str:
-                if len(value) > longest or "://" in value:
-                    values = _converted(values, "info")
-                    break
-            elif type(value) not in _ATOMS:
+    plain = PLAIN_NAMES
+    longest = _values._LIMITS.max_string
+    for key, value in values.items():
+        if key not in plain:
+            values = _converted(values, "info")
+            break
+        if type(value) is str:
+            if len(value) > longest or "://" in value:
                 values = _converted(values, "info")
                 break
-    else:
-        values = _converted(values, "info")
+        elif type(value) not in _ATOMS:
+            values = _converted(values, "info")
+            break
     log.info = values
 
 
@@ -137,22 +138,24 @@ def add_info_many(log: Log, values: dict[str, Any]) -> None:
     ``values`` is the caller's own dict (a ``**kwargs``), never used after this.
     """
     # The usual items are stored as they are, without a copy: names known not to be
-    # sensitive (all checked at once) with atoms or short plain strings (see convert).
+    # sensitive with atoms or short plain strings (see convert); any other item has
+    # them all converted.
     # A web middleware sets its info this way twice per request, so this path avoids
     # a call (the limits are read from their module) and a ``with`` block (its bound
     # methods) where it can (see docs/performance.md, "Instructions per request").
-    if values.keys() <= PLAIN_NAMES.keys():
-        longest = _values._LIMITS.max_string
-        for value in values.values():
-            if type(value) is str:
-                if len(value) > longest or "://" in value:
-                    values = _converted(values, "add_info")
-                    break
-            elif type(value) not in _ATOMS:
+    plain = PLAIN_NAMES
+    longest = _values._LIMITS.max_string
+    for key, value in values.items():
+        if key not in plain:
+            values = _converted(values, "add_info")
+            break
+        if type(value) is str:
+            if len(value) > longest or "://" in value:
                 values = _converted(values, "add_info")
                 break
-    else:
-        values = _converted(values, "add_info")
+        elif type(value) not in _ATOMS:
+            values = _converted(values, "add_info")
+            break
     if log._done:
         return
     _LOCK.acquire()

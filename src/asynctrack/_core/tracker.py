@@ -286,10 +286,11 @@ class CallScope:
         Change the recorded function name (e.g. to a route template known only later).
         """
         frame = self._frame
-        if frame is not None and frame is not calltree.SILENT:
-            slots, at = frame[FRAME_SLOTS], frame[FRAME_SLOT] + META
+        if frame is not None and frame is not _SILENT:
+            slots = frame[FRAME_SLOTS]
+            at = frame[FRAME_SLOT] + META
             meta = slots[at]
-            named = (str(function), meta[1], meta[2])
+            named = (function if type(function) is str else str(function), meta[1], meta[2])
             slots[at] = _RENAMED.get(named) or _renamed(named)
 
     def add_info(self, **values: Any) -> None:
