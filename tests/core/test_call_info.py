@@ -114,3 +114,25 @@ class TestInfoAtTheStart:
     def test_wrong_type(self) -> None:
         with pytest.raises(TypeError, match="info must be a dict, not list"):
             tr.call("block", info=[("a", 1)])  # type: ignore[arg-type]
+
+
+class TestTheUsualItemsShortcut:
+    @settings(max_examples=100, deadline=None)
+    @given(items=st.dictionaries(NAMES, VALUES, max_size=4), warm=st.booleans())
+    def test_same_as_converting_every_item(self, items: dict[str, Any], warm: bool) -> None:
+        """
+        Property: the items ``add_info`` and ``info=`` store without converting (known
+        plain names, atoms and short plain strings) are exactly what converting them
+        would store; names seen before (``warm``: the cache of plain names filled)
+        or not.
+        """
+        from asynctrack._core.activity import _converted
+
+        expected = _converted(dict(items), "add_info")
+        with capture() as logs:
+            for _ in range(2 if warm else 1):
+                with tr.call("many") as call:
+                    call.add_info(**items)
+                with tr.call("opened", info=items):
+                    pass
+        assert all(log.info == expected for log in logs)
