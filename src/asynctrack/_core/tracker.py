@@ -249,6 +249,7 @@ def _renamed(meta: tuple[str, str, str]) -> tuple[str, str, str]:
 _get_frame = calltree.FRAME.get
 _set_frame = calltree.FRAME.set
 _SILENT = calltree.SILENT
+_leave = calltree.leave
 
 
 class CallScope:
@@ -373,20 +374,20 @@ class CallScope:
         frame = self._frame
         if frame is None:
             return
-        if frame is calltree.SILENT:
+        if frame is _SILENT:
             try:
                 calltree.FRAME.reset(self._token)
             except ValueError:
                 pass
             return
-        if calltree.FRAME.get() is frame or calltree.within(frame):
+        if _get_frame() is frame or calltree.within(frame):
             # Back to the frame the block replaced; only in the context the block
             # entered, where its frame or a call below it is current (elsewhere the
             # frame is not ours to restore).
-            calltree.FRAME.set(self._token)
+            _set_frame(self._token)
         if exc is not None:
             failure.fail(frame, exc)
-        calltree.leave(frame)
+        _leave(frame)
 
     async def __aenter__(self) -> CallScope:
         return self.__enter__()
