@@ -136,3 +136,28 @@ class TestTheUsualItemsShortcut:
                 with tr.call("opened", info=items):
                     pass
         assert all(log.info == expected for log in logs)
+
+
+class TestInfoKeys:
+    def test_a_key_that_is_not_a_str_fails_at_the_call(self) -> None:
+        """
+        ``info`` keys are checked by ``call()``, before the block starts: a block never
+        fails as it enters, and the log around it completes.
+        """
+        with capture() as logs:
+            with tr.call("outer"):
+                with pytest.raises(TypeError, match=r"call\(\): info: key must be a str, not int"):
+                    tr.call("inner", info={1: "x"})  # type: ignore[dict-item]
+        assert [log.calls[0].function for log in logs] == ["outer"]
+
+    def test_str_subclass_keys_become_str(self) -> None:
+        class Key(str):
+            pass
+
+        with capture() as logs:
+            for _ in range(2):  # the second time, the names are known to be plain
+                with tr.call("block", info={Key("user"): "alice"}) as call:
+                    call.add_info(**{Key("plan"): "pro"})
+        for log in logs:
+            assert log.info == {"user": "alice", "plan": "pro"}
+            assert {type(key) for key in log.info} == {str}

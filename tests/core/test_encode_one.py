@@ -164,3 +164,30 @@ class TestSameBytesAsTheBatch:
             log = asyncio.run(main())
         assert log.complete is False
         assert encode_log(log) == encode_logs([log])
+
+    def test_a_stamp_out_of_range_is_refused_by_both_paths(self) -> None:
+        """
+        A log stamped past the year 9999 cannot be encoded: alone it fails as the batch
+        encoder does, whatever second the thread's last line was in (a half-updated
+        clock cache gave it the last line's date), and the next line is right.
+        """
+        import threading
+
+        far = make_log(("v", [], False, False), {}, False, False)
+        far._wall_ns = 300_000_000_000 * 10**9
+        near = make_log(("v", [], False, False), {}, False, False)
+
+        def outcome(encode_far: Any) -> Any:
+            try:
+                return encode_far()
+            except (OverflowError, ValueError) as exc:
+                return type(exc)
+
+        fresh: list[Any] = []
+        other = threading.Thread(target=lambda: fresh.append(outcome(lambda: encode_logs([far]))))
+        other.start()
+        other.join()
+        for encode_far in (lambda: encode_log(far), lambda: encode_logs([far])):
+            encode_log(near)  # the thread's scratch holds near's second
+            assert outcome(encode_far) == fresh[0]
+            assert encode_log(near) == encode_logs([near])

@@ -31,7 +31,7 @@ from asynctrack._core.values import (
     is_redacted,
 )
 
-__all__ = ["add_data", "add_info", "add_info_many", "info", "open_info", "propagate"]
+__all__ = ["add_data", "add_info", "add_info_many", "check_key", "info", "open_info", "propagate"]
 
 _get = FRAME.get
 
@@ -40,7 +40,13 @@ _get = FRAME.get
 _LOCK = threading.Lock()
 
 
-def _check_key(key: object, what: str) -> str:
+def check_key(key: object, what: str) -> str:
+    """
+    Return ``key`` as a plain str (a str subclass converted).
+
+    Raises:
+        TypeError: ``key`` is not a str (the message starts with ``what``).
+    """
     if type(key) is not str:
         if isinstance(key, str):
             return str.__str__(key)
@@ -61,7 +67,7 @@ def _converted(values: dict[Any, Any], what: str) -> dict[str, Any]:
     longest = current_limits().max_string
     for key, value in values.items():
         if type(key) is not str:
-            key = _check_key(key, what)
+            key = check_key(key, what)
         if known(key, True) and is_redacted(key):
             out[key] = REDACTED
         elif type(value) in _ATOMS or (
@@ -86,7 +92,7 @@ def add_info(key: str, value: Any) -> None:
 
     .. versionadded:: 0.1
     """
-    key = _check_key(key, "add_info")
+    key = check_key(key, "add_info")
     frame = _get()
     if frame is SILENT:
         return
@@ -118,7 +124,7 @@ def open_info(log: Log, values: dict[str, Any]) -> None:
     plain = PLAIN_NAMES
     longest = _values._LIMITS.max_string
     for key, value in values.items():
-        if key not in plain:
+        if type(key) is not str or key not in plain:
             values = _converted(values, "info")
             break
         if type(value) is str:
@@ -146,7 +152,7 @@ def add_info_many(log: Log, values: dict[str, Any]) -> None:
     plain = PLAIN_NAMES
     longest = _values._LIMITS.max_string
     for key, value in values.items():
-        if key not in plain:
+        if type(key) is not str or key not in plain:
             values = _converted(values, "add_info")
             break
         if type(value) is str:
@@ -183,7 +189,7 @@ def add_data(key: str, value: Any, depth: int | None = None) -> None:
 
     .. versionadded:: 0.1
     """
-    key = _check_key(key, "add_data")
+    key = check_key(key, "add_data")
     if depth is not None and (type(depth) is not int):
         raise TypeError(f"add_data: depth must be an int or None, not {type(depth).__name__}")
     frame = _get()

@@ -349,10 +349,11 @@ def _encode(logs: Iterable[Log | bytes], scratch: _Scratch) -> bytes:
                 # arithmetic on them is several times cheaper than on the stamp).
                 sub = wall - second_ns
                 if not 0 <= sub < 1_000_000_000:
-                    second = wall // 1_000_000_000
+                    # The stamp first: it raises for a year past 9999, and the clock
+                    # cached for the next lines must not change then.
+                    stamp, second = iso_second(wall // 1_000_000_000), wall // 1_000_000_000
                     second_ns = second * 1_000_000_000
                     sub = wall - second_ns
-                    stamp = iso_second(second)
                     last_ms = -1
                 micros = sub // 1000
                 ms = micros // 1000
@@ -449,10 +450,10 @@ def _encode_one(log: Log, scratch: _Scratch) -> bytes | None:
     wall = log._wall_ns
     sub = wall - scratch.second_ns
     if not 0 <= sub < 1_000_000_000:
-        second = scratch.second = wall // 1_000_000_000
-        second_ns = scratch.second_ns = second * 1_000_000_000
-        sub = wall - second_ns
-        scratch.stamp = iso_second(second)
+        second = wall // 1_000_000_000
+        stamp = iso_second(second)  # may raise (a year past 9999): nothing changed yet
+        scratch.second, scratch.second_ns, scratch.stamp = second, second * 1_000_000_000, stamp
+        sub = wall - scratch.second_ns
         scratch.last_ms = -1
     micros = sub // 1000
     ms = micros // 1000

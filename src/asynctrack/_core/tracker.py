@@ -149,10 +149,12 @@ class Tracker:
         ``info`` holds items for the info of the block's log, set when the block starts,
         as :meth:`CallScope.add_info` would (converted, and redacted by name); a block
         that opens its log sets them without copying the info dict, the cheapest way
-        to give a log the items known at its start (web middlewares do).
+        to give a log the items known at its start (the ASGI middleware gives an HTTP
+        request's log its method and client this way).
 
         Raises:
-            TypeError: ``function`` is not a str, ``params`` or ``info`` not a dict.
+            TypeError: ``function`` is not a str, ``params`` or ``info`` not a dict, or
+                a key of ``info`` not a str.
 
         .. versionchanged:: 0.2
             ``info``.
@@ -164,7 +166,9 @@ class Tracker:
         if info is not None:
             if type(info) is not dict:
                 raise TypeError(f"call(): info must be a dict, not {type(info).__name__}")
-            info = dict(info)  # the caller may change theirs meanwhile
+            # A copy (the caller may change theirs meanwhile), its keys checked now: a
+            # block must not fail as it starts.
+            info = {activity.check_key(key, "call(): info"): value for key, value in info.items()}
         lvl = level if type(level) is int or level.__class__ is Level else None
         if lvl is None or not 0 <= lvl <= NONE:
             lvl = parse_level(level, "call(): level")
@@ -357,10 +361,13 @@ class CallScope:
         info = self._info
         if info is not None:
             self._info = None
-            if frame[FRAME_SLOT] == 0 and frame[FRAME_UP] is None:
-                activity.open_info(frame[FRAME_LOG], info)  # this block opened the log
-            else:
-                activity.add_info_many(frame[FRAME_LOG], info)
+            try:
+                if frame[FRAME_SLOT] == 0 and frame[FRAME_UP] is None:
+                    activity.open_info(frame[FRAME_LOG], info)  # this block opened the log
+                else:
+                    activity.add_info_many(frame[FRAME_LOG], info)
+            except Exception:  # pragma: no cover - keys checked by call(); never raise here
+                pass
         self._frame = frame
         _set_frame(frame)
         return self
