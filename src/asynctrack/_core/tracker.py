@@ -149,8 +149,8 @@ class Tracker:
         ``info`` holds items for the info of the block's log, set when the block starts,
         as :meth:`CallScope.add_info` would (converted, and redacted by name); a block
         that opens its log sets them without copying the info dict, the cheapest way
-        to give a log the items known at its start (the ASGI middleware gives an HTTP
-        request's log its method and client this way).
+        to give a log the items known at its start (the ASGI and WSGI middlewares give
+        an HTTP request's log its method and client this way).
 
         Raises:
             TypeError: ``function`` is not a str, ``params`` or ``info`` not a dict, or

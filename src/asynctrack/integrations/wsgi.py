@@ -131,10 +131,14 @@ class TrackMiddleware(WebMiddleware):
         else:
             method: str = environ.get("REQUEST_METHOD", "GET")
             query = environ.get("QUERY_STRING")
+            client = environ.get("REMOTE_ADDR")
             call = self.tracker.call(
                 f"{method_name(method)} {PENDING}",
                 level=self.level,
                 params={"query": parse_query(query)} if query else None,
+                # Set as the log opens (no info update): a log written incomplete at
+                # shutdown still says what it was; the path waits for the route.
+                info={"method": method, "client": client} if client else {"method": method},
             )
         request = _Request(self, call, environ, path)
         # A fresh context per request: the call's ContextVar is set and reset in it,
@@ -142,14 +146,9 @@ class TrackMiddleware(WebMiddleware):
         return request.ctx.run(request.start, start_response)
 
     # -- bookkeeping: never raises into the application ------------------------------------
-    def _start_info(self, call: CallScope, environ: Environ) -> None:
+    def _link(self, call: CallScope, environ: Environ) -> None:
+        # W3C trace context: the request's log continues the caller's trace.
         try:
-            method = environ.get("REQUEST_METHOD", "GET")
-            client = environ.get("REMOTE_ADDR")
-            if client:
-                call.add_info(method=method, client=client)
-            else:
-                call.add_info(method=method)
             parent = environ.get("HTTP_TRACEPARENT")
             if parent is not None and not call.link_remote(parent, environ.get("HTTP_TRACESTATE")):
                 self.malformed_traceparent += 1
@@ -217,7 +216,7 @@ class _Request:
                 call.__exit__(type(exc), exc, exc.__traceback__)
                 raise
             return _Body(self, body)
-        self.middleware._start_info(call, self.environ)
+        self.middleware._link(call, self.environ)
 
         def observe(status: str, headers: Any, exc_info: ExcInfo | None = None) -> Any:
             try:
