@@ -31,7 +31,7 @@ from asynctrack._core.values import (
     is_redacted,
 )
 
-__all__ = ["add_data", "add_info", "add_info_many", "check_key", "info", "open_info", "propagate"]
+__all__ = ["add_data", "add_info", "add_info_many", "check_key", "info", "propagate"]
 
 _get = FRAME.get
 
@@ -108,47 +108,22 @@ def add_info(key: str, value: Any) -> None:
     INFO.set({**bound, key: converted} if bound else {key: converted})
 
 
-def open_info(log: Log, values: dict[str, Any]) -> None:
-    """
-    Give ``log``, just opened by the call starting now, the info items ``values``.
-
-    ``values`` is the caller's own dict, never used after this. A log opened with an
-    empty info (nothing bound in the context) takes it as its info dict after the
-    usual checks, without a copy and without the lock: no other thread can reach the
-    log's info yet (the call's frame is not in any context). Otherwise it is an
-    :func:`add_info_many`.
-    """
-    if log.info or log._done:
-        add_info_many(log, values)
-        return
-    plain = PLAIN_NAMES
-    longest = _values._LIMITS.max_string
-    for key, value in values.items():
-        if type(key) is not str or key not in plain:
-            values = _converted(values, "info")
-            break
-        if type(value) is str:
-            if len(value) > longest or "://" in value:
-                values = _converted(values, "info")
-                break
-        elif type(value) not in _ATOMS:
-            values = _converted(values, "info")
-            break
-    log.info = values
-
-
-def add_info_many(log: Log, values: dict[str, Any]) -> None:
+def add_info_many(log: Log, values: dict[str, Any], opened: bool = False) -> None:
     """
     Set several info keys of ``log`` with one copy of its info dict.
 
-    ``values`` is the caller's own dict (a ``**kwargs``), never used after this.
+    ``values`` is the caller's own dict (a ``**kwargs``, or the ``info=`` of
+    ``Tracker.call``), never used after this. ``opened``: the call starting now just
+    opened ``log``; if its info is empty (nothing bound in the context) it takes
+    ``values`` as its info dict, without a copy and without the lock, since no other
+    thread can reach the log's info yet (the call's frame is in no context).
     """
     # The usual items are stored as they are, without a copy: names known not to be
     # sensitive with atoms or short plain strings (see convert); any other item has
     # them all converted.
-    # A web middleware sets its info this way twice per request, so this path avoids
-    # a call (the limits are read from their module) and a ``with`` block (its bound
-    # methods) where it can (see docs/performance.md, "Instructions per request").
+    # A web middleware sets its info this way once or twice per request, so this path
+    # avoids a call (the limits are read from their module) and a ``with`` block (its
+    # bound methods) where it can (see docs/performance.md, "Instructions per request").
     plain = PLAIN_NAMES
     longest = _values._LIMITS.max_string
     for key, value in values.items():
@@ -163,6 +138,9 @@ def add_info_many(log: Log, values: dict[str, Any]) -> None:
             values = _converted(values, "add_info")
             break
     if log._done:
+        return
+    if opened and not log.info:
+        log.info = values
         return
     _LOCK.acquire()
     try:

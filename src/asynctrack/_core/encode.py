@@ -271,16 +271,8 @@ def _encode(logs: Iterable[Log | bytes], scratch: _Scratch) -> bytes:
     ok_null = _OK_NULL
     empty = _EMPTY
     metas = _META
-    digits = _DIGITS3
-    mask = _MASK48
-    second, second_ns, stamp = scratch.second, scratch.second_ns, scratch.stamp
-    id_prefix = scratch.id_prefix
-    proc = ids.id_prefix()
-    last_ms = scratch.last_ms if scratch.proc is proc else -1
     slots = scratch.slots
     lists = scratch.lists
-    head = scratch.head
-    root_head = scratch.root_head
     parts: list[bytes] = []
     append_part = parts.append
     for log in logs:
@@ -341,56 +333,7 @@ def _encode(logs: Iterable[Log | bytes], scratch: _Scratch) -> bytes:
             if n < 0:
                 append_part(_dump_dict(log, dumps, newline))
             else:
-                t1 = log._t1
-                if t1 == t0:
-                    t1 = end_max
-                wall = log._wall_ns
-                # Offset into the current second: small ints from here on (CPython's
-                # arithmetic on them is several times cheaper than on the stamp).
-                sub = wall - second_ns
-                if not 0 <= sub < 1_000_000_000:
-                    # The stamp first: it raises for a year past 9999, and the clock
-                    # cached for the next lines must not change then.
-                    stamp, second = iso_second(wall // 1_000_000_000), wall // 1_000_000_000
-                    second_ns = second * 1_000_000_000
-                    sub = wall - second_ns
-                    last_ms = -1
-                micros = sub // 1000
-                ms = micros // 1000
-                ident = log._id
-                if ident is None:
-                    if ms != last_ms:
-                        last_ms = ms
-                        # int.to_bytes().hex() is a zero-padded hex string without a
-                        # format spec (3x cheaper); numbers past 48 bits raise
-                        # OverflowError.
-                        millis = (second * 1000 + ms) & mask
-                        id_prefix = millis.to_bytes(6).hex() + proc
-                    ident = id_prefix + log._number.to_bytes(6).hex()
-                parent_id = log.parent_id
-                if parent_id is None and log.parent_seq is None and log.remote_parent is None:
-                    line = root_head
-                else:
-                    line = head
-                    head["parent_id"] = parent_id
-                    head["parent_seq"] = log.parent_seq
-                    head["remote_parent"] = log.remote_parent
-                line["id"] = ident
-                trace = log._trace
-                if trace is None:
-                    trace = log._trace = trace_id_of(ident)
-                line["trace_id"] = trace
-                line["started_at"] = f"{stamp}.{digits[ms]}{digits[micros - ms * 1000]}+00:00"
-                line["duration_us"] = (t1 - t0) // 1000
-                line["complete"] = complete
-                line["info"] = log.info
-                line["calls"] = calls
-                if log.dropped_calls:
-                    d = dict(line)
-                    d["dropped_calls"] = log.dropped_calls
-                    append_part(dumps(d, option=newline))
-                else:
-                    append_part(dumps(line, option=newline))
+                append_part(_line(log, calls, scratch, t0, end_max))
         except (TypeError, ValueError, OverflowError):
             # A value orjson refuses (lone surrogate, huge int), a malformed record, a
             # log number past 48 bits.
@@ -399,8 +342,6 @@ def _encode(logs: Iterable[Log | bytes], scratch: _Scratch) -> bytes:
             for call in calls:
                 call["data"] = empty
                 call["status"] = ok_null
-    scratch.second, scratch.second_ns, scratch.stamp = second, second_ns, stamp
-    scratch.last_ms, scratch.id_prefix, scratch.proc = last_ms, id_prefix, proc
     # One pass over the whole batch for the line breaks orjson leaves raw.
     return _escape_breaks(parts[0] if len(parts) == 1 else b"".join(parts))
 
@@ -409,7 +350,7 @@ def _encode_one(log: Log, scratch: _Scratch) -> bytes | None:
     # The batch loop of _encode for one usual log: whole calls in start order, all
     # ended, none with data or an error, no dropped calls. Anything else returns None
     # before a value other than its default is stored (the batch path then encodes it,
-    # to the same bytes). Kept in step with _encode: tests compare the two.
+    # to the same bytes). The line's head is _line, as in _encode; tests compare the two.
     raw = log._raw
     complete = log.complete
     if (
@@ -444,10 +385,21 @@ def _encode_one(log: Log, scratch: _Scratch) -> bytes | None:
         call["params"] = params
         call["offset_us"] = (start - t0) // 1000
         call["duration_us"] = (end - start) // 1000
+    return _escape_breaks(_line(log, calls, scratch, t0, end_max))
+
+
+def _line(log: Log, calls: list[dict[str, Any]], scratch: _Scratch, t0: int, end_max: int) -> bytes:
+    # A log's line over its filled call dicts, newline included, line breaks not yet
+    # escaped: its clock, id, trace id, parents and info, for both encoders. The
+    # thread's clock and id prefix are kept in ``scratch`` from line to line. Raises
+    # TypeError, ValueError or OverflowError for what orjson refuses and for a log
+    # number past 48 bits (int.to_bytes).
     t1 = log._t1
     if t1 == t0:
         t1 = end_max
     wall = log._wall_ns
+    # Offset into the current second: small ints from here on (CPython's arithmetic on
+    # them is several times cheaper than on the stamp).
     sub = wall - scratch.second_ns
     if not 0 <= sub < 1_000_000_000:
         second = wall // 1_000_000_000
@@ -459,10 +411,12 @@ def _encode_one(log: Log, scratch: _Scratch) -> bytes | None:
     ms = micros // 1000
     ident = log._id
     if ident is None:
-        proc = ids._PREFIX
+        proc = ids._PREFIX  # a forked child has its own
         if ms != scratch.last_ms or scratch.proc is not proc:
             scratch.last_ms = ms
             scratch.proc = proc
+            # int.to_bytes().hex() is a zero-padded hex string without a format spec
+            # (3x cheaper).
             millis = (scratch.second * 1000 + ms) & _MASK48
             scratch.id_prefix = millis.to_bytes(6).hex() + proc
         ident = scratch.id_prefix + log._number.to_bytes(6).hex()
@@ -480,10 +434,14 @@ def _encode_one(log: Log, scratch: _Scratch) -> bytes | None:
     line["trace_id"] = trace
     line["started_at"] = f"{scratch.stamp}.{_DIGITS3[ms]}{_DIGITS3[micros - ms * 1000]}+00:00"
     line["duration_us"] = (t1 - t0) // 1000
-    line["complete"] = complete
+    line["complete"] = log.complete
     line["info"] = log.info
     line["calls"] = calls
-    return _escape_breaks(_dumps(line, option=_NEWLINE))
+    if log.dropped_calls:
+        with_dropped = dict(line)
+        with_dropped["dropped_calls"] = log.dropped_calls
+        return _dumps(with_dropped, option=_NEWLINE)
+    return _dumps(line, option=_NEWLINE)
 
 
 #: The keys of a log's line before its optional "dropped_calls", in order.

@@ -362,10 +362,9 @@ class CallScope:
         if info is not None:
             self._info = None
             try:
-                if frame[FRAME_SLOT] == 0 and frame[FRAME_UP] is None:
-                    activity.open_info(frame[FRAME_LOG], info)  # this block opened the log
-                else:
-                    activity.add_info_many(frame[FRAME_LOG], info)
+                # Opened by this block: its first slot, no caller in the log.
+                opened = frame[FRAME_SLOT] == 0 and frame[FRAME_UP] is None
+                activity.add_info_many(frame[FRAME_LOG], info, opened)
             except Exception:  # pragma: no cover - keys checked by call(); never raise here
                 pass
         self._frame = frame
